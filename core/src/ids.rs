@@ -1,0 +1,124 @@
+//! Identifiers. Each is created only by parsing, so an invalid id cannot exist past the boundary.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} '{value}': {reason}")]
+pub struct IdError {
+    pub kind: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+fn check(kind: &'static str, value: &str) -> Result<(), IdError> {
+    let reason = if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > 250 {
+        Some("it is longer than 250 characters")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("use only letters, digits, '_', '.' and '-'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(IdError {
+            kind,
+            value: value.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses `[A-Za-z0-9_.-]{1,250}`.
+            pub fn parse(value: &str) -> Result<Self, IdError> {
+                check($kind, value)?;
+                Ok(Self(value.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                check($kind, &value)?;
+                Ok(Self(value))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A DAG's id: the `id` key of its file, or the file stem.
+    DagId,
+    "dag id"
+);
+id_type!(
+    /// A task's id: its key under `tasks:`.
+    TaskId,
+    "task id"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        assert_eq!(DagId::parse("sales_daily.v2-eu").unwrap().as_str(), "sales_daily.v2-eu");
+    }
+
+    #[test]
+    fn rejects_empty_long_and_foreign_characters() {
+        assert_eq!(DagId::parse("").unwrap_err().reason, "it is empty");
+        assert_eq!(
+            TaskId::parse(&"a".repeat(251)).unwrap_err().reason,
+            "it is longer than 250 characters"
+        );
+        assert_eq!(
+            TaskId::parse("load data").unwrap_err().to_string(),
+            "invalid task id 'load data': use only letters, digits, '_', '.' and '-'"
+        );
+    }
+
+    #[test]
+    fn deserializing_checks_the_alphabet() {
+        assert!(serde_json::from_str::<DagId>("\"a/b\"").is_err());
+        assert_eq!(serde_json::from_str::<DagId>("\"ab\"").unwrap().as_str(), "ab");
+    }
+}

@@ -1,0 +1,1 @@
+//! Schedules and data intervals (DESIGN §4).

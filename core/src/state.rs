@@ -1,0 +1,238 @@
+//! States of DAG runs and task instances, their legal moves, trigger rules and run types.
+//!
+//! The names here are the vocabulary of every layer: the YAML, the `state` columns, the API and
+//! the UI all use `as_str()`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Defines a closed set of names with `as_str`, `FromStr`, `Display`, `ALL` and serde as the name.
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// Every name, for "expected one of" messages and the JSON Schema.
+            pub fn names() -> impl Iterator<Item = &'static str> {
+                Self::ALL.iter().map(|value| value.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName { what: $what, name: text.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// A name that is not one of a closed set's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} '{name}'")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub name: String,
+}
+
+named_enum!(
+    /// The state of a DAG run: `queued` -> `running` -> `success` | `failed`.
+    DagRunState, "dag run state" {
+        Queued = "queued",
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+    }
+);
+
+named_enum!(
+    /// The state of a task instance (one task in one DAG run).
+    TaskState, "task state" {
+        /// Created, or cleared; not yet considered by the scheduler.
+        None = "none",
+        /// Its trigger rule is met; waiting for a pool slot and limits.
+        Scheduled = "scheduled",
+        /// In the queue; a worker may claim it.
+        Queued = "queued",
+        /// A worker runs a try.
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+        Skipped = "skipped",
+        /// An upstream failed, so its trigger rule can never be met.
+        UpstreamFailed = "upstream_failed",
+        /// A try failed and tries remain; it waits for its retry delay.
+        UpForRetry = "up_for_retry",
+        /// For sensors (not in format version 1).
+        UpForReschedule = "up_for_reschedule",
+        /// The task is no longer in the DAG version the run uses.
+        Removed = "removed",
+    }
+);
+
+named_enum!(
+    /// Airflow's trigger rules: when a task may run given its upstream tasks' states.
+    TriggerRule, "trigger rule" {
+        AllSuccess = "all_success",
+        AllFailed = "all_failed",
+        AllDone = "all_done",
+        AllSkipped = "all_skipped",
+        OneSuccess = "one_success",
+        OneFailed = "one_failed",
+        OneDone = "one_done",
+        NoneFailed = "none_failed",
+        NoneFailedMinOneSuccess = "none_failed_min_one_success",
+        NoneSkipped = "none_skipped",
+        Always = "always",
+    }
+);
+
+named_enum!(
+    /// Why a DAG run exists.
+    RunType, "run type" {
+        Scheduled = "scheduled",
+        Manual = "manual",
+        Backfill = "backfill",
+    }
+);
+
+impl Default for TriggerRule {
+    fn default() -> Self {
+        TriggerRule::AllSuccess
+    }
+}
+
+impl DagRunState {
+    pub fn is_finished(self) -> bool {
+        matches!(self, DagRunState::Success | DagRunState::Failed)
+    }
+
+    /// The legal moves of a DAG run. Clearing puts any run back to `queued`; a user may mark
+    /// any run `success` or `failed`.
+    pub fn can_move_to(self, to: DagRunState) -> bool {
+        use DagRunState::*;
+        self != to && matches!((self, to), (_, Queued | Success | Failed) | (Queued, Running))
+    }
+}
+
+impl TaskState {
+    /// A finished task instance needs nothing more from the scheduler or a worker.
+    pub fn is_finished(self) -> bool {
+        use TaskState::*;
+        matches!(self, Success | Failed | Skipped | UpstreamFailed | Removed)
+    }
+
+    /// The one place that owns the legal moves of a task instance. Every write is a
+    /// compare-and-set from a state for which this returns true.
+    pub fn can_move_to(self, to: TaskState) -> bool {
+        use TaskState::*;
+        if self == to {
+            return false;
+        }
+        match to {
+            // Clearing resets anything; a user may mark anything success or failed.
+            None | Success | Failed => true,
+            Scheduled => matches!(self, None | Queued | UpForRetry | UpForReschedule),
+            Queued => self == Scheduled,
+            Running => self == Queued,
+            Skipped => matches!(self, None | Scheduled | Running),
+            UpstreamFailed => matches!(self, None | Scheduled),
+            UpForRetry => matches!(self, Queued | Running),
+            UpForReschedule => self == Running,
+            Removed => !matches!(self, Running),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for state in TaskState::ALL {
+            assert_eq!(state.as_str().parse::<TaskState>().unwrap(), *state);
+        }
+        for rule in TriggerRule::ALL {
+            assert_eq!(rule.as_str().parse::<TriggerRule>().unwrap(), *rule);
+        }
+        assert_eq!(
+            "all_sucess".parse::<TriggerRule>().unwrap_err().to_string(),
+            "unknown trigger rule 'all_sucess'"
+        );
+    }
+
+    #[test]
+    fn serde_uses_the_names() {
+        assert_eq!(
+            serde_json::to_string(&TaskState::UpstreamFailed).unwrap(),
+            "\"upstream_failed\""
+        );
+    }
+
+    #[test]
+    fn task_lifecycle_moves_are_legal() {
+        use TaskState::*;
+        for (from, to) in [
+            (None, Scheduled),
+            (Scheduled, Queued),
+            (Queued, Running),
+            (Running, Success),
+            (Running, UpForRetry),
+            (UpForRetry, Scheduled),
+            (None, UpstreamFailed),
+            (Running, Skipped),
+            (Success, None),
+        ] {
+            assert!(from.can_move_to(to), "{from} -> {to} should be legal");
+        }
+    }
+
+    #[test]
+    fn task_shortcuts_are_illegal() {
+        use TaskState::*;
+        for (from, to) in [
+            (None, Running),
+            (Scheduled, Running),
+            (Success, Running),
+            (Success, Success),
+            (Failed, Queued),
+            (Running, Removed),
+        ] {
+            assert!(!from.can_move_to(to), "{from} -> {to} should be illegal");
+        }
+    }
+
+    #[test]
+    fn dag_run_moves() {
+        use DagRunState::*;
+        assert!(Queued.can_move_to(Running));
+        assert!(Running.can_move_to(Success));
+        assert!(Failed.can_move_to(Queued));
+        assert!(!Success.can_move_to(Running));
+        assert!(!Running.can_move_to(Running));
+    }
+}
