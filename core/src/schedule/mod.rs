@@ -1,1 +1,491 @@
-//! Schedules and data intervals (DESIGN §4).
+//! Schedules and data intervals (DESIGN §4), with Airflow 2's semantics.
+//!
+//! A `Timetable` answers one question, as Airflow's timetables do: given the last automated
+//! run's data interval (or none) and `now`, which run comes next? Everything else (the runs due
+//! on an empty database, the upcoming ones) is built on that answer, so `updraft dags
+//! next-runs` prints exactly what the scheduler creates. Pure: `now` is always a parameter.
+//!
+//! `cron.rs` evaluates cron on the DAG's wall clock with Airflow's DST policy.
+
+mod cron;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use cron::CronSchedule;
+
+/// When runs happen. A closed set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// `schedule: null` or absent: runs only when triggered.
+    Manual,
+    /// `@once`: one run at `start_date`.
+    Once,
+    /// A 5-field cron expression or a preset, on the DAG's wall clock.
+    Cron(CronSchedule),
+    /// `every: <duration>`: fixed intervals anchored at `start_date`.
+    Every(Duration),
+}
+
+impl Schedule {
+    /// Parses a cron expression or a preset (`@once`, `@hourly`, `@daily`, `@weekly`,
+    /// `@monthly`, `@quarterly`, `@yearly`).
+    pub fn parse_cron(expression: &str) -> Result<Schedule, String> {
+        if expression.trim() == "@once" {
+            return Ok(Schedule::Once);
+        }
+        CronSchedule::parse(expression).map(Schedule::Cron)
+    }
+
+    pub fn every(interval: Duration) -> Result<Schedule, String> {
+        if interval < Duration::from_secs(1) {
+            return Err(format!(
+                "\"every\" must be at least 1s, found {}",
+                humantime::format_duration(interval)
+            ));
+        }
+        Ok(Schedule::Every(interval))
+    }
+}
+
+impl fmt::Display for Schedule {
+    /// The text a DAG file would use: `null`, `@once`, the cron text, or `every 15m`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Manual => f.write_str("null"),
+            Schedule::Once => f.write_str("@once"),
+            Schedule::Cron(cron) => f.write_str(cron.text()),
+            Schedule::Every(interval) => {
+                write!(f, "every {}", humantime::format_duration(*interval))
+            }
+        }
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    /// The inverse of `Display`.
+    fn from_str(text: &str) -> Result<Schedule, String> {
+        match text {
+            "null" => Ok(Schedule::Manual),
+            _ => match text.strip_prefix("every ") {
+                Some(interval) => humantime::parse_duration(interval)
+                    .map_err(|error| format!("bad duration \"{interval}\": {error}"))
+                    .and_then(Schedule::every),
+                None => Schedule::parse_cron(text),
+            },
+        }
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Schedule, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a run's data interval is, relative to its schedule tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataIntervalMode {
+    /// Airflow 2's default: the run for [t_k, t_k+1) is created at t_k+1; logical date t_k.
+    Previous,
+    /// The run is about its tick: logical date = interval start = interval end = tick
+    /// (Airflow's CronTriggerTimetable).
+    Instant,
+}
+
+impl FromStr for DataIntervalMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DataIntervalMode, String> {
+        match text {
+            "previous" => Ok(DataIntervalMode::Previous),
+            "instant" => Ok(DataIntervalMode::Instant),
+            _ => Err(format!(
+                "unknown data_interval \"{text}\"; use \"previous\" or \"instant\""
+            )),
+        }
+    }
+}
+
+/// One DAG run the schedule calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInterval {
+    pub logical_date: DateTime<Utc>,
+    pub data_interval_start: DateTime<Utc>,
+    pub data_interval_end: DateTime<Utc>,
+    /// The run may start at this moment, not before.
+    pub run_after: DateTime<Utc>,
+}
+
+impl RunInterval {
+    fn interval(start: DateTime<Utc>, end: DateTime<Utc>) -> RunInterval {
+        RunInterval {
+            logical_date: start,
+            data_interval_start: start,
+            data_interval_end: end,
+            run_after: end,
+        }
+    }
+
+    fn exact(tick: DateTime<Utc>) -> RunInterval {
+        RunInterval::interval(tick, tick)
+    }
+}
+
+/// A DAG's schedule with everything that decides its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timetable {
+    pub schedule: Schedule,
+    #[serde(with = "tz_name")]
+    pub timezone: Tz,
+    pub data_interval: DataIntervalMode,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub catchup: bool,
+}
+
+impl Timetable {
+    pub fn new(
+        schedule: Schedule,
+        timezone: Tz,
+        data_interval: DataIntervalMode,
+        start_date: Option<DateTime<Utc>>,
+        end_date: Option<DateTime<Utc>>,
+        catchup: bool,
+    ) -> Timetable {
+        Timetable {
+            schedule,
+            timezone,
+            data_interval,
+            start_date,
+            end_date,
+            catchup,
+        }
+    }
+
+    /// The run after the last automated one (`None`: the DAG has none yet), as Airflow's
+    /// `next_dagrun_info`. `now` matters only without catchup, where runs before the latest
+    /// complete interval are skipped. The result may lie in the future: it is due when
+    /// `run_after <= now`.
+    pub fn next_dagrun_info(
+        &self,
+        last: Option<&RunInterval>,
+        now: DateTime<Utc>,
+    ) -> Option<RunInterval> {
+        let earliest = self.start_date?;
+        let info = match &self.schedule {
+            Schedule::Manual => return None,
+            Schedule::Once => match last {
+                Some(_) => return None,
+                None => RunInterval::exact(earliest),
+            },
+            Schedule::Cron(cron) => {
+                let clock = Clock::Cron(cron, self.timezone);
+                match self.data_interval {
+                    DataIntervalMode::Previous => self.next_interval(&clock, last, earliest, now),
+                    DataIntervalMode::Instant => self.next_tick(&clock, last, earliest, now),
+                }
+            }
+            Schedule::Every(interval) => {
+                let clock = Clock::Every(chrono::Duration::from_std(*interval).ok()?);
+                match self.data_interval {
+                    DataIntervalMode::Previous => self.next_interval(&clock, last, earliest, now),
+                    DataIntervalMode::Instant => self.next_tick(&clock, last, earliest, now),
+                }
+            }
+        };
+        match self.end_date {
+            Some(end) if info.logical_date > end => None,
+            _ => Some(info),
+        }
+    }
+
+    /// Airflow's `_DataIntervalTimetable.next_dagrun_info`.
+    fn next_interval(
+        &self,
+        clock: &Clock,
+        last: Option<&RunInterval>,
+        earliest: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> RunInterval {
+        let earliest = if self.catchup {
+            clock.align_to_next(earliest)
+        } else {
+            clock.skip_to_latest(earliest, now)
+        };
+        let start = match last {
+            None => earliest,
+            Some(last) => clock.align_to_prev(last.data_interval_end).max(earliest),
+        };
+        RunInterval::interval(start, clock.next(start))
+    }
+
+    /// Airflow's `CronTriggerTimetable.next_dagrun_info` with a zero interval.
+    fn next_tick(
+        &self,
+        clock: &Clock,
+        last: Option<&RunInterval>,
+        earliest: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> RunInterval {
+        let after_last = last.map(|last| clock.next(last.data_interval_end));
+        let tick = if self.catchup {
+            after_last.unwrap_or_else(|| clock.align_to_next(earliest))
+        } else {
+            let latest = clock.align_to_prev(now);
+            let first = clock.align_to_next(earliest);
+            after_last.map_or(latest, |t| t.max(latest)).max(first)
+        };
+        RunInterval::exact(tick)
+    }
+
+    /// What the scheduler creates at `now` on an empty database: with catchup every complete
+    /// interval since `start_date` (oldest first), without it the latest one.
+    pub fn due_runs(&self, now: DateTime<Utc>) -> Vec<RunInterval> {
+        let mut runs: Vec<RunInterval> = Vec::new();
+        while let Some(run) = self.next_dagrun_info(runs.last(), now) {
+            if run.run_after > now {
+                break;
+            }
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// The `count` runs after those due at `now`.
+    pub fn upcoming(&self, now: DateTime<Utc>, count: usize) -> Vec<RunInterval> {
+        let mut last = self.due_runs(now).last().copied();
+        let mut runs = Vec::with_capacity(count);
+        while runs.len() < count {
+            let Some(run) = self.next_dagrun_info(last.as_ref(), now) else {
+                break;
+            };
+            runs.push(run);
+            last = Some(run);
+        }
+        runs
+    }
+
+    /// The schedule in words, for people: "At 02:00 (Europe/Berlin)", "every 15m".
+    pub fn describe(&self) -> String {
+        let zone = self.timezone.name();
+        match &self.schedule {
+            Schedule::Manual => "manual only (no schedule)".to_owned(),
+            Schedule::Once => "once, at start_date".to_owned(),
+            Schedule::Cron(cron) => format!("{} ({}, {zone})", cron.describe(), cron.text()),
+            Schedule::Every(interval) => format!(
+                "every {} from start_date",
+                humantime::format_duration(*interval)
+            ),
+        }
+    }
+}
+
+/// The two kinds of tick sequence, with Airflow's alignment helpers over either.
+enum Clock<'a> {
+    Cron(&'a CronSchedule, Tz),
+    Every(chrono::Duration),
+}
+
+impl Clock<'_> {
+    /// The first tick strictly after `t`.
+    fn next(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Clock::Cron(cron, tz) => cron.next_after(t, *tz),
+            Clock::Every(interval) => t + *interval,
+        }
+    }
+
+    /// The last tick strictly before `t`.
+    fn prev(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Clock::Cron(cron, tz) => cron.prev_before(t, *tz),
+            Clock::Every(interval) => t - *interval,
+        }
+    }
+
+    /// `t` if it is a tick, else the next tick.
+    fn align_to_next(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Clock::Cron(..) => {
+                let next = self.next(t);
+                if self.prev(next) == t { t } else { next }
+            }
+            Clock::Every(_) => t,
+        }
+    }
+
+    /// `t` if it is a tick, else the previous tick.
+    fn align_to_prev(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Clock::Cron(..) => {
+                let prev = self.prev(t);
+                if self.next(prev) == t { t } else { prev }
+            }
+            Clock::Every(_) => t,
+        }
+    }
+
+    /// Without catchup, the start of the latest complete interval at `now`, or the aligned
+    /// start date if later (Airflow's `_skip_to_latest`).
+    fn skip_to_latest(&self, earliest: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Clock::Cron(..) => {
+                let last_start = self.prev(now);
+                let new_start = if self.next(last_start) == now {
+                    last_start
+                } else {
+                    self.prev(last_start)
+                };
+                new_start.max(self.align_to_next(earliest))
+            }
+            Clock::Every(_) => self.prev(now).max(earliest),
+        }
+    }
+}
+
+/// Finds a timezone by its IANA name, suggesting the closest names for a typo.
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| {
+        let hint =
+            crate::suggest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()));
+        format!("unknown timezone \"{name}\"{hint} (use an IANA name such as Europe/Berlin)")
+    })
+}
+
+/// Timezones as their IANA names in the stored JSON.
+mod tz_name {
+    use chrono_tz::Tz;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tz: &Tz, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(tz.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Tz, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn timetable(schedule: &str, catchup: bool) -> Timetable {
+        Timetable::new(
+            schedule.parse().unwrap(),
+            Tz::UTC,
+            DataIntervalMode::Previous,
+            Some(at("2024-01-01T00:00:00Z")),
+            None,
+            catchup,
+        )
+    }
+
+    #[test]
+    fn schedule_text_round_trips() {
+        for text in [
+            "null",
+            "@once",
+            "0 2 * * *",
+            "@daily",
+            "every 15m",
+            "every 1day",
+        ] {
+            let schedule: Schedule = text.parse().unwrap();
+            assert_eq!(schedule.to_string().parse::<Schedule>().unwrap(), schedule);
+        }
+    }
+
+    #[test]
+    fn every_refuses_less_than_a_second() {
+        assert_eq!(
+            Schedule::every(Duration::ZERO).unwrap_err(),
+            "\"every\" must be at least 1s, found 0s"
+        );
+    }
+
+    #[test]
+    fn manual_and_missing_start_date_create_nothing() {
+        let now = at("2024-02-01T00:00:00Z");
+        assert!(timetable("null", true).due_runs(now).is_empty());
+        let mut no_start = timetable("@daily", true);
+        no_start.start_date = None;
+        assert!(no_start.next_dagrun_info(None, now).is_none());
+    }
+
+    #[test]
+    fn catchup_creates_every_complete_interval_oldest_first() {
+        let runs = timetable("@daily", true).due_runs(at("2024-01-03T12:00:00Z"));
+        let dates: Vec<_> = runs.iter().map(|r| r.logical_date.to_rfc3339()).collect();
+        assert_eq!(
+            dates,
+            ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"]
+        );
+        assert_eq!(runs[1].data_interval_end, at("2024-01-03T00:00:00Z"));
+    }
+
+    #[test]
+    fn without_catchup_only_the_latest_interval_is_due() {
+        let runs = timetable("@daily", false).due_runs(at("2024-01-10T12:00:00Z"));
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].logical_date, at("2024-01-09T00:00:00Z"));
+    }
+
+    #[test]
+    fn upcoming_runs_follow_the_due_ones() {
+        let upcoming = timetable("@daily", false).upcoming(at("2024-01-10T12:00:00Z"), 2);
+        assert_eq!(upcoming[0].logical_date, at("2024-01-10T00:00:00Z"));
+        assert_eq!(upcoming[1].run_after, at("2024-01-12T00:00:00Z"));
+    }
+
+    #[test]
+    fn timezone_typos_get_a_suggestion() {
+        assert_eq!(
+            parse_timezone("Europe/Berln").unwrap_err(),
+            "unknown timezone \"Europe/Berln\"; did you mean \"Europe/Berlin\"? (use an IANA \
+             name such as Europe/Berlin)"
+        );
+        assert_eq!(
+            parse_timezone("America/New_York").unwrap(),
+            Tz::America__New_York
+        );
+    }
+
+    #[test]
+    fn timetables_serialize_with_names() {
+        let timetable = timetable("0 2 * * *", true);
+        let json = serde_json::to_value(&timetable).unwrap();
+        assert_eq!(json["schedule"], "0 2 * * *");
+        assert_eq!(json["timezone"], "UTC");
+        assert_eq!(json["data_interval"], "previous");
+        assert_eq!(
+            serde_json::from_value::<Timetable>(json).unwrap(),
+            timetable
+        );
+    }
+}
