@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {kind} '{value}': {reason}")]
+#[error("invalid {kind} \"{value}\": {reason}")]
 pub struct IdError {
     pub kind: &'static str,
     pub value: String,
@@ -75,6 +75,14 @@ macro_rules! id_type {
             }
         }
 
+        // Hash and Eq derive from the inner string, so maps keyed by an id can be searched by
+        // `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -100,7 +108,10 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_alphabet() {
-        assert_eq!(DagId::parse("sales_daily.v2-eu").unwrap().as_str(), "sales_daily.v2-eu");
+        assert_eq!(
+            DagId::parse("sales_daily.v2-eu").unwrap().as_str(),
+            "sales_daily.v2-eu"
+        );
     }
 
     #[test]
@@ -112,13 +123,16 @@ mod tests {
         );
         assert_eq!(
             TaskId::parse("load data").unwrap_err().to_string(),
-            "invalid task id 'load data': use only letters, digits, '_', '.' and '-'"
+            "invalid task id \"load data\": use only letters, digits, '_', '.' and '-'"
         );
     }
 
     #[test]
     fn deserializing_checks_the_alphabet() {
         assert!(serde_json::from_str::<DagId>("\"a/b\"").is_err());
-        assert_eq!(serde_json::from_str::<DagId>("\"ab\"").unwrap().as_str(), "ab");
+        assert_eq!(
+            serde_json::from_str::<DagId>("\"ab\"").unwrap().as_str(),
+            "ab"
+        );
     }
 }

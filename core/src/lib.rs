@@ -1,9 +1,13 @@
 //! updraft-core: the domain, pure. It owns DAG files (loading and validation into a petgraph
-//! graph), schedules and data intervals, states and their legal moves, and trigger rules.
+//! graph), schedules and data intervals, states and their legal moves, trigger rules and
+//! template checks.
 //!
-//! Architecture invariant: this crate does no I/O beyond reading DAG files it is pointed at,
-//! knows no database, no async runtime and no clock (`now` is always a parameter).
+//! Architecture invariant: this crate knows no database, no async runtime and no clock (`now`
+//! is always a parameter). Its only I/O is reading the DAG files it is pointed at (`dag::load`).
 
+pub mod dag;
 pub mod ids;
 pub mod schedule;
 pub mod state;
+pub mod suggest;
+pub mod template;

@@ -52,7 +52,7 @@ macro_rules! named_enum {
 
 /// A name that is not one of a closed set's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} '{name}'")]
+#[error("unknown {what} \"{name}\"")]
 pub struct UnknownName {
     pub what: &'static str,
     pub name: String,
@@ -119,12 +119,6 @@ named_enum!(
     }
 );
 
-impl Default for TriggerRule {
-    fn default() -> Self {
-        TriggerRule::AllSuccess
-    }
-}
-
 impl DagRunState {
     pub fn is_finished(self) -> bool {
         matches!(self, DagRunState::Success | DagRunState::Failed)
@@ -134,7 +128,11 @@ impl DagRunState {
     /// any run `success` or `failed`.
     pub fn can_move_to(self, to: DagRunState) -> bool {
         use DagRunState::*;
-        self != to && matches!((self, to), (_, Queued | Success | Failed) | (Queued, Running))
+        self != to
+            && matches!(
+                (self, to),
+                (_, Queued | Success | Failed) | (Queued, Running)
+            )
     }
 }
 
@@ -181,7 +179,7 @@ mod tests {
         }
         assert_eq!(
             "all_sucess".parse::<TriggerRule>().unwrap_err().to_string(),
-            "unknown trigger rule 'all_sucess'"
+            "unknown trigger rule \"all_sucess\""
         );
     }
 

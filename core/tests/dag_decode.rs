@@ -1,0 +1,273 @@
+//! What a valid DAG file means once decoded. The broken-file corpus (`tests/dags/broken` at the
+//! repository root) covers the error messages through the real binary.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use updraft_core::dag::{
+    Command, DAG_KEYS, Dag, HANDLER_KEYS, JSON_SCHEMA, LoadOptions, PARAM_KEYS, ParamType,
+    SCHEDULE_KEYS, TASK_KEYS, decode,
+};
+use updraft_core::state::TriggerRule;
+
+fn check(text: &str) -> Dag {
+    decode("dags/example.yaml", text, &LoadOptions::default())
+        .unwrap_or_else(|errors| panic!("expected a valid DAG, got {errors:?}"))
+}
+
+fn messages(text: &str) -> Vec<String> {
+    match decode("dags/example.yaml", text, &LoadOptions::default()) {
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics
+            .into_iter()
+            .map(|d| format!("{}: {}", d.pos, d.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn the_id_defaults_to_the_file_stem() {
+    let dag = check("tasks:\n  a:\n    run: echo a\n");
+    assert_eq!(dag.id.as_str(), "example");
+    assert_eq!(dag.fileloc, "dags/example.yaml");
+}
+
+#[test]
+fn defaults_apply_unless_the_task_sets_the_key() {
+    let dag = check(
+        "defaults:\n  retries: 2\n  retry_delay: 30s\n  pool: etl\ntasks:\n  a:\n    run: \
+         echo a\n  b:\n    run: echo b\n    retries: 5\n",
+    );
+    let a = dag.task("a").unwrap();
+    let b = dag.task("b").unwrap();
+    assert_eq!((a.retries, b.retries), (2, 5));
+    assert_eq!(b.retry_delay, Duration::from_secs(30));
+    assert_eq!(b.pool, "etl");
+}
+
+#[test]
+fn airflow_defaults_fill_what_the_file_omits() {
+    let dag = check("tasks:\n  a:\n    run: echo a\n");
+    let a = dag.task("a").unwrap();
+    assert_eq!(a.retries, 0);
+    assert_eq!(a.retry_delay, Duration::from_secs(300));
+    assert_eq!(a.pool, "default_pool");
+    assert_eq!(a.queue, "default");
+    assert_eq!(a.trigger_rule, TriggerRule::AllSuccess);
+    assert_eq!(a.skip_on_exit_code, vec![99]);
+    assert_eq!(dag.max_active_runs, 16);
+    assert!(!dag.timetable.catchup);
+}
+
+#[test]
+fn every_task_key_is_kept() {
+    let dag = check(
+        r#"
+tasks:
+  a:
+    exec: [python3, job.py, "{{ ds }}", 3]
+    outputs: [rows]
+  b:
+    depends_on: a
+    run: echo {{ outputs.a.rows }}
+    description: second
+    env: {PORT: 5432, NAME: "{{ ds }}"}
+    working_dir: /srv
+    retries: 3
+    retry_delay: 1m
+    retry_exponential_backoff: true
+    max_retry_delay: 30m
+    timeout: 1h
+    pool: warehouse
+    pool_slots: 2
+    priority_weight: -4
+    queue: gpu
+    trigger_rule: all_done
+    skip_on_exit_code: [99, 100]
+    depends_on_past: true
+    kill_grace: 5s
+    on_success: echo ok
+    on_failure: {exec: [notify, failed]}
+    on_retry: {run: echo retry, env: {LEVEL: warn}}
+"#,
+    );
+    let a = dag.task("a").unwrap();
+    assert_eq!(
+        a.command,
+        Command::Exec(vec![
+            "python3".into(),
+            "job.py".into(),
+            "{{ ds }}".into(),
+            "3".into()
+        ])
+    );
+    let b = dag.task("b").unwrap();
+    assert_eq!(b.depends_on, vec![a.id.clone()]);
+    assert_eq!(b.env["PORT"], "5432");
+    assert_eq!(b.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(b.max_retry_delay, Some(Duration::from_secs(1800)));
+    assert_eq!(b.timeout, Some(Duration::from_secs(3600)));
+    assert_eq!((b.pool_slots, b.priority_weight), (2, -4));
+    assert_eq!(b.queue, "gpu");
+    assert_eq!(b.trigger_rule, TriggerRule::AllDone);
+    assert_eq!(b.skip_on_exit_code, vec![99, 100]);
+    assert!(b.depends_on_past && b.retry_exponential_backoff);
+    assert_eq!(b.kill_grace, Duration::from_secs(5));
+    assert_eq!(
+        b.on_success.as_ref().unwrap().command,
+        Command::Run("echo ok".into())
+    );
+    assert_eq!(b.on_retry.as_ref().unwrap().env["LEVEL"], "warn");
+}
+
+#[test]
+fn params_take_a_spec_or_a_bare_default() {
+    let dag = check(
+        "params:\n  region: {type: string, default: eu, enum: [eu, us]}\n  days: 7\n  \
+         ratio: 0.5\n  dry_run: false\ntasks:\n  a:\n    run: echo {{ params.region }}\n",
+    );
+    let kinds: Vec<_> = dag.params.values().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ParamType::String,
+            ParamType::Integer,
+            ParamType::Number,
+            ParamType::Boolean
+        ]
+    );
+    assert_eq!(dag.params["days"].default, Some(serde_json::json!(7)));
+    assert!(
+        dag.params["region"]
+            .check(&serde_json::json!("mars"))
+            .is_err()
+    );
+}
+
+#[test]
+fn the_graph_follows_depends_on() {
+    let dag = check(
+        "tasks:\n  load:\n    depends_on: [t1, t2]\n    run: x\n  extract:\n    run: x\n  t1:\n    \
+         depends_on: extract\n    run: x\n  t2:\n    depends_on: extract\n    run: x\n",
+    );
+    let ids = |tasks: Vec<&updraft_core::dag::Task>| -> Vec<String> {
+        tasks.into_iter().map(|t| t.id.to_string()).collect()
+    };
+    assert_eq!(
+        ids(dag.topological_order()),
+        ["extract", "t1", "t2", "load"]
+    );
+    assert_eq!(ids(dag.downstream("extract")), ["load", "t1", "t2"]);
+    assert_eq!(ids(dag.upstream("load")), ["extract", "t1", "t2"]);
+    assert_eq!(ids(dag.leaves().collect()), ["load"]);
+}
+
+#[test]
+fn json_round_trip_keeps_the_dag_and_its_hash() {
+    let dag = check(
+        "schedule: {cron: '0 2 * * *', timezone: Europe/Berlin}\nstart_date: 2024-01-01\n\
+         timeout: 6h\ntasks:\n  a:\n    run: echo a\n  b:\n    depends_on: a\n    run: echo b\n",
+    );
+    let json = serde_json::to_string(&dag).unwrap();
+    let back: Dag = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, dag);
+    assert_eq!(back.version_hash(), dag.version_hash());
+    assert_eq!(back.downstream("a").len(), 1, "the graph is rebuilt");
+}
+
+#[test]
+fn formatting_does_not_change_the_version_hash_but_content_does() {
+    let one = check("tasks:\n  a:\n    run: echo a\n");
+    let same = check("# a comment\ntasks:\n  a: {run: echo a}\n");
+    let other = check("tasks:\n  a:\n    run: echo b\n");
+    assert_eq!(one.version_hash(), same.version_hash());
+    assert_ne!(one.version_hash(), other.version_hash());
+}
+
+#[test]
+fn start_date_is_midnight_in_the_dag_timezone() {
+    let dag = check(
+        "schedule: {cron: '@daily', timezone: Europe/Berlin}\nstart_date: 2024-07-01\n\
+         end_date: 2024-07-31T12:00:00Z\ntasks:\n  a:\n    run: x\n",
+    );
+    assert_eq!(
+        dag.timetable.start_date.unwrap().to_rfc3339(),
+        "2024-06-30T22:00:00+00:00"
+    );
+    assert_eq!(
+        dag.timetable.end_date.unwrap().to_rfc3339(),
+        "2024-07-31T12:00:00+00:00"
+    );
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_in_order() {
+    let found = messages(
+        "scheduel: x\ntasks:\n  a:\n    run: echo {{ nope }}\n    retries: -1\n  b:\n    \
+         depends_on: [a, zz]\n    exec: []\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "1:1: unknown key \"scheduel\"; did you mean \"schedule\"?",
+            "4:10: task \"a\": \"run\": unknown template variable \"nope\"",
+            "5:14: task \"a\": \"retries\" must be at least 0, found -1",
+            "7:21: task \"b\": depends on unknown task \"zz\"",
+            "8:11: task \"b\": \"exec\" is an empty list",
+        ]
+    );
+}
+
+#[test]
+fn a_scheduled_dag_needs_a_start_date_but_a_manual_one_does_not() {
+    assert_eq!(
+        messages("schedule: '@daily'\ntasks:\n  a:\n    run: x\n"),
+        ["1:1: a scheduled DAG needs \"start_date\" (the first data interval starts there)"]
+    );
+    assert!(messages("schedule: null\ntasks:\n  a:\n    run: x\n").is_empty());
+}
+
+/// The keys of an object in the schema (the properties of the node or of its `oneOf` branch
+/// that has some).
+fn schema_keys(schema: &serde_json::Value, pointer: &str) -> BTreeSet<String> {
+    let node = schema
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("{pointer}"));
+    let properties = node.get("properties").cloned().or_else(|| {
+        node["oneOf"]
+            .as_array()?
+            .iter()
+            .find_map(|branch| branch.get("properties").cloned())
+    });
+    properties
+        .unwrap_or_else(|| panic!("{pointer} has properties"))
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn keys(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|k| k.to_string()).collect()
+}
+
+#[test]
+fn the_json_schema_names_exactly_the_keys_the_decoder_accepts() {
+    let schema: serde_json::Value = serde_json::from_str(JSON_SCHEMA).unwrap();
+    assert_eq!(schema_keys(&schema, ""), keys(DAG_KEYS));
+    assert_eq!(schema_keys(&schema, "/$defs/task"), keys(TASK_KEYS));
+    assert_eq!(
+        schema_keys(&schema, "/properties/schedule"),
+        keys(SCHEDULE_KEYS)
+    );
+    assert_eq!(schema_keys(&schema, "/$defs/param"), keys(PARAM_KEYS));
+    assert_eq!(schema_keys(&schema, "/$defs/handler"), keys(HANDLER_KEYS));
+    let rules: Vec<&str> = schema["$defs"]["task"]["properties"]["trigger_rule"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(rules, TriggerRule::names().collect::<Vec<_>>());
+}
