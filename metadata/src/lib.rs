@@ -1,1 +1,43 @@
-//! updraft-metadata
+//! updraft-metadata: the metadata database (DESIGN §7), the one place where the scheduler,
+//! workers, webserver and CLI meet.
+//!
+//! It owns the schema (`migrations/postgres` and `migrations/sqlite`, embedded in the binary),
+//! connecting to Postgres or SQLite from a URL, the schema check every process runs before it
+//! starts, and [`Store`]: every query of the system, typed with updraft-core's ids and states.
+//!
+//! Architecture invariants:
+//! - It stores and answers; it makes no scheduling decision. Which task runs next, when a run is
+//!   due, what a failure means: that is decided in `core`/`scheduler` and handed here as values.
+//! - Every state write is a compare-and-set (`UPDATE ... WHERE id = $1 AND state = $expected`),
+//!   and a move that `TaskState::can_move_to` / `DagRunState::can_move_to` forbids never reaches
+//!   the database.
+//! - Time is a parameter: no query reads the database's clock (`now()`, `datetime('now')`), so
+//!   both backends store the same values and tests control time.
+//! - The two backends are a closed set behind one API; SQL is written once wherever the dialects
+//!   agree (see `db`), and the same test suite runs against both.
+//! - Database URLs appear in messages only with their password redacted ([`redact_url`]).
+
+mod dags;
+mod db;
+mod error;
+mod events;
+mod pools;
+mod runs;
+mod schema;
+mod store;
+mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod url;
+mod users;
+
+pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError, NextRun};
+pub use error::Error;
+pub use events::{EventLog, NewEvent};
+pub use pools::{DEFAULT_POOL, Pool};
+pub use runs::{CreateOutcome, DagRun, NewDagRun};
+pub use schema::SchemaStatus;
+pub use store::{Backend, Store};
+pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry};
+pub use url::redact_url;
+pub use users::{Role, User};

@@ -1,0 +1,98 @@
+//! The errors of the store. Callers branch on `NotFound`, `Conflict`, `Schema` and the illegal
+//! transitions; `Database` is broken machinery and says which operation failed.
+
+use updraft_core::state::{DagRunState, TaskState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names no backend we have. The URL is redacted.
+    #[error(
+        "unsupported database url '{url}': use postgres://USER@HOST:PORT/DATABASE or sqlite:PATH"
+    )]
+    UnsupportedUrl { url: String },
+
+    /// The URL names a backend but cannot be used as given.
+    #[error("invalid database url '{url}': {source}")]
+    InvalidUrl { url: String, source: sqlx::Error },
+
+    /// The folder of a SQLite file could not be created.
+    #[error("cannot create the folder {} for the SQLite database: {source}", path.display())]
+    SqliteFolder {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The database did not answer. The URL is redacted.
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+
+    /// The schema is not the one this build knows (unmigrated, newer, dirty, modified); the
+    /// message says what to do.
+    #[error("{0}")]
+    Schema(String),
+
+    /// Applying migrations failed.
+    #[error("migrating the database at {url} failed: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// What was asked for does not exist, e.g. "dag 'sales'".
+    #[error("{0} not found")]
+    NotFound(String),
+
+    /// The write contradicts what is stored, e.g. "user 'ada' already exists".
+    #[error("{0}")]
+    Conflict(String),
+
+    /// An argument no row may hold, e.g. a negative pool size.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// `TaskState::can_move_to` forbids this move; nothing was written.
+    #[error("a task instance cannot move from {from} to {to}")]
+    IllegalTaskTransition { from: TaskState, to: TaskState },
+
+    /// `DagRunState::can_move_to` forbids this move; nothing was written.
+    #[error("a dag run cannot move from {from} to {to}")]
+    IllegalDagRunTransition { from: DagRunState, to: DagRunState },
+
+    /// A stored value that the types reject: the database was written by something else.
+    #[error("unexpected value in column {column}: {message}")]
+    Corrupt {
+        column: &'static str,
+        message: String,
+    },
+
+    /// The database failed while doing `what` (e.g. "list dag runs").
+    #[error("database error while trying to {what}: {source}")]
+    Database {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+impl Error {
+    /// The write broke a unique constraint.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        self.database_error()
+            .is_some_and(|error| error.is_unique_violation())
+    }
+
+    /// The write named a row that does not exist (or deleted one still referenced).
+    pub(crate) fn is_foreign_key_violation(&self) -> bool {
+        self.database_error()
+            .is_some_and(|error| error.is_foreign_key_violation())
+    }
+
+    fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
+        match self {
+            Error::Database {
+                source: sqlx::Error::Database(error),
+                ..
+            } => Some(error.as_ref()),
+            _ => None,
+        }
+    }
+}

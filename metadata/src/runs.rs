@@ -1,0 +1,232 @@
+//! Table `dag_run`: dated runs of a DAG.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use updraft_core::ids::DagId;
+use updraft_core::state::{DagRunState, RunType};
+
+use crate::db::{Row, query};
+use crate::{Error, Store};
+
+/// A row of `dag_run`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DagRun {
+    pub id: i64,
+    pub dag_id: DagId,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub logical_date: DateTime<Utc>,
+    pub data_interval_start: DateTime<Utc>,
+    pub data_interval_end: DateTime<Utc>,
+    /// Not before this instant may the run start.
+    pub run_after: DateTime<Utc>,
+    pub state: DagRunState,
+    pub conf: serde_json::Value,
+    /// The DAG version the run started with.
+    pub version_hash: String,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub backfill_id: Option<i64>,
+}
+
+/// A run to create: the input of [`Store::create_dag_run`]. It starts `queued`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDagRun {
+    pub dag_id: DagId,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub logical_date: DateTime<Utc>,
+    pub data_interval_start: DateTime<Utc>,
+    pub data_interval_end: DateTime<Utc>,
+    pub run_after: DateTime<Utc>,
+    pub conf: serde_json::Value,
+    /// A version stored by [`Store::upsert_dag`].
+    pub version_hash: String,
+    pub backfill_id: Option<i64>,
+}
+
+/// The outcome of a create that may meet an existing row: both are normal, neither is an error.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum CreateOutcome<T> {
+    Created(T),
+    /// The row that is in the way (for a run: same `run_id`, or same `logical_date` for a
+    /// scheduled or backfill run).
+    AlreadyExists(T),
+}
+
+impl DagRun {
+    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+        Ok(DagRun {
+            id: row.get("id")?,
+            dag_id: row.id("dag_id")?,
+            run_id: row.get("run_id")?,
+            run_type: row.name("run_type")?,
+            logical_date: row.get("logical_date")?,
+            data_interval_start: row.get("data_interval_start")?,
+            data_interval_end: row.get("data_interval_end")?,
+            run_after: row.get("run_after")?,
+            state: row.name("state")?,
+            conf: row.get("conf")?,
+            version_hash: row.get("version_hash")?,
+            queued_at: row.get("queued_at")?,
+            start_date: row.get("start_date")?,
+            end_date: row.get("end_date")?,
+            backfill_id: row.get("backfill_id")?,
+        })
+    }
+}
+
+impl Store {
+    /// Creates a `queued` run, queued at `now`. A run with the same `run_id`, or a scheduled or
+    /// backfill run with the same logical date, is [`CreateOutcome::AlreadyExists`]: restarts,
+    /// catch-up and backfill never duplicate a run, while manual runs may share a date.
+    /// [`Error::NotFound`] when the DAG or its version is not stored.
+    pub async fn create_dag_run(
+        &self,
+        run: &NewDagRun,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome<DagRun>, Error> {
+        let insert = query(
+            "create a dag run",
+            "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start, \
+                 data_interval_end, run_after, state, conf, version_hash, queued_at, backfill_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) \
+             ON CONFLICT DO NOTHING \
+             RETURNING *",
+        )
+        .bind(run.dag_id.as_str())
+        .bind(run.run_id.as_str())
+        .bind(run.run_type.as_str())
+        .bind(run.logical_date)
+        .bind(run.data_interval_start)
+        .bind(run.data_interval_end)
+        .bind(run.run_after)
+        .bind(&run.conf)
+        .bind(run.version_hash.as_str())
+        .bind(now)
+        .bind(run.backfill_id);
+        match self.fetch_optional(insert, DagRun::from_row).await {
+            Ok(Some(created)) => return Ok(CreateOutcome::Created(created)),
+            Ok(None) => {}
+            Err(error) if error.is_foreign_key_violation() => {
+                return Err(Error::NotFound(format!(
+                    "dag '{}' with version '{}'",
+                    run.dag_id, run.version_hash
+                )));
+            }
+            Err(error) => return Err(error),
+        }
+        let existing = query(
+            "find the run in the way",
+            "SELECT * FROM dag_run \
+             WHERE dag_id = $1 \
+               AND (run_id = $2 OR ($3 AND run_type <> 'manual' AND logical_date = $4)) \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(run.dag_id.as_str())
+        .bind(run.run_id.as_str())
+        .bind(run.run_type != RunType::Manual)
+        .bind(run.logical_date);
+        match self.fetch_optional(existing, DagRun::from_row).await? {
+            Some(existing) => Ok(CreateOutcome::AlreadyExists(existing)),
+            // The conflicting run was deleted in between.
+            None => Err(Error::Conflict(format!(
+                "dag run '{}' of dag '{}' conflicted with a run that no longer exists: retry",
+                run.run_id, run.dag_id
+            ))),
+        }
+    }
+
+    pub async fn get_dag_run(&self, id: i64) -> Result<Option<DagRun>, Error> {
+        self.fetch_optional(
+            query("read a dag run", "SELECT * FROM dag_run WHERE id = $1").bind(id),
+            DagRun::from_row,
+        )
+        .await
+    }
+
+    pub async fn get_dag_run_by_run_id(
+        &self,
+        dag_id: &DagId,
+        run_id: &str,
+    ) -> Result<Option<DagRun>, Error> {
+        self.fetch_optional(
+            query(
+                "read a dag run",
+                "SELECT * FROM dag_run WHERE dag_id = $1 AND run_id = $2",
+            )
+            .bind(dag_id.as_str())
+            .bind(run_id),
+            DagRun::from_row,
+        )
+        .await
+    }
+
+    /// A page of a DAG's runs, newest logical date first, optionally only those in `state`.
+    pub async fn list_dag_runs(
+        &self,
+        dag_id: &DagId,
+        state: Option<DagRunState>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DagRun>, Error> {
+        self.fetch_all(
+            query(
+                "list dag runs",
+                "SELECT * FROM dag_run \
+                 WHERE dag_id = $1 AND ($2 IS NULL OR state = $2) \
+                 ORDER BY logical_date DESC, id DESC \
+                 LIMIT $3 OFFSET $4",
+            )
+            .bind(dag_id.as_str())
+            .bind(state.map(DagRunState::as_str))
+            .bind(limit)
+            .bind(offset),
+            DagRun::from_row,
+        )
+        .await
+    }
+
+    /// Compare-and-set of a run's state: moves run `id` from `expected` to `new` and returns
+    /// true, or returns false (and writes nothing) when its state is not `expected` any more.
+    /// A move `DagRunState::can_move_to` forbids is an error before any write. Stamps `now` as
+    /// `queued_at` (clearing `start_date`, `end_date`), `start_date`, or `end_date` by the new
+    /// state.
+    pub async fn set_dag_run_state(
+        &self,
+        id: i64,
+        expected: DagRunState,
+        new: DagRunState,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        if !expected.can_move_to(new) {
+            return Err(Error::IllegalDagRunTransition {
+                from: expected,
+                to: new,
+            });
+        }
+        let changed = self
+            .execute(
+                query(
+                    "change a dag run's state",
+                    "UPDATE dag_run SET state = $3, \
+                         queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
+                         start_date = CASE WHEN $5 THEN NULL WHEN $6 THEN $4 \
+                             ELSE start_date END, \
+                         end_date = CASE WHEN $5 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
+                     WHERE id = $1 AND state = $2",
+                )
+                .bind(id)
+                .bind(expected.as_str())
+                .bind(new.as_str())
+                .bind(now)
+                .bind(new == DagRunState::Queued)
+                .bind(new == DagRunState::Running)
+                .bind(new.is_finished()),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+}

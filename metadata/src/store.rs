@@ -1,0 +1,233 @@
+//! [`Store`]: a connection pool to Postgres or SQLite, opened from a URL.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::db::{Handle, Pooled, Query, Row, Tx};
+use crate::{Error, redact_url};
+
+/// How long a SQLite writer waits for another one before it fails with "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The kind of database behind a [`Store`]. A closed set: Postgres for production and more
+/// than one machine, SQLite embedded for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a URL names: `postgres://`, `postgresql://` or `sqlite:`.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The metadata database: every query of the system is a method of this type (in the modules
+/// named after the tables). Cheap to clone; clones share one pool.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+    /// The URL with its password redacted: the only form that appears in messages.
+    url: Arc<str>,
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+impl Store {
+    /// Connects to `postgres://...`/`postgresql://...` or `sqlite:PATH` without looking at the
+    /// schema (for `updraft db migrate` and `db check`; everything else uses [`Store::open`]).
+    ///
+    /// A SQLite file and its folder are created when missing; SQLite runs in WAL mode with a busy
+    /// timeout and foreign keys on. `sqlite::memory:` gives a private in-memory database.
+    pub async fn connect(url: &str) -> Result<Store, Error> {
+        let redacted = redact_url(url);
+        let pool = match Backend::of_url(url) {
+            Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, &redacted).await?),
+            Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite(url, &redacted).await?),
+            None => return Err(Error::UnsupportedUrl { url: redacted }),
+        };
+        Ok(Store {
+            pool,
+            url: redacted.into(),
+        })
+    }
+
+    /// Connects and checks that the schema is exactly the one this build knows; anything else
+    /// (unmigrated, newer, dirty, modified) is an [`Error::Schema`] that says what to do. Every
+    /// process but `updraft db` opens the database this way.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        let store = Store::connect(url).await?;
+        match store.schema_status().await?.problem(&store.url) {
+            None => Ok(store),
+            Some(problem) => {
+                store.close().await;
+                Err(Error::Schema(problem))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The URL this store was opened with, its password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection of the pool (of every clone), waiting for those in use.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// A connection from the pool, for one statement.
+    async fn pooled(&self) -> Result<Pooled, Error> {
+        let connection = match &self.pool {
+            Pool::Postgres(pool) => pool.acquire().await.map(Handle::Postgres),
+            Pool::Sqlite(pool) => pool.acquire().await.map(Handle::Sqlite),
+        };
+        connection.map_err(|source| Error::Database {
+            what: "get a connection from the pool",
+            source,
+        })
+    }
+
+    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE` (see [`Tx`]).
+    pub(crate) async fn begin(&self, what: &'static str) -> Result<Tx, Error> {
+        let tx = match &self.pool {
+            Pool::Postgres(pool) => pool.begin().await.map(Handle::Postgres),
+            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Handle::Sqlite),
+        };
+        tx.map_err(|source| Error::Database { what, source })
+    }
+
+    pub(crate) async fn execute(&self, query: Query<'_>) -> Result<u64, Error> {
+        self.pooled().await?.execute(query).await
+    }
+
+    pub(crate) async fn fetch_all<T>(
+        &self,
+        query: Query<'_>,
+        decode: impl Fn(&Row<'_>) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        self.pooled().await?.fetch_all(query, decode).await
+    }
+
+    pub(crate) async fn fetch_optional<T>(
+        &self,
+        query: Query<'_>,
+        decode: impl Fn(&Row<'_>) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        self.pooled().await?.fetch_optional(query, decode).await
+    }
+
+    pub(crate) async fn fetch_one<T>(
+        &self,
+        query: Query<'_>,
+        decode: impl Fn(&Row<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.pooled().await?.fetch_one(query, decode).await
+    }
+}
+
+async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, Error> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|source| Error::InvalidUrl {
+            url: redacted.to_owned(),
+            source,
+        })?
+        .application_name("updraft");
+    // One direct connection first: a pool retries a refused connection until its timeout and
+    // then reports only "timed out", while this reports why.
+    let probe = options.connect().await.map_err(|source| Error::Connect {
+        url: redacted.to_owned(),
+        source,
+    })?;
+    // A failed goodbye to a server that answered is no reason to refuse it.
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new().connect_lazy_with(options))
+}
+
+async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> {
+    let invalid = |source| Error::InvalidUrl {
+        url: redacted.to_owned(),
+        source,
+    };
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(invalid)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+        // An in-memory database lives as long as one connection to it: keep exactly one.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        if let Some(folder) = options.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(folder)
+                .await
+                .map_err(|source| Error::SqliteFolder {
+                    path: folder.to_owned(),
+                    source,
+                })?;
+        }
+        SqlitePoolOptions::new()
+    };
+    pool.connect_with(options)
+        .await
+        .map_err(|source| Error::Connect {
+            url: redacted.to_owned(),
+            source,
+        })
+}

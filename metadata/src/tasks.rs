@@ -1,0 +1,479 @@
+//! Tables `task_instance`, `task_try`, `task_log` and `task_output`: one task in one run, its
+//! attempts, their logs, and what it handed downstream.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use updraft_core::ids::{DagId, TaskId};
+use updraft_core::state::TaskState;
+
+use crate::db::{Row, query, query_split};
+use crate::{Error, Store};
+
+/// How often an append races another writer of the same try for the next `seq` before giving
+/// up. Each round loses only to a writer that committed, so this is only reached when several
+/// write one try at the same moment.
+const LOG_APPEND_ATTEMPTS: usize = 5;
+
+/// A row of `task_instance`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskInstance {
+    pub id: i64,
+    pub dag_run_id: i64,
+    pub dag_id: DagId,
+    pub run_id: String,
+    pub task_id: TaskId,
+    pub state: TaskState,
+    /// Tries started so far; the running or last try has this number.
+    pub try_number: i32,
+    /// The try number after which no retry is left.
+    pub max_tries: i32,
+    pub pool: String,
+    pub pool_slots: i32,
+    pub queue: String,
+    pub priority_weight: i32,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub hostname: Option<String>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The command with its templates rendered.
+    pub rendered_command: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A task instance to create in a run; it starts in state `none` with no try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTaskInstance {
+    pub task_id: TaskId,
+    pub max_tries: i32,
+    pub pool: String,
+    pub pool_slots: i32,
+    pub queue: String,
+    pub priority_weight: i32,
+    pub rendered_command: Option<serde_json::Value>,
+}
+
+/// A row of `task_try`: one attempt of a task instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskTry {
+    pub task_instance_id: i64,
+    pub try_number: i32,
+    pub state: TaskState,
+    pub worker_id: Option<String>,
+    pub hostname: Option<String>,
+    pub pid: Option<i32>,
+    pub start_date: DateTime<Utc>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+}
+
+/// A try that has started: the input of [`Store::insert_task_try`]. It is `running`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTaskTry {
+    pub task_instance_id: i64,
+    pub try_number: i32,
+    pub worker_id: Option<String>,
+    pub hostname: Option<String>,
+    pub pid: Option<i32>,
+    pub start_date: DateTime<Utc>,
+}
+
+/// A chunk of a try's log. Chunks are numbered 1, 2, ... in the order they were appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub seq: i64,
+    /// Raw output: a chunk may end in the middle of a UTF-8 character.
+    pub data: Vec<u8>,
+}
+
+/// One `key=value` output of a task instance, with the task that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskOutput {
+    pub task_id: TaskId,
+    pub name: String,
+    pub value: String,
+}
+
+impl TaskInstance {
+    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+        Ok(TaskInstance {
+            id: row.get("id")?,
+            dag_run_id: row.get("dag_run_id")?,
+            dag_id: row.id("dag_id")?,
+            run_id: row.get("run_id")?,
+            task_id: row.id("task_id")?,
+            state: row.name("state")?,
+            try_number: row.get("try_number")?,
+            max_tries: row.get("max_tries")?,
+            pool: row.get("pool")?,
+            pool_slots: row.get("pool_slots")?,
+            queue: row.get("queue")?,
+            priority_weight: row.get("priority_weight")?,
+            queued_at: row.get("queued_at")?,
+            start_date: row.get("start_date")?,
+            end_date: row.get("end_date")?,
+            next_retry_at: row.get("next_retry_at")?,
+            worker_id: row.get("worker_id")?,
+            hostname: row.get("hostname")?,
+            heartbeat_at: row.get("heartbeat_at")?,
+            rendered_command: row.get("rendered_command")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
+impl TaskTry {
+    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+        Ok(TaskTry {
+            task_instance_id: row.get("task_instance_id")?,
+            try_number: row.get("try_number")?,
+            state: row.name("state")?,
+            worker_id: row.get("worker_id")?,
+            hostname: row.get("hostname")?,
+            pid: row.get("pid")?,
+            start_date: row.get("start_date")?,
+            end_date: row.get("end_date")?,
+            exit_code: row.get("exit_code")?,
+        })
+    }
+}
+
+impl Store {
+    /// Creates the task instances of run `dag_run_id` in one transaction, in state `none`, and
+    /// returns the ones created in the order given. A task that already has an instance in the
+    /// run is left as it is (so this also fills in tasks a new DAG version added).
+    /// [`Error::NotFound`] for an unknown run.
+    pub async fn create_task_instances(
+        &self,
+        dag_run_id: i64,
+        tasks: &[NewTaskInstance],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskInstance>, Error> {
+        let mut tx = self.begin("create task instances").await?;
+        let run = tx
+            .fetch_optional(
+                query(
+                    "read a dag run",
+                    "SELECT dag_id, run_id FROM dag_run WHERE id = $1",
+                )
+                .bind(dag_run_id),
+                |row| Ok((row.get::<String>("dag_id")?, row.get::<String>("run_id")?)),
+            )
+            .await?;
+        let Some((dag_id, run_id)) = run else {
+            return Err(Error::NotFound(format!("dag run {dag_run_id}")));
+        };
+        let mut created = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let insert = query(
+                "create a task instance",
+                "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, \
+                     try_number, max_tries, pool, pool_slots, queue, priority_weight, \
+                     rendered_command, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'none', 0, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (dag_run_id, task_id) DO NOTHING \
+                 RETURNING *",
+            )
+            .bind(dag_run_id)
+            .bind(dag_id.as_str())
+            .bind(run_id.as_str())
+            .bind(task.task_id.as_str())
+            .bind(task.max_tries)
+            .bind(task.pool.as_str())
+            .bind(task.pool_slots)
+            .bind(task.queue.as_str())
+            .bind(task.priority_weight)
+            .bind(task.rendered_command.as_ref())
+            .bind(now);
+            if let Some(instance) = tx.fetch_optional(insert, TaskInstance::from_row).await? {
+                created.push(instance);
+            }
+        }
+        tx.commit("create task instances").await?;
+        Ok(created)
+    }
+
+    pub async fn get_task_instance(&self, id: i64) -> Result<Option<TaskInstance>, Error> {
+        self.fetch_optional(
+            query(
+                "read a task instance",
+                "SELECT * FROM task_instance WHERE id = $1",
+            )
+            .bind(id),
+            TaskInstance::from_row,
+        )
+        .await
+    }
+
+    /// The task instances of a run, in the order they were created.
+    pub async fn list_task_instances(&self, dag_run_id: i64) -> Result<Vec<TaskInstance>, Error> {
+        self.fetch_all(
+            query(
+                "list task instances",
+                "SELECT * FROM task_instance WHERE dag_run_id = $1 ORDER BY id",
+            )
+            .bind(dag_run_id),
+            TaskInstance::from_row,
+        )
+        .await
+    }
+
+    /// The task instances of several runs (the grid: the runs a page shows x their tasks), by
+    /// run and creation order. Reads only those runs' rows, however many the table holds.
+    pub async fn list_task_instances_of_runs(
+        &self,
+        dag_run_ids: &[i64],
+    ) -> Result<Vec<TaskInstance>, Error> {
+        let ids = serde_json::json!(dag_run_ids);
+        self.fetch_all(
+            query_split(
+                "list task instances of runs",
+                "SELECT * FROM task_instance \
+                 WHERE dag_run_id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                 ORDER BY dag_run_id, id",
+                "SELECT * FROM task_instance \
+                 WHERE dag_run_id IN (SELECT value FROM json_each($1)) \
+                 ORDER BY dag_run_id, id",
+            )
+            .bind(&ids),
+            TaskInstance::from_row,
+        )
+        .await
+    }
+
+    /// Compare-and-set of a task instance's state: moves `id` from `expected` to `new` and
+    /// returns true, or returns false (and writes nothing) when its state is not `expected`
+    /// any more, e.g. because another scheduler or worker moved it first. A move
+    /// `TaskState::can_move_to` forbids is an error before any write.
+    ///
+    /// Stamps `now` as `updated_at`, and as `queued_at` (to `queued`), `start_date` (to
+    /// `running`, clearing `end_date`) or `end_date` (to a finished state or `up_for_retry`).
+    pub async fn set_task_state(
+        &self,
+        id: i64,
+        expected: TaskState,
+        new: TaskState,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        if !expected.can_move_to(new) {
+            return Err(Error::IllegalTaskTransition {
+                from: expected,
+                to: new,
+            });
+        }
+        let changed = self
+            .execute(
+                query(
+                    "change a task instance's state",
+                    "UPDATE task_instance SET state = $3, updated_at = $4, \
+                         queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
+                         start_date = CASE WHEN $6 THEN $4 ELSE start_date END, \
+                         end_date = CASE WHEN $6 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
+                     WHERE id = $1 AND state = $2",
+                )
+                .bind(id)
+                .bind(expected.as_str())
+                .bind(new.as_str())
+                .bind(now)
+                .bind(new == TaskState::Queued)
+                .bind(new == TaskState::Running)
+                .bind(new.is_finished() || new == TaskState::UpForRetry),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Records a started try, in state `running`. [`Error::Conflict`] when that try number is
+    /// already recorded, [`Error::NotFound`] for an unknown task instance.
+    pub async fn insert_task_try(&self, attempt: &NewTaskTry) -> Result<TaskTry, Error> {
+        let insert = query(
+            "record a task try",
+            "INSERT INTO task_try (task_instance_id, try_number, state, worker_id, hostname, pid, \
+                 start_date) \
+             VALUES ($1, $2, 'running', $3, $4, $5, $6) \
+             RETURNING *",
+        )
+        .bind(attempt.task_instance_id)
+        .bind(attempt.try_number)
+        .bind(attempt.worker_id.as_deref())
+        .bind(attempt.hostname.as_deref())
+        .bind(attempt.pid)
+        .bind(attempt.start_date);
+        match self.fetch_one(insert, TaskTry::from_row).await {
+            Err(error) if error.is_unique_violation() => Err(Error::Conflict(format!(
+                "try {} of task instance {} is already recorded",
+                attempt.try_number, attempt.task_instance_id
+            ))),
+            Err(error) if error.is_foreign_key_violation() => Err(Error::NotFound(format!(
+                "task instance {}",
+                attempt.task_instance_id
+            ))),
+            result => result,
+        }
+    }
+
+    /// Compare-and-set that ends a `running` try in `state` (a move `running` may make) at
+    /// `now`; false when the try is not running (it ended already).
+    pub async fn finish_task_try(
+        &self,
+        task_instance_id: i64,
+        try_number: i32,
+        state: TaskState,
+        exit_code: Option<i32>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        if !TaskState::Running.can_move_to(state) {
+            return Err(Error::IllegalTaskTransition {
+                from: TaskState::Running,
+                to: state,
+            });
+        }
+        let changed = self
+            .execute(
+                query(
+                    "finish a task try",
+                    "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
+                     WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
+                )
+                .bind(task_instance_id)
+                .bind(try_number)
+                .bind(state.as_str())
+                .bind(exit_code)
+                .bind(now),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// The tries of a task instance, first to last.
+    pub async fn list_task_tries(&self, task_instance_id: i64) -> Result<Vec<TaskTry>, Error> {
+        self.fetch_all(
+            query(
+                "list task tries",
+                "SELECT * FROM task_try WHERE task_instance_id = $1 ORDER BY try_number",
+            )
+            .bind(task_instance_id),
+            TaskTry::from_row,
+        )
+        .await
+    }
+
+    /// Appends a chunk to the log of a try and returns its `seq`. [`Error::NotFound`] when the
+    /// try is not recorded.
+    pub async fn append_task_log(
+        &self,
+        task_instance_id: i64,
+        try_number: i32,
+        data: &[u8],
+    ) -> Result<i64, Error> {
+        let mut attempts = 0;
+        loop {
+            let append = query(
+                "append to a task log",
+                "INSERT INTO task_log (task_instance_id, try_number, seq, data) \
+                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3 FROM task_log \
+                 WHERE task_instance_id = $1 AND try_number = $2 \
+                 RETURNING seq",
+            )
+            .bind(task_instance_id)
+            .bind(try_number)
+            .bind(data);
+            attempts += 1;
+            match self.fetch_one(append, |row| row.get::<i64>("seq")).await {
+                // Another writer took this seq first; the next round sees its row.
+                Err(error) if error.is_unique_violation() && attempts < LOG_APPEND_ATTEMPTS => {}
+                Err(error) if error.is_foreign_key_violation() => {
+                    return Err(Error::NotFound(format!(
+                        "try {try_number} of task instance {task_instance_id}"
+                    )));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Up to `limit` chunks of a try's log after chunk `after_seq` (0: from the start), in
+    /// order. A reader following a live log passes the last `seq` it has.
+    pub async fn read_task_log(
+        &self,
+        task_instance_id: i64,
+        try_number: i32,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LogChunk>, Error> {
+        self.fetch_all(
+            query(
+                "read a task log",
+                "SELECT seq, data FROM task_log \
+                 WHERE task_instance_id = $1 AND try_number = $2 AND seq > $3 \
+                 ORDER BY seq LIMIT $4",
+            )
+            .bind(task_instance_id)
+            .bind(try_number)
+            .bind(after_seq)
+            .bind(limit),
+            |row| {
+                Ok(LogChunk {
+                    seq: row.get("seq")?,
+                    data: row.get("data")?,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Records the outputs of a task instance in one transaction; a name written again takes
+    /// the new value.
+    pub async fn set_task_outputs(
+        &self,
+        task_instance_id: i64,
+        outputs: &[(String, String)],
+    ) -> Result<(), Error> {
+        let mut tx = self.begin("record task outputs").await?;
+        for (name, value) in outputs {
+            tx.execute(
+                query(
+                    "record a task output",
+                    "INSERT INTO task_output (task_instance_id, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(task_instance_id)
+                .bind(name.as_str())
+                .bind(value.as_str()),
+            )
+            .await
+            .map_err(|error| match error {
+                error if error.is_foreign_key_violation() => {
+                    Error::NotFound(format!("task instance {task_instance_id}"))
+                }
+                error => error,
+            })?;
+        }
+        tx.commit("record task outputs").await
+    }
+
+    /// Every output of the task instances of a run (what `outputs.<task>.<name>` reads), by
+    /// task and name.
+    pub async fn list_task_outputs(&self, dag_run_id: i64) -> Result<Vec<TaskOutput>, Error> {
+        self.fetch_all(
+            query(
+                "list task outputs",
+                "SELECT ti.task_id, o.name, o.value \
+                 FROM task_output o JOIN task_instance ti ON ti.id = o.task_instance_id \
+                 WHERE ti.dag_run_id = $1 \
+                 ORDER BY ti.task_id, o.name",
+            )
+            .bind(dag_run_id),
+            |row| {
+                Ok(TaskOutput {
+                    task_id: row.id("task_id")?,
+                    name: row.get("name")?,
+                    value: row.get("value")?,
+                })
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,216 @@
+//! Connecting, migrating and the schema check, on both backends.
+
+use chrono::{DateTime, TimeZone, Utc};
+use updraft_metadata::testing::{TestDatabase, each_backend};
+use updraft_metadata::{Backend, Error, NewEvent, SchemaStatus, Store};
+
+#[tokio::test]
+async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
+    each_backend(|db| async move {
+        let store = db.connect().await;
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::Unmigrated {
+                applied: 0,
+                known: 1,
+                missing: vec![1]
+            }
+        );
+        assert_eq!(store.migrate().await.unwrap(), vec![1]);
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::Current { version: 1 }
+        );
+        assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_refuses_an_unmigrated_database_and_says_to_migrate() {
+    each_backend(|db| async move {
+        let error = Store::open(db.url()).await.unwrap_err();
+        assert!(matches!(error, Error::Schema(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "database at {} is not migrated (0 of 1 migrations applied): \
+                 run \"updraft db migrate\"",
+                db.url()
+            )
+        );
+        db.store().await;
+        let store = Store::open(db.url()).await.unwrap();
+        assert_eq!(store.backend(), db.backend());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_by_open_and_by_migrate() {
+    each_backend(|db| async move {
+        db.store().await;
+        db.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                 execution_time) \
+             VALUES (2, 'from a newer updraft', TRUE, '', 0)",
+        )
+        .await;
+        let store = db.connect().await;
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::Newer {
+                database_version: 2,
+                known_version: 1
+            }
+        );
+        let message = "database schema version 2 is newer than this updraft (knows up to 1): \
+                       upgrade updraft";
+        assert_eq!(
+            Store::open(db.url()).await.unwrap_err().to_string(),
+            message
+        );
+        assert_eq!(store.migrate().await.unwrap_err().to_string(), message);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_migration_is_dirty() {
+    each_backend(|db| async move {
+        db.store().await;
+        db.execute("UPDATE _sqlx_migrations SET success = FALSE WHERE version = 1")
+            .await;
+        let store = db.connect().await;
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::Dirty { version: 1 }
+        );
+        let error = Store::open(db.url()).await.unwrap_err().to_string();
+        assert!(error.contains("has a failed migration 1"), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_migration_changed_after_it_was_applied_is_reported() {
+    each_backend(|db| async move {
+        db.store().await;
+        db.execute("UPDATE _sqlx_migrations SET checksum = '' WHERE version = 1")
+            .await;
+        let store = db.connect().await;
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::Modified { version: 1 }
+        );
+        assert!(matches!(
+            store.migrate().await.unwrap_err(),
+            Error::Schema(_)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn times_are_stored_to_the_microsecond_on_both_backends() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let at = Utc.with_ymd_and_hms(2024, 3, 31, 1, 30, 0).unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        let event = store
+            .append_event(&NewEvent {
+                at,
+                actor: "ada".to_owned(),
+                dag_id: None,
+                run_id: None,
+                task_id: None,
+                event: "probe".to_owned(),
+                details: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        let expected: DateTime<Utc> = "2024-03-31T01:30:00.123456Z".parse().unwrap();
+        assert_eq!(event.at, expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_creates_the_file_and_its_folder_in_wal_mode() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("home/updraft/updraft.db");
+    let store = Store::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert!(path.exists());
+    // The write-ahead log sits next to the database while connections are open.
+    assert!(path.with_file_name("updraft.db-wal").exists());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works_for_one_process() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.schema_status().await.unwrap(),
+        SchemaStatus::Current { version: 1 }
+    );
+    assert_eq!(store.list_pools().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_refused_without_its_password() {
+    let error = Store::connect("mysql://ada:s3cret@db/updraft")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unsupported database url 'mysql://ada:***@db/updraft': \
+         use postgres://USER@HOST:PORT/DATABASE or sqlite:PATH"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_invalid_and_redacted() {
+    let error = Store::connect("postgres://ada:s3cret@localhost:port/updraft")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidUrl { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("invalid database url 'postgres://ada:***@localhost:port/updraft': "),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_without_its_password() {
+    // Nothing listens on port 1 of the loopback.
+    let error = Store::connect("postgres://ada:s3cret@127.0.0.1:1/updraft")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Connect { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "cannot connect to the database at postgres://ada:***@127.0.0.1:1/updraft: "
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"));
+}
+
+#[tokio::test]
+async fn the_store_reports_its_backend_and_redacted_url() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    assert_eq!(store.url(), db.url());
+    assert_eq!(
+        Backend::of_url("postgresql://localhost/updraft"),
+        Some(Backend::Postgres)
+    );
+    assert_eq!(Backend::of_url("mysql://localhost"), None);
+}
