@@ -1,1 +1,40 @@
-fn main() {}
+//! The `updraft` binary: parses the command line and wires the parts together. No logic of its
+//! own lives here beyond presenting results.
+
+mod cli;
+mod commands;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = Config::from_args(&cli.global)?;
+    match cli.command {
+        Command::Dags(command) => commands::dags::run(&config, command),
+        Command::Db(command) => commands::db::run(&config, command),
+        Command::Bench(args) => commands::bench::run(args),
+    }
+}

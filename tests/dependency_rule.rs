@@ -1,0 +1,127 @@
+//! The dependency rule of DESIGN §1, checked on the real manifests through `cargo metadata`:
+//! `core` depends on no other part, `metadata` on `core` only, and `scheduler`, `executor`,
+//! `webserver` on `core` and `metadata`, never on each other (they meet in the database).
+//! Only the `updraft` binary wires parts together.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// For each part, the parts it may depend on (normal, dev and build dependencies alike).
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("updraft-core", &[]),
+    ("updraft-metadata", &["updraft-core"]),
+    ("updraft-scheduler", &["updraft-core", "updraft-metadata"]),
+    ("updraft-executor", &["updraft-core", "updraft-metadata"]),
+    ("updraft-webserver", &["updraft-core", "updraft-metadata"]),
+    (
+        "updraft",
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-scheduler",
+            "updraft-executor",
+            "updraft-webserver",
+        ],
+    ),
+];
+
+/// Each workspace package and the workspace packages it depends on.
+fn workspace_dependencies() -> BTreeMap<String, Vec<String>> {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    packages
+        .iter()
+        .map(|package| {
+            let name = package["name"].as_str().unwrap();
+            let dependencies = package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap())
+                // A crate's tests may use its own features (metadata's `testing` harness).
+                .filter(|dependency| names.contains(dependency) && dependency != &name)
+                .map(str::to_owned)
+                .collect();
+            (name.to_owned(), dependencies)
+        })
+        .collect()
+}
+
+#[test]
+fn parts_depend_only_on_what_the_design_allows() {
+    let actual = workspace_dependencies();
+    let mut violations = Vec::new();
+    for (package, dependencies) in &actual {
+        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| name == package) else {
+            violations.push(format!(
+                "{package} is not a part of DESIGN §1: add it to ALLOWED"
+            ));
+            continue;
+        };
+        for dependency in dependencies {
+            if !allowed.contains(&dependency.as_str()) {
+                violations.push(format!("{package} must not depend on {dependency}"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    assert_eq!(
+        actual.len(),
+        ALLOWED.len(),
+        "every part is in the workspace"
+    );
+}
+
+#[test]
+fn core_stays_free_of_io_crates() {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "updraft-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        tree.contains("petgraph "),
+        "the tree lists core's dependencies"
+    );
+    for forbidden in ["tokio ", "sqlx ", "axum "] {
+        assert!(
+            !tree.lines().any(|line| line.starts_with(forbidden)),
+            "updraft-core must not depend on {forbidden}(DESIGN §1: core is pure)"
+        );
+    }
+}
