@@ -189,26 +189,21 @@ impl Timetable {
         now: DateTime<Utc>,
     ) -> Option<RunInterval> {
         let earliest = self.start_date?;
-        let info = match &self.schedule {
+        let clock = match &self.schedule {
             Schedule::Manual => return None,
-            Schedule::Once => match last {
-                Some(_) => return None,
-                None => RunInterval::exact(earliest),
-            },
-            Schedule::Cron(cron) => {
-                let clock = Clock::Cron(cron, self.timezone);
-                match self.data_interval {
-                    DataIntervalMode::Previous => self.next_interval(&clock, last, earliest, now),
-                    DataIntervalMode::Instant => self.next_tick(&clock, last, earliest, now),
-                }
-            }
+            Schedule::Once if last.is_some() => return None,
+            Schedule::Once => None,
+            Schedule::Cron(cron) => Some(Clock::Cron(cron, self.timezone)),
             Schedule::Every(interval) => {
-                let clock = Clock::Every(chrono::Duration::from_std(*interval).ok()?);
-                match self.data_interval {
-                    DataIntervalMode::Previous => self.next_interval(&clock, last, earliest, now),
-                    DataIntervalMode::Instant => self.next_tick(&clock, last, earliest, now),
-                }
+                Some(Clock::Every(chrono::Duration::from_std(*interval).ok()?))
             }
+        };
+        let info = match (clock, self.data_interval) {
+            (None, _) => RunInterval::exact(earliest),
+            (Some(clock), DataIntervalMode::Previous) => {
+                self.next_interval(&clock, last, earliest, now)
+            }
+            (Some(clock), DataIntervalMode::Instant) => self.next_tick(&clock, last, earliest, now),
         };
         match self.end_date {
             Some(end) if info.logical_date > end => None,

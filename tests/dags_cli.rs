@@ -1,0 +1,168 @@
+//! `updraft dags list | show | schema | next-runs` through the real binary.
+
+mod common;
+
+use std::path::Path;
+
+use common::{run, updraft};
+use serde_json::Value;
+
+fn dags(home: &Path, folder: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = updraft(home);
+    command
+        .arg("dags")
+        .args(args)
+        .arg("--dags-folder")
+        .arg(folder);
+    run(command)
+}
+
+#[test]
+fn list_shows_every_example_dag() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = dags(home.path(), Path::new("dags"), &["list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r["dag_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "api_healthcheck",
+            "fanout_reports",
+            "hourly_metrics",
+            "manual_backup",
+            "region_report",
+            "sales_daily",
+            "warehouse_maintenance"
+        ]
+    );
+    assert_eq!(stderr, "", "no file of dags/ has errors");
+}
+
+#[test]
+fn show_json_has_tasks_dependencies_and_schedule() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = dags(
+        home.path(),
+        Path::new("dags"),
+        &["show", "sales_daily", "--json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let dag: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(dag["timetable"]["schedule"], "0 2 * * *");
+    assert_eq!(dag["timetable"]["timezone"], "Europe/Berlin");
+    assert_eq!(
+        dag["tasks"]["load"]["depends_on"],
+        serde_json::json!(["transform"])
+    );
+    assert_eq!(dag["tasks"]["load"]["retries"], 3);
+    assert_eq!(dag["tasks"]["cleanup"]["trigger_rule"], "all_done");
+}
+
+#[test]
+fn show_of_an_unknown_dag_suggests_the_closest() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = dags(home.path(), Path::new("dags"), &["show", "sales_dayly"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        "error: no DAG \"sales_dayly\" in dags; did you mean \"sales_daily\"?\n"
+    );
+}
+
+#[test]
+fn schema_is_json_schema() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = dags(home.path(), Path::new("dags"), &["schema"]);
+    assert_eq!(code, 0);
+    let schema: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert!(schema["properties"]["tasks"].is_object());
+}
+
+/// Writes one DAG file per fixture case and compares `next-runs --json` with the runs Airflow
+/// creates (see core/tests/schedule_airflow.rs for where those values come from).
+#[test]
+fn next_runs_match_airflow() {
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../core/tests/fixtures/airflow/schedules.json"
+    ))
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let schedule = case["schedule"].as_str().unwrap();
+        let timing = match schedule.strip_prefix("every ") {
+            Some(seconds) => format!("  every: {seconds}s\n"),
+            None => format!("  cron: \"{schedule}\"\n"),
+        };
+        let mut text = format!(
+            "id: {name}\nschedule:\n{timing}  timezone: {}\n  data_interval: {}\n\
+             start_date: \"{}\"\ncatchup: {}\n",
+            case["timezone"].as_str().unwrap_or("UTC"),
+            case["data_interval"].as_str().unwrap_or("previous"),
+            case["start_date"].as_str().unwrap(),
+            case["catchup"],
+        );
+        if let Some(end) = case["end_date"].as_str() {
+            text.push_str(&format!("end_date: \"{end}\"\n"));
+        }
+        text.push_str("tasks:\n  only:\n    run: \"true\"\n");
+        std::fs::write(folder.path().join(format!("{name}.yaml")), text).unwrap();
+
+        let count = case["count"].to_string();
+        let (code, stdout, stderr) = dags(
+            home.path(),
+            folder.path(),
+            &[
+                "next-runs",
+                name,
+                "--now",
+                case["now"].as_str().unwrap(),
+                "--count",
+                &count,
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{name}: {stderr}");
+        let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+        let expected: Vec<Value> = case["due"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| (run, true))
+            .chain(
+                case["upcoming"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|run| (run, false)),
+            )
+            .map(|(run, due)| {
+                let mut run = run.clone();
+                run["due"] = Value::Bool(due);
+                run
+            })
+            .collect();
+        assert_eq!(rows, expected, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 30);
+}
+
+#[test]
+fn next_runs_refuses_a_bad_now() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = dags(
+        home.path(),
+        Path::new("dags"),
+        &["next-runs", "sales_daily", "--now", "yesterday"],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--now: bad time \"yesterday\""), "{stderr}");
+}
