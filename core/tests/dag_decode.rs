@@ -271,3 +271,21 @@ fn the_json_schema_names_exactly_the_keys_the_decoder_accepts() {
         .collect();
     assert_eq!(rules, TriggerRule::names().collect::<Vec<_>>());
 }
+
+#[test]
+fn a_bad_schedule_or_rule_does_not_hide_other_problems() {
+    let found = messages(
+        "schedule: '0 25 * * *'\nstart_date: 2024-01-01\ntasks:\n  a:\n    run: x\n    \
+         trigger_rule: nope\n    retries: many\n",
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with("1:11: schedule: invalid cron \"0 25 * * *\""),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "6:19: task \"a\": unknown trigger rule \"nope\"");
+    assert_eq!(
+        found[2],
+        "7:14: task \"a\": \"retries\" must be a whole number (0 or more), found the string \"many\""
+    );
+}

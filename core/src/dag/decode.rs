@@ -454,7 +454,12 @@ impl<'t> Decoder<'t> {
             .and_then(|n| self.string_list(n, "", "tags"))
             .unwrap_or_default();
         let (schedule, tz, data_interval) = match fields.get("schedule") {
-            Some(node) => self.schedule(node, options)?,
+            // A bad schedule is reported; the rest of the file is still checked.
+            Some(node) => self.schedule(node, options).unwrap_or((
+                Schedule::Manual,
+                options.default_timezone,
+                DataIntervalMode::Previous,
+            )),
             None => (
                 Schedule::Manual,
                 options.default_timezone,
@@ -506,13 +511,13 @@ impl<'t> Decoder<'t> {
             .map(|n| self.env(n, "", None))
             .unwrap_or_default();
         let defaults = fields.get("defaults").and_then(|n| self.defaults(n));
-        let tasks = self.tasks(&fields, root, defaults.as_ref())?;
         let on_success = fields
             .get("on_success")
             .and_then(|n| self.handler(n, "", "on_success", None));
         let on_failure = fields
             .get("on_failure")
             .and_then(|n| self.handler(n, "", "on_failure", None));
+        let tasks = self.tasks(&fields, root, defaults.as_ref())?;
 
         let acyclic = self.check_cycles(&tasks, &fields);
         self.check_templates(&tasks, &params, acyclic);
@@ -903,23 +908,14 @@ impl<'t> Decoder<'t> {
             .and_then(|n| self.integer(n, context, "priority_weight", i64::from(i32::MIN)))
             .map(|n| n as i32)
             .unwrap_or(defaults::PRIORITY_WEIGHT);
-        let trigger_rule = match fields.get("trigger_rule") {
-            Some(node) => {
-                let name = self.string(node, context, "trigger_rule")?;
-                match name.parse::<TriggerRule>() {
-                    Ok(rule) => rule,
-                    Err(error) => {
-                        let hint = did_you_mean(&name, TriggerRule::names());
-                        self.error(node.pos, format!("{context}{error}{hint}"));
-                        return None;
-                    }
-                }
-            }
-            None => TriggerRule::AllSuccess,
-        };
+        // A bad value is reported and replaced, so the rest of the task is still checked.
+        let trigger_rule = fields
+            .get("trigger_rule")
+            .and_then(|node| self.trigger_rule(node, context))
+            .unwrap_or(TriggerRule::AllSuccess);
         let skip_on_exit_code = match fields.get("skip_on_exit_code") {
             None => vec![defaults::SKIP_ON_EXIT_CODE],
-            Some(node) => self.exit_codes(node, context)?,
+            Some(node) => self.exit_codes(node, context).unwrap_or_default(),
         };
         let outputs = fields
             .get("outputs")
@@ -975,6 +971,16 @@ impl<'t> Decoder<'t> {
             on_failure,
             on_retry,
         })
+    }
+
+    fn trigger_rule(&mut self, node: &Node, context: &str) -> Option<TriggerRule> {
+        let name = self.string(node, context, "trigger_rule")?;
+        name.parse::<TriggerRule>()
+            .map_err(|error| {
+                let hint = did_you_mean(&name, TriggerRule::names());
+                self.error(node.pos, format!("{context}{error}{hint}"));
+            })
+            .ok()
     }
 
     /// Upstream task ids: a string or a list, each naming a task of the file.
