@@ -7,3 +7,4 @@
 //! and applies actions lives at the edge.
 
 pub mod readiness;
+pub mod sync;
