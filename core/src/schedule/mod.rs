@@ -5,10 +5,16 @@
 //! on an empty database, the upcoming ones) is built on that answer, so `updraft dags
 //! next-runs` prints exactly what the scheduler creates. Pure: `now` is always a parameter.
 //!
-//! `cron.rs` evaluates cron on the DAG's wall clock with Airflow's DST policy.
+//! `cron.rs` evaluates cron on the DAG's wall clock with Airflow's DST policy, after
+//! `dialect.rs` has rewritten croniter's spellings into croner's; `describe.rs` puts common
+//! patterns into words. The expected behaviour comes from a real Airflow 2.10.5
+//! (`tools/airflow_schedules/generate.py`, checked by `core/tests/schedule_airflow.rs`).
 
 mod cron;
+mod describe;
+mod dialect;
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,13 +34,14 @@ pub enum Schedule {
     Once,
     /// A 5-field cron expression or a preset, on the DAG's wall clock.
     Cron(CronSchedule),
-    /// `every: <duration>`: fixed intervals anchored at `start_date`.
+    /// `every: <duration>`: fixed intervals, from `start_date` with catchup; without catchup
+    /// on whole multiples of the interval since the Unix epoch, as Airflow does.
     Every(Duration),
 }
 
 impl Schedule {
     /// Parses a cron expression or a preset (`@once`, `@hourly`, `@daily`, `@weekly`,
-    /// `@monthly`, `@quarterly`, `@yearly`).
+    /// `@monthly`, `@quarterly`, `@yearly`, and croniter's `@annually`, `@midnight`).
     pub fn parse_cron(expression: &str) -> Result<Schedule, String> {
         if expression.trim() == "@once" {
             return Ok(Schedule::Once);
@@ -201,7 +208,7 @@ impl Timetable {
         let info = match (clock, self.data_interval) {
             (None, _) => RunInterval::exact(earliest),
             (Some(clock), DataIntervalMode::Previous) => {
-                self.next_interval(&clock, last, earliest, now)
+                self.next_interval(&clock, last, earliest, now)?
             }
             (Some(clock), DataIntervalMode::Instant) => self.next_tick(&clock, last, earliest, now),
         };
@@ -218,17 +225,17 @@ impl Timetable {
         last: Option<&RunInterval>,
         earliest: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> RunInterval {
+    ) -> Option<RunInterval> {
         let earliest = if self.catchup {
             clock.align_to_next(earliest)
         } else {
-            clock.skip_to_latest(earliest, now)
+            clock.skip_to_latest(earliest, now)?
         };
         let start = match last {
             None => earliest,
             Some(last) => clock.align_to_prev(last.data_interval_end).max(earliest),
         };
-        RunInterval::interval(start, clock.next(start))
+        Some(RunInterval::interval(start, clock.next(start)))
     }
 
     /// Airflow's `CronTriggerTimetable.next_dagrun_info` with a zero interval.
@@ -255,7 +262,7 @@ impl Timetable {
     pub fn due_runs(&self, now: DateTime<Utc>) -> Vec<RunInterval> {
         let mut runs: Vec<RunInterval> = Vec::new();
         while let Some(run) = self.next_dagrun_info(runs.last(), now) {
-            if run.run_after > now {
+            if run.run_after > now || !moves_on(runs.last(), &run) {
                 break;
             }
             runs.push(run);
@@ -271,25 +278,38 @@ impl Timetable {
             let Some(run) = self.next_dagrun_info(last.as_ref(), now) else {
                 break;
             };
+            if !moves_on(last.as_ref(), &run) {
+                break;
+            }
             runs.push(run);
             last = Some(run);
         }
         runs
     }
 
-    /// The schedule in words, for people: "At 02:00 (Europe/Berlin)", "every 15m".
+    /// The schedule in words, for people: "every day at 02:00 (Europe/Berlin)", "every 15m
+    /// from start_date"; a cron pattern without common words shows as its text.
     pub fn describe(&self) -> String {
         let zone = self.timezone.name();
         match &self.schedule {
             Schedule::Manual => "manual only (no schedule)".to_owned(),
             Schedule::Once => "once, at start_date".to_owned(),
-            Schedule::Cron(cron) => format!("{} ({}, {zone})", cron.describe(), cron.text()),
+            Schedule::Cron(cron) => match cron.describe() {
+                Some(words) => format!("{words} ({zone})"),
+                None => format!("cron \"{}\" ({zone})", cron.text()),
+            },
             Schedule::Every(interval) => format!(
                 "every {} from start_date",
                 humantime::format_duration(*interval)
             ),
         }
     }
+}
+
+/// Whether `run` comes after `last`. Runs are unique by logical date, so a schedule that
+/// answered the same run twice (a DST corner no case has shown) must end the walk, not loop.
+fn moves_on(last: Option<&RunInterval>, run: &RunInterval) -> bool {
+    last.is_none_or(|last| run.logical_date > last.logical_date)
 }
 
 /// The two kinds of tick sequence, with Airflow's alignment helpers over either.
@@ -338,28 +358,53 @@ impl Clock<'_> {
     }
 
     /// Without catchup, the start of the latest complete interval at `now`, or the aligned
-    /// start date if later (Airflow's `_skip_to_latest`).
-    fn skip_to_latest(&self, earliest: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// start date if later (Airflow's `_skip_to_latest`). `None` where Airflow's assertion
+    /// fails (the tick after the previous one lies before `now`): Airflow logs the error and
+    /// creates no run.
+    fn skip_to_latest(&self, earliest: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Clock::Cron(..) => {
                 let last_start = self.prev(now);
-                let new_start = if self.next(last_start) == now {
-                    last_start
-                } else {
-                    self.prev(last_start)
+                let next_start = self.next(last_start);
+                let new_start = match next_start.cmp(&now) {
+                    Ordering::Equal => last_start,
+                    Ordering::Greater => self.prev(last_start),
+                    Ordering::Less => return None,
                 };
-                new_start.max(self.align_to_next(earliest))
+                Some(new_start.max(self.align_to_next(earliest)))
             }
-            Clock::Every(_) => self.prev(now).max(earliest),
+            // Airflow rounds `now` down to a whole number of intervals since the Unix epoch
+            // (`DeltaDataIntervalTimetable._round`), not since start_date: without catchup a
+            // daily `every` covers midnight to midnight UTC, whatever time start_date has.
+            Clock::Every(interval) => {
+                let step = i128::from(interval.num_nanoseconds()?);
+                let since_epoch = i128::from(now.timestamp()) * 1_000_000_000
+                    + i128::from(now.timestamp_subsec_nanos());
+                let past_boundary = since_epoch.rem_euclid(step);
+                let rounded =
+                    now - chrono::Duration::nanoseconds(i64::try_from(past_boundary).ok()?);
+                Some(self.prev(rounded).max(earliest))
+            }
         }
     }
 }
 
-/// Finds a timezone by its IANA name, suggesting the closest names for a typo.
+/// Finds a timezone by its IANA name, suggesting the closest name for a typo, or the zone
+/// named after a city given alone ("Berlin", "new york").
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
-        let hint =
-            crate::suggest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()));
+        let names = || chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+        let city = name.trim().replace(' ', "_");
+        let hint = crate::suggest::closest(name, names()).or_else(|| {
+            names().find(|zone| {
+                zone.rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.eq_ignore_ascii_case(&city))
+            })
+        });
+        let hint = hint
+            .map(|zone| format!("; did you mean \"{zone}\"?"))
+            .unwrap_or_default();
         format!("unknown timezone \"{name}\"{hint} (use an IANA name such as Europe/Berlin)")
     })
 }
@@ -459,16 +504,144 @@ mod tests {
     }
 
     #[test]
+    fn a_moment_after_a_boundary_is_still_one_interval() {
+        for now in ["2024-01-10T00:00:00Z", "2024-01-10T00:00:00.000001Z"] {
+            let runs = timetable("@daily", false).due_runs(at(now));
+            assert_eq!(runs.len(), 1, "{now}");
+            assert_eq!(runs[0].logical_date, at("2024-01-09T00:00:00Z"), "{now}");
+        }
+    }
+
+    #[test]
+    fn every_without_catchup_rounds_now_to_the_epoch() {
+        // Airflow's DeltaDataIntervalTimetable._round: the grid is the Unix epoch's, not
+        // start_date's (measured with Airflow 2.10.5, see the fixture).
+        let mut every = timetable("every 1day", false);
+        every.start_date = Some(at("2024-01-01T06:00:00Z"));
+        let runs = every.due_runs(at("2024-01-10T12:00:00Z"));
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].data_interval_start, at("2024-01-09T00:00:00Z"));
+        assert_eq!(runs[0].data_interval_end, at("2024-01-10T00:00:00Z"));
+        // With catchup the grid is start_date's.
+        every.catchup = true;
+        let runs = every.due_runs(at("2024-01-03T12:00:00Z"));
+        let starts: Vec<_> = runs.iter().map(|r| r.data_interval_start).collect();
+        assert_eq!(
+            starts,
+            [at("2024-01-01T06:00:00Z"), at("2024-01-02T06:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn once_runs_at_start_date_unless_past_end_date() {
+        let once = timetable("@once", false);
+        let now = at("2024-02-01T00:00:00Z");
+        let runs = once.due_runs(now);
+        assert_eq!(runs, [RunInterval::exact(at("2024-01-01T00:00:00Z"))]);
+        assert!(once.upcoming(now, 3).is_empty());
+        let mut ended = once;
+        ended.end_date = Some(at("2023-12-31T00:00:00Z"));
+        assert!(ended.due_runs(now).is_empty());
+    }
+
+    #[test]
+    fn end_date_stops_runs_by_logical_date() {
+        let mut daily = timetable("@daily", true);
+        daily.end_date = Some(at("2024-01-02T12:00:00Z"));
+        let runs = daily.due_runs(at("2024-02-01T00:00:00Z"));
+        // The run for Jan 2 starts before end_date, so it is created though it ends after.
+        let ends: Vec<_> = runs.iter().map(|r| r.data_interval_end).collect();
+        assert_eq!(
+            ends,
+            [at("2024-01-02T00:00:00Z"), at("2024-01-03T00:00:00Z")]
+        );
+        assert!(daily.upcoming(at("2024-02-01T00:00:00Z"), 2).is_empty());
+    }
+
+    #[test]
+    fn instant_runs_are_their_tick() {
+        let mut instant = timetable("0 2 * * *", false);
+        instant.data_interval = DataIntervalMode::Instant;
+        let runs = instant.due_runs(at("2024-01-10T12:00:00Z"));
+        assert_eq!(runs, [RunInterval::exact(at("2024-01-10T02:00:00Z"))]);
+        let next = instant.upcoming(at("2024-01-10T12:00:00Z"), 1);
+        assert_eq!(next, [RunInterval::exact(at("2024-01-11T02:00:00Z"))]);
+    }
+
+    #[test]
+    fn describes_schedules_in_words() {
+        let berlin = |text: &str| {
+            let mut timetable = timetable(text, true);
+            timetable.timezone = Tz::Europe__Berlin;
+            timetable.describe()
+        };
+        let cases = [
+            ("0 2 * * *", "every day at 02:00 (Europe/Berlin)"),
+            (
+                "*/15 9-17 * * MON-FRI",
+                "every 15 minutes from 09:00 to 17:45, every Monday to Friday (Europe/Berlin)",
+            ),
+            ("0 0 L * *", "cron \"0 0 L * *\" (Europe/Berlin)"),
+            ("every 15m", "every 15m from start_date"),
+            ("@once", "once, at start_date"),
+            ("null", "manual only (no schedule)"),
+        ];
+        for (schedule, words) in cases {
+            assert_eq!(berlin(schedule), words, "{schedule}");
+        }
+    }
+
+    #[test]
     fn timezone_typos_get_a_suggestion() {
         assert_eq!(
             parse_timezone("Europe/Berln").unwrap_err(),
             "unknown timezone \"Europe/Berln\"; did you mean \"Europe/Berlin\"? (use an IANA \
              name such as Europe/Berlin)"
         );
+        let hints = [
+            ("europe/berlin", Some("Europe/Berlin")),
+            ("Berlin", Some("Europe/Berlin")),
+            ("new york", Some("America/New_York")),
+            ("America/NewYork", Some("America/New_York")),
+            ("Mars/Olympus", None),
+        ];
+        for (name, zone) in hints {
+            let hint = zone
+                .map(|zone| format!("; did you mean \"{zone}\"?"))
+                .unwrap_or_default();
+            assert_eq!(
+                parse_timezone(name).unwrap_err(),
+                format!(
+                    "unknown timezone \"{name}\"{hint} (use an IANA name such as Europe/Berlin)"
+                ),
+                "{name}"
+            );
+        }
         assert_eq!(
             parse_timezone("America/New_York").unwrap(),
             Tz::America__New_York
         );
+    }
+
+    #[test]
+    fn every_schedule_kind_round_trips_through_json() {
+        for (schedule, mode) in [
+            ("null", DataIntervalMode::Previous),
+            ("@once", DataIntervalMode::Previous),
+            ("*/15 9-17 * * MON-FRI", DataIntervalMode::Instant),
+            ("every 1h 30m", DataIntervalMode::Previous),
+        ] {
+            let mut timetable = timetable(schedule, false);
+            timetable.data_interval = mode;
+            timetable.timezone = Tz::America__New_York;
+            timetable.end_date = Some(at("2025-01-01T00:00:00Z"));
+            let json = serde_json::to_string(&timetable).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Timetable>(&json).unwrap(),
+                timetable,
+                "{json}"
+            );
+        }
     }
 
     #[test]
