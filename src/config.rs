@@ -12,28 +12,37 @@ use crate::cli::GlobalArgs;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dags_folder: PathBuf,
-    pub database_url: String,
+    /// `--database-url`; `None`: the SQLite file under the Updraft home.
+    database_url: Option<String>,
+    /// `--home`; `None`: `~/.updraft`.
+    home: Option<PathBuf>,
     pub load: LoadOptions,
 }
 
 impl Config {
     pub fn from_args(args: &GlobalArgs) -> Result<Config> {
-        let home = match &args.home {
-            Some(home) => home.clone(),
-            None => default_home()?,
-        };
-        let database_url = match &args.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite:{}", home.join("updraft.db").display()),
-        };
         let default_timezone: Tz = parse_timezone(&args.default_timezone)
             .map_err(anyhow::Error::msg)
             .context("--default-timezone")?;
         Ok(Config {
             dags_folder: args.dags_folder.clone(),
-            database_url,
+            database_url: args.database_url.clone(),
+            home: args.home.clone(),
             load: LoadOptions { default_timezone },
         })
+    }
+
+    /// The metadata database's URL. Resolved on demand: commands that only read DAG files
+    /// work without a home folder.
+    pub fn database_url(&self) -> Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let home = match &self.home {
+            Some(home) => home.clone(),
+            None => default_home()?,
+        };
+        Ok(format!("sqlite:{}", home.join("updraft.db").display()))
     }
 }
 

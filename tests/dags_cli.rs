@@ -166,3 +166,30 @@ fn next_runs_refuses_a_bad_now() {
     assert_eq!(code, 1);
     assert!(stderr.contains("--now: bad time \"yesterday\""), "{stderr}");
 }
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = dags(
+        home.path(),
+        Path::new("dags"),
+        &["list", "--default-timezone", "Europe/Berln"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: --default-timezone: unknown timezone \"Europe/Berln\"")
+            && stderr.contains("did you mean \"Europe/Berlin\"?"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = dags(home.path(), Path::new("dags"), &["lst"]);
+    assert_eq!(code, 2, "clap's usage errors exit 2");
+    assert!(stderr.contains("unrecognized subcommand 'lst'"), "{stderr}");
+
+    let (code, _, stderr) = dags(home.path(), Path::new("no/such/folder"), &["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("the DAGs folder no/such/folder does not exist"),
+        "{stderr}"
+    );
+}

@@ -268,7 +268,7 @@ fn next_runs(
     };
     let dag = find_dag(config, dag_id)?;
     let due = dag.timetable.due_runs(now);
-    let upcoming = dag.timetable.upcoming(now, count);
+    let upcoming = dag.timetable.upcoming(due.last(), now, count);
 
     #[derive(Serialize)]
     struct Row {

@@ -12,7 +12,7 @@ pub fn run(config: &Config, command: DbCommand) -> Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect(&config.database_url()?).await?;
         let code = match command {
             DbCommand::Migrate => migrate(&store).await?,
             DbCommand::Check => check(&store).await?,
@@ -37,19 +37,18 @@ async fn migrate(store: &Store) -> Result<i32> {
 }
 
 async fn check(store: &Store) -> Result<i32> {
-    let status = store.schema_status().await?;
-    match status.problem(store.url()) {
-        None => {
-            let SchemaStatus::Current { version } = status else {
-                unreachable!("only a current schema has no problem")
-            };
+    match store.schema_status().await? {
+        SchemaStatus::Current { version } => {
             println!(
                 "{}: reachable, schema version {version} (current)",
                 store.url()
             );
             Ok(0)
         }
-        Some(problem) => {
+        other => {
+            let problem = other
+                .problem(store.url())
+                .unwrap_or_else(|| format!("unexpected schema status {other:?}"));
             eprintln!("error: {problem}");
             Ok(1)
         }

@@ -270,9 +270,14 @@ impl Timetable {
         runs
     }
 
-    /// The `count` runs after those due at `now`.
-    pub fn upcoming(&self, now: DateTime<Utc>, count: usize) -> Vec<RunInterval> {
-        let mut last = self.due_runs(now).last().copied();
+    /// The `count` runs after `last_due`, the last of the runs due at `now` (`due_runs`).
+    pub fn upcoming(
+        &self,
+        last_due: Option<&RunInterval>,
+        now: DateTime<Utc>,
+        count: usize,
+    ) -> Vec<RunInterval> {
+        let mut last = last_due.copied();
         let mut runs = Vec::with_capacity(count);
         while runs.len() < count {
             let Some(run) = self.next_dagrun_info(last.as_ref(), now) else {
@@ -498,7 +503,9 @@ mod tests {
 
     #[test]
     fn upcoming_runs_follow_the_due_ones() {
-        let upcoming = timetable("@daily", false).upcoming(at("2024-01-10T12:00:00Z"), 2);
+        let daily = timetable("@daily", false);
+        let now = at("2024-01-10T12:00:00Z");
+        let upcoming = daily.upcoming(daily.due_runs(now).last(), now, 2);
         assert_eq!(upcoming[0].logical_date, at("2024-01-10T00:00:00Z"));
         assert_eq!(upcoming[1].run_after, at("2024-01-12T00:00:00Z"));
     }
@@ -538,7 +545,7 @@ mod tests {
         let now = at("2024-02-01T00:00:00Z");
         let runs = once.due_runs(now);
         assert_eq!(runs, [RunInterval::exact(at("2024-01-01T00:00:00Z"))]);
-        assert!(once.upcoming(now, 3).is_empty());
+        assert!(once.upcoming(runs.last(), now, 3).is_empty());
         let mut ended = once;
         ended.end_date = Some(at("2023-12-31T00:00:00Z"));
         assert!(ended.due_runs(now).is_empty());
@@ -548,23 +555,25 @@ mod tests {
     fn end_date_stops_runs_by_logical_date() {
         let mut daily = timetable("@daily", true);
         daily.end_date = Some(at("2024-01-02T12:00:00Z"));
-        let runs = daily.due_runs(at("2024-02-01T00:00:00Z"));
+        let now = at("2024-02-01T00:00:00Z");
+        let runs = daily.due_runs(now);
         // The run for Jan 2 starts before end_date, so it is created though it ends after.
         let ends: Vec<_> = runs.iter().map(|r| r.data_interval_end).collect();
         assert_eq!(
             ends,
             [at("2024-01-02T00:00:00Z"), at("2024-01-03T00:00:00Z")]
         );
-        assert!(daily.upcoming(at("2024-02-01T00:00:00Z"), 2).is_empty());
+        assert!(daily.upcoming(runs.last(), now, 2).is_empty());
     }
 
     #[test]
     fn instant_runs_are_their_tick() {
         let mut instant = timetable("0 2 * * *", false);
         instant.data_interval = DataIntervalMode::Instant;
-        let runs = instant.due_runs(at("2024-01-10T12:00:00Z"));
+        let now = at("2024-01-10T12:00:00Z");
+        let runs = instant.due_runs(now);
         assert_eq!(runs, [RunInterval::exact(at("2024-01-10T02:00:00Z"))]);
-        let next = instant.upcoming(at("2024-01-10T12:00:00Z"), 1);
+        let next = instant.upcoming(runs.last(), now, 1);
         assert_eq!(next, [RunInterval::exact(at("2024-01-11T02:00:00Z"))]);
     }
 
