@@ -7,4 +7,6 @@
 //! and applies actions lives at the edge.
 
 pub mod readiness;
+pub mod retry;
+pub mod runs;
 pub mod sync;
