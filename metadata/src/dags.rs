@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::DagId;
+use updraft_core::schedule::RunInterval;
 
 use crate::db::{Row, query, query_split};
 use crate::{Error, Store};
@@ -30,16 +31,7 @@ pub struct DagRow {
     pub max_active_runs: i32,
     pub max_active_tasks: i32,
     /// The next run the scheduler will create, as it last computed it.
-    pub next_run: Option<NextRun>,
-}
-
-/// The next run of a DAG: its dates, and when it is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct NextRun {
-    pub logical_date: DateTime<Utc>,
-    pub data_interval_start: DateTime<Utc>,
-    pub data_interval_end: DateTime<Utc>,
-    pub run_after: DateTime<Utc>,
+    pub next_run: Option<RunInterval>,
 }
 
 /// One stored content of a DAG; runs record the hash of the one they started with.
@@ -99,7 +91,7 @@ impl DagRow {
         // The schema keeps the four next-run columns all set or all NULL.
         let next_run = match next_logical_date {
             None => None,
-            Some(logical_date) => Some(NextRun {
+            Some(logical_date) => Some(RunInterval {
                 logical_date,
                 data_interval_start: row.get("next_data_interval_start")?,
                 data_interval_end: row.get("next_data_interval_end")?,
@@ -273,7 +265,11 @@ impl Store {
     }
 
     /// Records the next run the scheduler will create for a DAG (`None`: no further run).
-    pub async fn set_next_run(&self, dag_id: &DagId, next: Option<&NextRun>) -> Result<(), Error> {
+    pub async fn set_next_run(
+        &self,
+        dag_id: &DagId,
+        next: Option<&RunInterval>,
+    ) -> Result<(), Error> {
         let changed = self
             .execute(
                 query(

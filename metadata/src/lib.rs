@@ -31,7 +31,7 @@ pub mod testing;
 mod url;
 mod users;
 
-pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError, NextRun};
+pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use error::Error;
 pub use events::{EventLog, NewEvent};
 pub use pools::{DEFAULT_POOL, Pool};

@@ -3,15 +3,29 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError, NewDagRun,
-    NewEvent, NewTaskInstance, NewTaskTry, NextRun, Role, Store, TaskInstance,
+    NewEvent, NewTaskInstance, NewTaskTry, Role, Store, TaskInstance,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, day, hour, 0, 0).unwrap()
+}
+
+/// Records try 1 of `ti`, started on day 3 by no particular worker.
+async fn start_first_try(store: &Store, ti: &TaskInstance) {
+    let started = NewTaskTry {
+        task_instance_id: ti.id,
+        try_number: 1,
+        worker_id: None,
+        hostname: None,
+        pid: None,
+        start_date: at(3, 0),
+    };
+    store.insert_task_try(&started).await.unwrap();
 }
 
 fn dag_id(id: &str) -> DagId {
@@ -169,7 +183,7 @@ async fn a_sync_keeps_the_pause_and_the_next_run_of_a_known_dag() {
         store.upsert_dag(&paused, at(1, 0)).await.unwrap();
         assert!(store.get_dag(&sales).await.unwrap().unwrap().is_paused);
         store.set_paused(&sales, false).await.unwrap();
-        let next = NextRun {
+        let next = RunInterval {
             logical_date: at(2, 1),
             data_interval_start: at(2, 1),
             data_interval_end: at(3, 1),
@@ -754,15 +768,7 @@ async fn a_try_log_is_appended_in_chunks_and_read_by_range() {
     each_backend(|db| async move {
         let store = db.store().await;
         let ti = with_tasks(&store).await.remove(0);
-        let started = NewTaskTry {
-            task_instance_id: ti.id,
-            try_number: 1,
-            worker_id: None,
-            hostname: None,
-            pid: None,
-            start_date: at(3, 0),
-        };
-        store.insert_task_try(&started).await.unwrap();
+        start_first_try(&store, &ti).await;
         // The second chunk ends inside a UTF-8 character: bytes are kept as they are.
         let chunks: [&[u8]; 3] = [b"hello\n", b"caf\xc3", b"\xa9\n"];
         for (i, chunk) in chunks.iter().enumerate() {
@@ -802,15 +808,7 @@ async fn concurrent_log_appends_get_distinct_seqs() {
     each_backend(|db| async move {
         let store = db.store().await;
         let ti = with_tasks(&store).await.remove(0);
-        let started = NewTaskTry {
-            task_instance_id: ti.id,
-            try_number: 1,
-            worker_id: None,
-            hostname: None,
-            pid: None,
-            start_date: at(3, 0),
-        };
-        store.insert_task_try(&started).await.unwrap();
+        start_first_try(&store, &ti).await;
         let appends: Vec<_> = (0..4)
             .map(|i| {
                 let store = store.clone();
