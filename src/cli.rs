@@ -53,14 +53,76 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Read, check and inspect DAG files.
+    /// Everything on one machine: migrate SQLite, then run the scheduler, workers and web
+    /// server on the DAGs folder.
+    Standalone(StandaloneArgs),
+    /// Run the scheduler: sync DAG files, create runs, queue ready tasks.
+    Scheduler(SchedulerArgs),
+    /// Run a worker: claim queued task instances and run them.
+    Worker(WorkerArgs),
+    /// Read, check, trigger and test DAGs.
     #[command(subcommand)]
     Dags(DagsCommand),
+    /// Inspect DAG runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Test, clear and read the logs of task instances.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Manage pools: named slots that limit how many task instances run at once.
+    #[command(subcommand)]
+    Pools(PoolsCommand),
     /// Create or check the metadata database.
     #[command(subcommand)]
     Db(DbCommand),
     /// Measure workloads beside floors measured in the same run.
     Bench(BenchArgs),
+}
+
+/// Flags of the scheduler, in `updraft scheduler` and `updraft standalone`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// A running try whose worker has not heartbeaten for this long is failed or retried.
+    #[arg(long, env = "UPDRAFT_ZOMBIE_THRESHOLD", default_value = "30s", value_parser = duration)]
+    pub zombie_threshold: std::time::Duration,
+    /// The longest wait between two scheduling passes when nothing wakes the scheduler
+    /// [default: 1s on Postgres, which wakes it by LISTEN/NOTIFY; 200ms on SQLite, where other
+    /// processes' changes are only seen by looking].
+    #[arg(long, env = "UPDRAFT_POLL_INTERVAL", value_parser = duration)]
+    pub poll_interval: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Address the web server binds to.
+    #[arg(long, env = "UPDRAFT_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of the web server; 0 takes a free one.
+    #[arg(long, env = "UPDRAFT_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Task instances run at once by the in-process worker.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    #[command(flatten)]
+    pub scheduler: SchedulerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to take task instances from, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Task instances run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// The worker's name, stable across restarts [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// A duration with its unit: 500ms, 30s, 5m.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 30s or 5m)"))
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +168,118 @@ pub enum DagsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a manual run; prints its run id.
+    Trigger {
+        dag_id: String,
+        /// The run's conf: a JSON object; its keys override the DAG's params.
+        #[arg(long)]
+        conf: Option<String>,
+        /// The run's logical date: RFC 3339 or a date [default: now].
+        #[arg(long)]
+        logical_date: Option<String>,
+        /// Follow the run until it ends; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop creating scheduled runs of a DAG.
+    Pause { dag_id: String },
+    /// Create scheduled runs of a DAG again.
+    Unpause { dag_id: String },
+    /// Run one whole DAG run in this process (no scheduler needed), task logs on stdout.
+    Test {
+        dag_id: String,
+        /// RFC 3339 or a date [default: now].
+        #[arg(long)]
+        logical_date: Option<String>,
+        /// The run's conf: a JSON object.
+        #[arg(long)]
+        conf: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// A DAG's runs, newest first: state, dates, duration.
+    List {
+        dag_id: String,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 25)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run and each of its task instances.
+    Show {
+        dag_id: String,
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Run one task now, in this process; nothing is recorded.
+    Test {
+        dag_id: String,
+        task_id: String,
+        /// RFC 3339 or a date [default: now].
+        #[arg(long)]
+        logical_date: Option<String>,
+    },
+    /// Reset task instances so that they run again with a fresh retry budget.
+    Clear {
+        dag_id: String,
+        /// Only this task (repeatable) [default: every task].
+        #[arg(long = "task")]
+        tasks: Vec<String>,
+        /// Also the tasks downstream of those.
+        #[arg(long)]
+        downstream: bool,
+        /// Also the tasks upstream of those.
+        #[arg(long)]
+        upstream: bool,
+        /// Only runs with a logical date at or after this (RFC 3339 or a date).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only runs with a logical date at or before this.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only task instances that failed or were upstream_failed.
+        #[arg(long)]
+        only_failed: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Print the log of a try (default: the latest).
+    Logs {
+        dag_id: String,
+        run_id: String,
+        task_id: String,
+        #[arg(long = "try")]
+        try_number: Option<i32>,
+        /// Keep printing until the try ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolsCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pool or change its slots.
+    Set {
+        name: String,
+        slots: i32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a pool (not default_pool).
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]

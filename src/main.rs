@@ -33,7 +33,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = Config::from_args(&cli.global)?;
     match cli.command {
+        Command::Standalone(args) => commands::serve::standalone(&config, args),
+        Command::Scheduler(args) => commands::serve::scheduler(&config, args),
+        Command::Worker(args) => commands::serve::worker(&config, args),
         Command::Dags(command) => commands::dags::run(&config, command),
+        Command::Runs(command) => commands::runs::run(&config, command),
+        Command::Tasks(command) => commands::tasks::run(&config, command),
+        Command::Pools(command) => commands::pools::run(&config, command),
         Command::Db(command) => commands::db::run(&config, command),
         Command::Bench(args) => commands::bench::run(args),
     }

@@ -7,6 +7,8 @@
 
 pub mod dag;
 pub mod ids;
+pub mod render;
+pub mod retry;
 pub mod schedule;
 pub mod state;
 pub mod suggest;

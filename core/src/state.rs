@@ -156,7 +156,8 @@ impl TaskState {
             Scheduled => matches!(self, None | Queued | UpForRetry | UpForReschedule),
             Queued => self == Scheduled,
             Running => self == Queued,
-            Skipped => matches!(self, None | Scheduled | Running),
+            // A run that times out skips whatever has not finished.
+            Skipped => matches!(self, None | Scheduled | Queued | Running | UpForRetry),
             UpstreamFailed => matches!(self, None | Scheduled),
             UpForRetry => matches!(self, Queued | Running),
             UpForReschedule => self == Running,

@@ -1,1 +1,5 @@
-//! updraft-executor
+//! updraft-executor: the worker. It claims queued task instances, runs them as child processes
+//! in their own process groups, and records their logs, outputs and outcomes.
+
+pub mod process;
+pub mod worker;

@@ -17,13 +17,16 @@
 //!   agree (see `db`), and the same test suite runs against both.
 //! - Database URLs appear in messages only with their password redacted ([`redact_url`]).
 
+mod clear;
 mod dags;
 mod db;
 mod error;
 mod events;
 mod pools;
+mod queue;
 mod runs;
 mod schema;
+mod signal;
 mod store;
 mod tasks;
 #[cfg(feature = "testing")]
@@ -31,12 +34,15 @@ pub mod testing;
 mod url;
 mod users;
 
+pub use clear::ClearReport;
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use error::Error;
 pub use events::{EventLog, NewEvent};
 pub use pools::{DEFAULT_POOL, Pool};
+pub use queue::{Claim, TryEnd, Worker, WorkerRef};
 pub use runs::{CreateOutcome, DagRun, NewDagRun};
 pub use schema::SchemaStatus;
+pub use signal::{Topic, Wakeups};
 pub use store::{Backend, Store};
 pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry};
 pub use url::redact_url;

@@ -3,9 +3,11 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::DagId;
+use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType};
 
 use crate::db::{Row, query};
+use crate::signal::Topic;
 use crate::{Error, Store};
 
 /// A row of `dag_run`.
@@ -108,7 +110,13 @@ impl Store {
         .bind(now)
         .bind(run.backfill_id);
         match self.fetch_optional(insert, DagRun::from_row).await {
-            Ok(Some(created)) => return Ok(CreateOutcome::Created(created)),
+            Ok(Some(created)) => {
+                if self.backend() == crate::Backend::Postgres {
+                    self.execute(Topic::Scheduler.pg_notify()).await?;
+                }
+                self.wake(Topic::Scheduler);
+                return Ok(CreateOutcome::Created(created));
+            }
             Ok(None) => {}
             Err(error) if error.is_foreign_key_violation() => {
                 return Err(Error::NotFound(format!(
@@ -184,6 +192,43 @@ impl Store {
             .bind(state.map(DagRunState::as_str))
             .bind(limit)
             .bind(offset),
+            DagRun::from_row,
+        )
+        .await
+    }
+
+    /// The interval of a DAG's latest scheduled or backfill run (Airflow's last automated
+    /// run), from which the timetable computes the next one.
+    pub async fn last_automated_run(&self, dag_id: &DagId) -> Result<Option<RunInterval>, Error> {
+        self.fetch_optional(
+            query(
+                "find the latest scheduled run",
+                "SELECT logical_date, data_interval_start, data_interval_end, run_after \
+                 FROM dag_run WHERE dag_id = $1 AND run_type <> 'manual' \
+                 ORDER BY logical_date DESC LIMIT 1",
+            )
+            .bind(dag_id.as_str()),
+            |row| {
+                Ok(RunInterval {
+                    logical_date: row.get("logical_date")?,
+                    data_interval_start: row.get("data_interval_start")?,
+                    data_interval_end: row.get("data_interval_end")?,
+                    run_after: row.get("run_after")?,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Every run not finished yet (`queued` or `running`), oldest logical date first: the
+    /// scheduler's work list.
+    pub async fn list_unfinished_runs(&self) -> Result<Vec<DagRun>, Error> {
+        self.fetch_all(
+            query(
+                "list unfinished dag runs",
+                "SELECT * FROM dag_run WHERE state IN ('queued', 'running') \
+                 ORDER BY logical_date, id",
+            ),
             DagRun::from_row,
         )
         .await

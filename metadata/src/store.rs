@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 
 use crate::db::{Handle, Pooled, Query, Row, Tx};
+use crate::signal::{Signals, Topic, Wakeups};
 use crate::{Error, redact_url};
 
 /// How long a SQLite writer waits for another one before it fails with "database is locked".
@@ -57,6 +58,7 @@ pub struct Store {
     pub(crate) pool: Pool,
     /// The URL with its password redacted: the only form that appears in messages.
     url: Arc<str>,
+    signals: Arc<Signals>,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ impl Store {
         Ok(Store {
             pool,
             url: redacted.into(),
+            signals: Arc::new(Signals::new()),
         })
     }
 
@@ -122,6 +125,29 @@ impl Store {
             Pool::Postgres(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,
         }
+    }
+
+    /// The wake-ups of `topic`, from this process and, on Postgres, from every process.
+    pub fn subscribe(&self, topic: Topic) -> Wakeups {
+        let postgres = match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
+        };
+        Wakeups::new(&self.signals, topic, postgres)
+    }
+
+    /// Wakes the loops of `topic` in this process (other processes learn from `notify_in`).
+    pub fn wake(&self, topic: Topic) {
+        self.signals.bump(topic);
+    }
+
+    /// Notifies other processes of `topic` when `tx` commits (Postgres only; SQLite has no
+    /// channel between processes and they poll). Call [`Store::wake`] after the commit.
+    pub(crate) async fn notify_in(&self, tx: &mut Tx, topic: Topic) -> Result<(), Error> {
+        if let Handle::Postgres(_) = tx {
+            tx.execute(topic.pg_notify()).await?;
+        }
+        Ok(())
     }
 
     /// A connection from the pool, for one statement.

@@ -7,6 +7,7 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::TaskState;
 
 use crate::db::{Row, query, query_split};
+use crate::signal::Topic;
 use crate::{Error, Store};
 
 /// How often an append races another writer of the same try for the next `seq` before giving
@@ -97,7 +98,7 @@ pub struct TaskOutput {
 }
 
 impl TaskInstance {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(TaskInstance {
             id: row.get("id")?,
             dag_run_id: row.get("dag_run_id")?,
@@ -283,6 +284,93 @@ impl Store {
             )
             .await?;
         Ok(changed == 1)
+    }
+
+    /// Applies several compare-and-sets of task instance states (as [`Store::set_task_state`]
+    /// does one) in one transaction; returns, for each, whether it moved. Moving a `running`
+    /// task instance away wakes the workers: the one running it kills the try.
+    pub async fn set_task_states(
+        &self,
+        moves: &[(i64, TaskState, TaskState)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, Error> {
+        if let Some(&(_, from, to)) = moves.iter().find(|(_, from, to)| !from.can_move_to(*to)) {
+            return Err(Error::IllegalTaskTransition { from, to });
+        }
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("change task instance states").await?;
+        let mut moved = Vec::with_capacity(moves.len());
+        for &(id, expected, new) in moves {
+            let changed = tx
+                .execute(
+                    query(
+                        "change a task instance's state",
+                        "UPDATE task_instance SET state = $3, updated_at = $4, \
+                             queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
+                             start_date = CASE WHEN $6 THEN $4 ELSE start_date END, \
+                             end_date = CASE WHEN $6 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
+                         WHERE id = $1 AND state = $2",
+                    )
+                    .bind(id)
+                    .bind(expected.as_str())
+                    .bind(new.as_str())
+                    .bind(now)
+                    .bind(new == TaskState::Queued)
+                    .bind(new == TaskState::Running)
+                    .bind(new.is_finished() || new == TaskState::UpForRetry),
+                )
+                .await?;
+            moved.push(changed == 1);
+        }
+        let kills = moves
+            .iter()
+            .zip(&moved)
+            .any(|((_, from, _), moved)| *moved && *from == TaskState::Running);
+        if kills {
+            self.notify_in(&mut tx, Topic::Workers).await?;
+        }
+        tx.commit("change task instance states").await?;
+        if kills {
+            self.wake(Topic::Workers);
+        }
+        Ok(moved)
+    }
+
+    /// The states of `task_ids` in the run of `dag_id` just before `logical_date` (by logical
+    /// date), for `depends_on_past`; `None` when there is no earlier run.
+    pub async fn previous_task_states(
+        &self,
+        dag_id: &DagId,
+        logical_date: DateTime<Utc>,
+    ) -> Result<Option<Vec<(TaskId, TaskState)>>, Error> {
+        let previous = self
+            .fetch_optional(
+                query(
+                    "find the previous run",
+                    "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+                     ORDER BY logical_date DESC, id DESC LIMIT 1",
+                )
+                .bind(dag_id.as_str())
+                .bind(logical_date),
+                |row| row.get::<i64>("id"),
+            )
+            .await?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        let states = self
+            .fetch_all(
+                query(
+                    "read the previous run's task states",
+                    "SELECT task_id, state FROM task_instance WHERE dag_run_id = $1",
+                )
+                .bind(previous),
+                |row| Ok((row.id("task_id")?, row.name("state")?)),
+            )
+            .await?;
+        Ok(Some(states))
     }
 
     /// Records a started try, in state `running`. [`Error::Conflict`] when that try number is

@@ -7,6 +7,7 @@
 //! and applies actions lives at the edge.
 
 pub mod readiness;
-pub mod retry;
 pub mod runs;
+pub mod service;
+pub mod step;
 pub mod sync;

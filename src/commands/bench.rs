@@ -7,13 +7,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
+use chrono::Utc;
 use serde::Serialize;
+use tokio::sync::watch;
 use updraft_core::dag::{LoadOptions, load_paths};
+use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_executor::worker::Worker;
+use updraft_metadata::{CreateOutcome, NewDagRun, Store};
+use updraft_scheduler::service::{self, Scheduler};
+use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
 use crate::cli::BenchArgs;
 
 /// Every workload, in the order they run by default.
-pub const WORKLOADS: &[&str] = &["parse-10k"];
+pub const WORKLOADS: &[&str] = &["parse-10k", "chain-40", "fanout-200"];
 
 #[derive(Debug, Serialize)]
 struct Floor {
@@ -83,6 +90,16 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     for workload in &workloads {
         let figure = match workload.as_str() {
             "parse-10k" => parse_10k(scratch.path(), args.scale, &floors[1])?,
+            "chain-40" => run_dag(
+                scratch.path(),
+                Shape::Chain(scaled(40, args.scale)),
+                &floors[0],
+            )?,
+            "fanout-200" => run_dag(
+                scratch.path(),
+                Shape::Fanout(scaled(200, args.scale)),
+                &floors[0],
+            )?,
             _ => unreachable!("workloads were checked above"),
         };
         if !args.json {
@@ -207,5 +224,180 @@ fn parse_10k(scratch: &Path, scale: f64, floor: &Floor) -> Result<Figure> {
         floor: floor.name,
         ratio: seconds / (floor.seconds * count as f64),
         checked: format!("{count} DAGs, {tasks} tasks, 0 errors"),
+    })
+}
+
+/// `count` shrunk by `scale`, at least 3.
+fn scaled(count: usize, scale: f64) -> usize {
+    ((count as f64 * scale).round() as usize).max(3)
+}
+
+/// The DAG shapes the pipeline workloads run, every task `true`.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// n tasks, each depending on the one before.
+    Chain(usize),
+    /// One root, n parallel tasks, one join.
+    Fanout(usize),
+}
+
+impl Shape {
+    fn tasks(self) -> usize {
+        match self {
+            Shape::Chain(n) => n,
+            Shape::Fanout(n) => n + 2,
+        }
+    }
+
+    fn dag_file(self) -> String {
+        let mut text = String::from("version: 1\nid: bench\ntasks:\n");
+        match self {
+            Shape::Chain(n) => {
+                for i in 0..n {
+                    text.push_str(&format!("  t{i:04}: {{run: \"true\""));
+                    if i > 0 {
+                        text.push_str(&format!(", depends_on: [t{:04}]", i - 1));
+                    }
+                    text.push_str("}\n");
+                }
+            }
+            Shape::Fanout(n) => {
+                text.push_str("  root: {run: \"true\"}\n");
+                for i in 0..n {
+                    text.push_str(&format!(
+                        "  p{i:04}: {{run: \"true\", depends_on: [root]}}\n"
+                    ));
+                }
+                let all: Vec<String> = (0..n).map(|i| format!("p{i:04}")).collect();
+                text.push_str(&format!(
+                    "  join: {{run: \"true\", depends_on: [{}]}}\n",
+                    all.join(", ")
+                ));
+            }
+        }
+        text
+    }
+
+    fn name(self) -> String {
+        match self {
+            Shape::Chain(n) => format!("chain-{n}"),
+            Shape::Fanout(n) => format!("fanout-{n}"),
+        }
+    }
+}
+
+/// Trigger to success of one run of `shape` on a fresh SQLite database, with the scheduler and
+/// a worker of concurrency 16 in this process, as `updraft standalone` runs them.
+fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
+    let folder = scratch.join(shape.name());
+    std::fs::create_dir_all(folder.join("dags"))?;
+    std::fs::write(folder.join("dags/bench.yaml"), shape.dag_file())?;
+    let url = format!("sqlite:{}", folder.join("updraft.db").display());
+    let runtime = crate::commands::runtime()?;
+    let seconds = runtime.block_on(async {
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        let options = LoadOptions::default();
+        let load = load_paths(&[folder.join("dags")], &options);
+        ensure!(load.errors.is_empty(), "the generated DAG is valid");
+        let now = Utc::now();
+        sync_dags(
+            &store,
+            &load,
+            SyncOptions {
+                paused_on_creation: false,
+            },
+            now,
+        )
+        .await?;
+        let dag = &load.dags[0].dag;
+
+        let (stop, stopping) = watch::channel(false);
+        let stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let mut settings = service::Settings::new(folder.join("dags"), options);
+        settings.poll_interval = Duration::from_millis(200);
+        let scheduler = Scheduler::new(store.clone(), settings, "bench".to_owned());
+        let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
+        let worker = Worker::new(
+            store.clone(),
+            updraft_executor::worker::Settings {
+                id: "bench".to_owned(),
+                hostname: "bench".to_owned(),
+                queues: vec!["default".to_owned()],
+                concurrency: 16,
+                poll_interval: Duration::from_millis(200),
+                heartbeat_interval: Duration::from_secs(1),
+                echo: false,
+                only_run: None,
+            },
+        );
+        let worker = tokio::spawn(worker.run(stopped(stopping)));
+        // Let the scheduler's first tick (its own sync) pass before the clock starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let start = Instant::now();
+        let now = Utc::now();
+        let run = NewDagRun {
+            dag_id: dag.id.clone(),
+            run_id: "bench".to_owned(),
+            run_type: RunType::Manual,
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+            run_after: now,
+            conf: serde_json::json!({}),
+            version_hash: dag.version_hash(),
+            backfill_id: None,
+        };
+        let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await? else {
+            bail!("the bench run exists already");
+        };
+        let finished = loop {
+            let current = store.get_dag_run(run.id).await?.expect("the run exists");
+            if current.state.is_finished() {
+                break current;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(600),
+                "the run did not finish in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        stop.send_replace(true);
+        scheduler.await?;
+        worker.await??;
+        ensure!(
+            finished.state == DagRunState::Success,
+            "the run ended {}",
+            finished.state
+        );
+        let instances = store.list_task_instances(run.id).await?;
+        let succeeded = instances
+            .iter()
+            .filter(|ti| ti.state == TaskState::Success)
+            .count();
+        ensure!(
+            succeeded == shape.tasks() && instances.iter().all(|ti| ti.try_number == 1),
+            "expected {} task instances to succeed in one try, {succeeded} did",
+            shape.tasks()
+        );
+        store.close().await;
+        Ok(seconds)
+    })?;
+    let tasks = shape.tasks();
+    Ok(Figure {
+        workload: shape.name(),
+        metric: "trigger to success",
+        value: seconds,
+        unit: "s",
+        floor: floor.name,
+        ratio: seconds / (floor.seconds * tasks as f64),
+        checked: format!(
+            "{tasks} tasks succeeded in one try, {:.1} ms per task",
+            seconds * 1000.0 / tasks as f64
+        ),
     })
 }

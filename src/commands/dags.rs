@@ -1,16 +1,24 @@
-//! `updraft dags ...`: commands that read DAG files. None of them needs a database.
+//! `updraft dags ...`: read, check, trigger, pause and test DAGs. Reading and checking need
+//! only the DAG files; trigger and pause write to the metadata database.
 
 use std::io::Write;
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use anyhow::{Result, anyhow, bail};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::dag::{Command, Dag, FolderLoad, load_paths};
+use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
+use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_core::suggest::did_you_mean;
+use updraft_metadata::{CreateOutcome, DagRow, NewDagRun, NewEvent, Store};
+use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
 use crate::cli::DagsCommand;
+use crate::commands::{human_duration, local_run, open_store, parse_time, print_table, runtime};
 use crate::config::Config;
 
 pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
@@ -28,7 +36,189 @@ pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
             count,
             json,
         } => next_runs(config, &dag_id, now.as_deref(), count, json),
+        DagsCommand::Trigger {
+            dag_id,
+            conf,
+            logical_date,
+            wait,
+        } => trigger(
+            config,
+            &dag_id,
+            conf.as_deref(),
+            logical_date.as_deref(),
+            wait,
+        ),
+        DagsCommand::Pause { dag_id } => set_paused(config, &dag_id, true),
+        DagsCommand::Unpause { dag_id } => set_paused(config, &dag_id, false),
+        DagsCommand::Test {
+            dag_id,
+            logical_date,
+            conf,
+        } => local_run::test_dag(config, &dag_id, logical_date.as_deref(), conf.as_deref()),
     }
+}
+
+/// The DAG's row in the database; a DAG not synced yet is synced from the DAGs folder first,
+/// so that a trigger right after adding a file works without waiting for the scheduler.
+async fn stored_dag(config: &Config, store: &Store, dag_id: &str) -> Result<(DagRow, Dag)> {
+    let id = DagId::parse(dag_id).map_err(|error| anyhow!("bad DAG id \"{dag_id}\": {error}"))?;
+    if store.get_dag(&id).await?.is_none() {
+        let load = load_folder(config)?;
+        sync_dags(
+            store,
+            &load,
+            SyncOptions {
+                paused_on_creation: false,
+            },
+            Utc::now(),
+        )
+        .await?;
+    }
+    let Some(row) = store.get_dag(&id).await? else {
+        let known = store.list_dags().await?;
+        let hint = did_you_mean(dag_id, known.iter().map(|row| row.dag_id.as_str()));
+        bail!(
+            "no DAG \"{dag_id}\" in the database or in {}{hint}",
+            config.dags_folder.display()
+        );
+    };
+    let version = store
+        .get_dag_version(&id, &row.version_hash)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "DAG \"{dag_id}\" has no stored version {}",
+                row.version_hash
+            )
+        })?;
+    let dag: Dag = serde_json::from_value(version.serialized)?;
+    Ok((row, dag))
+}
+
+/// The user named in the event log for actions from this terminal.
+pub fn actor() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "cli".to_owned())
+}
+
+fn trigger(
+    config: &Config,
+    dag_id: &str,
+    conf: Option<&str>,
+    logical_date: Option<&str>,
+    wait: bool,
+) -> Result<i32> {
+    let conf = local_run::parse_conf(conf)?;
+    let logical_date = match logical_date {
+        Some(text) => parse_time("--logical-date", text)?,
+        None => Utc::now(),
+    };
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let (row, dag) = stored_dag(config, &store, dag_id).await?;
+        local_run::check_params(&dag, &conf)?;
+        let now = Utc::now();
+        let run = NewDagRun {
+            dag_id: row.dag_id.clone(),
+            run_id: format!("manual__{}", logical_date.to_rfc3339()),
+            run_type: RunType::Manual,
+            logical_date,
+            data_interval_start: logical_date,
+            data_interval_end: logical_date,
+            run_after: now,
+            conf: conf.clone(),
+            version_hash: row.version_hash.clone(),
+            backfill_id: None,
+        };
+        let run = match store.create_dag_run(&run, now).await? {
+            CreateOutcome::Created(run) => run,
+            CreateOutcome::AlreadyExists(run) => {
+                bail!("DAG \"{dag_id}\" already has a run \"{}\"", run.run_id)
+            }
+        };
+        store
+            .append_event(&NewEvent {
+                at: now,
+                actor: actor(),
+                dag_id: Some(row.dag_id.clone()),
+                run_id: Some(run.run_id.clone()),
+                task_id: None,
+                event: "trigger".to_owned(),
+                details: serde_json::json!({ "conf": conf }),
+            })
+            .await?;
+        println!("{}", run.run_id);
+        if row.is_paused {
+            eprintln!(
+                "note: DAG \"{dag_id}\" is paused: the run waits until `updraft dags unpause {dag_id}`"
+            );
+        }
+        let code = if wait { follow_run(&store, run.id).await? } else { 0 };
+        store.close().await;
+        Ok(code)
+    })
+}
+
+/// Follows a run until it ends, printing each task instance as it finishes; 0 when the run
+/// succeeded, 1 when it failed.
+async fn follow_run(store: &Store, id: i64) -> Result<i32> {
+    let mut reported: HashMap<i64, (TaskState, i32)> = HashMap::new();
+    loop {
+        let run = store
+            .get_dag_run(id)
+            .await?
+            .ok_or_else(|| anyhow!("the run was deleted"))?;
+        for ti in store.list_task_instances(id).await? {
+            let seen = (ti.state, ti.try_number);
+            let worth = ti.state.is_finished() || ti.state == TaskState::UpForRetry;
+            if worth && reported.get(&ti.id) != Some(&seen) {
+                eprintln!("{} {} (try {})", ti.task_id, ti.state, ti.try_number);
+                reported.insert(ti.id, seen);
+            }
+        }
+        if run.state.is_finished() {
+            eprintln!(
+                "run {} {} in {}",
+                run.run_id,
+                run.state,
+                human_duration(run.start_date, run.end_date)
+            );
+            return Ok(if run.state == DagRunState::Success {
+                0
+            } else {
+                1
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<i32> {
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let (row, _) = stored_dag(config, &store, dag_id).await?;
+        store.set_paused(&row.dag_id, paused).await?;
+        let event = if paused { "pause" } else { "unpause" };
+        store
+            .append_event(&NewEvent {
+                at: Utc::now(),
+                actor: actor(),
+                dag_id: Some(row.dag_id.clone()),
+                run_id: None,
+                task_id: None,
+                event: event.to_owned(),
+                details: serde_json::json!({}),
+            })
+            .await?;
+        println!(
+            "DAG {dag_id} is {}",
+            if paused { "paused" } else { "unpaused" }
+        );
+        store.close().await;
+        Ok(0)
+    })
 }
 
 fn load_folder(config: &Config) -> Result<FolderLoad> {
@@ -102,7 +292,8 @@ fn list(config: &Config, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn find_dag(config: &Config, dag_id: &str) -> Result<Dag> {
+/// The DAG `dag_id` of the DAGs folder, or an error naming close ids and broken files.
+pub fn find_dag(config: &Config, dag_id: &str) -> Result<Dag> {
     let load = load_folder(config)?;
     if let Some(loaded) = load
         .dags
@@ -240,21 +431,6 @@ fn validate(config: &Config, paths: Vec<PathBuf>) -> Result<i32> {
 }
 
 /// `--now` as RFC 3339, or a date meaning midnight UTC.
-fn parse_now(text: &str) -> Result<DateTime<Utc>> {
-    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
-        return Ok(instant.with_timezone(&Utc));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc());
-    }
-    bail!(
-        "--now: bad time \"{text}\"; write RFC 3339 (2024-03-01T12:00:00Z) or a date (2024-03-01)"
-    )
-}
-
 fn next_runs(
     config: &Config,
     dag_id: &str,
@@ -263,7 +439,7 @@ fn next_runs(
     json: bool,
 ) -> Result<i32> {
     let now = match now {
-        Some(text) => parse_now(text)?,
+        Some(text) => parse_time("--now", text)?,
         None => Utc::now(),
     };
     let dag = find_dag(config, dag_id)?;
@@ -319,29 +495,4 @@ fn next_runs(
         &table,
     );
     Ok(0)
-}
-
-/// Left-aligned columns two spaces apart; the last column is not padded.
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let format_row = |cells: Vec<&str>| {
-        let mut line = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-            }
-        }
-        line.trim_end().to_owned()
-    };
-    println!("{}", format_row(header.to_vec()));
-    for row in rows {
-        println!("{}", format_row(row.iter().map(String::as_str).collect()));
-    }
 }

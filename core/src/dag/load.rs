@@ -150,6 +150,15 @@ fn load_in_parallel(files: &[PathBuf], options: &LoadOptions) -> Vec<Result<Load
     })
 }
 
+/// The DAG files under `folder` (`.yaml` and `.yml`, searched recursively, skipping names that
+/// start with `.`), sorted by path.
+pub fn dag_files(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_files(folder, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
 fn collect_files(folder: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(folder)? {
         let path = entry?.path();

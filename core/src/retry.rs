@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::dag::Task;
 use chrono::{DateTime, Utc};
-use updraft_core::dag::Task;
 
 /// What happens after a try fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,13 +14,21 @@ pub enum AfterFailure {
     Fail,
 }
 
-/// Decides after try `try_number` (1 for the first try) of `task` failed at `failed_at`.
-/// A task has `retries + 1` tries.
-pub fn after_failure(task: &Task, try_number: u32, failed_at: DateTime<Utc>) -> AfterFailure {
-    if try_number > task.retries {
+/// Decides after try `try_number` of `task` failed at `failed_at`. `max_tries` is the try
+/// number after which no retry is left (Airflow's `max_tries`): `retries` at first, and
+/// `try_number + retries` after the task instance is cleared, which gives it a fresh budget.
+pub fn after_failure(
+    task: &Task,
+    try_number: u32,
+    max_tries: u32,
+    failed_at: DateTime<Utc>,
+) -> AfterFailure {
+    if try_number > max_tries {
         return AfterFailure::Fail;
     }
-    let delay = retry_delay(task, try_number);
+    // The retry about to happen, counted from the last clear: 1 for the first.
+    let retry = task.retries.saturating_sub(max_tries - try_number).max(1);
+    let delay = retry_delay(task, retry);
     let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     AfterFailure::RetryAt(
         failed_at
@@ -47,7 +55,7 @@ pub fn retry_delay(task: &Task, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use updraft_core::dag::{LoadOptions, decode};
+    use crate::dag::{LoadOptions, decode};
 
     fn task(keys: &str) -> Task {
         let text = format!("tasks:\n  t: {{run: x, {keys}}}\n");
@@ -66,20 +74,36 @@ mod tests {
         let task = task("retries: 2, retry_delay: 30s");
         let failed = at("2024-01-01T00:00:00Z");
         assert_eq!(
-            after_failure(&task, 1, failed),
+            after_failure(&task, 1, 2, failed),
             AfterFailure::RetryAt(at("2024-01-01T00:00:30Z"))
         );
         assert_eq!(
-            after_failure(&task, 2, failed),
+            after_failure(&task, 2, 2, failed),
             AfterFailure::RetryAt(at("2024-01-01T00:00:30Z"))
         );
-        assert_eq!(after_failure(&task, 3, failed), AfterFailure::Fail);
+        assert_eq!(after_failure(&task, 3, 2, failed), AfterFailure::Fail);
+    }
+
+    #[test]
+    fn a_cleared_task_gets_a_fresh_budget_and_backoff() {
+        let task = task("retries: 2, retry_delay: 10s, retry_exponential_backoff: true");
+        let failed = at("2024-01-01T00:00:00Z");
+        // Three tries failed, then a clear: max_tries = 3 + 2.
+        assert_eq!(
+            after_failure(&task, 4, 5, failed),
+            AfterFailure::RetryAt(at("2024-01-01T00:00:10Z"))
+        );
+        assert_eq!(
+            after_failure(&task, 5, 5, failed),
+            AfterFailure::RetryAt(at("2024-01-01T00:00:20Z"))
+        );
+        assert_eq!(after_failure(&task, 6, 5, failed), AfterFailure::Fail);
     }
 
     #[test]
     fn no_retries_fails_at_once() {
         assert_eq!(
-            after_failure(&task("retries: 0"), 1, at("2024-01-01T00:00:00Z")),
+            after_failure(&task("retries: 0"), 1, 0, at("2024-01-01T00:00:00Z")),
             AfterFailure::Fail
         );
     }
@@ -98,7 +122,7 @@ mod tests {
         let task = task("retries: 100, retry_delay: 1h, retry_exponential_backoff: true");
         assert!(retry_delay(&task, 90) >= Duration::from_secs(3600));
         assert!(matches!(
-            after_failure(&task, 90, at("2024-01-01T00:00:00Z")),
+            after_failure(&task, 90, 100, at("2024-01-01T00:00:00Z")),
             AfterFailure::RetryAt(_)
         ));
     }

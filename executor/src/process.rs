@@ -1,0 +1,463 @@
+//! Running one command as a child process in its own process group (DESIGN §6): a task try or a
+//! handler. [`run`] owns the process from spawn to its last byte of output and says how it ended;
+//! it never touches the database and never panics on I/O: what goes wrong is an [`Ending`] or a
+//! line in the log.
+//!
+//! Decisions:
+//! - **No `pre_exec` hook.** The child gets its own process group through `process_group(0)`,
+//!   which std spawns with `posix_spawn` (`POSIX_SPAWN_SETPGROUP`), so starting a try does not
+//!   fork a copy of the worker's memory. The child's pid is its process group id; `on_start`
+//!   hands it to the caller as soon as the child exists.
+//! - **One pipe for stdout and stderr.** Both are the write end of the same pipe, as `2>&1`
+//!   would make them, so the log keeps the order in which the process wrote. Each chunk is what
+//!   one read returned (at most 64 KiB). When the log's receiver is gone, reading goes on and the
+//!   chunks are dropped: a child must never block on a full pipe.
+//! - **The try owns its process group; nothing it started outlives it.** On a timeout or a cancel
+//!   the whole group gets SIGTERM, then SIGKILL if anything is left after `kill_grace`. When the
+//!   main process ends by itself, whatever it left running in the group (a `sleep 300 &` that was
+//!   not waited for) is ended the same way: it would otherwise hold the pipe open, and the try
+//!   would never end. The group counts as empty when `kill(-pgid, 0)` finds no process; where
+//!   init does not reap orphans (some containers), their zombies keep the group looking alive and
+//!   the wait lasts the whole grace period.
+//! - **Reading stops shortly after the group is gone.** A process that left the group (`setsid`)
+//!   may still hold the pipe; once the group is gone, the pipe is read only while data keeps
+//!   coming (a pause of `DRAIN_IDLE` ends it) and for at most `DRAIN_LIMIT` more bytes.
+//! - **Outputs** (`$UPDRAFT_OUTPUT`) are `name=value` lines in a temp file the child may write;
+//!   the file is read after the process ended. Blank lines are skipped, a bad line is a warning
+//!   in the log, a later value of the same name replaces the earlier one (the name keeps its
+//!   first place), and a value is everything after the first `=` but a trailing `\r`.
+//! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
+
+use std::collections::HashMap;
+use std::future::{Future, pending};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tempfile::NamedTempFile;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use updraft_core::dag::Command;
+
+/// The most one read of the pipe returns, so the most one log chunk holds.
+const CHUNK_SIZE: usize = 64 * 1024;
+/// How often a process group being stopped is checked for processes left.
+const GROUP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Once the group is gone, a pipe that stays quiet this long is not read any more.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+/// Once the group is gone, at most this many more bytes are read: more than the pipe holds
+/// (64 KiB on Linux), so all the group wrote, but not the endless output of a process that left it.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    /// `Run` goes through `/bin/sh -c`; `Exec` is the argv, without a shell (its program is
+    /// looked up in `PATH`, the one of `env` when it sets one).
+    pub command: Command,
+    /// Added to the worker's own environment; `UPDRAFT_OUTPUT` is set on top of these.
+    pub env: Vec<(String, String)>,
+    pub working_dir: PathBuf,
+    /// From the start of the process; `None` runs it as long as it takes.
+    pub timeout: Option<Duration>,
+    /// How long the group has between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The main process exited by itself with this code.
+    Exited(i32),
+    /// The main process was killed by this signal, and not because of a timeout or a cancel.
+    Signalled(i32),
+    /// The timeout (this long) passed; the group was stopped.
+    TimedOut(Duration),
+    /// The cancel future fired; the group was stopped.
+    Cancelled,
+    /// The process could not be started; the message says why.
+    SpawnFailed(String),
+    /// The process could not be waited for (its group was stopped); the message says why.
+    WaitFailed(String),
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub ending: Ending,
+    /// From `$UPDRAFT_OUTPUT`, in the order the names first appeared.
+    pub outputs: Vec<(String, String)>,
+    /// The process's pid, which is also its process group id; `None` when it did not start.
+    pub pid: Option<u32>,
+}
+
+/// Runs `spawn` to its end, sending its output to `log` as it comes. `on_start` gets the pid as
+/// soon as the process exists; when `cancel` completes, the process group is stopped.
+pub async fn run(
+    spawn: Spawn,
+    log: mpsc::Sender<Vec<u8>>,
+    cancel: impl Future<Output = ()>,
+    on_start: impl FnOnce(u32),
+) -> Finished {
+    let Started {
+        mut child,
+        pid,
+        pipe,
+        output_file,
+    } = match start(&spawn) {
+        Ok(started) => started,
+        Err(message) => {
+            note(&log, &message).await;
+            return Finished {
+                ending: Ending::SpawnFailed(message),
+                outputs: Vec::new(),
+                pid: None,
+            };
+        }
+    };
+    on_start(pid);
+    let mut guard = KillOnDrop {
+        pgid: pid,
+        armed: true,
+    };
+    let (group_gone, group_gone_rx) = oneshot::channel();
+    let supervised = async {
+        let ending = supervise(&mut child, pid, &spawn, cancel, &log).await;
+        let _ = group_gone.send(());
+        ending
+    };
+    let (ending, ()) = tokio::join!(supervised, pump(pipe, &log, group_gone_rx));
+    guard.armed = false;
+    let outputs = read_outputs(output_file.path(), &log).await;
+    Finished {
+        ending,
+        outputs,
+        pid: Some(pid),
+    }
+}
+
+/// Sends `signal` to every process of the group `pgid` (0 only checks that one exists). Returns
+/// false when the group has no process left; a `pgid` of 0 or 1 (which `kill` would read as
+/// "our own group" or "every process") is refused the same way.
+pub fn kill_group(pgid: u32, signal: i32) -> bool {
+    let pgid = match i32::try_from(pgid) {
+        Ok(pgid) if pgid > 1 => pgid,
+        _ => return false,
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    let result = unsafe { libc::kill(-pgid, signal) };
+    result == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// An ending in words, for log lines: "exited with code 3", "killed by signal 9 (SIGKILL)".
+pub fn describe(ending: &Ending) -> String {
+    match ending {
+        Ending::Exited(code) => format!("exited with code {code}"),
+        Ending::Signalled(signal) => match signal_name(*signal) {
+            Some(name) => format!("killed by signal {signal} ({name})"),
+            None => format!("killed by signal {signal}"),
+        },
+        Ending::TimedOut(after) => format!("timed out after {after:?}"),
+        Ending::Cancelled => "cancelled".to_owned(),
+        Ending::SpawnFailed(message) | Ending::WaitFailed(message) => message.clone(),
+    }
+}
+
+/// A started child and what [`run`] keeps of it.
+struct Started {
+    child: Child,
+    pid: u32,
+    /// The read end of the pipe that is the child's stdout and stderr.
+    pipe: pipe::Receiver,
+    /// `$UPDRAFT_OUTPUT`; deleted when dropped, after it was read.
+    output_file: NamedTempFile,
+}
+
+/// Starts the child, or says why it could not be started.
+fn start(spawn: &Spawn) -> Result<Started, String> {
+    let output_file = tempfile::Builder::new()
+        .prefix("updraft-output-")
+        .tempfile()
+        .map_err(|error| format!("cannot create the output file: {error}"))?;
+    let pipe_error = |error: io::Error| format!("cannot create a pipe for the output: {error}");
+    let (reader, writer) = io::pipe().map_err(pipe_error)?;
+    let stderr = writer.try_clone().map_err(pipe_error)?;
+    let pipe = pipe::Receiver::from_owned_fd(reader.into()).map_err(pipe_error)?;
+
+    let argv: Vec<&str> = match &spawn.command {
+        // By path: the task's own `PATH` (from `env`) must not decide which shell runs it.
+        Command::Run(text) => vec!["/bin/sh", "-c", text],
+        Command::Exec(argv) => argv.iter().map(String::as_str).collect(),
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return Err("cannot start an empty command".to_owned());
+    };
+    // The command (with the parent's copies of the pipe's write end) is dropped at the end of
+    // this statement, so the pipe ends when the child's side of it closes.
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(&spawn.working_dir)
+        .envs(spawn.env.iter().map(|(name, value)| (name, value)))
+        .env("UPDRAFT_OUTPUT", output_file.path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .map_err(|error| spawn_error(program, &spawn.working_dir, error))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| format!("cannot start {program:?}: it has no pid"))?;
+    Ok(Started {
+        child,
+        pid,
+        pipe,
+        output_file,
+    })
+}
+
+/// Why a spawn failed, in words: `spawn` says "No such file or directory" both for a missing
+/// program and for a missing working directory, so the directory is looked at to tell them apart.
+fn spawn_error(program: &str, working_dir: &Path, error: io::Error) -> String {
+    match std::fs::metadata(working_dir) {
+        Err(dir_error) => format!(
+            "cannot start {program:?}: working directory {}: {dir_error}",
+            working_dir.display()
+        ),
+        Ok(metadata) if !metadata.is_dir() => format!(
+            "cannot start {program:?}: working directory {} is not a directory",
+            working_dir.display()
+        ),
+        Ok(_) => format!("cannot start {program:?}: {error}"),
+    }
+}
+
+/// Waits for the main process to end, the timeout or the cancel, whichever comes first, then
+/// stops whatever is left of the group.
+async fn supervise(
+    child: &mut Child,
+    pgid: u32,
+    spawn: &Spawn,
+    cancel: impl Future<Output = ()>,
+    log: &mpsc::Sender<Vec<u8>>,
+) -> Ending {
+    let timeout = spawn.timeout;
+    let deadline = async move {
+        match timeout {
+            Some(after) => {
+                sleep(after).await;
+                after
+            }
+            None => pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        // A process that ended is not reported as timed out or cancelled.
+        biased;
+        status = child.wait() => match status {
+            Ok(status) => ending_of(status),
+            Err(error) => Ending::WaitFailed(format!("cannot wait for the process: {error}")),
+        },
+        after = deadline => Ending::TimedOut(after),
+        () = cancel => Ending::Cancelled,
+    };
+    let reason = match &ending {
+        Ending::Exited(_) | Ending::Signalled(_) => {
+            "the command ended but left processes running".to_owned()
+        }
+        ending => describe(ending),
+    };
+    stop_group(child, pgid, spawn.kill_grace, &reason, log).await;
+    ending
+}
+
+/// Ends every process of the group: SIGTERM, then SIGKILL when any is left after `grace`. The
+/// main process is reaped on the way, as its zombie would count as a process of the group.
+async fn stop_group(
+    child: &mut Child,
+    pgid: u32,
+    grace: Duration,
+    reason: &str,
+    log: &mpsc::Sender<Vec<u8>>,
+) {
+    if !kill_group(pgid, libc::SIGTERM) {
+        return;
+    }
+    note(
+        log,
+        &format!("{reason}; sending SIGTERM to its process group"),
+    )
+    .await;
+    let deadline = Instant::now() + grace;
+    let _ = timeout_at(deadline, child.wait()).await;
+    while kill_group(pgid, 0) {
+        if Instant::now() >= deadline {
+            note(
+                log,
+                &format!("processes still running {grace:?} after SIGTERM; sending SIGKILL"),
+            )
+            .await;
+            kill_group(pgid, libc::SIGKILL);
+            return;
+        }
+        sleep_until(deadline.min(Instant::now() + GROUP_POLL_INTERVAL)).await;
+    }
+}
+
+/// Copies the pipe into `log` until every writer closed it, or, once `group_gone` fired, until it
+/// stays quiet for [`DRAIN_IDLE`] or [`DRAIN_LIMIT`] more bytes were read.
+async fn pump(
+    mut pipe: pipe::Receiver,
+    log: &mpsc::Sender<Vec<u8>>,
+    mut group_gone: oneshot::Receiver<()>,
+) {
+    let mut buffer = vec![0; CHUNK_SIZE];
+    // Bytes read since the group is gone; `None` while it runs.
+    let mut drained: Option<usize> = None;
+    loop {
+        let draining = drained.is_some();
+        let quiet = async move {
+            if draining {
+                sleep(DRAIN_IDLE).await
+            } else {
+                pending().await
+            }
+        };
+        let read = tokio::select! {
+            read = pipe.read(&mut buffer) => read,
+            _ = &mut group_gone, if !draining => {
+                drained = Some(0);
+                continue;
+            }
+            () = quiet => return,
+        };
+        match read {
+            Ok(0) => return,
+            Ok(n) => {
+                // An error means the receiver is gone: the chunk is dropped, reading goes on.
+                let _ = log.send(buffer[..n].to_vec()).await;
+                if let Some(drained) = &mut drained {
+                    *drained += n;
+                    if *drained >= DRAIN_LIMIT {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                note(log, &format!("cannot read the process's output: {error}")).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The outputs the process wrote to `$UPDRAFT_OUTPUT`; bad lines are warnings in the log.
+async fn read_outputs(path: &Path, log: &mpsc::Sender<Vec<u8>>) -> Vec<(String, String)> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            note(log, &format!("cannot read $UPDRAFT_OUTPUT: {error}")).await;
+            return Vec::new();
+        }
+    };
+    let (outputs, warnings) = parse_outputs(&String::from_utf8_lossy(&bytes));
+    for warning in warnings {
+        note(log, &warning).await;
+    }
+    outputs
+}
+
+/// `name=value` lines into outputs, and a warning for each line that is not one.
+fn parse_outputs(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut places: HashMap<&str, usize> = HashMap::new();
+    let mut warnings = Vec::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let number = index + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            warnings.push(format!(
+                "ignored output line {number}: expected name=value, got {line:?}"
+            ));
+            continue;
+        };
+        if !is_output_name(name) {
+            warnings.push(format!(
+                "ignored output line {number}: {name:?} is not a valid output name"
+            ));
+            continue;
+        }
+        match places.get(name) {
+            Some(&place) => outputs[place].1 = value.to_owned(),
+            None => {
+                places.insert(name, outputs.len());
+                outputs.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    (outputs, warnings)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, the names templates can read as `outputs.task.name`.
+fn is_output_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn ending_of(status: ExitStatus) -> Ending {
+    match status.code() {
+        Some(code) => Ending::Exited(code),
+        // A process that ended without an exit code was ended by a signal.
+        None => Ending::Signalled(status.signal().unwrap_or_default()),
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// Writes one line of the runner's own into the log.
+async fn note(log: &mpsc::Sender<Vec<u8>>, text: &str) {
+    let _ = log.send(format!("updraft: {text}\n").into_bytes()).await;
+}
+
+/// SIGKILLs the group when [`run`] is dropped before it stopped the group itself.
+struct KillOnDrop {
+    pgid: u32,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            kill_group(self.pgid, libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The worker loop (DESIGN §6): claim queued task instances of its queues, run each try as a
+//! child process ([`crate::process`]), ship its log to the database while it runs, and record
+//! how it ended. The same worker runs inside `updraft standalone` and as `updraft worker`.
+//!
+//! - Claims happen when a slot is free and something woke the worker (work was queued, in this
+//!   process or, on Postgres, in any), or at the latest every `poll_interval`.
+//! - Every `heartbeat_interval` the worker heartbeats its tries. A try the database no longer
+//!   says is running under this worker was moved away (cleared, marked, its run timed out, or
+//!   reaped as a zombie): its process group is killed. Kills also wake the worker at once.
+//! - A worker restarted under the same id finds the tries its previous life left `running`:
+//!   it kills what is left of their process groups on this host and ends them as failed or up
+//!   for retry, without waiting for the zombie threshold.
+//! - A try's outcome is never dropped: while the database is unreachable the worker keeps the
+//!   outcome and writes it when the database answers again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use updraft_core::dag::{Dag, Task};
+use updraft_core::ids::DagId;
+use updraft_core::render::{Rendered, RenderedHandler};
+use updraft_core::retry::{AfterFailure, after_failure};
+use updraft_core::state::TaskState;
+use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, Worker as WorkerRow, WorkerRef};
+
+use crate::process::{self, Ending, Spawn};
+
+/// How a worker is configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Stable across restarts of the same worker (its tries are found again).
+    pub id: String,
+    pub hostname: String,
+    pub queues: Vec<String>,
+    /// Tries run at once.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// Also print every try's log to stdout, prefixed with its task (`dags test`).
+    pub echo: bool,
+    /// Claim only the task instances of this run (`dags test`).
+    pub only_run: Option<i64>,
+}
+
+/// How often a log is shipped to the database while its try runs.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// A log buffer this large is shipped at once.
+const LOG_FLUSH_BYTES: usize = 64 * 1024;
+/// Pause between attempts to write an outcome while the database is unreachable.
+const RETRY_WRITE_DELAY: Duration = Duration::from_millis(500);
+
+/// Parsed DAG versions, shared by the tries of a worker.
+type Versions = Arc<Mutex<HashMap<(DagId, String), Arc<Dag>>>>;
+
+/// A worker bound to a database.
+pub struct Worker {
+    store: Store,
+    settings: Settings,
+    versions: Versions,
+}
+
+/// A try running in this worker: its cancel switch.
+struct Running {
+    cancel: watch::Sender<bool>,
+}
+
+impl Worker {
+    pub fn new(store: Store, settings: Settings) -> Worker {
+        Worker {
+            store,
+            settings,
+            versions: Versions::default(),
+        }
+    }
+
+    /// Registers, recovers the tries of a previous life, then claims and runs tries until
+    /// `shutdown` completes; then stops claiming and waits for the running tries.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let now = Utc::now();
+        self.store
+            .register_worker(&WorkerRow {
+                id: self.settings.id.clone(),
+                hostname: self.settings.hostname.clone(),
+                queues: self.settings.queues.clone(),
+                concurrency: self.settings.concurrency as i32,
+                state: "running".to_owned(),
+                started_at: now,
+                heartbeat_at: now,
+            })
+            .await?;
+        self.recover().await?;
+
+        let mut wakeups = self.store.subscribe(Topic::Workers);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tries: JoinSet<(i64, i32)> = JoinSet::new();
+        let mut running: HashMap<(i64, i32), Running> = HashMap::new();
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut claim_now = true;
+        loop {
+            if claim_now && running.len() < self.settings.concurrency {
+                claim_now = false;
+                match self.claim(self.settings.concurrency - running.len()).await {
+                    Ok(claims) => {
+                        // A full claim may have left more behind: look again.
+                        claim_now = !claims.is_empty();
+                        for claim in claims {
+                            let key = (claim.instance.id, claim.instance.try_number);
+                            let (cancel, cancelled) = watch::channel(false);
+                            running.insert(key, Running { cancel });
+                            let job = self.job(claim, cancelled);
+                            tries.spawn(async move {
+                                job.await;
+                                key
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!("cannot claim task instances: {error}"),
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = tries.join_next() => {
+                    if let Ok(key) = done {
+                        running.remove(&key);
+                    }
+                    claim_now = true;
+                }
+                woken = wakeups.wait(self.settings.poll_interval) => {
+                    claim_now = true;
+                    if woken && !running.is_empty() {
+                        self.heartbeat(&running).await;
+                    }
+                }
+                _ = heartbeat.tick() => self.heartbeat(&running).await,
+            }
+        }
+        let _ = self
+            .store
+            .set_worker_state(&self.settings.id, "stopping")
+            .await;
+        while tries.join_next().await.is_some() {}
+        let _ = self
+            .store
+            .set_worker_state(&self.settings.id, "stopped")
+            .await;
+        Ok(())
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<Claim>, Error> {
+        let worker = WorkerRef {
+            id: &self.settings.id,
+            hostname: &self.settings.hostname,
+        };
+        self.store
+            .claim_task_instances(
+                worker,
+                &self.settings.queues,
+                self.settings.only_run,
+                limit as i64,
+                Utc::now(),
+            )
+            .await
+    }
+
+    /// Heartbeats; cancels the tries that are not this worker's any more.
+    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>) {
+        match self
+            .store
+            .heartbeat_worker(&self.settings.id, Utc::now())
+            .await
+        {
+            Ok(ours) => {
+                for (key, try_) in running {
+                    if !ours.contains(key) {
+                        try_.cancel.send_replace(true);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("cannot heartbeat: {error}"),
+        }
+    }
+
+    /// Ends the tries this worker's previous life left running: kills what is left of their
+    /// processes on this host, then fails or retries them.
+    async fn recover(&self) -> Result<(), Error> {
+        let now = Utc::now();
+        let leftovers = self.store.heartbeat_worker(&self.settings.id, now).await?;
+        for (id, try_number) in leftovers {
+            let Some(instance) = self.store.get_task_instance(id).await? else {
+                continue;
+            };
+            let tries = self.store.list_task_tries(id).await?;
+            let pid = tries
+                .iter()
+                .find(|t| t.try_number == try_number)
+                .filter(|t| t.hostname.as_deref() == Some(self.settings.hostname.as_str()))
+                .and_then(|t| t.pid);
+            if let Some(pid) = pid {
+                process::kill_group(pid as u32, libc::SIGKILL);
+            }
+            let message = format!(
+                "\nupdraft: worker {} restarted while this try ran; it is ended as a zombie\n",
+                self.settings.id
+            );
+            self.store
+                .append_task_log(id, try_number, message.as_bytes())
+                .await?;
+            let task = self.task_of(&instance.dag_id, id).await?;
+            let (state, next_retry_at) = match &task {
+                Some(task) => after_try_failed(task, try_number, instance.max_tries, now),
+                None => (TaskState::Failed, None),
+            };
+            self.store
+                .end_try(
+                    &TryEnd {
+                        task_instance_id: id,
+                        try_number,
+                        worker_id: Some(&self.settings.id),
+                        state,
+                        exit_code: None,
+                        next_retry_at,
+                        outputs: &[],
+                    },
+                    now,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The task definition of task instance `id` from its run's DAG version.
+    async fn task_of(&self, dag_id: &DagId, id: i64) -> Result<Option<Task>, Error> {
+        let Some(instance) = self.store.get_task_instance(id).await? else {
+            return Ok(None);
+        };
+        let Some(run) = self.store.get_dag_run(instance.dag_run_id).await? else {
+            return Ok(None);
+        };
+        let dag = load_version(&self.store, &self.versions, dag_id, &run.version_hash).await?;
+        Ok(dag.task(instance.task_id.as_str()).cloned())
+    }
+
+    /// The future that runs one claimed try to its end.
+    fn job(
+        &self,
+        claim: Claim,
+        cancelled: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let versions = self.versions.clone();
+        let worker_id = self.settings.id.clone();
+        let echo = self.settings.echo;
+        async move {
+            let try_ = Try {
+                store,
+                worker_id,
+                echo,
+                claim,
+            };
+            try_.run(&versions, cancelled).await;
+        }
+    }
+}
+
+/// One claimed try, from spawn to its recorded outcome.
+struct Try {
+    store: Store,
+    worker_id: String,
+    echo: bool,
+    claim: Claim,
+}
+
+impl Try {
+    async fn run(self, versions: &Versions, mut cancelled: watch::Receiver<bool>) {
+        let ti = &self.claim.instance;
+        let (log, log_rx) = mpsc::channel::<Vec<u8>>(256);
+        let shipper = tokio::spawn(ship_log(
+            self.store.clone(),
+            ti.id,
+            ti.try_number,
+            self.echo.then(|| ti.task_id.to_string()),
+            log_rx,
+        ));
+        let dag = loop {
+            match load_version(&self.store, versions, &ti.dag_id, &self.claim.version_hash).await {
+                Ok(dag) => break Some(dag),
+                Err(error @ (Error::NotFound(_) | Error::Corrupt { .. })) => {
+                    let _ = log.send(format!("updraft: {error}\n").into_bytes()).await;
+                    break None;
+                }
+                Err(error) => {
+                    tracing::warn!("cannot read the DAG of a claimed try, retrying: {error}");
+                    tokio::time::sleep(RETRY_WRITE_DELAY).await;
+                }
+            }
+        };
+        let task = dag
+            .as_ref()
+            .and_then(|dag| dag.task(ti.task_id.as_str()).cloned());
+        let rendered = task
+            .as_ref()
+            .and_then(|_| rendered(ti.rendered_command.as_ref(), &log));
+        let (Some(task), Some(rendered)) = (task, rendered) else {
+            drop(log);
+            let _ = shipper.await;
+            self.end(TaskState::Failed, None, None, &[]).await;
+            return;
+        };
+        let folder = dag_folder(&self.claim.fileloc);
+        let working_dir = match &rendered.working_dir {
+            Some(dir) => folder.join(dir),
+            None => folder.clone(),
+        };
+        let spawn = Spawn {
+            command: rendered.command.clone(),
+            env: rendered.env.clone().into_iter().collect(),
+            working_dir,
+            timeout: task.timeout,
+            kill_grace: task.kill_grace,
+        };
+        let store = self.store.clone();
+        let (id, try_number) = (ti.id, ti.try_number);
+        let cancel = async move {
+            let _ = cancelled.wait_for(|cancelled| *cancelled).await;
+        };
+        let finished = process::run(spawn, log.clone(), cancel, move |pid| {
+            tokio::spawn(async move {
+                if let Err(error) = store.set_try_pid(id, try_number, pid as i32).await {
+                    tracing::warn!("cannot record the pid of a try: {error}");
+                }
+            });
+        })
+        .await;
+
+        let now = Utc::now();
+        let (state, next_retry_at, exit_code) = match finished.ending {
+            Ending::Exited(0) => (TaskState::Success, None, Some(0)),
+            Ending::Exited(code) if task.skip_on_exit_code.contains(&code) => {
+                (TaskState::Skipped, None, Some(code))
+            }
+            Ending::Cancelled => (TaskState::Failed, None, None),
+            ref ending => {
+                let code = match ending {
+                    Ending::Exited(code) => Some(*code),
+                    _ => None,
+                };
+                let (state, at) = after_try_failed(&task, try_number, ti.max_tries, now);
+                (state, at, code)
+            }
+        };
+        let _ = log
+            .send(footer(&finished.ending, state, next_retry_at).into_bytes())
+            .await;
+        let handler = match state {
+            TaskState::Success => rendered.on_success.as_ref(),
+            TaskState::UpForRetry => rendered.on_retry.as_ref(),
+            TaskState::Failed => rendered.on_failure.as_ref(),
+            _ => None,
+        };
+        let outputs = finished.outputs;
+        if let Some(handler) = handler {
+            run_handler(handler, &folder, &log, state).await;
+        }
+        drop(log);
+        let _ = shipper.await;
+        self.end(state, exit_code, next_retry_at, &outputs).await;
+    }
+
+    /// Records the outcome, waiting out a database outage: an outcome is never dropped.
+    async fn end(
+        &self,
+        state: TaskState,
+        exit_code: Option<i32>,
+        next_retry_at: Option<DateTime<Utc>>,
+        outputs: &[(String, String)],
+    ) {
+        let ti = &self.claim.instance;
+        let end = TryEnd {
+            task_instance_id: ti.id,
+            try_number: ti.try_number,
+            worker_id: Some(&self.worker_id),
+            state,
+            exit_code,
+            next_retry_at,
+            outputs,
+        };
+        let mut warned = false;
+        loop {
+            match self.store.end_try(&end, Utc::now()).await {
+                Ok(_) => return,
+                Err(error) => {
+                    if !warned {
+                        tracing::warn!("cannot record the end of a try, retrying: {error}");
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY_WRITE_DELAY).await;
+                }
+            }
+        }
+    }
+}
+
+/// The rendered command of a claimed try; a render error (stored by the scheduler in its
+/// place) is written to the log and the try fails.
+fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> Option<Rendered> {
+    let message = match value {
+        None => "updraft: the task instance has no rendered command".to_owned(),
+        Some(value) => match value.get("error").and_then(|e| e.as_str()) {
+            Some(error) => format!("updraft: cannot render the task's templates: {error}"),
+            None => match serde_json::from_value::<Rendered>(value.clone()) {
+                Ok(rendered) => return Some(rendered),
+                Err(error) => format!("updraft: unreadable rendered command: {error}"),
+            },
+        },
+    };
+    let _ = log.try_send(format!("{message}\n").into_bytes());
+    None
+}
+
+/// What happens after a try of `task` failed: up for retry while tries remain, else failed.
+pub fn after_try_failed(
+    task: &Task,
+    try_number: i32,
+    max_tries: i32,
+    now: DateTime<Utc>,
+) -> (TaskState, Option<DateTime<Utc>>) {
+    match after_failure(task, try_number.max(0) as u32, max_tries.max(0) as u32, now) {
+        AfterFailure::RetryAt(at) => (TaskState::UpForRetry, Some(at)),
+        AfterFailure::Fail => (TaskState::Failed, None),
+    }
+}
+
+/// The last line of a try's log: how it ended and what follows.
+fn footer(ending: &Ending, state: TaskState, next_retry_at: Option<DateTime<Utc>>) -> String {
+    let then = match next_retry_at {
+        Some(at) => format!("; up for retry at {}", at.to_rfc3339()),
+        None => format!("; {state}"),
+    };
+    format!("updraft: {}{then}\n", process::describe(ending))
+}
+
+/// Runs a task handler in the DAG's folder; its output goes to the try's log.
+async fn run_handler(
+    handler: &RenderedHandler,
+    folder: &Path,
+    log: &mpsc::Sender<Vec<u8>>,
+    state: TaskState,
+) {
+    let _ = log
+        .send(format!("updraft: running the {state} handler\n").into_bytes())
+        .await;
+    let spawn = Spawn {
+        command: handler.command.clone(),
+        env: handler.env.clone().into_iter().collect(),
+        working_dir: folder.to_path_buf(),
+        timeout: None,
+        kill_grace: Duration::from_secs(5),
+    };
+    let finished = process::run(spawn, log.clone(), std::future::pending(), |_| {}).await;
+    let _ = log
+        .send(format!("updraft: handler {}\n", process::describe(&finished.ending)).into_bytes())
+        .await;
+}
+
+/// Ships a try's log to the database in chunks (every `LOG_FLUSH_INTERVAL`, or sooner when
+/// `LOG_FLUSH_BYTES` are waiting), until the sender side closes. Chunks that cannot be written
+/// while the database is down wait in memory and go with the next flush.
+async fn ship_log(
+    store: Store,
+    task_instance_id: i64,
+    try_number: i32,
+    echo: Option<String>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut line_start = true;
+    let mut flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
+    loop {
+        let next = tokio::time::timeout_at(flush_at, chunks.recv()).await;
+        let closed = matches!(next, Ok(None));
+        if let Ok(Some(chunk)) = next {
+            if let Some(task) = &echo {
+                echo_chunk(task, &chunk, &mut line_start);
+            }
+            buffer.extend_from_slice(&chunk);
+            if buffer.len() < LOG_FLUSH_BYTES {
+                continue;
+            }
+        }
+        while !buffer.is_empty() {
+            match store
+                .append_task_log(task_instance_id, try_number, &buffer)
+                .await
+            {
+                Ok(_) => buffer.clear(),
+                Err(error) if closed => {
+                    tracing::warn!("cannot ship a try's log, retrying: {error}");
+                    tokio::time::sleep(RETRY_WRITE_DELAY).await;
+                }
+                Err(_) => break,
+            }
+        }
+        if closed {
+            return;
+        }
+        flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
+    }
+}
+
+/// Prints a chunk of a try's log to stdout, each line prefixed with its task.
+fn echo_chunk(task: &str, chunk: &[u8], line_start: &mut bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for piece in chunk.split_inclusive(|&b| b == b'\n') {
+        if *line_start {
+            let _ = write!(out, "[{task}] ");
+        }
+        let _ = out.write_all(piece);
+        *line_start = piece.ends_with(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// The folder of a DAG file: commands run there unless `working_dir` says otherwise.
+fn dag_folder(fileloc: &str) -> PathBuf {
+    Path::new(fileloc)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A DAG version from the cache, or read and parsed from the database.
+async fn load_version(
+    store: &Store,
+    versions: &Versions,
+    dag_id: &DagId,
+    version_hash: &str,
+) -> Result<Arc<Dag>, Error> {
+    let key = (dag_id.clone(), version_hash.to_owned());
+    if let Some(dag) = versions.lock().expect("versions lock").get(&key) {
+        return Ok(dag.clone());
+    }
+    let version = store
+        .get_dag_version(dag_id, version_hash)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("version {version_hash} of dag '{dag_id}'")))?;
+    let dag: Dag = serde_json::from_value(version.serialized).map_err(|error| Error::Corrupt {
+        column: "dag_version.serialized",
+        message: error.to_string(),
+    })?;
+    let dag = Arc::new(dag);
+    versions
+        .lock()
+        .expect("versions lock")
+        .insert(key, dag.clone());
+    Ok(dag)
+}

@@ -1,0 +1,350 @@
+//! `process::run` against real processes: exit codes, output capture, outputs, timeouts,
+//! cancels, process groups and spawn failures.
+
+use std::future::{Future, pending};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use updraft_core::dag::Command;
+use updraft_executor::process::{self, Ending, Finished, Spawn};
+
+/// What a test looks at after a run.
+struct Ran {
+    finished: Finished,
+    log: String,
+    /// Every chunk's length, in order.
+    chunks: Vec<usize>,
+    elapsed: Duration,
+    /// What `on_start` was given.
+    started_pid: Option<u32>,
+}
+
+fn sh(text: &str) -> Command {
+    Command::Run(text.to_owned())
+}
+
+fn spawn_in(dir: &Path, command: Command) -> Spawn {
+    Spawn {
+        command,
+        env: Vec::new(),
+        working_dir: dir.to_path_buf(),
+        timeout: None,
+        kill_grace: Duration::from_millis(300),
+    }
+}
+
+async fn run_until(spawn: Spawn, cancel: impl Future<Output = ()>) -> Ran {
+    let (log, mut chunks) = mpsc::channel::<Vec<u8>>(4);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            all.push(chunk);
+        }
+        all
+    });
+    let mut started_pid = None;
+    let start = Instant::now();
+    let finished = process::run(spawn, log, cancel, |pid| started_pid = Some(pid)).await;
+    let elapsed = start.elapsed();
+    let all = collector.await.unwrap();
+    Ran {
+        finished,
+        log: String::from_utf8_lossy(&all.concat()).into_owned(),
+        chunks: all.iter().map(Vec::len).collect(),
+        elapsed,
+        started_pid,
+    }
+}
+
+async fn run(spawn: Spawn) -> Ran {
+    run_until(spawn, pending()).await
+}
+
+/// The pids a test command wrote, one per line, to `file` in `dir`.
+fn pids(dir: &Path, file: &str) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    text.lines()
+        .map(|line| line.trim().parse().unwrap())
+        .collect()
+}
+
+/// Whether `pid` is gone within 2 s: no such process, or a zombie left for init to reap (the
+/// init of some containers never does).
+async fn gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        let state = stat.as_deref().map(|stat| {
+            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+            after_name.split_whitespace().next().unwrap().to_owned()
+        });
+        match state {
+            Err(_) => return true,
+            Ok(state) if state == "Z" => return true,
+            Ok(_) if Instant::now() >= deadline => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn exit_code_zero_and_pid_reported() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(dir.path(), sh("echo $$ > pid"))).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    let pid = pids(dir.path(), "pid")[0];
+    assert_eq!(ran.finished.pid, Some(pid));
+    assert_eq!(ran.started_pid, Some(pid));
+    assert_eq!(
+        process::describe(&ran.finished.ending),
+        "exited with code 0"
+    );
+}
+
+#[tokio::test]
+async fn non_zero_exit_code() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(dir.path(), sh("exit 3"))).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(3));
+    assert_eq!(
+        process::describe(&ran.finished.ending),
+        "exited with code 3"
+    );
+}
+
+#[tokio::test]
+async fn killed_by_a_signal() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(dir.path(), sh("kill -9 $$"))).await;
+    assert_eq!(ran.finished.ending, Ending::Signalled(9));
+    assert_eq!(
+        process::describe(&ran.finished.ending),
+        "killed by signal 9 (SIGKILL)"
+    );
+}
+
+#[tokio::test]
+async fn exec_keeps_arguments_as_they_are_without_a_shell() {
+    let dir = TempDir::new().unwrap();
+    let argv = ["printf", "%s|", "a  b", "$HOME", "*", "'q'"];
+    let command = Command::Exec(argv.iter().map(|arg| arg.to_string()).collect());
+    let ran = run(spawn_in(dir.path(), command)).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    assert_eq!(ran.log, "a  b|$HOME|*|'q'|");
+}
+
+#[tokio::test]
+async fn env_and_working_dir_reach_the_child() {
+    let dir = TempDir::new().unwrap();
+    let mut spawn = spawn_in(
+        dir.path(),
+        sh(r#"printf '%s\n' "$GREETING"; pwd -P; printf '%s\n' "$PATH""#),
+    );
+    spawn.env = vec![("GREETING".to_owned(), "hello  world".to_owned())];
+    let ran = run(spawn).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    let expected = format!(
+        "hello  world\n{}\n{}\n",
+        dir.path().canonicalize().unwrap().display(),
+        std::env::var("PATH").unwrap()
+    );
+    assert_eq!(ran.log, expected);
+}
+
+#[tokio::test]
+async fn the_shell_does_not_depend_on_the_tasks_path() {
+    let dir = TempDir::new().unwrap();
+    let mut spawn = spawn_in(dir.path(), sh("echo \"$PATH\""));
+    spawn.env = vec![("PATH".to_owned(), "/nonexistent".to_owned())];
+    let ran = run(spawn).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    assert_eq!(ran.log, "/nonexistent\n");
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_merged_in_order() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(
+        dir.path(),
+        sh("echo out; echo err >&2; echo out again"),
+    ))
+    .await;
+    assert_eq!(ran.log, "out\nerr\nout again\n");
+}
+
+#[tokio::test]
+async fn large_output_does_not_deadlock() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(
+        dir.path(),
+        sh("head -c 1000000 /dev/zero; echo end >&2"),
+    ))
+    .await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    assert_eq!(ran.log.len(), 1_000_004);
+    assert!(ran.log.ends_with("end\n"));
+    assert!(ran.chunks.iter().all(|&len| len <= 64 * 1024));
+}
+
+#[tokio::test]
+async fn output_is_drained_when_the_log_receiver_is_gone() {
+    let dir = TempDir::new().unwrap();
+    let (log, chunks) = mpsc::channel(1);
+    drop(chunks);
+    let spawn = spawn_in(dir.path(), sh("head -c 1000000 /dev/zero"));
+    let finished = process::run(spawn, log, pending(), |_| {}).await;
+    assert_eq!(finished.ending, Ending::Exited(0));
+}
+
+#[tokio::test]
+async fn outputs_are_parsed_with_bad_lines_warned_and_later_duplicates_winning() {
+    let dir = TempDir::new().unwrap();
+    let script = r#"printf 'rows=1\nsql=a = b\n\n  \nno equals sign\n1st=x\n=empty\nrows=2\r\nblank=\n_ok=  spaced  ' > "$UPDRAFT_OUTPUT""#;
+    let ran = run(spawn_in(dir.path(), sh(script))).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    let outputs: Vec<(&str, &str)> = ran
+        .finished
+        .outputs
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("rows", "2"),
+            ("sql", "a = b"),
+            ("blank", ""),
+            ("_ok", "  spaced  ")
+        ]
+    );
+    assert_eq!(
+        ran.log,
+        "updraft: ignored output line 5: expected name=value, got \"no equals sign\"\n\
+         updraft: ignored output line 6: \"1st\" is not a valid output name\n\
+         updraft: ignored output line 7: \"\" is not a valid output name\n"
+    );
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_tree() {
+    let dir = TempDir::new().unwrap();
+    let script = "sh -c 'sleep 300 & echo $! >> pids; wait' & \
+                  sleep 300 & echo $! >> pids; echo $$ >> pids; wait";
+    let mut spawn = spawn_in(dir.path(), sh(script));
+    spawn.timeout = Some(Duration::from_millis(500));
+    let ran = run(spawn).await;
+    assert_eq!(
+        ran.finished.ending,
+        Ending::TimedOut(Duration::from_millis(500))
+    );
+    assert_eq!(
+        process::describe(&ran.finished.ending),
+        "timed out after 500ms"
+    );
+    assert!(
+        ran.elapsed >= Duration::from_millis(500),
+        "{:?}",
+        ran.elapsed
+    );
+    assert!(ran.elapsed < Duration::from_secs(3), "{:?}", ran.elapsed);
+    assert!(ran.log.contains("sending SIGTERM"), "{}", ran.log);
+    let pids = pids(dir.path(), "pids");
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(gone(pid).await, "process {pid} survived");
+    }
+}
+
+#[tokio::test]
+async fn a_group_ignoring_sigterm_is_killed_after_the_grace() {
+    let dir = TempDir::new().unwrap();
+    let script = "trap '' TERM; sleep 300 & echo $! >> pids; echo $$ >> pids; wait";
+    let mut spawn = spawn_in(dir.path(), sh(script));
+    spawn.timeout = Some(Duration::from_millis(300));
+    spawn.kill_grace = Duration::from_millis(400);
+    let ran = run(spawn).await;
+    assert_eq!(
+        ran.finished.ending,
+        Ending::TimedOut(Duration::from_millis(300))
+    );
+    assert!(
+        ran.elapsed >= Duration::from_millis(700),
+        "{:?}",
+        ran.elapsed
+    );
+    assert!(ran.elapsed < Duration::from_secs(3), "{:?}", ran.elapsed);
+    assert!(ran.log.contains("sending SIGKILL"), "{}", ran.log);
+    for pid in pids(dir.path(), "pids") {
+        assert!(gone(pid).await, "process {pid} survived");
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_the_group() {
+    let dir = TempDir::new().unwrap();
+    let script = "sleep 300 & echo $! >> pids; echo $$ >> pids; wait";
+    let cancel = tokio::time::sleep(Duration::from_millis(300));
+    let ran = run_until(spawn_in(dir.path(), sh(script)), cancel).await;
+    assert_eq!(ran.finished.ending, Ending::Cancelled);
+    assert!(ran.elapsed < Duration::from_secs(3), "{:?}", ran.elapsed);
+    for pid in pids(dir.path(), "pids") {
+        assert!(gone(pid).await, "process {pid} survived");
+    }
+}
+
+#[tokio::test]
+async fn processes_left_running_after_a_normal_exit_are_stopped() {
+    let dir = TempDir::new().unwrap();
+    let script = "sleep 300 & echo $! > pids; echo done";
+    let ran = run(spawn_in(dir.path(), sh(script))).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    // The background sleep holds the pipe open: without the stop this would take 300 s.
+    assert!(ran.elapsed < Duration::from_secs(3), "{:?}", ran.elapsed);
+    assert!(ran.log.starts_with("done\n"), "{}", ran.log);
+    assert!(ran.log.contains("left processes running"), "{}", ran.log);
+    assert!(gone(pids(dir.path(), "pids")[0]).await);
+}
+
+#[tokio::test]
+async fn dropping_the_run_kills_the_group() {
+    let dir = TempDir::new().unwrap();
+    let script = "sleep 300 & echo $! >> pids; echo $$ >> pids; wait";
+    let (log, _chunks) = mpsc::channel(16);
+    let running = process::run(spawn_in(dir.path(), sh(script)), log, pending(), |_| {});
+    let dropped = tokio::time::timeout(Duration::from_millis(300), running).await;
+    assert!(dropped.is_err(), "the run ended by itself");
+    for pid in pids(dir.path(), "pids") {
+        assert!(gone(pid).await, "process {pid} survived");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_working_dir_is_a_spawn_failure() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing");
+    let ran = run(spawn_in(&missing, sh("true"))).await;
+    let message = format!(
+        "cannot start \"/bin/sh\": working directory {}: No such file or directory (os error 2)",
+        missing.display()
+    );
+    assert_eq!(ran.finished.ending, Ending::SpawnFailed(message.clone()));
+    assert_eq!(ran.finished.pid, None);
+    assert_eq!(ran.started_pid, None);
+    assert_eq!(ran.log, format!("updraft: {message}\n"));
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_failure() {
+    let dir = TempDir::new().unwrap();
+    let ran = run(spawn_in(
+        dir.path(),
+        Command::Exec(vec!["nosuchprog".to_owned()]),
+    ))
+    .await;
+    let message = "cannot start \"nosuchprog\": No such file or directory (os error 2)";
+    assert_eq!(ran.finished.ending, Ending::SpawnFailed(message.to_owned()));
+    assert_eq!(ran.log, format!("updraft: {message}\n"));
+    assert_eq!(process::describe(&ran.finished.ending), message);
+}

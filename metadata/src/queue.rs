@@ -1,0 +1,611 @@
+//! The queue (DESIGN §6): the scheduler queues task instances within their pool's slots and
+//! their DAG's `max_active_tasks`, workers claim them by priority, heartbeat their tries and
+//! report how each ended; the scheduler ends the tries of workers that stopped heartbeating.
+//!
+//! Limits are checked in the transaction that queues, against counts read in it (never
+//! count-then-write): on Postgres the pool and DAG rows involved are locked first, on SQLite the
+//! transaction holds the single write lock from its start.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use updraft_core::state::TaskState;
+
+use crate::db::{Row, Tx, query, query_split};
+use crate::signal::Topic;
+use crate::tasks::TaskInstance;
+use crate::{Error, Store};
+
+/// A task instance a worker claimed: now `running` under its try `try_number`, with what the
+/// worker needs to find the task's definition and folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub instance: TaskInstance,
+    /// The DAG version its run started with.
+    pub version_hash: String,
+    /// The DAG file of its DAG (commands run in its folder).
+    pub fileloc: String,
+}
+
+/// The worker claiming or heartbeating.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerRef<'a> {
+    pub id: &'a str,
+    pub hostname: &'a str,
+}
+
+/// How a try ended: the input of [`Store::end_try`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TryEnd<'a> {
+    pub task_instance_id: i64,
+    pub try_number: i32,
+    /// The worker that ran it; `None` when the scheduler ends a zombie's try.
+    pub worker_id: Option<&'a str>,
+    /// `success`, `failed`, `skipped` or `up_for_retry`.
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    /// When `up_for_retry`: not before this instant.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub outputs: &'a [(String, String)],
+}
+
+/// A registered worker (table `worker`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Worker {
+    pub id: String,
+    pub hostname: String,
+    pub queues: Vec<String>,
+    pub concurrency: i32,
+    /// `running`, `stopping` or `stopped`.
+    pub state: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// A `scheduled` task instance and the limits it must fit in.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: i64,
+    dag_id: String,
+    pool: String,
+    pool_slots: i64,
+}
+
+/// What is in use when a queueing transaction starts: slots per pool, task instances per DAG.
+#[derive(Debug, Default)]
+struct Occupancy {
+    /// Pool name -> (slots, slots in use by queued and running task instances).
+    pools: HashMap<String, (i64, i64)>,
+    /// DAG id -> (max_active_tasks, queued and running task instances).
+    dags: HashMap<String, (i64, i64)>,
+}
+
+impl Occupancy {
+    /// Takes room for `candidate` if its pool and DAG have it. A task instance whose pool does
+    /// not exist waits for it.
+    fn admit(&mut self, candidate: &Candidate) -> bool {
+        let Some((slots, used)) = self.pools.get_mut(&candidate.pool) else {
+            return false;
+        };
+        let Some((max_active, active)) = self.dags.get_mut(&candidate.dag_id) else {
+            return false;
+        };
+        if *used + candidate.pool_slots > *slots || *active >= *max_active {
+            return false;
+        }
+        *used += candidate.pool_slots;
+        *active += 1;
+        true
+    }
+}
+
+impl Worker {
+    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+        Ok(Worker {
+            id: row.get("id")?,
+            hostname: row.get("hostname")?,
+            queues: row.json("queues")?,
+            concurrency: row.get("concurrency")?,
+            state: row.get("state")?,
+            started_at: row.get("started_at")?,
+            heartbeat_at: row.get("heartbeat_at")?,
+        })
+    }
+}
+
+impl Store {
+    /// Moves `scheduled` task instances to `queued`, in the order given (the caller's priority
+    /// order), each with its rendered command, as far as their pools' slots and their DAGs'
+    /// `max_active_tasks` allow; returns the ids queued. The others stay `scheduled`.
+    pub async fn queue_task_instances(
+        &self,
+        requests: &[(i64, serde_json::Value)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, Error> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::json!(requests.iter().map(|(id, _)| id).collect::<Vec<_>>());
+        let mut tx = self.begin("queue task instances").await?;
+        let candidates: HashMap<i64, Candidate> = tx
+            .fetch_all(
+                query_split(
+                    "read task instances to queue",
+                    "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                       AND state = 'scheduled'",
+                    "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                     WHERE id IN (SELECT value FROM json_each($1)) AND state = 'scheduled'",
+                )
+                .bind(&ids),
+                |row| {
+                    Ok(Candidate {
+                        id: row.get("id")?,
+                        dag_id: row.get("dag_id")?,
+                        pool: row.get("pool")?,
+                        pool_slots: row.get::<i32>("pool_slots")?.into(),
+                    })
+                },
+            )
+            .await?
+            .into_iter()
+            .map(|candidate| (candidate.id, candidate))
+            .collect();
+        let mut occupancy = occupancy(&mut tx, candidates.values()).await?;
+        let mut queued = Vec::new();
+        for (id, rendered) in requests {
+            let Some(candidate) = candidates.get(id) else {
+                continue;
+            };
+            if !occupancy.admit(candidate) {
+                continue;
+            }
+            tx.execute(
+                query(
+                    "queue a task instance",
+                    "UPDATE task_instance SET state = 'queued', queued_at = $2, updated_at = $2, \
+                         rendered_command = $3 \
+                     WHERE id = $1 AND state = 'scheduled'",
+                )
+                .bind(*id)
+                .bind(now)
+                .bind(rendered),
+            )
+            .await?;
+            queued.push(*id);
+        }
+        if !queued.is_empty() {
+            self.notify_in(&mut tx, Topic::Workers).await?;
+        }
+        tx.commit("queue task instances").await?;
+        if !queued.is_empty() {
+            self.wake(Topic::Workers);
+        }
+        Ok(queued)
+    }
+
+    /// Claims up to `limit` queued task instances of `queues` for `worker`, highest
+    /// `priority_weight` first, then oldest queued: each becomes `running` under a new try
+    /// (recorded in `task_try`). `only_run` restricts the claim to one run (`dags test`).
+    /// On Postgres concurrent claimers skip each other's rows
+    /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
+    pub async fn claim_task_instances(
+        &self,
+        worker: WorkerRef<'_>,
+        queues: &[String],
+        only_run: Option<i64>,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>, Error> {
+        let queues = serde_json::json!(queues);
+        let mut tx = self.begin("claim task instances").await?;
+        let mut claimed = tx
+            .fetch_all(
+                query_split(
+                    "claim task instances",
+                    "UPDATE task_instance SET state = 'running', try_number = try_number + 1, \
+                         worker_id = $3, hostname = $4, heartbeat_at = $5, start_date = $5, \
+                         end_date = NULL, updated_at = $5 \
+                     WHERE id IN (SELECT id FROM task_instance \
+                         WHERE state = 'queued' \
+                           AND queue IN (SELECT jsonb_array_elements_text($1)) \
+                           AND ($6::bigint IS NULL OR dag_run_id = $6) \
+                         ORDER BY priority_weight DESC, queued_at, id \
+                         LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     RETURNING *",
+                    "UPDATE task_instance SET state = 'running', try_number = try_number + 1, \
+                         worker_id = $3, hostname = $4, heartbeat_at = $5, start_date = $5, \
+                         end_date = NULL, updated_at = $5 \
+                     WHERE id IN (SELECT id FROM task_instance \
+                         WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
+                           AND ($6 IS NULL OR dag_run_id = $6) \
+                         ORDER BY priority_weight DESC, queued_at, id \
+                         LIMIT $2) \
+                     RETURNING *",
+                )
+                .bind(&queues)
+                .bind(limit)
+                .bind(worker.id)
+                .bind(worker.hostname)
+                .bind(now)
+                .bind(only_run),
+                TaskInstance::from_row,
+            )
+            .await?;
+        if claimed.is_empty() {
+            tx.commit("claim task instances").await?;
+            return Ok(Vec::new());
+        }
+        claimed.sort_by_key(|ti| (std::cmp::Reverse(ti.priority_weight), ti.queued_at, ti.id));
+        let mut claims = Vec::with_capacity(claimed.len());
+        for instance in claimed {
+            tx.execute(
+                query(
+                    "record a task try",
+                    "INSERT INTO task_try (task_instance_id, try_number, state, worker_id, \
+                         hostname, start_date) \
+                     VALUES ($1, $2, 'running', $3, $4, $5)",
+                )
+                .bind(instance.id)
+                .bind(instance.try_number)
+                .bind(worker.id)
+                .bind(worker.hostname)
+                .bind(now),
+            )
+            .await?;
+            let (version_hash, fileloc) = tx
+                .fetch_one(
+                    query(
+                        "read the run of a claimed task instance",
+                        "SELECT r.version_hash, d.fileloc FROM dag_run r \
+                         JOIN dag d ON d.dag_id = r.dag_id WHERE r.id = $1",
+                    )
+                    .bind(instance.dag_run_id),
+                    |row| Ok((row.get("version_hash")?, row.get("fileloc")?)),
+                )
+                .await?;
+            claims.push(Claim {
+                instance,
+                version_hash,
+                fileloc,
+            });
+        }
+        tx.commit("claim task instances").await?;
+        Ok(claims)
+    }
+
+    /// Records the process id of a running try (its process group), so that it can be found
+    /// and killed if its worker dies.
+    pub async fn set_try_pid(
+        &self,
+        task_instance_id: i64,
+        try_number: i32,
+        pid: i32,
+    ) -> Result<(), Error> {
+        self.execute(
+            query(
+                "record a try's process id",
+                "UPDATE task_try SET pid = $3 WHERE task_instance_id = $1 AND try_number = $2",
+            )
+            .bind(task_instance_id)
+            .bind(try_number)
+            .bind(pid),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Heartbeats the worker and every try it runs; returns `(task instance id, try number)` of
+    /// the tries that are still its own and `running`. A try missing from the answer was moved
+    /// away (cleared, marked, timed out with its run, or reaped as a zombie): kill it.
+    pub async fn heartbeat_worker(
+        &self,
+        worker_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i32)>, Error> {
+        let mut tx = self.begin("heartbeat a worker").await?;
+        tx.execute(
+            query(
+                "heartbeat a worker",
+                "UPDATE worker SET heartbeat_at = $2 WHERE id = $1",
+            )
+            .bind(worker_id)
+            .bind(now),
+        )
+        .await?;
+        let running = tx
+            .fetch_all(
+                query(
+                    "heartbeat running tries",
+                    "UPDATE task_instance SET heartbeat_at = $2 \
+                     WHERE worker_id = $1 AND state = 'running' \
+                     RETURNING id, try_number",
+                )
+                .bind(worker_id)
+                .bind(now),
+                |row| Ok((row.get("id")?, row.get("try_number")?)),
+            )
+            .await?;
+        tx.commit("heartbeat a worker").await?;
+        Ok(running)
+    }
+
+    /// Ends a running try: its task instance moves from `running` to `end.state` (if it is still
+    /// running this try, under this worker when one is named), its try row records the outcome,
+    /// and its outputs are stored. Returns false when the task instance had been moved away
+    /// meanwhile; the try row is ended anyway.
+    pub async fn end_try(&self, end: &TryEnd<'_>, now: DateTime<Utc>) -> Result<bool, Error> {
+        if !TaskState::Running.can_move_to(end.state) {
+            return Err(Error::IllegalTaskTransition {
+                from: TaskState::Running,
+                to: end.state,
+            });
+        }
+        let mut tx = self.begin("end a task try").await?;
+        let moved = tx
+            .execute(
+                query(
+                    "end a task instance's try",
+                    "UPDATE task_instance SET state = $4, end_date = $5, updated_at = $5, \
+                         next_retry_at = $6 \
+                     WHERE id = $1 AND try_number = $2 AND state = 'running' \
+                       AND ($3 IS NULL OR worker_id = $3)",
+                )
+                .bind(end.task_instance_id)
+                .bind(end.try_number)
+                .bind(end.worker_id)
+                .bind(end.state.as_str())
+                .bind(now)
+                .bind(end.next_retry_at),
+            )
+            .await?
+            == 1;
+        tx.execute(
+            query(
+                "end a task try",
+                "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
+                 WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
+            )
+            .bind(end.task_instance_id)
+            .bind(end.try_number)
+            .bind(end.state.as_str())
+            .bind(end.exit_code)
+            .bind(now),
+        )
+        .await?;
+        if moved {
+            for (name, value) in end.outputs {
+                tx.execute(
+                    query(
+                        "record a task output",
+                        "INSERT INTO task_output (task_instance_id, name, value) \
+                         VALUES ($1, $2, $3) \
+                         ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(end.task_instance_id)
+                    .bind(name.as_str())
+                    .bind(value.as_str()),
+                )
+                .await?;
+            }
+            self.notify_in(&mut tx, Topic::Scheduler).await?;
+        }
+        tx.commit("end a task try").await?;
+        if moved {
+            self.wake(Topic::Scheduler);
+        }
+        Ok(moved)
+    }
+
+    /// Running task instances whose last heartbeat is older than `cutoff`: their workers died.
+    pub async fn list_zombies(&self, cutoff: DateTime<Utc>) -> Result<Vec<TaskInstance>, Error> {
+        self.fetch_all(
+            query(
+                "list zombie task instances",
+                "SELECT * FROM task_instance \
+                 WHERE state = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < $1) \
+                 ORDER BY id",
+            )
+            .bind(cutoff),
+            TaskInstance::from_row,
+        )
+        .await
+    }
+
+    /// Registers a worker (again, after a restart with the same id) as `running`.
+    pub async fn register_worker(&self, worker: &Worker) -> Result<(), Error> {
+        let queues = serde_json::json!(worker.queues);
+        self.execute(
+            query(
+                "register a worker",
+                "INSERT INTO worker (id, hostname, queues, concurrency, state, started_at, \
+                     heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6) \
+                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
+                     queues = excluded.queues, concurrency = excluded.concurrency, \
+                     state = 'running', started_at = excluded.started_at, \
+                     heartbeat_at = excluded.heartbeat_at",
+            )
+            .bind(worker.id.as_str())
+            .bind(worker.hostname.as_str())
+            .bind(&queues)
+            .bind(worker.concurrency)
+            .bind(worker.started_at)
+            .bind(worker.heartbeat_at),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets a worker's state (`stopping` while it drains, `stopped` when it has left).
+    pub async fn set_worker_state(&self, worker_id: &str, state: &str) -> Result<(), Error> {
+        self.execute(
+            query(
+                "set a worker's state",
+                "UPDATE worker SET state = $2 WHERE id = $1",
+            )
+            .bind(worker_id)
+            .bind(state),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<Worker>, Error> {
+        self.fetch_all(
+            query("list workers", "SELECT * FROM worker ORDER BY hostname, id"),
+            Worker::from_row,
+        )
+        .await
+    }
+
+    /// Records that scheduler `id` is alive at `now`.
+    pub async fn heartbeat_scheduler(
+        &self,
+        id: &str,
+        hostname: &str,
+        started_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        self.execute(
+            query(
+                "heartbeat the scheduler",
+                "INSERT INTO scheduler (id, hostname, started_at, heartbeat_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            )
+            .bind(id)
+            .bind(hostname)
+            .bind(started_at)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The newest scheduler heartbeat, if any scheduler ever ran.
+    pub async fn last_scheduler_heartbeat(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        self.fetch_one(
+            query(
+                "read the last scheduler heartbeat",
+                "SELECT MAX(heartbeat_at) AS at FROM scheduler",
+            ),
+            |row| row.get("at"),
+        )
+        .await
+    }
+}
+
+/// Reads what the candidates' pools and DAGs have in use, locking their rows on Postgres so
+/// that concurrent schedulers queue one after the other.
+async fn occupancy(
+    tx: &mut Tx,
+    candidates: impl Iterator<Item = &Candidate>,
+) -> Result<Occupancy, Error> {
+    let mut pools: Vec<&str> = Vec::new();
+    let mut dags: Vec<&str> = Vec::new();
+    for candidate in candidates {
+        pools.push(&candidate.pool);
+        dags.push(&candidate.dag_id);
+    }
+    pools.sort_unstable();
+    pools.dedup();
+    dags.sort_unstable();
+    dags.dedup();
+    let (pools, dags) = (serde_json::json!(pools), serde_json::json!(dags));
+    let mut occupancy = Occupancy::default();
+    for row in tx
+        .fetch_all(
+            query_split(
+                "read pool slots",
+                "SELECT name, slots, \
+                     (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
+                      WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
+                 FROM pool p WHERE name IN (SELECT jsonb_array_elements_text($1)) \
+                 ORDER BY name FOR UPDATE",
+                "SELECT name, slots, \
+                     (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
+                      WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
+                 FROM pool p WHERE name IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&pools),
+            |row| {
+                Ok((
+                    row.get::<String>("name")?,
+                    row.get::<i32>("slots")?.into(),
+                    row.get::<i64>("used")?,
+                ))
+            },
+        )
+        .await?
+    {
+        let (name, slots, used) = row;
+        occupancy.pools.insert(name, (slots, used));
+    }
+    for row in tx
+        .fetch_all(
+            query_split(
+                "read dag task limits",
+                "SELECT dag_id, max_active_tasks, \
+                     (SELECT COUNT(*) FROM task_instance t \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \
+                 FROM dag d WHERE dag_id IN (SELECT jsonb_array_elements_text($1)) \
+                 ORDER BY dag_id FOR UPDATE",
+                "SELECT dag_id, max_active_tasks, \
+                     (SELECT COUNT(*) FROM task_instance t \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \
+                 FROM dag d WHERE dag_id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&dags),
+            |row| {
+                Ok((
+                    row.get::<String>("dag_id")?,
+                    row.get::<i32>("max_active_tasks")?.into(),
+                    row.get::<i64>("active")?,
+                ))
+            },
+        )
+        .await?
+    {
+        let (dag_id, max_active, active) = row;
+        occupancy.dags.insert(dag_id, (max_active, active));
+    }
+    Ok(occupancy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: i64, dag: &str, pool: &str, slots: i64) -> Candidate {
+        Candidate {
+            id,
+            dag_id: dag.to_owned(),
+            pool: pool.to_owned(),
+            pool_slots: slots,
+        }
+    }
+
+    #[test]
+    fn admits_within_pool_slots_and_max_active_tasks() {
+        let mut occupancy = Occupancy::default();
+        occupancy.pools.insert("db".to_owned(), (3, 1));
+        occupancy.dags.insert("a".to_owned(), (2, 0));
+        occupancy.dags.insert("b".to_owned(), (10, 0));
+        // Pool db has 2 free slots: a 2-slot task fits, then nothing more.
+        assert!(occupancy.admit(&candidate(1, "b", "db", 2)));
+        assert!(!occupancy.admit(&candidate(2, "b", "db", 1)));
+        occupancy.pools.insert("default_pool".to_owned(), (128, 0));
+        // DAG a may have 2 active task instances.
+        assert!(occupancy.admit(&candidate(3, "a", "default_pool", 1)));
+        assert!(occupancy.admit(&candidate(4, "a", "default_pool", 1)));
+        assert!(!occupancy.admit(&candidate(5, "a", "default_pool", 1)));
+    }
+
+    #[test]
+    fn a_missing_pool_admits_nothing() {
+        let mut occupancy = Occupancy::default();
+        occupancy.dags.insert("a".to_owned(), (16, 0));
+        assert!(!occupancy.admit(&candidate(1, "a", "nowhere", 1)));
+    }
+}

@@ -1,0 +1,531 @@
+//! The queue: queueing within limits, claims, heartbeats, ends of tries, zombies and wake-ups,
+//! every test on both backends.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use updraft_core::ids::{DagId, TaskId};
+use updraft_core::state::{RunType, TaskState};
+use updraft_metadata::testing::each_backend;
+use updraft_metadata::{
+    CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store, TaskInstance, Topic,
+    TryEnd, Worker, WorkerRef,
+};
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 2, 0, minute, 0).unwrap()
+}
+
+const WORKER: WorkerRef<'static> = WorkerRef {
+    id: "w1",
+    hostname: "host-a",
+};
+
+fn default_queue() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+/// DAG `sales` with `max_active_tasks`, one run, and task instances `(task, pool, slots,
+/// queue, priority)`, all `scheduled`.
+async fn scheduled(
+    store: &Store,
+    max_active_tasks: i32,
+    tasks: &[(&str, &str, i32, &str, i32)],
+) -> Vec<TaskInstance> {
+    let dag_id = DagId::parse("sales").unwrap();
+    store
+        .upsert_dag(
+            &DagSync {
+                dag_id: dag_id.clone(),
+                fileloc: "dags/sales.yaml".to_owned(),
+                owner: "data-eng".to_owned(),
+                description: None,
+                tags: vec![],
+                schedule: None,
+                timezone: "UTC".to_owned(),
+                max_active_runs: 16,
+                max_active_tasks,
+                paused_on_creation: false,
+                version_hash: "v1".to_owned(),
+                serialized: json!({}),
+                source: String::new(),
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    let run = NewDagRun {
+        dag_id,
+        run_id: "r1".to_owned(),
+        run_type: RunType::Manual,
+        logical_date: at(0),
+        data_interval_start: at(0),
+        data_interval_end: at(0),
+        run_after: at(0),
+        conf: json!({}),
+        version_hash: "v1".to_owned(),
+        backfill_id: None,
+    };
+    let CreateOutcome::Created(run) = store.create_dag_run(&run, at(0)).await.unwrap() else {
+        panic!("run exists");
+    };
+    let new: Vec<NewTaskInstance> = tasks
+        .iter()
+        .map(|&(task, pool, slots, queue, priority)| NewTaskInstance {
+            task_id: TaskId::parse(task).unwrap(),
+            max_tries: 1,
+            pool: pool.to_owned(),
+            pool_slots: slots,
+            queue: queue.to_owned(),
+            priority_weight: priority,
+            rendered_command: None,
+        })
+        .collect();
+    let instances = store
+        .create_task_instances(run.id, &new, at(0))
+        .await
+        .unwrap();
+    let moves: Vec<_> = instances
+        .iter()
+        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .collect();
+    assert!(
+        store
+            .set_task_states(&moves, at(0))
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| *m)
+    );
+    instances
+}
+
+fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
+    instances
+        .iter()
+        .map(|ti| {
+            (
+                ti.id,
+                json!({"command": {"run": format!("echo {}", ti.task_id)}}),
+            )
+        })
+        .collect()
+}
+
+async fn state_of(store: &Store, id: i64) -> TaskState {
+    store.get_task_instance(id).await.unwrap().unwrap().state
+}
+
+#[tokio::test]
+async fn queueing_stops_at_the_pools_slots() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        store.set_pool("db", 3, None).await.unwrap();
+        let tis = scheduled(
+            &store,
+            16,
+            &[
+                ("a", "db", 2, "default", 1),
+                ("b", "db", 2, "default", 1),
+                ("c", "db", 1, "default", 1),
+            ],
+        )
+        .await;
+        // a takes 2 of 3 slots; b (2) does not fit, c (1) does.
+        let queued = store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        assert_eq!(queued, [tis[0].id, tis[2].id]);
+        assert_eq!(state_of(&store, tis[1].id).await, TaskState::Scheduled);
+        let a = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
+        assert_eq!(a.queued_at, Some(at(1)));
+        assert_eq!(
+            a.rendered_command,
+            Some(json!({"command": {"run": "echo a"}}))
+        );
+        // Nothing more fits until one finishes.
+        assert!(
+            store
+                .queue_task_instances(&requests(&tis[1..2]), at(2))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queueing_stops_at_max_active_tasks_and_waits_for_missing_pools() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = scheduled(
+            &store,
+            2,
+            &[
+                ("a", DEFAULT_POOL, 1, "default", 1),
+                ("b", "nowhere", 1, "default", 1),
+                ("c", DEFAULT_POOL, 1, "default", 1),
+                ("d", DEFAULT_POOL, 1, "default", 1),
+            ],
+        )
+        .await;
+        let queued = store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        assert_eq!(queued, [tis[0].id, tis[2].id]);
+        assert_eq!(state_of(&store, tis[1].id).await, TaskState::Scheduled);
+        assert_eq!(state_of(&store, tis[3].id).await, TaskState::Scheduled);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claims_take_the_highest_priority_of_the_workers_queues_first() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = scheduled(
+            &store,
+            16,
+            &[
+                ("low", DEFAULT_POOL, 1, "default", 1),
+                ("high", DEFAULT_POOL, 1, "default", 10),
+                ("gpu", DEFAULT_POOL, 1, "gpu", 100),
+            ],
+        )
+        .await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        let claims = store
+            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 1);
+        let claim = &claims[0];
+        assert_eq!(claim.instance.task_id.as_str(), "high");
+        assert_eq!(claim.instance.state, TaskState::Running);
+        assert_eq!(claim.instance.try_number, 1);
+        assert_eq!(claim.instance.worker_id.as_deref(), Some("w1"));
+        assert_eq!(
+            (claim.version_hash.as_str(), claim.fileloc.as_str()),
+            ("v1", "dags/sales.yaml")
+        );
+        let tries = store.list_task_tries(claim.instance.id).await.unwrap();
+        assert_eq!(tries.len(), 1);
+        assert_eq!(tries[0].state, TaskState::Running);
+        assert_eq!(tries[0].hostname.as_deref(), Some("host-a"));
+        // The gpu task is not on this worker's queues.
+        let rest = store
+            .claim_task_instances(WORKER, &default_queue(), None, 10, at(3))
+            .await
+            .unwrap();
+        let names: Vec<&str> = rest.iter().map(|c| c.instance.task_id.as_str()).collect();
+        assert_eq!(names, ["low"]);
+        assert_eq!(state_of(&store, tis[2].id).await, TaskState::Queued);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_take_the_same_task_instance() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tasks: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+        let spec: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.as_str(), DEFAULT_POOL, 1, "default", 1))
+            .collect();
+        let tis = scheduled(&store, 100, &spec).await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        let claimers = (0..4).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("w{n}");
+                let mut mine = Vec::new();
+                loop {
+                    let worker = WorkerRef {
+                        id: &id,
+                        hostname: "h",
+                    };
+                    let claims = store
+                        .claim_task_instances(worker, &["default".to_owned()], None, 3, at(2))
+                        .await
+                        .unwrap();
+                    if claims.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claims.into_iter().map(|c| c.instance.id));
+                }
+            })
+        });
+        let mut all: Vec<i64> = Vec::new();
+        for claimer in claimers {
+            all.extend(claimer.await.unwrap());
+        }
+        all.sort_unstable();
+        let mut expected: Vec<i64> = tis.iter().map(|ti| ti.id).collect();
+        expected.sort_unstable();
+        assert_eq!(all, expected, "each task instance claimed exactly once");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn heartbeats_answer_which_tries_are_still_the_workers() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = scheduled(
+            &store,
+            16,
+            &[
+                ("a", DEFAULT_POOL, 1, "default", 1),
+                ("b", DEFAULT_POOL, 1, "default", 1),
+            ],
+        )
+        .await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        store
+            .claim_task_instances(WORKER, &default_queue(), None, 2, at(2))
+            .await
+            .unwrap();
+        let mut ours = store.heartbeat_worker("w1", at(3)).await.unwrap();
+        ours.sort_unstable();
+        assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
+        // A user marks b failed: the worker must kill it.
+        assert_eq!(
+            store
+                .set_task_states(&[(tis[1].id, TaskState::Running, TaskState::Failed)], at(4))
+                .await
+                .unwrap(),
+            [true]
+        );
+        assert_eq!(
+            store.heartbeat_worker("w1", at(5)).await.unwrap(),
+            [(tis[0].id, 1)]
+        );
+        assert_eq!(
+            store
+                .get_task_instance(tis[0].id)
+                .await
+                .unwrap()
+                .unwrap()
+                .heartbeat_at,
+            Some(at(5))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let mut wakeups = store.subscribe(Topic::Scheduler);
+        let tis = scheduled(&store, 16, &[("a", DEFAULT_POOL, 1, "default", 1)]).await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        store
+            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .await
+            .unwrap();
+        // The run's creation woke it once already.
+        wakeups.wait(StdDuration::ZERO).await;
+        let outputs = vec![("rows".to_owned(), "42".to_owned())];
+        let end = TryEnd {
+            task_instance_id: tis[0].id,
+            try_number: 1,
+            worker_id: Some("w1"),
+            state: TaskState::UpForRetry,
+            exit_code: Some(3),
+            next_retry_at: Some(at(10)),
+            outputs: &outputs,
+        };
+        assert!(store.end_try(&end, at(4)).await.unwrap());
+        assert!(
+            wakeups.wait(StdDuration::from_secs(5)).await,
+            "the scheduler is woken"
+        );
+        let ti = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (ti.state, ti.next_retry_at, ti.end_date),
+            (TaskState::UpForRetry, Some(at(10)), Some(at(4)))
+        );
+        let tries = store.list_task_tries(ti.id).await.unwrap();
+        assert_eq!(
+            (tries[0].state, tries[0].exit_code),
+            (TaskState::UpForRetry, Some(3))
+        );
+        let stored = store.list_task_outputs(ti.dag_run_id).await.unwrap();
+        assert_eq!(
+            (stored[0].name.as_str(), stored[0].value.as_str()),
+            ("rows", "42")
+        );
+        // Ending it again changes nothing.
+        assert!(!store.end_try(&end, at(5)).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = scheduled(&store, 16, &[("a", DEFAULT_POOL, 1, "default", 1)]).await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        store
+            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .await
+            .unwrap();
+        store
+            .set_task_states(
+                &[(tis[0].id, TaskState::Running, TaskState::Skipped)],
+                at(3),
+            )
+            .await
+            .unwrap();
+        let end = TryEnd {
+            task_instance_id: tis[0].id,
+            try_number: 1,
+            worker_id: Some("w1"),
+            state: TaskState::Failed,
+            exit_code: None,
+            next_retry_at: None,
+            outputs: &[],
+        };
+        assert!(!store.end_try(&end, at(4)).await.unwrap());
+        assert_eq!(state_of(&store, tis[0].id).await, TaskState::Skipped);
+        let tries = store.list_task_tries(tis[0].id).await.unwrap();
+        assert_eq!(tries[0].state, TaskState::Failed, "the try row still ends");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zombies_are_running_tries_with_a_stale_heartbeat() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = scheduled(
+            &store,
+            16,
+            &[
+                ("a", DEFAULT_POOL, 1, "default", 1),
+                ("b", DEFAULT_POOL, 1, "default", 1),
+            ],
+        )
+        .await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        store
+            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .await
+            .unwrap();
+        let other = WorkerRef {
+            id: "w2",
+            hostname: "host-b",
+        };
+        store
+            .claim_task_instances(other, &default_queue(), None, 1, at(2))
+            .await
+            .unwrap();
+        store.heartbeat_worker("w2", at(9)).await.unwrap();
+        let zombies = store.list_zombies(at(5)).await.unwrap();
+        assert_eq!(zombies.len(), 1);
+        assert_eq!(zombies[0].worker_id.as_deref(), Some("w1"));
+        let end = TryEnd {
+            task_instance_id: zombies[0].id,
+            try_number: 1,
+            worker_id: None,
+            state: TaskState::Failed,
+            exit_code: None,
+            next_retry_at: None,
+            outputs: &[],
+        };
+        assert!(store.end_try(&end, at(10)).await.unwrap());
+        assert!(store.list_zombies(at(5)).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn workers_and_schedulers_register_and_heartbeat() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        assert_eq!(store.last_scheduler_heartbeat().await.unwrap(), None);
+        store
+            .heartbeat_scheduler("s1", "host-a", at(0), at(1))
+            .await
+            .unwrap();
+        store
+            .heartbeat_scheduler("s1", "host-a", at(0), at(2))
+            .await
+            .unwrap();
+        assert_eq!(store.last_scheduler_heartbeat().await.unwrap(), Some(at(2)));
+        let worker = Worker {
+            id: "w1".to_owned(),
+            hostname: "host-a".to_owned(),
+            queues: vec!["default".to_owned(), "gpu".to_owned()],
+            concurrency: 8,
+            state: "running".to_owned(),
+            started_at: at(0),
+            heartbeat_at: at(0),
+        };
+        store.register_worker(&worker).await.unwrap();
+        store.heartbeat_worker("w1", at(3)).await.unwrap();
+        store.set_worker_state("w1", "stopping").await.unwrap();
+        let listed = store.list_workers().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].queues, ["default", "gpu"]);
+        assert_eq!(
+            (listed[0].state.as_str(), listed[0].heartbeat_at),
+            ("stopping", at(3))
+        );
+        // Registering again (a restart) makes it running.
+        store.register_worker(&worker).await.unwrap();
+        assert_eq!(store.list_workers().await.unwrap()[0].state, "running");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queueing_wakes_the_workers_of_another_store_on_postgres_and_this_one_anywhere() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let mut here = store.subscribe(Topic::Workers);
+        let elsewhere = db.store().await;
+        let mut there = elsewhere.subscribe(Topic::Workers);
+        // Give the listener time to start listening.
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        there.wait(StdDuration::ZERO).await;
+        let tis = scheduled(&store, 16, &[("a", DEFAULT_POOL, 1, "default", 1)]).await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        assert!(here.wait(StdDuration::from_secs(5)).await);
+        if db.backend() == updraft_metadata::Backend::Postgres {
+            assert!(
+                there.wait(StdDuration::from_secs(5)).await,
+                "LISTEN/NOTIFY reached the other store"
+            );
+        }
+    })
+    .await;
+}

@@ -1,0 +1,71 @@
+//! `updraft pools ...`: list, create, resize and delete pools.
+
+use anyhow::{Result, anyhow};
+use updraft_core::suggest::did_you_mean;
+use updraft_metadata::{Error, Store};
+
+use super::tasks::usage_error;
+use super::{open_store, print_table, runtime};
+use crate::cli::PoolsCommand;
+use crate::config::Config;
+
+/// Runs `updraft pools ...` and returns the exit code.
+pub fn run(config: &Config, command: PoolsCommand) -> Result<i32> {
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let code = match command {
+            PoolsCommand::List { json } => list(&store, json).await,
+            PoolsCommand::Set {
+                name,
+                slots,
+                description,
+            } => set(&store, &name, slots, &description).await,
+            PoolsCommand::Delete { name } => delete(&store, &name).await,
+        };
+        store.close().await;
+        code
+    })
+}
+
+async fn list(store: &Store, json: bool) -> Result<i32> {
+    let pools = store.list_pools().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pools)?);
+        return Ok(0);
+    }
+    let rows: Vec<[String; 3]> = pools
+        .into_iter()
+        .map(|pool| [pool.name, pool.slots.to_string(), pool.description])
+        .collect();
+    print_table(["NAME", "SLOTS", "DESCRIPTION"], &rows);
+    Ok(0)
+}
+
+/// Creates or resizes a pool. An empty `--description` keeps the current one.
+async fn set(store: &Store, name: &str, slots: i32, description: &str) -> Result<i32> {
+    let description = Some(description).filter(|text| !text.is_empty());
+    match store.set_pool(name, slots, description).await {
+        Ok(pool) => {
+            println!("pool \"{}\": {} slot(s)", pool.name, pool.slots);
+            Ok(0)
+        }
+        // A negative size or an empty name: the command line is wrong.
+        Err(Error::Invalid(message)) => Ok(usage_error(message)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn delete(store: &Store, name: &str) -> Result<i32> {
+    match store.delete_pool(name).await {
+        Ok(()) => {
+            println!("deleted pool \"{name}\"");
+            Ok(0)
+        }
+        Err(Error::NotFound(_)) => {
+            let pools = store.list_pools().await?;
+            let hint = did_you_mean(name, pools.iter().map(|pool| pool.name.as_str()));
+            Err(anyhow!("no pool \"{name}\"{hint}"))
+        }
+        Err(error) => Err(error.into()),
+    }
+}

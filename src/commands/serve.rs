@@ -1,0 +1,192 @@
+//! The long-running commands: `standalone`, `scheduler` and `worker`. Each runs until Ctrl-C or
+//! SIGTERM, then stops claiming work, lets running tries finish and exits.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::watch;
+use updraft_executor::worker::{self, Worker};
+use updraft_metadata::{Backend, Store};
+use updraft_scheduler::service::{self, Scheduler};
+
+use crate::cli::{SchedulerArgs, StandaloneArgs, WorkerArgs};
+use crate::commands::{open_store, runtime};
+use crate::config::Config;
+
+/// How often a worker heartbeats its tries (and notices kills it was not woken for).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
+    runtime()?.block_on(async {
+        require_dags_folder(config)?;
+        let store = open_store(config).await?;
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let address = listener.local_addr()?;
+        let dags_folder = std::fs::canonicalize(&config.dags_folder)?;
+        println!("Updraft standalone is running");
+        println!("  web server:   http://{address}");
+        println!("  database:     {}", store.url());
+        println!("  DAGs folder:  {}", dags_folder.display());
+        println!("  stop with Ctrl-C");
+
+        let stop = stop_signal()?;
+        let hostname = hostname();
+        let scheduler = Scheduler::new(
+            store.clone(),
+            scheduler_settings(config, &args.scheduler, &store),
+            hostname.clone(),
+        );
+        let worker = Worker::new(
+            store.clone(),
+            worker_settings(
+                format!("{hostname}:standalone"),
+                hostname,
+                vec!["default".to_owned()],
+                args.concurrency,
+                &store,
+            ),
+        );
+        let web = tokio::spawn(updraft_webserver::serve(
+            listener,
+            store.clone(),
+            stopped(stop.clone()),
+        ));
+        let scheduler = tokio::spawn(scheduler.run(stopped(stop.clone())));
+        let worker = worker.run(stopped(stop.clone())).await;
+        scheduler.await?;
+        web.await??;
+        worker?;
+        store.close().await;
+        Ok(0)
+    })
+}
+
+pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
+    runtime()?.block_on(async {
+        require_dags_folder(config)?;
+        let store = open_store(config).await?;
+        eprintln!(
+            "scheduler: DAGs folder {}, database {}",
+            config.dags_folder.display(),
+            store.url()
+        );
+        let stop = stop_signal()?;
+        Scheduler::new(
+            store.clone(),
+            scheduler_settings(config, &args, &store),
+            hostname(),
+        )
+        .run(stopped(stop))
+        .await;
+        store.close().await;
+        Ok(0)
+    })
+}
+
+pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let hostname = hostname();
+        let id = args.name.unwrap_or_else(|| hostname.clone());
+        eprintln!(
+            "worker {id}: queues {}, concurrency {}, database {}",
+            args.queues.join(","),
+            args.concurrency,
+            store.url()
+        );
+        let stop = stop_signal()?;
+        Worker::new(
+            store.clone(),
+            worker_settings(id, hostname, args.queues, args.concurrency, &store),
+        )
+        .run(stopped(stop))
+        .await?;
+        store.close().await;
+        Ok(0)
+    })
+}
+
+pub fn scheduler_settings(
+    config: &Config,
+    args: &SchedulerArgs,
+    store: &Store,
+) -> service::Settings {
+    let mut settings = service::Settings::new(config.dags_folder.clone(), config.load.clone());
+    settings.zombie_threshold = args.zombie_threshold;
+    settings.poll_interval = args.poll_interval.unwrap_or_else(|| poll_interval(store));
+    settings
+}
+
+pub fn worker_settings(
+    id: String,
+    hostname: String,
+    queues: Vec<String>,
+    concurrency: u32,
+    store: &Store,
+) -> worker::Settings {
+    worker::Settings {
+        id,
+        hostname,
+        queues,
+        concurrency: concurrency as usize,
+        poll_interval: poll_interval(store),
+        heartbeat_interval: HEARTBEAT_INTERVAL,
+        echo: false,
+        only_run: None,
+    }
+}
+
+/// How long a loop waits for a wake-up before it looks anyway. Postgres wakes every process
+/// by LISTEN/NOTIFY; SQLite wakes only its own, so other processes' writes (a trigger from the
+/// CLI) are found by looking often: each look is a few indexed reads.
+fn poll_interval(store: &Store) -> Duration {
+    match store.backend() {
+        Backend::Postgres => Duration::from_secs(1),
+        Backend::Sqlite => Duration::from_millis(200),
+    }
+}
+
+fn require_dags_folder(config: &Config) -> Result<()> {
+    if !config.dags_folder.is_dir() {
+        bail!(
+            "the DAGs folder {} does not exist: pass --dags-folder or set UPDRAFT_DAGS_FOLDER",
+            config.dags_folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// Flips to true on Ctrl-C or SIGTERM.
+fn stop_signal() -> Result<watch::Receiver<bool>> {
+    let (stop, stopped) = watch::channel(false);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopping: waiting for running tries to finish");
+        stop.send_replace(true);
+    });
+    Ok(stopped)
+}
+
+/// Completes when `stop` flips to true.
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// This machine's name, as workers and schedulers record it.
+pub fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most that.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    match result {
+        0 if end > 0 => String::from_utf8_lossy(&buffer[..end]).into_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
