@@ -325,6 +325,8 @@ impl Scheduler {
         }
         let mut wake_at = None;
         let mut ready: Vec<Ready> = Vec::new();
+        // Queued and running task instances per DAG, to offer the queue only what can fit.
+        let mut active: HashMap<DagId, usize> = HashMap::new();
         for run in runs.iter().filter(|run| !paused.contains(&run.dag_id)) {
             let dag = match self.dag(&run.dag_id, &run.version_hash).await {
                 Ok(dag) => dag,
@@ -388,6 +390,9 @@ impl Scheduler {
             }
             let run = Arc::new(run);
             for ti in instances {
+                if matches!(states[&ti.id], TaskState::Queued | TaskState::Running) {
+                    *active.entry(ti.dag_id.clone()).or_default() += 1;
+                }
                 if states[&ti.id] == TaskState::Scheduled {
                     ready.push(Ready {
                         instance: ti,
@@ -397,7 +402,7 @@ impl Scheduler {
                 }
             }
         }
-        self.queue(ready, now).await?;
+        self.queue(ready, &active, now).await?;
         Ok(wake_at)
     }
 
@@ -431,8 +436,32 @@ impl Scheduler {
         Ok(true)
     }
 
-    /// Renders and queues ready task instances, highest priority first.
-    async fn queue(&mut self, mut ready: Vec<Ready>, now: DateTime<Utc>) -> Result<(), Error> {
+    /// Renders and queues ready task instances, highest priority first. Only as many per DAG
+    /// as its `max_active_tasks` leaves room for beside the `active` ones are rendered and
+    /// offered; the store checks every limit again as it queues.
+    async fn queue(
+        &mut self,
+        mut ready: Vec<Ready>,
+        active: &HashMap<DagId, usize>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        ready.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.instance.priority_weight),
+                r.run.logical_date,
+                r.instance.id,
+            )
+        });
+        let mut room: HashMap<DagId, usize> = HashMap::new();
+        ready.retain(|r| {
+            let room = room.entry(r.instance.dag_id.clone()).or_insert_with(|| {
+                let busy = active.get(&r.instance.dag_id).copied().unwrap_or(0);
+                (r.dag.max_active_tasks as usize).saturating_sub(busy)
+            });
+            let fits = *room > 0;
+            *room = room.saturating_sub(1);
+            fits
+        });
         if ready.is_empty() {
             return Ok(());
         }
@@ -456,13 +485,6 @@ impl Scheduler {
                 );
             }
         }
-        ready.sort_by_key(|r| {
-            (
-                std::cmp::Reverse(r.instance.priority_weight),
-                r.run.logical_date,
-                r.instance.id,
-            )
-        });
         // Per run: its template context (or why it has none) and its tasks' outputs.
         let mut contexts: HashMap<i64, (Result<RunContext, String>, render::Outputs)> =
             HashMap::new();
