@@ -374,6 +374,30 @@ impl Store {
         )
         .await?;
         if moved {
+            let details = serde_json::json!({
+                "state": end.state,
+                "try_number": end.try_number,
+                "exit_code": end.exit_code,
+            });
+            tx.execute(
+                query(
+                    "log the end of a try",
+                    "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+                     SELECT $2, $3, dag_id, run_id, task_id, 'try_ended', $4 \
+                     FROM task_instance WHERE id = $1",
+                )
+                .bind(end.task_instance_id)
+                .bind(now)
+                .bind(
+                    match end.worker_id {
+                        Some(worker) => format!("worker {worker}"),
+                        None => "scheduler".to_owned(),
+                    }
+                    .as_str(),
+                )
+                .bind(&details),
+            )
+            .await?;
             for (name, value) in end.outputs {
                 tx.execute(
                     query(

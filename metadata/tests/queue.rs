@@ -373,6 +373,14 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             (stored[0].name.as_str(), stored[0].value.as_str()),
             ("rows", "42")
         );
+        let events = store.list_events(None, 1).await.unwrap();
+        assert_eq!(events[0].event, "try_ended");
+        assert_eq!(events[0].actor, "worker w1");
+        assert_eq!(events[0].task_id.as_ref().map(|t| t.as_str()), Some("a"));
+        assert_eq!(
+            events[0].details,
+            json!({"state": "up_for_retry", "try_number": 1, "exit_code": 3})
+        );
         // Ending it again changes nothing.
         assert!(!store.end_try(&end, at(5)).await.unwrap());
     })
