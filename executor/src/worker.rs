@@ -47,6 +47,8 @@ pub struct Settings {
     pub only_run: Option<i64>,
 }
 
+/// The shortest time between two kill checks triggered by wake-ups.
+const KILL_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a log is shipped to the database while its try runs.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// A log buffer this large is shipped at once.
@@ -102,6 +104,7 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_now = true;
+        let mut last_heartbeat = tokio::time::Instant::now();
         loop {
             if claim_now && running.len() < self.settings.concurrency {
                 claim_now = false;
@@ -133,11 +136,17 @@ impl Worker {
                 }
                 woken = wakeups.wait(self.settings.poll_interval) => {
                     claim_now = true;
-                    if woken && !running.is_empty() {
+                    // A wake-up may be a kill: look, but not more often than KILL_CHECK_INTERVAL
+                    // (most wake-ups are queued work).
+                    if woken && !running.is_empty() && last_heartbeat.elapsed() >= KILL_CHECK_INTERVAL {
                         self.heartbeat(&running).await;
+                        last_heartbeat = tokio::time::Instant::now();
                     }
                 }
-                _ = heartbeat.tick() => self.heartbeat(&running).await,
+                _ = heartbeat.tick() => {
+                    self.heartbeat(&running).await;
+                    last_heartbeat = tokio::time::Instant::now();
+                }
             }
         }
         let _ = self
