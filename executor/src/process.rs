@@ -16,9 +16,9 @@
 //!   the whole group gets SIGTERM, then SIGKILL if anything is left after `kill_grace`. When the
 //!   main process ends by itself, whatever it left running in the group (a `sleep 300 &` that was
 //!   not waited for) is ended the same way: it would otherwise hold the pipe open, and the try
-//!   would never end. The group counts as empty when `kill(-pgid, 0)` finds no process; where
-//!   init does not reap orphans (some containers), their zombies keep the group looking alive and
-//!   the wait lasts the whole grace period.
+//!   would never end. The group counts as empty when it has no process left but zombies (read
+//!   from `/proc`): where init does not reap orphans (some containers), their zombies would
+//!   otherwise keep the group looking alive for the whole grace period.
 //! - **Reading stops shortly after the group is gone.** A process that left the group (`setsid`)
 //!   may still hold the pipe; once the group is gone, the pipe is read only while data keeps
 //!   coming (a pause of `DRAIN_IDLE` ends it) and for at most `DRAIN_LIMIT` more bytes.
@@ -152,6 +152,40 @@ pub fn kill_group(pgid: u32, signal: i32) -> bool {
     // SAFETY: kill(2) takes plain integers and touches no memory of this process.
     let result = unsafe { libc::kill(-pgid, signal) };
     result == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Whether any process of group `pgid` is still running. A zombie does not count: where init
+/// does not reap orphans (some containers), a dead member would otherwise keep the group
+/// looking alive until `kill_grace` runs out. Reads `/proc` where there is one; elsewhere a
+/// zombie counts.
+fn group_is_running(pgid: u32) -> bool {
+    if !kill_group(pgid, 0) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(entry.path().join("stat"))
+                .is_ok_and(|stat| stat_is_running_member(&stat, pgid))
+    })
+}
+
+/// Reads `/proc/PID/stat`: `pid (comm) state ppid pgrp ...`; `comm` may hold spaces and parens,
+/// so the fields are counted after its last `)`.
+fn stat_is_running_member(stat: &str, pgid: u32) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|field| field.parse::<u32>().ok());
+    pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
 }
 
 /// An ending in words, for log lines: "exited with code 3", "killed by signal 9 (SIGKILL)".
@@ -295,7 +329,7 @@ async fn stop_group(
     .await;
     let deadline = Instant::now() + grace;
     let _ = timeout_at(deadline, child.wait()).await;
-    while kill_group(pgid, 0) {
+    while group_is_running(pgid) {
         if Instant::now() >= deadline {
             note(
                 log,
@@ -459,5 +493,20 @@ impl Drop for KillOnDrop {
         if self.armed {
             kill_group(self.pgid, libc::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_is_running_member;
+
+    #[test]
+    fn stat_lines_are_read_after_the_command_name() {
+        let line = "4242 (my (odd) cmd) S 1 777 777 0 -1 4194560 100 0 0 0";
+        assert!(stat_is_running_member(line, 777));
+        assert!(!stat_is_running_member(line, 778));
+        let zombie = "4243 (sleep) Z 1 777 777 0 -1 4227084 84 0 0 0";
+        assert!(!stat_is_running_member(zombie, 777));
+        assert!(!stat_is_running_member("garbage", 777));
     }
 }

@@ -315,11 +315,28 @@ impl Try {
         let rendered = task
             .as_ref()
             .and_then(|_| rendered(ti.rendered_command.as_ref(), &log));
-        let (Some(task), Some(rendered)) = (task, rendered) else {
-            drop(log);
-            let _ = shipper.await;
-            self.end(TaskState::Failed, None, None, &[]).await;
-            return;
+        let (task, rendered) = match (task, rendered) {
+            (Some(task), Some(rendered)) => (task, rendered),
+            (task, _) => {
+                // Templates that do not render fail the try like any other failure, so retries
+                // apply (Airflow renders inside the try and `handle_failure` retries it). A
+                // try whose DAG version or task is gone cannot be retried.
+                let (state, next_retry_at) = match &task {
+                    Some(task) => after_try_failed(task, ti.try_number, ti.max_tries, Utc::now()),
+                    None => (TaskState::Failed, None),
+                };
+                let then = match next_retry_at {
+                    Some(at) => format!("up for retry at {}", at.to_rfc3339()),
+                    None => state.to_string(),
+                };
+                let _ = log
+                    .send(format!("updraft: the try did not start; {then}\n").into_bytes())
+                    .await;
+                drop(log);
+                let _ = shipper.await;
+                self.end(state, None, next_retry_at, &[]).await;
+                return;
+            }
         };
         let folder = dag_folder(&self.claim.fileloc);
         let working_dir = match &rendered.working_dir {

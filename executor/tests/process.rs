@@ -308,6 +308,19 @@ async fn processes_left_running_after_a_normal_exit_are_stopped() {
 }
 
 #[tokio::test]
+async fn a_stopped_leftover_ends_the_try_without_waiting_out_the_grace() {
+    let dir = TempDir::new().unwrap();
+    let mut spawn = spawn_in(dir.path(), sh("sleep 300 & echo $! > pids; echo done"));
+    spawn.kill_grace = Duration::from_secs(30);
+    let ran = run(spawn).await;
+    assert_eq!(ran.finished.ending, Ending::Exited(0));
+    // The sleep dies at SIGTERM; even where nobody reaps its zombie at once, the group
+    // counts as gone and the try does not wait the 30 s grace.
+    assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
+    assert!(gone(pids(dir.path(), "pids")[0]).await);
+}
+
+#[tokio::test]
 async fn dropping_the_run_kills_the_group() {
     let dir = TempDir::new().unwrap();
     let script = "sleep 300 & echo $! >> pids; echo $$ >> pids; wait";
