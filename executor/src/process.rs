@@ -154,6 +154,39 @@ pub fn kill_group(pgid: u32, signal: i32) -> bool {
     result == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// The process groups of the running processes of this user started with `name=value` in their
+/// environment (read from `/proc/PID/environ`; none where there is no `/proc`). This process is
+/// never among them.
+pub fn groups_with_env(name: &str, value: &str) -> Vec<u32> {
+    let wanted = format!("{name}={value}").into_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    let mut groups: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            if pid == own {
+                return None;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            if !environ.split(|&b| b == 0).any(|entry| entry == wanted) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let pgrp = fields.nth(1)?.parse().ok()?;
+            (!matches!(state, "Z" | "X")).then_some(pgrp)
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
 /// Whether any process of group `pgid` is still running. A zombie does not count: where init
 /// does not reap orphans (some containers), a dead member would otherwise keep the group
 /// looking alive until `kill_grace` runs out. Reads `/proc` where there is one; elsewhere a

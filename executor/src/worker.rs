@@ -8,8 +8,9 @@
 //!   says is running under this worker was moved away (cleared, marked, its run timed out, or
 //!   reaped as a zombie): its process group is killed. Kills also wake the worker at once.
 //! - A worker restarted under the same id finds the tries its previous life left `running`:
-//!   it kills what is left of their process groups on this host and ends them as failed or up
-//!   for retry, without waiting for the zombie threshold.
+//!   it kills what is left of their process groups on this host (by their recorded pid, or by
+//!   the mark `UPDRAFT_WORKER_TRY` in their environment when it died before recording it) and
+//!   ends them as failed or up for retry, without waiting for the zombie threshold.
 //! - A try's outcome is never dropped: while the database is unreachable the worker keeps the
 //!   outcome and writes it when the database answers again.
 
@@ -55,6 +56,25 @@ const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const LOG_FLUSH_BYTES: usize = 64 * 1024;
 /// Pause between attempts to write an outcome while the database is unreachable.
 const RETRY_WRITE_DELAY: Duration = Duration::from_millis(500);
+
+/// Set in the environment of every try's process: which worker's try it is. The pid of a try
+/// is recorded only after its process started; a worker that died in between left a process
+/// nobody knows the pid of, and its next life finds it by this mark.
+const TRY_MARK: &str = "UPDRAFT_WORKER_TRY";
+
+/// The value of [`TRY_MARK`]: the worker, the task instance, the try and the instant of its
+/// claim (which tells apart the tries of two databases on one host).
+fn try_mark(
+    worker_id: &str,
+    task_instance_id: i64,
+    try_number: i32,
+    claimed: DateTime<Utc>,
+) -> String {
+    format!(
+        "{worker_id} {task_instance_id} {try_number} {}",
+        claimed.timestamp_micros()
+    )
+}
 
 /// Parsed DAG versions, shared by the tries of a worker.
 type Versions = Arc<Mutex<HashMap<(DagId, String), Arc<Dag>>>>;
@@ -205,13 +225,23 @@ impl Worker {
                 continue;
             };
             let tries = self.store.list_task_tries(id).await?;
-            let pid = tries
+            let here = tries
                 .iter()
                 .find(|t| t.try_number == try_number)
-                .filter(|t| t.hostname.as_deref() == Some(self.settings.hostname.as_str()))
-                .and_then(|t| t.pid);
-            if let Some(pid) = pid {
-                process::kill_group(pid as u32, libc::SIGKILL);
+                .filter(|t| t.hostname.as_deref() == Some(self.settings.hostname.as_str()));
+            match here.map(|t| (t.pid, t.start_date)) {
+                Some((Some(pid), _)) => {
+                    process::kill_group(pid as u32, libc::SIGKILL);
+                }
+                // The previous life died between spawning the try and recording its pid: its
+                // processes are found by the mark they were started with.
+                Some((None, claimed)) => {
+                    let mark = try_mark(&self.settings.id, id, try_number, claimed);
+                    for group in process::groups_with_env(TRY_MARK, &mark) {
+                        process::kill_group(group, libc::SIGKILL);
+                    }
+                }
+                None => {}
             }
             let message = format!(
                 "\nupdraft: worker {} restarted while this try ran; it is ended as a zombie\n",
@@ -343,9 +373,14 @@ impl Try {
             Some(dir) => folder.join(dir),
             None => folder.clone(),
         };
+        let mut env: Vec<(String, String)> = rendered.env.clone().into_iter().collect();
+        if let Some(claimed) = ti.start_date {
+            let mark = try_mark(&self.worker_id, ti.id, ti.try_number, claimed);
+            env.push((TRY_MARK.to_owned(), mark));
+        }
         let spawn = Spawn {
             command: rendered.command.clone(),
-            env: rendered.env.clone().into_iter().collect(),
+            env,
             working_dir,
             timeout: task.timeout,
             kill_grace: task.kill_grace,

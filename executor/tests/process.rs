@@ -361,3 +361,33 @@ async fn a_missing_program_is_a_spawn_failure() {
     assert_eq!(ran.log, format!("updraft: {message}\n"));
     assert_eq!(process::describe(&ran.finished.ending), message);
 }
+
+#[tokio::test]
+async fn groups_are_found_by_the_environment_their_processes_started_with() {
+    let dir = TempDir::new().unwrap();
+    let mark = format!("mark-{}", std::process::id());
+    let mut spawn = spawn_in(dir.path(), sh("sleep 300 & echo $! >> pids; wait"));
+    spawn
+        .env
+        .push(("UPDRAFT_TEST_MARK".to_owned(), mark.clone()));
+    let (log, _chunks) = mpsc::channel(16);
+    let (started, pid) = tokio::sync::oneshot::channel();
+    let running = tokio::spawn(process::run(spawn, log, pending(), move |pid| {
+        let _ = started.send(pid);
+    }));
+    let pid = pid.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dir.path().join("pids").exists() {
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The shell and its `sleep` carry the mark: one group, the shell's.
+    assert_eq!(process::groups_with_env("UPDRAFT_TEST_MARK", &mark), [pid]);
+    assert!(process::groups_with_env("UPDRAFT_TEST_MARK", "other").is_empty());
+    assert!(process::kill_group(pid, libc::SIGKILL));
+    let _ = running.await;
+    for pid in pids(dir.path(), "pids") {
+        assert!(gone(pid).await, "process {pid} survived");
+    }
+    assert!(process::groups_with_env("UPDRAFT_TEST_MARK", &mark).is_empty());
+}

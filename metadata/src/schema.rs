@@ -99,8 +99,8 @@ impl Store {
 
     /// Applies the migrations the database lacks and returns their versions (none when it is
     /// current). Refuses a newer, dirty or modified schema with the same message as
-    /// [`Store::open`]. Safe to run from several processes at once on Postgres (sqlx takes an
-    /// advisory lock).
+    /// [`Store::open`]. Safe to run from several processes at once: on Postgres sqlx takes an
+    /// advisory lock, on SQLite the migrations run in one write transaction.
     pub async fn migrate(&self) -> Result<Vec<i64>, Error> {
         let missing = match self.schema_status().await? {
             SchemaStatus::Current { .. } => return Ok(Vec::new()),
@@ -113,7 +113,17 @@ impl Store {
         let migrator = migrator(self.backend());
         let result = match &self.pool {
             Pool::Postgres(pool) => migrator.run(pool).await,
-            Pool::Sqlite(pool) => migrator.run(pool).await,
+            // sqlx takes no lock on SQLite, and every process migrates the SQLite file it opens:
+            // a scheduler and a worker started together on a new file would both apply
+            // migration 1, and one would fail. Inside one write transaction they take turns, and
+            // the second finds everything applied (each migration is a savepoint in it).
+            Pool::Sqlite(pool) => match pool.begin_with("BEGIN IMMEDIATE").await {
+                Ok(mut tx) => match migrator.run(&mut *tx).await {
+                    Ok(()) => tx.commit().await.map_err(Into::into),
+                    Err(error) => Err(error),
+                },
+                Err(error) => Err(error.into()),
+            },
         };
         result.map_err(|source| Error::Migrate {
             url: self.url().to_owned(),

@@ -214,3 +214,24 @@ async fn the_store_reports_its_backend_and_redacted_url() {
     );
     assert_eq!(Backend::of_url("mysql://localhost"), None);
 }
+
+#[tokio::test]
+async fn several_processes_migrating_a_new_database_at_once_all_succeed() {
+    // Every process migrates the SQLite file it opens: a scheduler and a worker started
+    // together race on a new file. Each store has its own pool, as each process would.
+    each_backend(|db| async move {
+        let (a, b, c) = (db.connect().await, db.connect().await, db.connect().await);
+        let (ra, rb, rc) = tokio::join!(a.migrate(), b.migrate(), c.migrate());
+        for result in [ra, rb, rc] {
+            result.unwrap();
+        }
+        assert_eq!(
+            a.schema_status().await.unwrap(),
+            SchemaStatus::Current { version: 1 }
+        );
+        for store in [a, b, c] {
+            store.close().await;
+        }
+    })
+    .await;
+}

@@ -406,15 +406,11 @@ impl Scheduler {
         Ok(wake_at)
     }
 
-    /// Moves a queued run to running and creates its task instances.
+    /// Creates a queued run's task instances and moves it to running. In this order: a
+    /// scheduler that dies (or loses the database) between the two writes leaves a queued run
+    /// that the next pass starts again (creating task instances is idempotent), never a
+    /// running run without task instances, which nothing would ever step.
     async fn start_run(&self, run: &DagRun, dag: &Dag, now: DateTime<Utc>) -> Result<bool, Error> {
-        if !self
-            .store
-            .set_dag_run_state(run.id, DagRunState::Queued, DagRunState::Running, now)
-            .await?
-        {
-            return Ok(false);
-        }
         let tasks: Vec<NewTaskInstance> = dag
             .tasks
             .values()
@@ -431,6 +427,13 @@ impl Scheduler {
         self.store
             .create_task_instances(run.id, &tasks, now)
             .await?;
+        if !self
+            .store
+            .set_dag_run_state(run.id, DagRunState::Queued, DagRunState::Running, now)
+            .await?
+        {
+            return Ok(false);
+        }
         self.event(run, "run_started", serde_json::json!({}), now)
             .await?;
         Ok(true)
