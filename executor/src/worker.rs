@@ -210,6 +210,15 @@ impl Worker {
                         try_.cancel.send_replace(true);
                     }
                 }
+                // A claim whose commit succeeded but whose answer was lost (the connection
+                // dropped) left tries that are this worker's but that it never started; its own
+                // heartbeat would keep them from ever becoming zombies.
+                let why = "this worker never started this try (the answer to its claim was lost)";
+                for &(id, try_number) in ours.iter().filter(|key| !running.contains_key(key)) {
+                    if let Err(error) = self.end_lost_try(id, try_number, why).await {
+                        tracing::warn!("cannot end a lost try: {error}");
+                    }
+                }
             }
             Err(error) => tracing::warn!("cannot heartbeat: {error}"),
         }
@@ -218,58 +227,74 @@ impl Worker {
     /// Ends the tries this worker's previous life left running: kills what is left of their
     /// processes on this host, then fails or retries them.
     async fn recover(&self) -> Result<(), Error> {
-        let now = Utc::now();
-        let leftovers = self.store.heartbeat_worker(&self.settings.id, now).await?;
+        let leftovers = self
+            .store
+            .heartbeat_worker(&self.settings.id, Utc::now())
+            .await?;
+        let why = format!(
+            "worker {} restarted while this try ran; it is ended as a zombie",
+            self.settings.id
+        );
         for (id, try_number) in leftovers {
-            let Some(instance) = self.store.get_task_instance(id).await? else {
-                continue;
-            };
-            let tries = self.store.list_task_tries(id).await?;
-            let here = tries
-                .iter()
-                .find(|t| t.try_number == try_number)
-                .filter(|t| t.hostname.as_deref() == Some(self.settings.hostname.as_str()));
-            match here.map(|t| (t.pid, t.start_date)) {
-                Some((Some(pid), _)) => {
-                    process::kill_group(pid as u32, libc::SIGKILL);
-                }
-                // The previous life died between spawning the try and recording its pid: its
-                // processes are found by the mark they were started with.
-                Some((None, claimed)) => {
-                    let mark = try_mark(&self.settings.id, id, try_number, claimed);
-                    for group in process::groups_with_env(TRY_MARK, &mark) {
-                        process::kill_group(group, libc::SIGKILL);
-                    }
-                }
-                None => {}
-            }
-            let message = format!(
-                "\nupdraft: worker {} restarted while this try ran; it is ended as a zombie\n",
-                self.settings.id
-            );
-            self.store
-                .append_task_log(id, try_number, message.as_bytes())
-                .await?;
-            let task = self.task_of(&instance.dag_id, id).await?;
-            let (state, next_retry_at) = match &task {
-                Some(task) => after_try_failed(task, try_number, instance.max_tries, now),
-                None => (TaskState::Failed, None),
-            };
-            self.store
-                .end_try(
-                    &TryEnd {
-                        task_instance_id: id,
-                        try_number,
-                        worker_id: Some(&self.settings.id),
-                        state,
-                        exit_code: None,
-                        next_retry_at,
-                        outputs: &[],
-                    },
-                    now,
-                )
-                .await?;
+            self.end_lost_try(id, try_number, &why).await?;
         }
+        Ok(())
+    }
+
+    /// Ends a try the database says this worker runs but which it does not run (any more):
+    /// kills what is left of its processes on this host, then fails or retries it.
+    async fn end_lost_try(&self, id: i64, try_number: i32, why: &str) -> Result<(), Error> {
+        let now = Utc::now();
+        let Some(instance) = self.store.get_task_instance(id).await? else {
+            return Ok(());
+        };
+        let tries = self.store.list_task_tries(id).await?;
+        let here = tries
+            .iter()
+            .find(|t| t.try_number == try_number)
+            .filter(|t| t.hostname.as_deref() == Some(self.settings.hostname.as_str()));
+        match here.map(|t| (t.pid, t.start_date)) {
+            Some((Some(pid), _)) => {
+                process::kill_group(pid as u32, libc::SIGKILL);
+            }
+            // The previous life died between spawning the try and recording its pid: its
+            // processes are found by the mark they were started with.
+            Some((None, claimed)) => {
+                let mark = try_mark(&self.settings.id, id, try_number, claimed);
+                for group in process::groups_with_env(TRY_MARK, &mark) {
+                    process::kill_group(group, libc::SIGKILL);
+                }
+            }
+            None => {}
+        }
+        let message = format!("\nupdraft: {why}\n");
+        self.store
+            .append_task_log(id, try_number, message.as_bytes())
+            .await?;
+        // A DAG version that cannot be read leaves nothing to retry with: the try fails.
+        let task = match self.task_of(&instance.dag_id, id).await {
+            Ok(task) => task,
+            Err(Error::NotFound(_) | Error::Corrupt { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let (state, next_retry_at) = match &task {
+            Some(task) => after_try_failed(task, try_number, instance.max_tries, now),
+            None => (TaskState::Failed, None),
+        };
+        self.store
+            .end_try(
+                &TryEnd {
+                    task_instance_id: id,
+                    try_number,
+                    worker_id: Some(&self.settings.id),
+                    state,
+                    exit_code: None,
+                    next_retry_at,
+                    outputs: &[],
+                },
+                now,
+            )
+            .await?;
         Ok(())
     }
 
