@@ -632,15 +632,7 @@ async fn load_version(
     if let Some(dag) = versions.lock().expect("versions lock").get(&key) {
         return Ok(dag.clone());
     }
-    let version = store
-        .get_dag_version(dag_id, version_hash)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("version {version_hash} of dag '{dag_id}'")))?;
-    let dag: Dag = serde_json::from_value(version.serialized).map_err(|error| Error::Corrupt {
-        column: "dag_version.serialized",
-        message: error.to_string(),
-    })?;
-    let dag = Arc::new(dag);
+    let dag = Arc::new(store.load_dag(dag_id, version_hash).await?);
     versions
         .lock()
         .expect("versions lock")

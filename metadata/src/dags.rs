@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
@@ -244,6 +245,20 @@ impl Store {
             DagVersion::from_row,
         )
         .await
+    }
+
+    /// The parsed DAG of a stored version: what runs of that version run.
+    /// [`Error::NotFound`] when the version is not stored, [`Error::Corrupt`] when it does not
+    /// parse (it was written by another build).
+    pub async fn load_dag(&self, dag_id: &DagId, version_hash: &str) -> Result<Dag, Error> {
+        let version = self
+            .get_dag_version(dag_id, version_hash)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("version {version_hash} of dag '{dag_id}'")))?;
+        serde_json::from_value(version.serialized).map_err(|error| Error::Corrupt {
+            column: "dag_version.serialized",
+            message: error.to_string(),
+        })
     }
 
     /// Pauses or unpauses a DAG. Idempotent; [`Error::NotFound`] for an unknown DAG.

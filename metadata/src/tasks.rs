@@ -258,32 +258,8 @@ impl Store {
         new: TaskState,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        if !expected.can_move_to(new) {
-            return Err(Error::IllegalTaskTransition {
-                from: expected,
-                to: new,
-            });
-        }
-        let changed = self
-            .execute(
-                query(
-                    "change a task instance's state",
-                    "UPDATE task_instance SET state = $3, updated_at = $4, \
-                         queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
-                         start_date = CASE WHEN $6 THEN $4 ELSE start_date END, \
-                         end_date = CASE WHEN $6 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
-                     WHERE id = $1 AND state = $2",
-                )
-                .bind(id)
-                .bind(expected.as_str())
-                .bind(new.as_str())
-                .bind(now)
-                .bind(new == TaskState::Queued)
-                .bind(new == TaskState::Running)
-                .bind(new.is_finished() || new == TaskState::UpForRetry),
-            )
-            .await?;
-        Ok(changed == 1)
+        let moved = self.set_task_states(&[(id, expected, new)], now).await?;
+        Ok(moved == [true])
     }
 
     /// Applies several compare-and-sets of task instance states (as [`Store::set_task_state`]
