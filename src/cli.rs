@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use updraft_scheduler::backfill::Reprocess;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +68,9 @@ pub enum Command {
     /// Inspect DAG runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Follow, pause, resume and cancel backfills (create one with `dags backfill`).
+    #[command(subcommand)]
+    Backfills(BackfillsCommand),
     /// Test, clear and read the logs of task instances.
     #[command(subcommand)]
     Tasks(TasksCommand),
@@ -195,6 +200,75 @@ pub enum DagsCommand {
         #[arg(long)]
         conf: Option<String>,
     },
+    /// Run a DAG over a range of past dates: one backfill run per schedule interval.
+    ///
+    /// Each interval whose logical date lies in [--from, --to] (in the DAG's timezone) gets a
+    /// run of type backfill, run by the scheduler, or by this process when no scheduler is
+    /// running. Exit 0 when every run succeeded, 1 when any failed, 2 on bad input.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    pub dag_id: String,
+    /// First logical date: YYYY-MM-DD (midnight in the DAG's timezone) or RFC 3339.
+    #[arg(long)]
+    pub from: String,
+    /// Last logical date (inclusive): YYYY-MM-DD or RFC 3339.
+    #[arg(long)]
+    pub to: String,
+    /// Dates that already have a run: none skips them, failed re-runs the failed ones, all
+    /// re-runs every finished one (by clearing it).
+    #[arg(
+        long,
+        default_value = "none",
+        value_parser = PossibleValuesParser::new(["none", "failed", "all"])
+            .map(|mode| mode.parse::<Reprocess>().expect("a possible value")),
+    )]
+    pub reprocess: Reprocess,
+    /// Runs of this backfill running at once [default: the DAG's max_active_runs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_active_runs: Option<u32>,
+    /// Start with the newest date.
+    #[arg(long)]
+    pub run_backwards: bool,
+    /// Every run's conf: a JSON object; its keys override the DAG's params.
+    #[arg(long)]
+    pub conf: Option<String>,
+    /// Print each interval and whether it would be created, re-run or skipped, and why;
+    /// change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation; allow more than 10,000 runs.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillsCommand {
+    /// Backfills, newest first, with their progress.
+    List {
+        /// Only the backfills of this DAG.
+        #[arg(long)]
+        dag: Option<String>,
+        /// How many backfills to show.
+        #[arg(long, default_value_t = 25)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One backfill: range, options, progress and its runs.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start no more of its runs (running ones finish) until it is resumed.
+    Pause { id: i64 },
+    /// Start its runs again.
+    Resume { id: i64 },
+    /// End it: its queued runs fail, its running ones finish.
+    Cancel { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

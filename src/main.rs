@@ -38,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Worker(args) => commands::serve::worker(&config, args),
         Command::Dags(command) => commands::dags::run(&config, command),
         Command::Runs(command) => commands::runs::run(&config, command),
+        Command::Backfills(command) => commands::backfill::run(&config, command),
         Command::Tasks(command) => commands::tasks::run(&config, command),
         Command::Pools(command) => commands::pools::run(&config, command),
         Command::Db(command) => commands::db::run(&config, command),

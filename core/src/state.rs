@@ -1,4 +1,5 @@
-//! States of DAG runs and task instances, their legal moves, trigger rules and run types.
+//! States of DAG runs, task instances and backfills, their legal moves, trigger rules and run
+//! types.
 //!
 //! The names here are the vocabulary of every layer: the YAML, the `state` columns, the API and
 //! the UI all use `as_str()`.
@@ -119,6 +120,34 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// The state of a backfill: `running` <-> `paused`, then `completed` (every run finished)
+    /// or `cancelled` (by a user: its queued runs failed, its running ones finished).
+    BackfillState, "backfill state" {
+        Running = "running",
+        Paused = "paused",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl BackfillState {
+    /// A finished backfill never changes state again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, BackfillState::Completed | BackfillState::Cancelled)
+    }
+
+    /// The legal moves of a backfill: a user pauses, resumes or cancels an unfinished one; the
+    /// scheduler completes a running one.
+    pub fn can_move_to(self, to: BackfillState) -> bool {
+        use BackfillState::*;
+        matches!(
+            (self, to),
+            (Running, Paused | Completed | Cancelled) | (Paused, Running | Cancelled)
+        )
+    }
+}
+
 impl DagRunState {
     pub fn is_finished(self) -> bool {
         matches!(self, DagRunState::Success | DagRunState::Failed)
@@ -223,6 +252,20 @@ mod tests {
         ] {
             assert!(!from.can_move_to(to), "{from} -> {to} should be illegal");
         }
+    }
+
+    #[test]
+    fn backfill_moves() {
+        use BackfillState::*;
+        assert!(Running.can_move_to(Paused));
+        assert!(Paused.can_move_to(Running));
+        assert!(Paused.can_move_to(Cancelled));
+        assert!(Running.can_move_to(Completed));
+        assert!(!Paused.can_move_to(Completed));
+        assert!(!Completed.can_move_to(Running));
+        assert!(!Cancelled.can_move_to(Running));
+        assert!(!Running.can_move_to(Running));
+        assert_eq!("paused".parse::<BackfillState>().unwrap(), Paused);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   agree (see `db`), and the same test suite runs against both.
 //! - Database URLs appear in messages only with their password redacted ([`redact_url`]).
 
+mod backfills;
 mod clear;
 mod dags;
 mod db;
@@ -34,6 +35,9 @@ pub mod testing;
 mod url;
 mod users;
 
+pub use backfills::{
+    Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun,
+};
 pub use clear::ClearReport;
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use error::Error;

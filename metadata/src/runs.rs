@@ -59,7 +59,7 @@ pub enum CreateOutcome<T> {
 }
 
 impl DagRun {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(DagRun {
             id: row.get("id")?,
             dag_id: row.id("dag_id")?,
@@ -197,14 +197,16 @@ impl Store {
         .await
     }
 
-    /// The interval of a DAG's latest scheduled or backfill run (Airflow's last automated
-    /// run), from which the timetable computes the next one.
+    /// The interval of a DAG's latest scheduled run, from which the timetable computes the
+    /// next one. Backfill runs do not count (unlike Airflow 2's "last automated run"): a
+    /// backfill ahead of a catch-up must not make the scheduler jump over the dates between;
+    /// the scheduler steps over the dates a backfill run holds instead.
     pub async fn last_automated_run(&self, dag_id: &DagId) -> Result<Option<RunInterval>, Error> {
         self.fetch_optional(
             query(
                 "find the latest scheduled run",
                 "SELECT logical_date, data_interval_start, data_interval_end, run_after \
-                 FROM dag_run WHERE dag_id = $1 AND run_type <> 'manual' \
+                 FROM dag_run WHERE dag_id = $1 AND run_type = 'scheduled' \
                  ORDER BY logical_date DESC LIMIT 1",
             )
             .bind(dag_id.as_str()),

@@ -6,6 +6,7 @@
 //! a snapshot of states), tested without a database or a clock; the loop that reads snapshots
 //! and applies actions lives at the edge.
 
+pub mod backfill;
 pub mod readiness;
 pub mod runs;
 pub mod service;

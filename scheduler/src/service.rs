@@ -23,12 +23,13 @@ use updraft_core::dag::{Command, Dag, LoadOptions, dag_files, load_paths};
 use updraft_core::ids::DagId;
 use updraft_core::render::{self, Context, RunContext};
 use updraft_core::retry::{AfterFailure, after_failure};
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_metadata::{
     CreateOutcome, DagRow, DagRun, Error, NewDagRun, NewEvent, NewTaskInstance, Store,
     TaskInstance, Topic, TryEnd,
 };
 
+use crate::backfill::{BackfillOptions, start_order};
 use crate::runs::runs_to_create;
 use crate::step::{TaskSnapshot, step_run, waiting_on_past};
 use crate::sync::{SyncOptions, sync_dags};
@@ -45,6 +46,9 @@ pub struct Settings {
     pub zombie_threshold: Duration,
     /// Step only this run: no sync, no new runs, no zombies (`dags test`).
     pub only_run: Option<i64>,
+    /// Step only the runs of this backfill: no sync, no new runs, no zombies, no heartbeat
+    /// (`dags backfill` when no scheduler is alive).
+    pub only_backfill: Option<i64>,
 }
 
 impl Settings {
@@ -58,6 +62,7 @@ impl Settings {
             poll_interval: Duration::from_secs(1),
             zombie_threshold: Duration::from_secs(30),
             only_run: None,
+            only_backfill: None,
         }
     }
 }
@@ -83,6 +88,23 @@ pub struct Scheduler {
     /// scheduler says so once per pool.
     pools: HashSet<String>,
     warned_pools: HashSet<String>,
+    /// The unfinished backfills, read at the start of each tick: their runs start within the
+    /// backfill's own `max_active_runs`, not at all while it is paused.
+    backfills: HashMap<i64, ActiveBackfill>,
+}
+
+/// An unfinished backfill as the scheduler needs it.
+struct ActiveBackfill {
+    state: BackfillState,
+    options: BackfillOptions,
+}
+
+/// Whose `max_active_runs` a run counts against: its DAG's, or its backfill's (counted apart,
+/// so a backfill neither waits for nor holds up the DAG's scheduled runs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Slot {
+    Dag(DagId),
+    Backfill(i64),
 }
 
 impl Scheduler {
@@ -104,6 +126,7 @@ impl Scheduler {
             last_housekeeping: None,
             pools: HashSet::new(),
             warned_pools: HashSet::new(),
+            backfills: HashMap::new(),
         }
     }
 
@@ -151,6 +174,15 @@ impl Scheduler {
             let runs: Vec<DagRun> = run.into_iter().filter(|r| !r.state.is_finished()).collect();
             return self.step_runs(&runs, &HashSet::new(), now).await;
         }
+        if let Some(only) = self.settings.only_backfill {
+            self.read_backfills().await?;
+            self.backfills.retain(|id, _| *id == only);
+            let mut runs = self.store.list_unfinished_runs().await?;
+            runs.retain(|run| run.backfill_id == Some(only));
+            let wake_at = self.step_runs(&runs, &HashSet::new(), now).await?;
+            self.complete_backfills(&runs, now).await?;
+            return Ok(wake_at);
+        }
         let housekeeping = self
             .last_housekeeping
             .is_none_or(|last| (now - last).to_std().unwrap_or_default() >= HOUSEKEEPING_INTERVAL);
@@ -167,10 +199,14 @@ impl Scheduler {
                 .collect();
         }
         let changed = self.sync_if_changed(now).await?;
+        // Backfills before runs: a backfill and its runs are created together, so every
+        // backfill read here has its runs in the list below.
+        self.read_backfills().await?;
         let mut runs = self.store.list_unfinished_runs().await?;
         let (mut wake_at, paused) = self.create_scheduled_runs(&mut runs, &changed, now).await?;
         let stepped = self.step_runs(&runs, &paused, now).await?;
         wake_at = earliest(wake_at, stepped);
+        self.complete_backfills(&runs, now).await?;
         if housekeeping {
             self.reap_zombies(now).await?;
             self.last_housekeeping = Some(now);
@@ -277,33 +313,47 @@ impl Scheduler {
     ) -> Result<Option<DateTime<Utc>>, Error> {
         let dag = self.dag(&row.dag_id, &row.version_hash).await?;
         let mut last = self.store.last_automated_run(&row.dag_id).await?;
-        let active = runs.iter().filter(|run| run.dag_id == row.dag_id).count();
-        let due = runs_to_create(
-            &dag.timetable,
-            last.as_ref(),
-            active,
-            row.max_active_runs.max(1) as u32,
-            row.is_paused,
-            now,
-        );
-        for interval in due {
-            let run = NewDagRun {
-                dag_id: row.dag_id.clone(),
-                run_id: format!("scheduled__{}", interval.logical_date.to_rfc3339()),
-                run_type: RunType::Scheduled,
-                logical_date: interval.logical_date,
-                data_interval_start: interval.data_interval_start,
-                data_interval_end: interval.data_interval_end,
-                run_after: interval.run_after,
-                conf: serde_json::json!({}),
-                version_hash: row.version_hash.clone(),
-                backfill_id: None,
-            };
-            if let CreateOutcome::Created(created) = self.store.create_dag_run(&run, now).await? {
-                tracing::info!(dag_id = %created.dag_id, run_id = %created.run_id, "created a run");
-                runs.push(created);
+        // Backfill runs count against their backfill's limit, not the DAG's.
+        let mut active = runs
+            .iter()
+            .filter(|run| run.dag_id == row.dag_id && run.backfill_id.is_none())
+            .count();
+        // A date a backfill run holds is stepped over (the unique index refuses a second run),
+        // so walk on until the free slots are used or no interval is due.
+        loop {
+            let due = runs_to_create(
+                &dag.timetable,
+                last.as_ref(),
+                active,
+                row.max_active_runs.max(1) as u32,
+                row.is_paused,
+                now,
+            );
+            if due.is_empty() {
+                break;
             }
-            last = Some(interval);
+            for interval in due {
+                let run = NewDagRun {
+                    dag_id: row.dag_id.clone(),
+                    run_id: format!("scheduled__{}", interval.logical_date.to_rfc3339()),
+                    run_type: RunType::Scheduled,
+                    logical_date: interval.logical_date,
+                    data_interval_start: interval.data_interval_start,
+                    data_interval_end: interval.data_interval_end,
+                    run_after: interval.run_after,
+                    conf: serde_json::json!({}),
+                    version_hash: row.version_hash.clone(),
+                    backfill_id: None,
+                };
+                if let CreateOutcome::Created(created) =
+                    self.store.create_dag_run(&run, now).await?
+                {
+                    tracing::info!(dag_id = %created.dag_id, run_id = %created.run_id, "created a run");
+                    runs.push(created);
+                    active += 1;
+                }
+                last = Some(interval);
+            }
         }
         let next = dag.timetable.next_dagrun_info(last.as_ref(), now);
         self.store.set_next_run(&row.dag_id, next.as_ref()).await?;
@@ -319,15 +369,41 @@ impl Scheduler {
         paused: &HashSet<DagId>,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, Error> {
-        let mut running: HashMap<DagId, usize> = HashMap::new();
+        let mut running: HashMap<Slot, usize> = HashMap::new();
         for run in runs.iter().filter(|run| run.state == DagRunState::Running) {
-            *running.entry(run.dag_id.clone()).or_default() += 1;
+            *running.entry(slot(run)).or_default() += 1;
         }
+        let backwards: HashSet<i64> = self
+            .backfills
+            .iter()
+            .filter(|(_, backfill)| backfill.options.run_backwards)
+            .map(|(id, _)| *id)
+            .collect();
         let mut wake_at = None;
         let mut ready: Vec<Ready> = Vec::new();
         // Queued and running task instances per DAG, to offer the queue only what can fit.
         let mut active: HashMap<DagId, usize> = HashMap::new();
-        for run in runs.iter().filter(|run| !paused.contains(&run.dag_id)) {
+        // The task instances of the running runs, in one query rather than one per run (a
+        // backfill keeps many runs running); a run started below reads its own.
+        let stepped: Vec<i64> = runs
+            .iter()
+            .filter(|run| run.state == DagRunState::Running)
+            .filter(|run| run.backfill_id.is_some() || !paused.contains(&run.dag_id))
+            .map(|run| run.id)
+            .collect();
+        let mut instances_of: HashMap<i64, Vec<TaskInstance>> = HashMap::new();
+        let mut steps = Vec::new();
+        if !stepped.is_empty() {
+            for ti in self.store.list_task_instances_of_runs(&stepped).await? {
+                instances_of.entry(ti.dag_run_id).or_default().push(ti);
+            }
+        }
+        // A backfill is explicit: its runs run while their DAG is paused.
+        for run in start_order(runs, &backwards)
+            .into_iter()
+            .map(|index| &runs[index])
+            .filter(|run| run.backfill_id.is_some() || !paused.contains(&run.dag_id))
+        {
             let dag = match self.dag(&run.dag_id, &run.version_hash).await {
                 Ok(dag) => dag,
                 Err(error @ (Error::NotFound(_) | Error::Corrupt { .. })) => {
@@ -343,8 +419,15 @@ impl Scheduler {
                     wake_at = earliest(wake_at, Some(run.run_after));
                     continue;
                 }
-                let active = running.entry(run.dag_id.clone()).or_default();
-                if *active >= dag.max_active_runs as usize {
+                let backfill = run.backfill_id.and_then(|id| self.backfills.get(&id));
+                if backfill.is_some_and(|backfill| backfill.state == BackfillState::Paused) {
+                    continue;
+                }
+                let max_active_runs = backfill.map_or(dag.max_active_runs as usize, |backfill| {
+                    backfill.options.max_active_runs_or(dag.max_active_runs)
+                });
+                let active = running.entry(slot(&run)).or_default();
+                if *active >= max_active_runs {
                     continue;
                 }
                 if !self.start_run(&run, &dag, now).await? {
@@ -354,7 +437,10 @@ impl Scheduler {
                 run.state = DagRunState::Running;
                 run.start_date = Some(now);
             }
-            let instances = self.store.list_task_instances(run.id).await?;
+            let instances = match instances_of.remove(&run.id) {
+                Some(instances) => instances,
+                None => self.store.list_task_instances(run.id).await?,
+            };
             let past = if dag.tasks.values().any(|task| task.depends_on_past) {
                 let previous = self
                     .store
@@ -376,10 +462,18 @@ impl Scheduler {
                 .collect();
             let step = step_run(&dag, run.start_date, &snapshots, &past, now);
             wake_at = earliest(wake_at, step.wake_at);
-            let moved = self.store.set_task_states(&step.moves, now).await?;
+            steps.push((run, dag, instances, step));
+        }
+        // Every run's moves in one transaction: one write per tick, not one per run.
+        let moves: Vec<(i64, TaskState, TaskState)> = steps
+            .iter()
+            .flat_map(|(_, _, _, step)| step.moves.iter().copied())
+            .collect();
+        let mut moved = self.store.set_task_states(&moves, now).await?.into_iter();
+        for (run, dag, instances, step) in steps {
             let mut states: HashMap<i64, TaskState> =
                 instances.iter().map(|ti| (ti.id, ti.state)).collect();
-            for (&(id, _, to), moved) in step.moves.iter().zip(moved) {
+            for (&(id, _, to), moved) in step.moves.iter().zip(moved.by_ref()) {
                 if moved {
                     states.insert(id, to);
                 }
@@ -404,6 +498,48 @@ impl Scheduler {
         }
         self.queue(ready, &active, now).await?;
         Ok(wake_at)
+    }
+
+    /// Reads the unfinished backfills (their state and options).
+    async fn read_backfills(&mut self) -> Result<(), Error> {
+        self.backfills = self
+            .store
+            .list_unfinished_backfills()
+            .await?
+            .into_iter()
+            .map(|backfill| {
+                let active = ActiveBackfill {
+                    state: backfill.state,
+                    options: BackfillOptions::from_json(&backfill.options),
+                };
+                (backfill.id, active)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Marks completed each running backfill none of whose runs was unfinished in `runs` (the
+    /// list read after the backfills, at the start of this tick). The store checks again as it
+    /// writes, so a run re-queued meanwhile keeps its backfill running.
+    async fn complete_backfills(
+        &mut self,
+        runs: &[DagRun],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let busy: HashSet<i64> = runs.iter().filter_map(|run| run.backfill_id).collect();
+        let done: Vec<i64> = self
+            .backfills
+            .iter()
+            .filter(|(id, backfill)| backfill.state == BackfillState::Running && !busy.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if self.store.complete_backfill(id, now).await? {
+                tracing::info!(backfill_id = id, "backfill completed");
+                self.backfills.remove(&id);
+            }
+        }
+        Ok(())
     }
 
     /// Creates a queued run's task instances and moves it to running. In this order: a
@@ -740,6 +876,14 @@ fn fingerprint(folder: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
             (path, modified, len)
         })
         .collect()
+}
+
+/// The `max_active_runs` a run counts against: its backfill's, else its DAG's.
+fn slot(run: &DagRun) -> Slot {
+    match run.backfill_id {
+        Some(id) => Slot::Backfill(id),
+        None => Slot::Dag(run.dag_id.clone()),
+    }
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {

@@ -18,7 +18,9 @@ use updraft_metadata::{CreateOutcome, DagRow, NewDagRun, NewEvent, Store};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
 use crate::cli::DagsCommand;
-use crate::commands::{human_duration, local_run, open_store, parse_time, print_table, runtime};
+use crate::commands::{
+    backfill, human_duration, local_run, open_store, parse_time, print_table, runtime,
+};
 use crate::config::Config;
 
 pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
@@ -55,12 +57,17 @@ pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
             logical_date,
             conf,
         } => local_run::test_dag(config, &dag_id, logical_date.as_deref(), conf.as_deref()),
+        DagsCommand::Backfill(args) => backfill::backfill(config, args),
     }
 }
 
 /// The DAG's row in the database; a DAG not synced yet is synced from the DAGs folder first,
 /// so that a trigger right after adding a file works without waiting for the scheduler.
-async fn stored_dag(config: &Config, store: &Store, dag_id: &str) -> Result<(DagRow, Dag)> {
+pub(crate) async fn stored_dag(
+    config: &Config,
+    store: &Store,
+    dag_id: &str,
+) -> Result<(DagRow, Dag)> {
     let id = DagId::parse(dag_id).map_err(|error| anyhow!("bad DAG id \"{dag_id}\": {error}"))?;
     if store.get_dag(&id).await?.is_none() {
         let load = load_folder(config)?;

@@ -1,5 +1,6 @@
 //! One module per command group. Each `run` returns the process exit code.
 
+pub mod backfill;
 pub mod bench;
 pub mod dags;
 pub mod db;
