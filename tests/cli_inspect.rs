@@ -196,6 +196,7 @@ async fn end_try(store: &Store, id: i64, try_number: i32, state: TaskState, now:
         exit_code: Some(if state == TaskState::Success { 0 } else { 1 }),
         next_retry_at: None,
         outputs: &[],
+        log_tail: &[],
     };
     assert!(store.end_try(&end, now).await.unwrap());
 }

@@ -291,6 +291,7 @@ impl Worker {
                     exit_code: None,
                     next_retry_at,
                     outputs: &[],
+                    log_tail: &[],
                 },
                 now,
             )
@@ -388,8 +389,8 @@ impl Try {
                     .send(format!("updraft: the try did not start; {then}\n").into_bytes())
                     .await;
                 drop(log);
-                let _ = shipper.await;
-                self.end(state, None, next_retry_at, &[]).await;
+                let tail = shipper.await.unwrap_or_default();
+                self.end(state, None, next_retry_at, &[], &tail).await;
                 return;
             }
         };
@@ -454,17 +455,20 @@ impl Try {
             run_handler(handler, &folder, &log, state).await;
         }
         drop(log);
-        let _ = shipper.await;
-        self.end(state, exit_code, next_retry_at, &outputs).await;
+        let tail = shipper.await.unwrap_or_default();
+        self.end(state, exit_code, next_retry_at, &outputs, &tail)
+            .await;
     }
 
-    /// Records the outcome, waiting out a database outage: an outcome is never dropped.
+    /// Records the outcome with the end of its log, waiting out a database outage: an outcome
+    /// is never dropped.
     async fn end(
         &self,
         state: TaskState,
         exit_code: Option<i32>,
         next_retry_at: Option<DateTime<Utc>>,
         outputs: &[(String, String)],
+        log_tail: &[u8],
     ) {
         let ti = &self.claim.instance;
         let end = TryEnd {
@@ -475,6 +479,7 @@ impl Try {
             exit_code,
             next_retry_at,
             outputs,
+            log_tail,
         };
         let mut warned = false;
         loop {
@@ -555,21 +560,25 @@ async fn run_handler(
 }
 
 /// Ships a try's log to the database in chunks (every `LOG_FLUSH_INTERVAL`, or sooner when
-/// `LOG_FLUSH_BYTES` are waiting), until the sender side closes. Chunks that cannot be written
-/// while the database is down wait in memory and go with the next flush.
+/// `LOG_FLUSH_BYTES` are waiting), until the sender side closes; returns what is left, which
+/// goes with the try's end. Chunks that cannot be written while the database is down wait in
+/// memory and go with the next flush.
 async fn ship_log(
     store: Store,
     task_instance_id: i64,
     try_number: i32,
     echo: Option<String>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
-) {
+) -> Vec<u8> {
     let mut buffer: Vec<u8> = Vec::new();
     let mut line_start = true;
     let mut flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
     loop {
         let next = tokio::time::timeout_at(flush_at, chunks.recv()).await;
-        let closed = matches!(next, Ok(None));
+        if matches!(next, Ok(None)) {
+            // What is left goes with the try's end, in its transaction.
+            return buffer;
+        }
         if let Ok(Some(chunk)) = next {
             if let Some(task) = &echo {
                 echo_chunk(task, &chunk, &mut line_start);
@@ -579,21 +588,14 @@ async fn ship_log(
                 continue;
             }
         }
-        while !buffer.is_empty() {
-            match store
+        // A failed write keeps the buffer for the next flush (or the try's end).
+        if !buffer.is_empty()
+            && store
                 .append_task_log(task_instance_id, try_number, &buffer)
                 .await
-            {
-                Ok(_) => buffer.clear(),
-                Err(error) if closed => {
-                    tracing::warn!("cannot ship a try's log, retrying: {error}");
-                    tokio::time::sleep(RETRY_WRITE_DELAY).await;
-                }
-                Err(_) => break,
-            }
-        }
-        if closed {
-            return;
+                .is_ok()
+        {
+            buffer.clear();
         }
         flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
     }

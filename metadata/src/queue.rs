@@ -47,6 +47,9 @@ pub struct TryEnd<'a> {
     /// When `up_for_retry`: not before this instant.
     pub next_retry_at: Option<DateTime<Utc>>,
     pub outputs: &'a [(String, String)],
+    /// The end of the try's log that is not shipped yet: appended in the same transaction, so
+    /// a try's last lines cost no write of their own.
+    pub log_tail: &'a [u8],
 }
 
 /// A registered worker (table `worker`).
@@ -373,6 +376,20 @@ impl Store {
             .bind(now),
         )
         .await?;
+        if !end.log_tail.is_empty() {
+            tx.execute(
+                query(
+                    "append the end of a try's log",
+                    "INSERT INTO task_log (task_instance_id, try_number, seq, data) \
+                     SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3 FROM task_log \
+                     WHERE task_instance_id = $1 AND try_number = $2",
+                )
+                .bind(end.task_instance_id)
+                .bind(end.try_number)
+                .bind(end.log_tail),
+            )
+            .await?;
+        }
         if moved {
             let details = serde_json::json!({
                 "state": end.state,

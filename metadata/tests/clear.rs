@@ -138,6 +138,7 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
                 exit_code: Some(1),
                 next_retry_at: None,
                 outputs: &[],
+                log_tail: &[],
             };
             assert!(store.end_try(&end, now).await.unwrap());
         }

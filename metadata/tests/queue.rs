@@ -352,6 +352,7 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             exit_code: Some(3),
             next_retry_at: Some(at(10)),
             outputs: &outputs,
+            log_tail: b"last words\n",
         };
         assert!(store.end_try(&end, at(4)).await.unwrap());
         assert!(
@@ -372,6 +373,12 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
         assert_eq!(
             (stored[0].name.as_str(), stored[0].value.as_str()),
             ("rows", "42")
+        );
+        let log = store.read_task_log(ti.id, 1, 0, 10).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            log[0].data, b"last words\n",
+            "the log's tail went with the end"
         );
         let events = store.list_events(None, 1).await.unwrap();
         assert_eq!(events[0].event, "try_ended");
@@ -415,6 +422,7 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
             exit_code: None,
             next_retry_at: None,
             outputs: &[],
+            log_tail: &[],
         };
         assert!(!store.end_try(&end, at(4)).await.unwrap());
         assert_eq!(state_of(&store, tis[0].id).await, TaskState::Skipped);
@@ -465,6 +473,7 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
             exit_code: None,
             next_retry_at: None,
             outputs: &[],
+            log_tail: &[],
         };
         assert!(store.end_try(&end, at(10)).await.unwrap());
         assert!(store.list_zombies(at(5)).await.unwrap().is_empty());

@@ -740,6 +740,7 @@ impl Scheduler {
                         exit_code: None,
                         next_retry_at,
                         outputs: &[],
+                        log_tail: &[],
                     },
                     now,
                 )
