@@ -190,13 +190,7 @@ impl Scheduler {
             self.store
                 .heartbeat_scheduler(&self.id, &self.hostname, self.started_at, now)
                 .await?;
-            self.pools = self
-                .store
-                .list_pools()
-                .await?
-                .into_iter()
-                .map(|p| p.name)
-                .collect();
+            self.refresh_pools().await?;
         }
         let changed = self.sync_if_changed(now).await?;
         // Backfills before runs: a backfill and its runs are created together, so every
@@ -249,22 +243,24 @@ impl Scheduler {
     }
 
     /// The parsed DAG of a version, from the cache or the database.
+    /// Reads the pool names again (a task naming another pool waits for it).
+    async fn refresh_pools(&mut self) -> Result<(), Error> {
+        self.pools = self
+            .store
+            .list_pools()
+            .await?
+            .into_iter()
+            .map(|pool| pool.name)
+            .collect();
+        Ok(())
+    }
+
     async fn dag(&mut self, dag_id: &DagId, version_hash: &str) -> Result<Arc<Dag>, Error> {
         let key = (dag_id.clone(), version_hash.to_owned());
         if let Some(dag) = self.versions.get(&key) {
             return Ok(dag.clone());
         }
-        let version = self
-            .store
-            .get_dag_version(dag_id, version_hash)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("version {version_hash} of dag '{dag_id}'")))?;
-        let dag: Dag =
-            serde_json::from_value(version.serialized).map_err(|error| Error::Corrupt {
-                column: "dag_version.serialized",
-                message: error.to_string(),
-            })?;
-        let dag = Arc::new(dag);
+        let dag = Arc::new(self.store.load_dag(dag_id, version_hash).await?);
         self.versions.insert(key, dag.clone());
         Ok(dag)
     }
@@ -605,13 +601,7 @@ impl Scheduler {
             return Ok(());
         }
         if self.pools.is_empty() {
-            self.pools = self
-                .store
-                .list_pools()
-                .await?
-                .into_iter()
-                .map(|p| p.name)
-                .collect();
+            self.refresh_pools().await?;
         }
         for r in &ready {
             let pool = &r.instance.pool;

@@ -314,30 +314,7 @@ fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
         .await?;
         let dag = &load.dags[0].dag;
 
-        let (stop, stopping) = watch::channel(false);
-        let stopped = |mut stop: watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        let mut settings = service::Settings::new(folder.join("dags"), options);
-        settings.poll_interval = Duration::from_millis(200);
-        let scheduler = Scheduler::new(store.clone(), settings, "bench".to_owned());
-        let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
-        let worker = Worker::new(
-            store.clone(),
-            updraft_executor::worker::Settings {
-                id: "bench".to_owned(),
-                hostname: "bench".to_owned(),
-                queues: vec!["default".to_owned()],
-                concurrency: 16,
-                poll_interval: Duration::from_millis(200),
-                heartbeat_interval: Duration::from_secs(1),
-                echo: false,
-                only_run: None,
-            },
-        );
-        let worker = tokio::spawn(worker.run(stopped(stopping)));
-        // Let the scheduler's first tick (its own sync) pass before the clock starts.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let parts = InProcess::start(&store, &folder.join("dags"), options).await;
 
         let start = Instant::now();
         let now = Utc::now();
@@ -368,9 +345,7 @@ fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let seconds = start.elapsed().as_secs_f64();
-        stop.send_replace(true);
-        scheduler.await?;
-        worker.await??;
+        parts.stop().await?;
         ensure!(
             finished.state == DagRunState::Success,
             "the run ended {}",
@@ -445,30 +420,7 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
         .await?;
         let dag = load.dags[0].dag.clone();
 
-        let (stop, stopping) = watch::channel(false);
-        let stopped = |mut stop: watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        let mut settings = service::Settings::new(folder.join("dags"), options);
-        settings.poll_interval = Duration::from_millis(200);
-        let scheduler = Scheduler::new(store.clone(), settings, "bench".to_owned());
-        let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
-        let worker = Worker::new(
-            store.clone(),
-            updraft_executor::worker::Settings {
-                id: "bench".to_owned(),
-                hostname: "bench".to_owned(),
-                queues: vec!["default".to_owned()],
-                concurrency: 16,
-                poll_interval: Duration::from_millis(200),
-                heartbeat_interval: Duration::from_secs(1),
-                echo: false,
-                only_run: None,
-            },
-        );
-        let worker = tokio::spawn(worker.run(stopped(stopping)));
-        // Let the scheduler's first tick (its own sync) pass before the clock starts.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let parts = InProcess::start(&store, &folder.join("dags"), options).await;
 
         let start = Instant::now();
         let now = Utc::now();
@@ -518,9 +470,7 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let seconds = start.elapsed().as_secs_f64();
-        stop.send_replace(true);
-        scheduler.await?;
-        worker.await??;
+        parts.stop().await?;
         let finished = store.list_backfill_runs(id).await?;
         let succeeded = finished
             .iter()
@@ -557,4 +507,54 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
             seconds * 1000.0 / tasks as f64
         ),
     })
+}
+
+/// The scheduler and a worker of concurrency 16 in this process, as `updraft standalone` runs
+/// them.
+struct InProcess {
+    stop: watch::Sender<bool>,
+    scheduler: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<Result<(), updraft_metadata::Error>>,
+}
+
+impl InProcess {
+    /// Starts both and lets the scheduler's first tick (its own sync) pass, so that a clock
+    /// started afterwards measures runs, not start-up.
+    async fn start(store: &Store, dags_folder: &Path, options: LoadOptions) -> InProcess {
+        let (stop, stopping) = watch::channel(false);
+        let stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let mut settings = service::Settings::new(dags_folder.to_path_buf(), options);
+        settings.poll_interval = Duration::from_millis(200);
+        let scheduler = Scheduler::new(store.clone(), settings, "bench".to_owned());
+        let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
+        let worker = Worker::new(
+            store.clone(),
+            updraft_executor::worker::Settings {
+                id: "bench".to_owned(),
+                hostname: "bench".to_owned(),
+                queues: vec!["default".to_owned()],
+                concurrency: 16,
+                poll_interval: Duration::from_millis(200),
+                heartbeat_interval: Duration::from_secs(1),
+                echo: false,
+                only_run: None,
+            },
+        );
+        let worker = tokio::spawn(worker.run(stopped(stopping)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        InProcess {
+            stop,
+            scheduler,
+            worker,
+        }
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.send_replace(true);
+        self.scheduler.await?;
+        self.worker.await??;
+        Ok(())
+    }
 }
