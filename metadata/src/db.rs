@@ -9,7 +9,7 @@
 //! with microseconds ([`sqlite_time`]), the precision of a Postgres `timestamptz`, so both
 //! backends read back the same instant and SQLite's text order is time order.
 
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::types::Json;
 use sqlx::{Decode, Postgres, Row as _, Sqlite, Transaction, Type};
+use tokio::sync::OwnedMutexGuard;
 use updraft_core::ids::IdError;
 use updraft_core::state::UnknownName;
 
@@ -79,6 +80,16 @@ impl<'a> Query<'a> {
     pub(crate) fn bind(mut self, arg: impl Into<Arg<'a>>) -> Self {
         self.args.push(arg.into());
         self
+    }
+
+    /// Whether the statement may write: anything but a plain `SELECT` (a `WITH` may write, so
+    /// it counts as one).
+    pub(crate) fn may_write(&self) -> bool {
+        let sql = match self.sql {
+            Sql::Shared(sql) | Sql::Split { sqlite: sql, .. } => sql,
+        };
+        let first = sql.split_whitespace().next().unwrap_or("");
+        !first.eq_ignore_ascii_case("SELECT")
     }
 
     fn error(&self, source: sqlx::Error) -> Error {
@@ -213,7 +224,33 @@ pub(crate) type Pooled = Handle<PoolConnection<Postgres>, PoolConnection<Sqlite>
 
 /// A transaction. On SQLite it starts with `BEGIN IMMEDIATE`, taking the write lock up front,
 /// so that it never fails half-way on a lock upgrade.
-pub(crate) type Tx = Handle<Transaction<'static, Postgres>, Transaction<'static, Sqlite>>;
+pub(crate) type Tx = Handle<Transaction<'static, Postgres>, SqliteTx>;
+
+/// A SQLite transaction and this process's turn to write, given back when it ends.
+pub(crate) struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl SqliteTx {
+    pub(crate) fn new(tx: Transaction<'static, Sqlite>, turn: OwnedMutexGuard<()>) -> SqliteTx {
+        SqliteTx { tx, _turn: turn }
+    }
+}
+
+impl Deref for SqliteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
 
 impl<P, S> Handle<P, S>
 where
@@ -309,7 +346,7 @@ impl Tx {
     pub(crate) async fn commit(self, what: &'static str) -> Result<(), Error> {
         let result = match self {
             Handle::Postgres(tx) => tx.commit().await,
-            Handle::Sqlite(tx) => tx.commit().await,
+            Handle::Sqlite(tx) => tx.tx.commit().await,
         };
         result.map_err(|source| Error::Database { what, source })
     }
@@ -384,5 +421,28 @@ fn corrupt(column: &'static str, error: impl std::fmt::Display) -> Error {
     Error::Corrupt {
         column,
         message: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query;
+
+    #[test]
+    fn only_a_plain_select_counts_as_a_read() {
+        let cases = [
+            ("SELECT 1", false),
+            ("\n  select id FROM dag", false),
+            ("INSERT INTO pool VALUES ($1)", true),
+            ("UPDATE task_try SET pid = $1", true),
+            ("DELETE FROM session", true),
+            (
+                "WITH moved AS (UPDATE dag SET paused = true RETURNING id) SELECT id FROM moved",
+                true,
+            ),
+        ];
+        for (sql, writes) in cases {
+            assert_eq!(query("test", sql).may_write(), writes, "{sql}");
+        }
     }
 }

@@ -117,7 +117,7 @@ impl Store {
             // a scheduler and a worker started together on a new file would both apply
             // migration 1, and one would fail. Inside one write transaction they take turns, and
             // the second finds everything applied (each migration is a savepoint in it).
-            Pool::Sqlite(pool) => match pool.begin_with("BEGIN IMMEDIATE").await {
+            Pool::Sqlite(pool, _) => match pool.begin_with("BEGIN IMMEDIATE").await {
                 Ok(mut tx) => match migrator.run(&mut *tx).await {
                     Ok(()) => tx.commit().await.map_err(Into::into),
                     Err(error) => Err(error),

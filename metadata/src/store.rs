@@ -9,8 +9,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::db::{Handle, Pooled, Query, Row, Tx};
+use crate::db::{Handle, Pooled, Query, Row, SqliteTx, Tx};
 use crate::signal::{Signals, Topic, Wakeups};
 use crate::{Error, redact_url};
 
@@ -64,7 +65,20 @@ pub struct Store {
 #[derive(Clone)]
 pub(crate) enum Pool {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePool, WriteTurns),
+}
+
+/// SQLite has one writer at a time. A writer that finds the lock taken sleeps and polls (the
+/// busy handler backs off to 100 ms naps), so many writers in one process lose much of their
+/// time asleep. Instead, this process's writers queue here first, in arrival order (tokio's
+/// mutex is fair), and each meets SQLite's lock free unless another process holds it.
+#[derive(Clone, Default)]
+pub(crate) struct WriteTurns(Arc<Mutex<()>>);
+
+impl WriteTurns {
+    pub(crate) async fn take(&self) -> OwnedMutexGuard<()> {
+        self.0.clone().lock_owned().await
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -83,7 +97,9 @@ impl Store {
         let redacted = redact_url(url);
         let pool = match Backend::of_url(url) {
             Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, &redacted).await?),
-            Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite(url, &redacted).await?),
+            Some(Backend::Sqlite) => {
+                Pool::Sqlite(connect_sqlite(url, &redacted).await?, WriteTurns::default())
+            }
             None => return Err(Error::UnsupportedUrl { url: redacted }),
         };
         Ok(Store {
@@ -110,7 +126,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Postgres(_) => Backend::Postgres,
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(..) => Backend::Sqlite,
         }
     }
 
@@ -123,7 +139,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Postgres(pool) => pool.close().await,
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pool, _) => pool.close().await,
         }
     }
 
@@ -131,7 +147,7 @@ impl Store {
     pub fn subscribe(&self, topic: Topic) -> Wakeups {
         let postgres = match &self.pool {
             Pool::Postgres(pool) => Some(pool),
-            Pool::Sqlite(_) => None,
+            Pool::Sqlite(..) => None,
         };
         Wakeups::new(&self.signals, topic, postgres)
     }
@@ -150,11 +166,21 @@ impl Store {
         Ok(())
     }
 
-    /// A connection from the pool, for one statement.
-    async fn pooled(&self) -> Result<Pooled, Error> {
+    /// A connection from the pool for `query`; on SQLite, a statement that may write first
+    /// waits for this process's turn to write (see [`WriteTurns`]), held until it is done.
+    async fn pooled(
+        &self,
+        query: &Query<'_>,
+    ) -> Result<(Pooled, Option<OwnedMutexGuard<()>>), Error> {
         let connection = match &self.pool {
-            Pool::Postgres(pool) => pool.acquire().await.map(Handle::Postgres),
-            Pool::Sqlite(pool) => pool.acquire().await.map(Handle::Sqlite),
+            Pool::Postgres(pool) => pool.acquire().await.map(|c| (Handle::Postgres(c), None)),
+            Pool::Sqlite(pool, turns) => {
+                let turn = match query.may_write() {
+                    true => Some(turns.take().await),
+                    false => None,
+                };
+                pool.acquire().await.map(|c| (Handle::Sqlite(c), turn))
+            }
         };
         connection.map_err(|source| Error::Database {
             what: "get a connection from the pool",
@@ -162,17 +188,24 @@ impl Store {
         })
     }
 
-    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE` (see [`Tx`]).
+    /// Starts a transaction; on SQLite with `BEGIN IMMEDIATE` (see [`Tx`]), in this process's
+    /// turn to write (see [`WriteTurns`]).
     pub(crate) async fn begin(&self, what: &'static str) -> Result<Tx, Error> {
         let tx = match &self.pool {
             Pool::Postgres(pool) => pool.begin().await.map(Handle::Postgres),
-            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Handle::Sqlite),
+            Pool::Sqlite(pool, turns) => {
+                let turn = turns.take().await;
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map(|tx| Handle::Sqlite(SqliteTx::new(tx, turn)))
+            }
         };
         tx.map_err(|source| Error::Database { what, source })
     }
 
     pub(crate) async fn execute(&self, query: Query<'_>) -> Result<u64, Error> {
-        self.pooled().await?.execute(query).await
+        let (mut connection, _turn) = self.pooled(&query).await?;
+        connection.execute(query).await
     }
 
     pub(crate) async fn fetch_all<T>(
@@ -180,7 +213,8 @@ impl Store {
         query: Query<'_>,
         decode: impl Fn(&Row<'_>) -> Result<T, Error>,
     ) -> Result<Vec<T>, Error> {
-        self.pooled().await?.fetch_all(query, decode).await
+        let (mut connection, _turn) = self.pooled(&query).await?;
+        connection.fetch_all(query, decode).await
     }
 
     pub(crate) async fn fetch_optional<T>(
@@ -188,7 +222,8 @@ impl Store {
         query: Query<'_>,
         decode: impl Fn(&Row<'_>) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
-        self.pooled().await?.fetch_optional(query, decode).await
+        let (mut connection, _turn) = self.pooled(&query).await?;
+        connection.fetch_optional(query, decode).await
     }
 
     pub(crate) async fn fetch_one<T>(
@@ -196,7 +231,8 @@ impl Store {
         query: Query<'_>,
         decode: impl Fn(&Row<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        self.pooled().await?.fetch_one(query, decode).await
+        let (mut connection, _turn) = self.pooled(&query).await?;
+        connection.fetch_one(query, decode).await
     }
 }
 
@@ -250,10 +286,31 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> 
         }
         SqlitePoolOptions::new()
     };
-    pool.connect_with(options)
-        .await
-        .map_err(|source| Error::Connect {
-            url: redacted.to_owned(),
-            source,
-        })
+    // Processes that open a new file at the same moment (a scheduler and a worker started
+    // together) race to switch it to WAL, and the loser gets "database is locked" without the
+    // busy handler being asked: try again until the busy timeout.
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Err(source) if is_locked(&source) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            connected => {
+                return connected.map_err(|source| Error::Connect {
+                    url: redacted.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) and its extended codes: another connection holds a lock.
+fn is_locked(error: &sqlx::Error) -> bool {
+    let code = match error {
+        sqlx::Error::Database(error) => error.code(),
+        _ => None,
+    };
+    code.and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }

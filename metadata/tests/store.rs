@@ -1001,3 +1001,31 @@ async fn users_are_created_found_and_deleted_by_name() {
     })
     .await;
 }
+
+#[test]
+fn stores_opening_a_new_sqlite_file_at_once_all_connect() {
+    // Processes started together (a scheduler and a worker) race to switch a new file to WAL,
+    // each migrating as soon as it is connected; a loser of that race is told "database is
+    // locked" at once, without the busy handler being asked.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("updraft.db").display());
+        let start = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    start.wait();
+                    runtime.block_on(async {
+                        let store = Store::connect(&url).await.unwrap();
+                        store.migrate().await.unwrap();
+                        store.close().await;
+                    });
+                });
+            }
+        });
+    }
+}
