@@ -62,6 +62,8 @@ pub enum Command {
     Scheduler(SchedulerArgs),
     /// Run a worker: claim queued task instances and run them.
     Worker(WorkerArgs),
+    /// Run the web server: the UI and the JSON API (log in with a user of `updraft users`).
+    Webserver(WebserverArgs),
     /// Read, check, trigger and test DAGs.
     #[command(subcommand)]
     Dags(DagsCommand),
@@ -77,9 +79,15 @@ pub enum Command {
     /// Manage pools: named slots that limit how many task instances run at once.
     #[command(subcommand)]
     Pools(PoolsCommand),
+    /// See the workers: host, queues, load, heartbeat.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
     /// Create or check the metadata database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Manage the users of the web UI and API, and their API tokens.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Measure workloads beside floors measured in the same run.
     Bench(BenchArgs),
 }
@@ -113,16 +121,51 @@ pub struct StandaloneArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WebserverArgs {
+    /// Address to bind to.
+    #[arg(long, env = "UPDRAFT_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port; 0 takes a free one.
+    #[arg(long, env = "UPDRAFT_PORT", default_value_t = 8080)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Queues to take task instances from, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    /// Queues to take task instances from, comma-separated (a task's `queue:`).
+    #[arg(long, value_delimiter = ',', default_value = "default", value_parser = queue_name)]
     pub queues: Vec<String>,
     /// Task instances run at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// The worker's name, stable across restarts [default: the host name].
-    #[arg(long)]
+    /// The worker's name: unique among the workers, stable across restarts (a restarted worker
+    /// ends the tries its previous life left running) [default: the host name].
+    #[arg(long, value_parser = worker_name)]
     pub name: Option<String>,
+    /// On SIGTERM or Ctrl-C the worker claims nothing more and waits this long for its running
+    /// tries; then it kills them (each gets its `kill_grace`), records them failed or up for
+    /// retry, and exits.
+    #[arg(long, env = "UPDRAFT_SHUTDOWN_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// A queue name of `--queues`: not empty.
+fn queue_name(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err("a queue name cannot be empty (write e.g. --queues default,gpu)".to_owned()),
+        name => Ok(name.to_owned()),
+    }
+}
+
+/// A worker name of `--name`: 1 to 250 characters, none of them blank or a control character.
+fn worker_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 250 {
+        return Err("a worker name has 1 to 250 characters".to_owned());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a worker name cannot contain spaces or control characters".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// A duration with its unit: 500ms, 30s, 5m.
@@ -140,6 +183,17 @@ pub struct BenchArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The metadata backend the workloads run on (each on a fresh database).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    pub backend: String,
+    /// A Postgres server where the user may create databases: for `--backend postgres` (a
+    /// scratch database per workload, dropped afterwards) and the Postgres commit floor.
+    #[arg(
+        long,
+        env = "UPDRAFT_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +408,39 @@ pub enum PoolsCommand {
     },
     /// Delete a pool (not default_pool).
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is asked for, or read from stdin with --password-stdin.
+    Create {
+        username: String,
+        #[arg(long, value_parser = PossibleValuesParser::new(["admin", "viewer"]))]
+        role: String,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Every user and their role.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user, their sessions and their API tokens.
+    Delete { username: String },
+    /// Create an API token for a user and print it (once: only its hash is kept). Scripts send
+    /// it as `Authorization: Bearer TOKEN`.
+    Token { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// Every registered worker: host, queues, running tries out of its concurrency, state
+    /// (`lost` when it stopped heartbeating without stopping) and heartbeat age.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,12 +36,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Standalone(args) => commands::serve::standalone(&config, args),
         Command::Scheduler(args) => commands::serve::scheduler(&config, args),
         Command::Worker(args) => commands::serve::worker(&config, args),
+        Command::Webserver(args) => commands::serve::webserver(&config, args),
         Command::Dags(command) => commands::dags::run(&config, command),
         Command::Runs(command) => commands::runs::run(&config, command),
         Command::Backfills(command) => commands::backfill::run(&config, command),
         Command::Tasks(command) => commands::tasks::run(&config, command),
         Command::Pools(command) => commands::pools::run(&config, command),
+        Command::Workers(command) => commands::workers::run(&config, command),
         Command::Db(command) => commands::db::run(&config, command),
+        Command::Users(command) => commands::users::run(&config, command),
         Command::Bench(args) => commands::bench::run(args),
     }
 }

@@ -11,370 +11,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Running, run, updraft, wait_for};
+use common::postgres::Postgres;
+use common::world::{
+    RUN_DEADLINE, World, let_the_scheduler_run, now_seconds, started, started_any,
+};
+use common::{run, wait_for};
 use serde_json::Value;
-
-/// How long a test waits for its runs to end after the last fault.
-const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The command of every task here: `sh "$WORK/task.sh" SECONDS`. It appends to
-/// `$WORK/ti/<run id>/<task id>`:
-/// - `alive TRY PID STATE` for each process of an earlier try of this task instance that still
-///   runs as this try starts (a zombie process, dead but not reaped, does not count);
-/// - `start TRY SHELL_PID SLEEP_PID TIME`, then sleeps SECONDS;
-/// - `end TRY TIME` when the sleep ended by itself.
-///
-/// It writes nothing to stdout: a try whose worker died must not die of SIGPIPE.
-const TASK_SH: &str = r#"dir="$WORK/ti/$UPDRAFT_RUN_ID"
-mkdir -p "$dir"
-f="$dir/$UPDRAFT_TASK_ID"
-if [ -f "$f" ]; then
-  awk '$1 == "start" { print $2, $3; print $2, $4 }' "$f" | while read -r try pid; do
-    state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d ' ' -f 1)
-    case "$state" in ''|Z|X) continue ;; esac
-    # The pid may have been reused: it is that try's process only with that try's environment.
-    same=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -cxF \
-      -e "WORK=$WORK" -e "UPDRAFT_RUN_ID=$UPDRAFT_RUN_ID" \
-      -e "UPDRAFT_TASK_ID=$UPDRAFT_TASK_ID" -e "UPDRAFT_TRY_NUMBER=$try")
-    if [ "$same" = 4 ]; then
-      echo "alive $UPDRAFT_TRY_NUMBER $pid $state" >> "$f"
-    fi
-  done
-fi
-sleep "$1" &
-echo "start $UPDRAFT_TRY_NUMBER $$ $! $(date +%s.%N)" >> "$f"
-wait $!
-echo "end $UPDRAFT_TRY_NUMBER $(date +%s.%N)" >> "$f"
-"#;
-
-/// One test's world: an Updraft home, a DAGs folder, a work folder the tasks write to, and the
-/// database URL when it is not the home's SQLite file.
-struct World {
-    root: tempfile::TempDir,
-    home: PathBuf,
-    dags: PathBuf,
-    work: PathBuf,
-    database_url: Option<String>,
-}
-
-impl World {
-    fn new() -> World {
-        let root = tempfile::tempdir().expect("a temporary folder");
-        let home = root.path().join("home");
-        let dags = root.path().join("dags");
-        let work = root.path().join("work");
-        for folder in [&home, &dags, &work] {
-            std::fs::create_dir_all(folder).expect("create a test folder");
-        }
-        std::fs::write(work.join("task.sh"), TASK_SH).expect("write task.sh");
-        World {
-            root,
-            home,
-            dags,
-            work,
-            database_url: None,
-        }
-    }
-
-    /// Writes `dags/<name>.yaml`, with `@WORK@` replaced by the work folder's path.
-    fn dag(&self, name: &str, yaml: &str) {
-        let yaml = yaml.replace("@WORK@", &self.work.display().to_string());
-        std::fs::write(self.dags.join(format!("{name}.yaml")), yaml).expect("write a DAG file");
-    }
-
-    /// `updraft` with this world's home, DAGs folder and database.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = updraft(&self.home);
-        command.arg("--dags-folder").arg(&self.dags);
-        if let Some(url) = &self.database_url {
-            command.arg("--database-url").arg(url);
-        }
-        command.args(args);
-        command
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = run(self.command(args));
-        assert_eq!(
-            code, 0,
-            "updraft {args:?} failed\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        stdout
-    }
-
-    /// A long-running command (`standalone`, `scheduler`, `worker`), its stderr in
-    /// `<root>/<name>.stderr` (one file per life, so a killed life's stderr stays readable),
-    /// logging at info. `banner` is how many stdout lines it prints when started.
-    fn start(&self, name: &str, args: &[&str], banner: usize) -> Running {
-        let mut command = self.command(args);
-        command.env("UPDRAFT_LOG", "info");
-        Running::start(
-            command,
-            &self.root.path().join(format!("{name}.stderr")),
-            banner,
-        )
-    }
-
-    fn standalone(&self, name: &str, args: &[&str]) -> Running {
-        let mut all = vec!["standalone", "--port", "0"];
-        all.extend(args);
-        self.start(name, &all, 5)
-    }
-
-    /// A DAG's runs, oldest first; none while the scheduler has not synced the DAG yet.
-    fn runs(&self, dag_id: &str) -> Vec<Value> {
-        let (code, stdout, stderr) =
-            run(self.command(&["runs", "list", dag_id, "--json", "--limit", "100"]));
-        if code != 0 && stderr.contains(&format!("no DAG \"{dag_id}\" in the database")) {
-            return Vec::new();
-        }
-        assert_eq!(code, 0, "runs list {dag_id}: {stderr}");
-        let mut runs: Vec<Value> = serde_json::from_str(&stdout).expect("runs list --json");
-        runs.reverse();
-        runs
-    }
-
-    /// Task id -> (state, try_number) of one run, from `runs show --json`.
-    fn task_states(&self, dag_id: &str, run_id: &str) -> BTreeMap<String, (String, i64)> {
-        let show: Value =
-            serde_json::from_str(&self.ok(&["runs", "show", dag_id, run_id, "--json"]))
-                .expect("runs show --json");
-        show["task_instances"]
-            .as_array()
-            .expect("task_instances")
-            .iter()
-            .map(|ti| {
-                (
-                    ti["task_id"].as_str().unwrap().to_owned(),
-                    (
-                        ti["state"].as_str().unwrap().to_owned(),
-                        ti["try_number"].as_i64().unwrap(),
-                    ),
-                )
-            })
-            .collect()
-    }
-
-    /// The task instances of `dag_id` that the database says are running: (run, task, try).
-    fn running(&self, dag_id: &str) -> Vec<(String, String, i64)> {
-        let mut running = Vec::new();
-        for run in self.runs(dag_id) {
-            let run_id = run["run_id"].as_str().unwrap();
-            for (task_id, (state, try_number)) in self.task_states(dag_id, run_id) {
-                if state == "running" {
-                    running.push((run_id.to_owned(), task_id, try_number));
-                }
-            }
-        }
-        running
-    }
-
-    /// `tasks logs DAG RUN TASK --try N`.
-    fn log(&self, dag_id: &str, run_id: &str, task_id: &str, try_number: i64) -> String {
-        let try_number = try_number.to_string();
-        self.ok(&[
-            "tasks",
-            "logs",
-            dag_id,
-            run_id,
-            task_id,
-            "--try",
-            &try_number,
-        ])
-    }
-
-    /// Waits until `dag_id` has `count` runs, all finished; returns them oldest first. On a
-    /// timeout, says what the runs and `processes` were doing.
-    fn finished_runs(&self, dag_id: &str, count: usize, processes: &[&Running]) -> Vec<Value> {
-        let start = Instant::now();
-        let mut last = Vec::new();
-        while start.elapsed() < RUN_DEADLINE {
-            last = self.runs(dag_id);
-            let finished = last
-                .iter()
-                .all(|run| matches!(run["state"].as_str(), Some("success" | "failed")));
-            if last.len() >= count && finished {
-                return last;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let stderr: Vec<String> = processes.iter().map(|p| p.stderr()).collect();
-        panic!(
-            "timed out waiting for {count} finished runs of {dag_id}; runs: {}\nstderr:\n{}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            stderr.join("\n---\n")
-        );
-    }
-
-    /// What the task instances' commands recorded, by (run id, task id).
-    fn records(&self) -> BTreeMap<(String, String), Record> {
-        let mut records = BTreeMap::new();
-        let Ok(runs) = std::fs::read_dir(self.work.join("ti")) else {
-            return records;
-        };
-        for run in runs {
-            let run = run.unwrap();
-            for task in std::fs::read_dir(run.path()).unwrap() {
-                let task = task.unwrap();
-                let text = std::fs::read_to_string(task.path()).unwrap();
-                let key = (
-                    run.file_name().into_string().unwrap(),
-                    task.file_name().into_string().unwrap(),
-                );
-                records.insert(key, Record::parse(&text));
-            }
-        }
-        records
-    }
-
-    fn record(&self, run_id: &str, task_id: &str) -> Option<Record> {
-        self.records()
-            .remove(&(run_id.to_owned(), task_id.to_owned()))
-    }
-}
-
-/// A store on the world's SQLite file.
-async fn sqlite_store(world: &World) -> updraft_metadata::Store {
-    updraft_metadata::Store::open(&format!(
-        "sqlite:{}",
-        world.home.join("updraft.db").display()
-    ))
-    .await
-    .unwrap()
-}
-
-/// What one task instance's tries recorded (see [`TASK_SH`]).
-#[derive(Debug, Clone, Default)]
-struct Record {
-    /// In the order they started.
-    tries: Vec<TryRecord>,
-    /// `alive` lines: a process of an earlier try ran when a later one started.
-    alive: Vec<String>,
-    text: String,
-}
-
-#[derive(Debug, Clone)]
-struct TryRecord {
-    number: i64,
-    /// The shell's and its `sleep`'s.
-    pids: [u32; 2],
-    start: f64,
-    /// `None` when the try was killed before its sleep ended.
-    end: Option<f64>,
-}
-
-impl Record {
-    fn parse(text: &str) -> Record {
-        let mut record = Record {
-            text: text.to_owned(),
-            ..Record::default()
-        };
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                ["start", number, shell, sleep, at] => record.tries.push(TryRecord {
-                    number: number.parse().unwrap(),
-                    pids: [shell.parse().unwrap(), sleep.parse().unwrap()],
-                    start: at.parse().unwrap(),
-                    end: None,
-                }),
-                ["end", number, at] => {
-                    let number: i64 = number.parse().unwrap();
-                    let try_ = record
-                        .tries
-                        .iter_mut()
-                        .rfind(|t| t.number == number)
-                        .unwrap_or_else(|| panic!("an end without a start: {text}"));
-                    assert!(try_.end.is_none(), "try {number} ended twice: {text}");
-                    try_.end = Some(at.parse().unwrap());
-                }
-                ["alive", ..] => record.alive.push(line.to_owned()),
-                _ => panic!("unexpected line {line:?} in:\n{text}"),
-            }
-        }
-        record
-    }
-
-    fn try_(&self, number: i64) -> Option<&TryRecord> {
-        self.tries.iter().find(|t| t.number == number)
-    }
-
-    /// The tries of this task instance ran one at a time: each started once, in order of try
-    /// number, after every process of the earlier tries was gone; the last one ran to its end.
-    fn assert_one_try_at_a_time(&self, what: &str) {
-        assert!(
-            self.alive.is_empty(),
-            "{what}: a process of an earlier try still ran when a later try started:\n{}",
-            self.text
-        );
-        for pair in self.tries.windows(2) {
-            let (earlier, later) = (&pair[0], &pair[1]);
-            assert!(
-                earlier.number < later.number && earlier.start < later.start,
-                "{what}: tries out of order or started twice:\n{}",
-                self.text
-            );
-            if let Some(end) = earlier.end {
-                assert!(
-                    end <= later.start,
-                    "{what}: try {} ran until {end}, after try {} started at {}:\n{}",
-                    earlier.number,
-                    later.number,
-                    later.start,
-                    self.text
-                );
-            }
-        }
-        let last = self
-            .tries
-            .last()
-            .unwrap_or_else(|| panic!("{what}: no try"));
-        assert!(
-            last.end.is_some(),
-            "{what}: the last try did not finish:\n{}",
-            self.text
-        );
-    }
-}
-
-impl World {
-    /// Whether a process of try `number` of the task instance (run, task) still runs: `pid`
-    /// exists, is not a zombie waiting to be reaped, and has that try's environment (a pid
-    /// alone may have been reused).
-    fn try_process_runs(&self, run_id: &str, task_id: &str, number: i64, pid: u32) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-        if matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None) {
-            return false;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            return false;
-        };
-        let environ: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
-        [
-            format!("WORK={}", self.work.display()),
-            format!("UPDRAFT_RUN_ID={run_id}"),
-            format!("UPDRAFT_TASK_ID={task_id}"),
-            format!("UPDRAFT_TRY_NUMBER={number}"),
-        ]
-        .iter()
-        .all(|wanted| environ.contains(&wanted.as_bytes()))
-    }
-}
-
-/// Lets the scheduler make several more passes before a test checks that something did NOT
-/// happen (no run created twice): a negative needs time to show.
-fn let_the_scheduler_run(duration: Duration) {
-    std::thread::sleep(duration);
-}
 
 /// The logical dates of daily runs from 2024-01-01 on, as `runs list --json` prints them.
 fn days(count: u32) -> Vec<String> {
@@ -422,44 +66,6 @@ tasks:
     run: sh "$WORK/task.sh" 1
 "#
     )
-}
-
-/// Waits until a try of task `task_id` (of any run) has started and not ended; returns its
-/// (run id, try).
-fn started(world: &World, task_id: &str, processes: &[&Running]) -> (String, TryRecord) {
-    let (run, _, try_) = started_any(world, &[task_id], processes);
-    (run, try_)
-}
-
-/// Waits until a try of one of `task_ids` (of any run) has started and not ended; returns its
-/// (run id, task id, try).
-fn started_any(
-    world: &World,
-    task_ids: &[&str],
-    processes: &[&Running],
-) -> (String, String, TryRecord) {
-    let start = Instant::now();
-    loop {
-        let found = world
-            .records()
-            .into_iter()
-            .find_map(|((run, task), record)| {
-                let last = record.tries.last()?;
-                (task_ids.contains(&task.as_str()) && last.end.is_none())
-                    .then(|| (run, task, last.clone()))
-            });
-        if let Some(found) = found {
-            return found;
-        }
-        if start.elapsed() > RUN_DEADLINE {
-            let stderr: Vec<String> = processes.iter().map(|p| p.stderr()).collect();
-            panic!(
-                "no try of {task_ids:?} started\nstderr:\n{}",
-                stderr.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // --- 1. standalone killed with SIGKILL ---------------------------------------------------------
@@ -652,7 +258,10 @@ tasks:
 
 #[test]
 fn a_killed_scheduler_restarted_loses_and_repeats_nothing() {
-    let world = World::new();
+    // `updraft worker` runs on Postgres only (SQLite is not shared between machines).
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
     world.dag("chain", &chain_dag(4, 2, 2));
     let mut scheduler = world.start("scheduler.1", &["scheduler"], 0);
     let worker = world.start("worker", &["worker", "--name", "w1"], 0);
@@ -695,7 +304,9 @@ fn a_killed_scheduler_restarted_loses_and_repeats_nothing() {
 
 #[test]
 fn a_killed_workers_tries_become_zombies_retried_on_another_worker() {
-    let world = World::new();
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
     // b sleeps 2 s, less than the zombie threshold: the orphan of the killed worker ends by
     // itself before its try is reaped. (A worker that never comes back cannot kill it; a
     // worker restarted under its name would, see the standalone test.)
@@ -721,6 +332,7 @@ tasks:
     let (fresh_run, fresh_try) = started(&world, "b", &[&scheduler, &w1]);
     let (once_run, _) = started(&world, "only", &[&scheduler, &w1]);
     w1.kill9();
+    let killed_at = now_seconds();
     let mut leftovers = world.running("chain");
     leftovers.extend(world.running("no_retry"));
     assert!(
@@ -750,9 +362,31 @@ tasks:
         }
     }
 
+    // The scheduler ended each try of w1 as a zombie once its heartbeat was older than the
+    // threshold (3 s; w1 heartbeated up to 1 s before it died), at its next housekeeping (every
+    // 2 s): not before, and not much later.
+    for (run_id, task_id, try_number) in &leftovers {
+        let dag_id = if task_id == "only" {
+            "no_retry"
+        } else {
+            "chain"
+        };
+        let (_, tries) = &world.instances(dag_id, run_id)[task_id];
+        let zombie = tries
+            .iter()
+            .find(|t| i64::from(t.try_number) == *try_number)
+            .unwrap();
+        let ended = zombie.end_date.expect("the zombie's try was ended");
+        let after = ended.timestamp_micros() as f64 / 1e6 - killed_at;
+        assert!(
+            (2.0..3.0 + 2.0 + 1.5).contains(&after),
+            "{run_id} {task_id}: try {try_number} ended {after:.2} s after its worker died"
+        );
+    }
+
     // Each try of w1 is a zombie, says its log; a retry ran on w2 where one was left.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = runtime.block_on(sqlite_store(&world));
+    let store = runtime.block_on(world.store());
     for (run_id, task_id, try_number) in &leftovers {
         let dag_id = if task_id == "only" {
             "no_retry"
@@ -810,204 +444,6 @@ tasks:
 
 // --- 3. Postgres stopped under the processes ---------------------------------------------------
 
-/// A Postgres server of the test's own: a cluster in a temporary folder (its socket there too)
-/// on a free port, run as the `postgres` OS user when the test runs as root. Stopped when
-/// dropped, also when the test panics. The shared server on 5432 is never touched.
-struct Postgres {
-    /// Owned by the server's OS user; holds `data/`, the socket and `postgres.log`.
-    root: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    /// The uid to run the server's programs as (through `runuser`), when not our own.
-    as_postgres: bool,
-}
-
-impl Postgres {
-    /// Creates and starts the cluster. `None` only when the test may be skipped: locally with
-    /// `UPDRAFT_TEST_POSTGRES=skip` (the rule of `updraft_metadata::testing`); otherwise a
-    /// missing `initdb` fails the test, and under `CI=true` always.
-    fn start() -> Option<Postgres> {
-        use updraft_metadata::Backend;
-        use updraft_metadata::testing::backends;
-        if !backends().contains(&Backend::Postgres) {
-            eprintln!("skipped: UPDRAFT_TEST_POSTGRES=skip (not under CI)");
-            return None;
-        }
-        let bin = postgres_bin().unwrap_or_else(|| {
-            panic!(
-                "this test runs a Postgres server of its own and needs initdb and pg_ctl in \
-                 /usr/lib/postgresql/<version>/bin (Debian: apt-get install postgresql); none \
-                 found. Locally, UPDRAFT_TEST_POSTGRES=skip leaves the Postgres tests out \
-                 (ignored when CI=true)."
-            )
-        });
-        // SAFETY: geteuid has no preconditions.
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        let root = tempfile::tempdir().expect("a temporary folder for Postgres");
-        if as_postgres {
-            let id = |flag: &str| -> u32 {
-                let output = Command::new("id")
-                    .args([flag, "postgres"])
-                    .output()
-                    .expect("id runs");
-                assert!(
-                    output.status.success(),
-                    "running as root, this test runs Postgres as the OS user postgres, which \
-                     does not exist: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                String::from_utf8(output.stdout)
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap()
-            };
-            std::os::unix::fs::chown(root.path(), Some(id("-u")), Some(id("-g")))
-                .expect("give the cluster's folder to postgres");
-        }
-        let mut postgres = Postgres {
-            root,
-            bin,
-            port: 0,
-            as_postgres,
-        };
-        let data = postgres.data();
-        let data = data.to_str().unwrap();
-        postgres.ok(
-            "initdb",
-            &["-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-        );
-        // Another process may take the free port before the server binds it: try a few.
-        for _ in 0..5 {
-            postgres.port = free_port();
-            if postgres.pg_ctl_start() {
-                return Some(postgres);
-            }
-        }
-        panic!("Postgres did not start:\n{}", postgres.log());
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root.path().join("data")
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("postgres.log")).unwrap_or_default()
-    }
-
-    /// One of the server's programs, as its OS user, in the cluster's folder.
-    fn program(&self, name: &str, args: &[&str]) -> Command {
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join(name));
-            command
-        } else {
-            Command::new(self.bin.join(name))
-        };
-        command.args(args).current_dir(self.root.path());
-        command
-    }
-
-    fn ok(&self, name: &str, args: &[&str]) {
-        let output = self
-            .program(name, args)
-            .output()
-            .expect("a Postgres program runs");
-        assert!(
-            output.status.success(),
-            "{name} {args:?} failed: {}{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.log()
-        );
-    }
-
-    /// Starts the server on `self.port`; false when it did not start.
-    fn pg_ctl_start(&self) -> bool {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.root.path().display()
-        );
-        let log = self.root.path().join("postgres.log");
-        let data = self.data();
-        self.program(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )
-        .output()
-        .expect("pg_ctl runs")
-        .status
-        .success()
-    }
-
-    fn start_again(&self) {
-        assert!(
-            self.pg_ctl_start(),
-            "Postgres did not start again on port {}:\n{}",
-            self.port,
-            self.log()
-        );
-    }
-
-    fn stop(&self, mode: &str) -> bool {
-        let data = self.data();
-        self.program(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-m", mode, "-w", "stop"],
-        )
-        .output()
-        .is_ok_and(|output| output.status.success())
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // Fails harmlessly when the server is not running.
-        self.stop("immediate");
-    }
-}
-
-/// The folder of the newest installed `initdb` and `pg_ctl`.
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-/// A TCP port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 #[test]
 fn runs_survive_a_postgres_restart() {
     let Some(postgres) = Postgres::start() else {
@@ -1062,11 +498,182 @@ fn runs_survive_a_postgres_restart() {
     assert!(postgres.stop("fast"), "pg_ctl stop:\n{}", postgres.log());
 }
 
-fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+#[test]
+fn workers_that_lose_the_database_keep_their_tries_and_report_them_when_it_is_back() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let mut world = World::new();
+    world.database_url = Some(postgres.url());
+    world.ok(&["db", "migrate"]);
+    // No retries: a database outage must not cost a try.
+    world.dag(
+        "chain",
+        &chain_dag(4, 2, 1).replace("retries: 1", "retries: 0"),
+    );
+    let scheduler = world.start("scheduler", &["scheduler"], 0);
+    let w1 = world.start("w1", &["worker", "--name", "w1", "--concurrency", "2"], 0);
+    let w2 = world.start("w2", &["worker", "--name", "w2", "--concurrency", "2"], 0);
+    world.workers_running(&["w1", "w2"]);
+    let processes = [&scheduler, &w1, &w2];
+
+    started(&world, "b", &processes);
+    assert!(postgres.stop("fast"), "pg_ctl stop:\n{}", postgres.log());
+    let stopped_at = now_seconds();
+    // The outage itself: tries keep running and ending while the database is away (shorter
+    // than the zombie threshold, 30 s); their outcomes wait.
+    std::thread::sleep(Duration::from_secs(8));
+    let ended_meanwhile = world
+        .records()
+        .values()
+        .flat_map(|record| &record.tries)
+        .filter(|t| t.end.is_some_and(|end| end > stopped_at))
+        .count();
+    postgres.start_again();
+
+    let runs = world.finished_runs("chain", 4, &processes);
+    assert_runs(&runs, &days(4), "success");
+    let records = world.records();
+    for run in &runs {
+        let run_id = run["run_id"].as_str().unwrap();
+        for (task_id, state) in world.task_states("chain", run_id) {
+            let what = format!("{run_id} {task_id}");
+            assert_eq!(state, ("success".to_owned(), 1), "{what}");
+            let record = &records[&(run_id.to_owned(), task_id)];
+            record.assert_one_try_at_a_time(&what);
+            assert_eq!(record.tries.len(), 1, "{what}: {}", record.text);
+        }
+    }
+    assert!(
+        ended_meanwhile > 0,
+        "some try ended while Postgres was down (the case under test)"
+    );
+    // Each worker said once that it lost the database and once that it has it back.
+    for worker in [&w1, &w2] {
+        let stderr = worker.stderr();
+        assert!(
+            stderr.contains("the running tries go on, their outcomes wait")
+                && stderr.contains("the metadata database answers again"),
+            "{stderr}"
+        );
+    }
+    let_the_scheduler_run(Duration::from_secs(1));
+    assert_eq!(world.runs("chain").len(), 4);
+    drop((scheduler, w1, w2));
+    assert!(postgres.stop("fast"), "pg_ctl stop:\n{}", postgres.log());
+}
+
+#[test]
+fn a_worker_cut_off_past_the_zombie_threshold_kills_its_reassigned_try_when_it_is_back() {
+    use common::proxy::Proxy;
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let mut world = World::new();
+    world.database_url = Some(postgres.url());
+    world.ok(&["db", "migrate"]);
+    // The first try sleeps a minute (it must still run when its worker comes back), the retry
+    // one second.
+    world.dag(
+        "partition",
+        r#"
+version: 1
+env:
+  WORK: "@WORK@"
+tasks:
+  long:
+    retries: 1
+    retry_delay: 0s
+    run: sh "$WORK/task.sh" $([ "$UPDRAFT_TRY_NUMBER" = 1 ] && echo 60 || echo 1)
+"#,
+    );
+    // w1 reaches the database through a proxy on 127.0.0.2, which the test cuts; the
+    // scheduler and w2 connect directly.
+    let link = Proxy::start("127.0.0.2", postgres.address());
+    let scheduler = world.start("scheduler", &["scheduler", "--zombie-threshold", "3s"], 0);
+    let w1_url = link.postgres_url();
+    let w1 = world.start_on(Some(&w1_url), "w1", &["worker", "--name", "w1"], 0);
+    let run_id = world.trigger("partition");
+    let (_, first) = started(&world, "long", &[&scheduler, &w1]);
+    let w2 = world.start("w2", &["worker", "--name", "w2"], 0);
+    world.workers_running(&["w1", "w2"]);
+    let processes = [&scheduler, &w1, &w2];
+
+    // Postgres restarts; w1 stays cut off when it is back.
+    link.cut();
+    assert!(postgres.stop("fast"), "pg_ctl stop:\n{}", postgres.log());
+    std::thread::sleep(Duration::from_secs(2));
+    postgres.start_again();
+    // Past the threshold, the scheduler ends w1's try as a zombie and w2 runs the retry, while
+    // w1's try goes on running where w1 cannot hear about it.
+    let start = Instant::now();
+    let second = loop {
+        if let Some(second) = world
+            .record(&run_id, "long")
+            .and_then(|r| r.try_(2).cloned())
+        {
+            break second;
+        }
+        if start.elapsed() > RUN_DEADLINE {
+            let stderr: Vec<String> = processes.iter().map(|p| p.stderr()).collect();
+            panic!("the retry did not start on w2:\n{}", stderr.join("\n---\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        first
+            .pids
+            .iter()
+            .all(|&pid| world.try_process_runs(&run_id, "long", 1, pid)),
+        "w1's try still runs while w1 is cut off"
+    );
+
+    // Back on the network, w1 learns that its try was reassigned and kills it.
+    link.restore();
+    let restored = Instant::now();
+    wait_for("w1 to kill its reassigned try", RUN_DEADLINE, || {
+        first
+            .pids
+            .iter()
+            .all(|&pid| !world.try_process_runs(&run_id, "long", 1, pid))
+            .then_some(())
+    });
+    let took = restored.elapsed();
+    // A second for the heartbeat, and the reconnection's own pauses.
+    assert!(
+        took < Duration::from_secs(5),
+        "killed {took:?} after the link came back"
+    );
+
+    let runs = world.finished_runs("partition", 1, &processes);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
+    let instances = world.instances("partition", &run_id);
+    let (instance, tries) = &instances["long"];
+    assert_eq!(
+        (instance.state.as_str(), instance.try_number),
+        ("success", 2)
+    );
+    let ran: Vec<(i32, &str, Option<&str>)> = tries
+        .iter()
+        .map(|t| (t.try_number, t.state.as_str(), t.worker_id.as_deref()))
+        .collect();
+    assert_eq!(
+        ran,
+        [(1, "up_for_retry", Some("w1")), (2, "success", Some("w2"))]
+    );
+    let record = world.record(&run_id, "long").unwrap();
+    assert_eq!(record.try_(1).unwrap().end, None, "{}", record.text);
+    assert!(record.try_(2).unwrap().end.is_some(), "{}", record.text);
+    assert_eq!(second.number, 2);
+    let log = world.log("partition", &run_id, "long", 1);
+    assert!(
+        log.contains("updraft: try 1 is a zombie: its worker w1 on ")
+            && log.contains("updraft: this try is no longer this worker's"),
+        "{log}\n{}",
+        w1.stderr()
+    );
+    drop((scheduler, w1, w2));
+    assert!(postgres.stop("fast"), "pg_ctl stop:\n{}", postgres.log());
 }
 
 // --- 4. SIGTERM --------------------------------------------------------------------------------
@@ -1141,4 +748,86 @@ tasks:
         "{:?}",
         asked.elapsed()
     );
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_kills_what_outlives_its_shutdown_timeout_and_loses_nothing() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    world.dag(
+        "drain",
+        r#"
+version: 1
+env:
+  WORK: "@WORK@"
+tasks:
+  short:
+    run: sh "$WORK/task.sh" 1
+  long:
+    retries: 1
+    retry_delay: 0s
+    run: sh "$WORK/task.sh" $([ "$UPDRAFT_TRY_NUMBER" = 1 ] && echo 60 || echo 0)
+  waiting:
+    depends_on: [short]
+    run: sh "$WORK/task.sh" 0
+"#,
+    );
+    let scheduler = world.start("scheduler", &["scheduler"], 0);
+    let mut w1 = world.start(
+        "w1",
+        &["worker", "--name", "w1", "--shutdown-timeout", "3s"],
+        0,
+    );
+    let run_id = world.trigger("drain");
+    let (_, _, first) = started_any(&world, &["long"], &[&scheduler, &w1]);
+    started_any(&world, &["short"], &[&scheduler, &w1]);
+
+    let asked = Instant::now();
+    let code = w1.terminate(Duration::from_secs(30));
+    let took = asked.elapsed();
+    assert_eq!(code, Some(0), "{}", w1.stderr());
+    // The shutdown timeout, then SIGTERM ends the try's `sleep` at once.
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(8)).contains(&took),
+        "stopped after {took:?}"
+    );
+    // `short` ran to its end and succeeded; `waiting`, ready once it did, was not claimed by
+    // the stopping worker; `long` was killed and is up for retry, its log says why.
+    let states = world.task_states("drain", &run_id);
+    assert_eq!(states["short"], ("success".to_owned(), 1), "{states:?}");
+    assert_eq!(states["waiting"].1, 0, "{states:?}");
+    // (The scheduler may have queued its retry already: the try's own row says how it ended.)
+    assert_eq!(states["long"].1, 1, "{states:?}");
+    let (_, tries) = &world.instances("drain", &run_id)["long"];
+    assert_eq!(tries.len(), 1, "{tries:?}");
+    assert_eq!(tries[0].state.as_str(), "up_for_retry", "{tries:?}");
+    let record = world.record(&run_id, "long").unwrap();
+    assert_eq!(
+        record.try_(first.number).unwrap().end,
+        None,
+        "{}",
+        record.text
+    );
+    for pid in first.pids {
+        assert!(!world.try_process_runs(&run_id, "long", first.number, pid));
+    }
+    let log = world.log("drain", &run_id, "long", 1);
+    assert!(
+        log.contains(
+            "updraft: the worker is stopping and this try still ran after its shutdown timeout \
+             (3s)"
+        ) && log.contains("up for retry at"),
+        "{log}"
+    );
+    let listed: Value = serde_json::from_str(&world.ok(&["workers", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["state"], "stopped", "{listed}");
+
+    // Another worker picks up what was left: the retry and the task that waited.
+    let w2 = world.start("w2", &["worker", "--name", "w2"], 0);
+    let runs = world.finished_runs("drain", 1, &[&scheduler, &w2]);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
+    let states = world.task_states("drain", &run_id);
+    assert_eq!(states["long"], ("success".to_owned(), 2), "{states:?}");
+    assert_eq!(states["waiting"], ("success".to_owned(), 1), "{states:?}");
 }

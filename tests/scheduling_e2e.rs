@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Running, run, updraft};
+use common::{Running, max_overlap, run, updraft};
 use serde_json::Value;
 
 /// How long a test waits for a run to end before it fails.
@@ -229,23 +229,6 @@ fn interval(world: &World, prefix: &str) -> (f64, f64) {
             .unwrap_or_else(|error| panic!("{prefix}.{suffix}: {error}"))
     };
     (time("start"), time("end"))
-}
-
-/// The largest number of intervals that contain one instant.
-fn max_overlap(intervals: &[(f64, f64)]) -> usize {
-    let mut edges: Vec<(f64, i32)> = intervals
-        .iter()
-        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
-        .collect();
-    // Ends before starts at the same instant: touching intervals do not overlap.
-    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut open = 0;
-    let mut most = 0;
-    for (_, delta) in edges {
-        open += delta;
-        most = most.max(open);
-    }
-    most as usize
 }
 
 /// Lets the scheduler run for `duration` (several passes at its 200 ms SQLite poll interval)

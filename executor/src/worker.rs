@@ -27,7 +27,9 @@ use updraft_core::ids::DagId;
 use updraft_core::render::{Rendered, RenderedHandler};
 use updraft_core::retry::{AfterFailure, after_failure};
 use updraft_core::state::TaskState;
-use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, Worker as WorkerRow, WorkerRef};
+use updraft_metadata::{
+    Claim, Error, Store, Topic, TryEnd, Worker as WorkerRow, WorkerRef, WorkerStatus,
+};
 
 use crate::process::{self, Ending, Spawn};
 
@@ -46,6 +48,9 @@ pub struct Settings {
     pub echo: bool,
     /// Claim only the task instances of this run (`dags test`).
     pub only_run: Option<i64>,
+    /// Once asked to stop, how long running tries may go on before they are killed (and end
+    /// failed or up for retry); `None` waits for them however long they take.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// The shortest time between two kill checks triggered by wake-ups.
@@ -86,9 +91,86 @@ pub struct Worker {
     versions: Versions,
 }
 
-/// A try running in this worker: its cancel switch.
+/// A try running in this worker: its cancel switch, `None` until it is to be killed.
 struct Running {
-    cancel: watch::Sender<bool>,
+    cancel: watch::Sender<Option<Cancel>>,
+}
+
+/// Why a running try is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    /// The database no longer says it is this worker's: it was cleared, marked, timed out with
+    /// its run, or reaped as a zombie (and maybe running elsewhere already).
+    MovedAway,
+    /// The worker was asked to stop and the try was still running after this shutdown timeout.
+    Shutdown(Duration),
+}
+
+/// Whether the database answered the worker's last claim or heartbeat: an outage is logged
+/// when it starts and when it ends, not at every attempt in between.
+#[derive(Debug, Default)]
+struct Health {
+    failing: bool,
+}
+
+impl Health {
+    /// The answer's value, or `None` (logging the error when the outage starts).
+    fn check<T>(&mut self, what: &str, answer: Result<T, String>) -> Option<T> {
+        match answer {
+            Ok(value) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the metadata database answers again");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(
+                        "cannot {what}: {error}; the running tries go on, their outcomes wait"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A duration as the log says it: `500ms`, `30s`, `1m 30s`.
+fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds == 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m {s}s"),
+    }
+}
+
+/// The longest the worker loop waits for one claim or heartbeat. Past it the database counts
+/// as unreachable for now: the pool would otherwise keep trying to connect for its whole acquire
+/// timeout (30 s), the loop deaf to kills, ended tries and shutdown meanwhile.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// `call`'s answer, or an error once [`DATABASE_PATIENCE`] ran out (the call is dropped: a
+/// claim whose commit happened is found again by the next heartbeat, see `heartbeat`).
+async fn patiently<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, String> {
+    match tokio::time::timeout(DATABASE_PATIENCE, call).await {
+        Ok(answer) => answer.map_err(|error| error.to_string()),
+        Err(_) => Err(format!(
+            "the database did not answer within {}",
+            human_duration(DATABASE_PATIENCE)
+        )),
+    }
+}
+
+/// Completes at `at`; never when `at` is `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Worker {
@@ -104,6 +186,17 @@ impl Worker {
     /// `shutdown` completes; then stops claiming and waits for the running tries.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let now = Utc::now();
+        if let Some(namesake) = self.store.get_worker(&self.settings.id).await?
+            && name_taken(&namesake, &self.settings.hostname, now)
+        {
+            return Err(Error::Conflict(format!(
+                "a worker named '{}' is running on host {} (its last heartbeat is {:.1} s old): \
+                 two workers cannot share a name, give this one another (--name)",
+                namesake.id,
+                namesake.hostname,
+                (now - namesake.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0
+            )));
+        }
         self.store
             .register_worker(&WorkerRow {
                 id: self.settings.id.clone(),
@@ -125,29 +218,54 @@ impl Worker {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_now = true;
         let mut last_heartbeat = tokio::time::Instant::now();
+        // A wake-up that came too soon after a heartbeat to look for kills at once: look then.
+        let mut kill_check_at: Option<tokio::time::Instant> = None;
+        // Set once `shutdown` completed: no more claims; the running tries are killed at this
+        // instant (never, without a shutdown timeout).
+        let mut stopping: Option<Option<tokio::time::Instant>> = None;
+        let mut health = Health::default();
         loop {
-            if claim_now && running.len() < self.settings.concurrency {
+            if stopping.is_some() && running.is_empty() {
+                break;
+            }
+            if claim_now && stopping.is_none() && running.len() < self.settings.concurrency {
                 claim_now = false;
-                match self.claim(self.settings.concurrency - running.len()).await {
-                    Ok(claims) => {
-                        // A full claim may have left more behind: look again.
-                        claim_now = !claims.is_empty();
-                        for claim in claims {
-                            let key = (claim.instance.id, claim.instance.try_number);
-                            let (cancel, cancelled) = watch::channel(false);
-                            running.insert(key, Running { cancel });
-                            let job = self.job(claim, cancelled);
-                            tries.spawn(async move {
-                                job.await;
-                                key
-                            });
-                        }
+                let claimed =
+                    patiently(self.claim(self.settings.concurrency - running.len())).await;
+                if let Some(claims) = health.check("claim task instances", claimed) {
+                    // A full claim may have left more behind: look again.
+                    claim_now = !claims.is_empty();
+                    for claim in claims {
+                        let key = (claim.instance.id, claim.instance.try_number);
+                        let (cancel, cancelled) = watch::channel(None);
+                        running.insert(key, Running { cancel });
+                        let job = self.job(claim, cancelled);
+                        tries.spawn(async move {
+                            job.await;
+                            key
+                        });
                     }
-                    Err(error) => tracing::warn!("cannot claim task instances: {error}"),
                 }
             }
+            let kill_at = stopping.flatten();
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown, if stopping.is_none() => {
+                    let deadline = self
+                        .settings
+                        .shutdown_timeout
+                        .map(|timeout| tokio::time::Instant::now() + timeout);
+                    stopping = Some(deadline);
+                    if let Err(error) = self.store.set_worker_state(&self.settings.id, "stopping").await {
+                        tracing::warn!("cannot record that the worker is stopping: {error}");
+                    }
+                }
+                () = sleep_until_some(kill_at) => {
+                    let timeout = self.settings.shutdown_timeout.unwrap_or_default();
+                    for try_ in running.values() {
+                        try_.cancel.send_replace(Some(Cancel::Shutdown(timeout)));
+                    }
+                    stopping = Some(None);
+                }
                 Some(done) = tries.join_next() => {
                     if let Ok(key) = done {
                         running.remove(&key);
@@ -157,27 +275,37 @@ impl Worker {
                 woken = wakeups.wait(self.settings.poll_interval) => {
                     claim_now = true;
                     // A wake-up may be a kill: look, but not more often than KILL_CHECK_INTERVAL
-                    // (most wake-ups are queued work).
-                    if woken && !running.is_empty() && last_heartbeat.elapsed() >= KILL_CHECK_INTERVAL {
-                        self.heartbeat(&running).await;
-                        last_heartbeat = tokio::time::Instant::now();
+                    // (most wake-ups are queued work); one that comes sooner is looked at then.
+                    if woken && !running.is_empty() {
+                        let due = last_heartbeat + KILL_CHECK_INTERVAL;
+                        if tokio::time::Instant::now() >= due {
+                            self.heartbeat(&running, &mut health).await;
+                            last_heartbeat = tokio::time::Instant::now();
+                            kill_check_at = None;
+                        } else {
+                            kill_check_at = Some(due);
+                        }
                     }
                 }
-                _ = heartbeat.tick() => {
-                    self.heartbeat(&running).await;
+                () = sleep_until_some(kill_check_at) => {
+                    kill_check_at = None;
+                    self.heartbeat(&running, &mut health).await;
                     last_heartbeat = tokio::time::Instant::now();
+                }
+                _ = heartbeat.tick() => {
+                    self.heartbeat(&running, &mut health).await;
+                    last_heartbeat = tokio::time::Instant::now();
+                    kill_check_at = None;
                 }
             }
         }
-        let _ = self
-            .store
-            .set_worker_state(&self.settings.id, "stopping")
-            .await;
-        while tries.join_next().await.is_some() {}
-        let _ = self
+        if let Err(error) = self
             .store
             .set_worker_state(&self.settings.id, "stopped")
-            .await;
+            .await
+        {
+            tracing::warn!("cannot record that the worker stopped: {error}");
+        }
         Ok(())
     }
 
@@ -197,30 +325,26 @@ impl Worker {
             .await
     }
 
-    /// Heartbeats; cancels the tries that are not this worker's any more.
-    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>) {
-        match self
-            .store
-            .heartbeat_worker(&self.settings.id, Utc::now())
-            .await
-        {
-            Ok(ours) => {
-                for (key, try_) in running {
-                    if !ours.contains(key) {
-                        try_.cancel.send_replace(true);
-                    }
-                }
-                // A claim whose commit succeeded but whose answer was lost (the connection
-                // dropped) left tries that are this worker's but that it never started; its own
-                // heartbeat would keep them from ever becoming zombies.
-                let why = "this worker never started this try (the answer to its claim was lost)";
-                for &(id, try_number) in ours.iter().filter(|key| !running.contains_key(key)) {
-                    if let Err(error) = self.end_lost_try(id, try_number, why).await {
-                        tracing::warn!("cannot end a lost try: {error}");
-                    }
+    /// Heartbeats; cancels the tries that are not this worker's any more. While the database
+    /// does not answer, the tries go on running; when it answers again, the tries that were
+    /// moved away meanwhile (reaped as zombies past the threshold, cleared, marked) are killed.
+    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>, health: &mut Health) {
+        let answer = patiently(self.store.heartbeat_worker(&self.settings.id, Utc::now())).await;
+        if let Some(ours) = health.check("heartbeat", answer) {
+            for (key, try_) in running {
+                if !ours.contains(key) && try_.cancel.borrow().is_none() {
+                    try_.cancel.send_replace(Some(Cancel::MovedAway));
                 }
             }
-            Err(error) => tracing::warn!("cannot heartbeat: {error}"),
+            // A claim whose commit succeeded but whose answer was lost (the connection
+            // dropped) left tries that are this worker's but that it never started; its own
+            // heartbeat would keep them from ever becoming zombies.
+            let why = "this worker never started this try (the answer to its claim was lost)";
+            for &(id, try_number) in ours.iter().filter(|key| !running.contains_key(key)) {
+                if let Err(error) = self.end_lost_try(id, try_number, why).await {
+                    tracing::warn!("cannot end a lost try: {error}");
+                }
+            }
         }
     }
 
@@ -315,7 +439,7 @@ impl Worker {
     fn job(
         &self,
         claim: Claim,
-        cancelled: watch::Receiver<bool>,
+        cancelled: watch::Receiver<Option<Cancel>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let versions = self.versions.clone();
@@ -342,7 +466,7 @@ struct Try {
 }
 
 impl Try {
-    async fn run(self, versions: &Versions, mut cancelled: watch::Receiver<bool>) {
+    async fn run(self, versions: &Versions, cancelled: watch::Receiver<Option<Cancel>>) {
         let ti = &self.claim.instance;
         let (log, log_rx) = mpsc::channel::<Vec<u8>>(256);
         let shipper = tokio::spawn(ship_log(
@@ -395,6 +519,28 @@ impl Try {
             }
         };
         let folder = dag_folder(&self.claim.fileloc);
+        // A worker on a host without the DAGs folder still runs the tasks that need no file of
+        // it (their definition and command come from the database), each in a scratch folder
+        // of its own, removed after the try. A `working_dir` names files: it must exist.
+        let scratch = match folder.is_dir() || rendered.working_dir.is_some() {
+            true => None,
+            false => tempfile::Builder::new()
+                .prefix("updraft-try-")
+                .tempdir()
+                .ok(),
+        };
+        let folder = match &scratch {
+            Some(scratch) => {
+                let note = format!(
+                    "updraft: the DAG's folder {} is not on this host; running in {}\n",
+                    folder.display(),
+                    scratch.path().display()
+                );
+                let _ = log.send(note.into_bytes()).await;
+                scratch.path().to_path_buf()
+            }
+            None => folder,
+        };
         let working_dir = match &rendered.working_dir {
             Some(dir) => folder.join(dir),
             None => folder.clone(),
@@ -413,8 +559,24 @@ impl Try {
         };
         let store = self.store.clone();
         let (id, try_number) = (ti.id, ti.try_number);
+        let log_for_cancel = log.clone();
+        let mut why = cancelled.clone();
         let cancel = async move {
-            let _ = cancelled.wait_for(|cancelled| *cancelled).await;
+            let _ = why.wait_for(Option::is_some).await;
+            let message = match *why.borrow() {
+                Some(Cancel::MovedAway) => "this try is no longer this worker's (it was cleared, \
+                    marked, timed out with its run, or reaped as a zombie)"
+                    .to_owned(),
+                Some(Cancel::Shutdown(timeout)) => format!(
+                    "the worker is stopping and this try still ran after its shutdown timeout \
+                     ({})",
+                    human_duration(timeout)
+                ),
+                None => unreachable!("waited for a reason"),
+            };
+            let _ = log_for_cancel
+                .send(format!("updraft: {message}\n").into_bytes())
+                .await;
         };
         let finished = process::run(spawn, log.clone(), cancel, move |pid| {
             tokio::spawn(async move {
@@ -430,6 +592,12 @@ impl Try {
             Ending::Exited(0) => (TaskState::Success, None, Some(0)),
             Ending::Exited(code) if task.skip_on_exit_code.contains(&code) => {
                 (TaskState::Skipped, None, Some(code))
+            }
+            // Stopped with its worker: a failure of the try, retried where tries remain (as
+            // Airflow's task runner treats SIGTERM).
+            Ending::Cancelled if matches!(*cancelled.borrow(), Some(Cancel::Shutdown(_))) => {
+                let (state, at) = after_try_failed(&task, try_number, ti.max_tries, now);
+                (state, at, None)
             }
             Ending::Cancelled => (TaskState::Failed, None, None),
             ref ending => {
@@ -512,6 +680,18 @@ fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> O
     };
     let _ = log.try_send(format!("{message}\n").into_bytes());
     None
+}
+
+/// Whether a worker registered as `existing` keeps this worker (on `hostname`) from using its
+/// name. Two live workers under one name would each take the other's tries for lost ones and
+/// end them. A worker of this name on this host is a previous life of this one (restarted
+/// after a crash: its tries are recovered), and one that stopped or is lost leaves its name.
+fn name_taken(existing: &WorkerRow, hostname: &str, now: DateTime<Utc>) -> bool {
+    existing.hostname != hostname
+        && matches!(
+            existing.status(now),
+            WorkerStatus::Running | WorkerStatus::Stopping
+        )
 }
 
 /// What happens after a try of `task` failed: up for retry while tries remain, else failed.
@@ -640,4 +820,47 @@ async fn load_version(
         .expect("versions lock")
         .insert(key, dag.clone());
     Ok(dag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(hostname: &str, state: &str, heartbeat_at: DateTime<Utc>) -> WorkerRow {
+        WorkerRow {
+            id: "w1".to_owned(),
+            hostname: hostname.to_owned(),
+            queues: vec!["default".to_owned()],
+            concurrency: 4,
+            state: state.to_owned(),
+            started_at: heartbeat_at,
+            heartbeat_at,
+        }
+    }
+
+    #[test]
+    fn durations_in_the_log_read_as_written_on_the_command_line() {
+        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m 30s");
+    }
+
+    #[test]
+    fn a_live_worker_of_the_same_name_on_another_host_keeps_its_name() {
+        let now = Utc::now();
+        let fresh = now - chrono::Duration::milliseconds(500);
+        assert!(name_taken(&registered("a", "running", fresh), "b", now));
+        assert!(name_taken(&registered("a", "stopping", fresh), "b", now));
+    }
+
+    #[test]
+    fn a_restart_on_the_same_host_a_stopped_or_a_lost_worker_leaves_the_name_free() {
+        let now = Utc::now();
+        let fresh = now - chrono::Duration::milliseconds(500);
+        let old = now - chrono::Duration::seconds(11);
+        assert!(!name_taken(&registered("a", "running", fresh), "a", now));
+        assert!(!name_taken(&registered("a", "stopped", fresh), "b", now));
+        assert!(!name_taken(&registered("a", "running", old), "b", now));
+    }
 }

@@ -1,14 +1,285 @@
 //! The worker loop against a real database (both backends).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
+use updraft_core::dag::{LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::render::{Context, RunContext, render_task};
 use updraft_core::state::{RunType, TaskState};
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
-use updraft_metadata::{CreateOutcome, DagSync, NewDagRun, NewTaskInstance, WorkerRef};
+use updraft_metadata::{
+    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, Store, TaskInstance,
+    Worker as WorkerRow, WorkerRef,
+};
+
+/// Settings of a worker `id` on host `host` serving `default`, quick to heartbeat.
+fn settings(id: &str, host: &str) -> Settings {
+    Settings {
+        id: id.to_owned(),
+        hostname: host.to_owned(),
+        queues: vec!["default".to_owned()],
+        concurrency: 4,
+        poll_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(200),
+        echo: false,
+        only_run: None,
+        shutdown_timeout: None,
+    }
+}
+
+/// Syncs the DAG of `yaml` (its file in `folder`), creates a manual run of it and queues each
+/// of its task instances with its command rendered, as the scheduler would; returns them in
+/// file order.
+async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<TaskInstance> {
+    let fileloc = folder.join("dag.yaml").display().to_string();
+    let dag = decode(&fileloc, yaml, &LoadOptions::default()).expect("a valid DAG");
+    let now = Utc::now();
+    store
+        .upsert_dag(
+            &DagSync {
+                dag_id: dag.id.clone(),
+                fileloc: fileloc.clone(),
+                owner: String::new(),
+                description: None,
+                tags: vec![],
+                schedule: None,
+                timezone: "UTC".to_owned(),
+                max_active_runs: 16,
+                max_active_tasks: 16,
+                paused_on_creation: false,
+                version_hash: dag.version_hash(),
+                serialized: serde_json::to_value(&dag).unwrap(),
+                source: yaml.to_owned(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let run = NewDagRun {
+        dag_id: dag.id.clone(),
+        run_id: "r".to_owned(),
+        run_type: RunType::Manual,
+        logical_date: now,
+        data_interval_start: now,
+        data_interval_end: now,
+        run_after: now,
+        conf: json!({}),
+        version_hash: dag.version_hash(),
+        backfill_id: None,
+    };
+    let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await.unwrap() else {
+        panic!("the run exists");
+    };
+    let new: Vec<NewTaskInstance> = dag
+        .tasks
+        .values()
+        .map(|task| NewTaskInstance {
+            task_id: task.id.clone(),
+            max_tries: task.retries as i32,
+            pool: task.pool.clone(),
+            pool_slots: 1,
+            queue: task.queue.clone(),
+            priority_weight: 1,
+            rendered_command: None,
+        })
+        .collect();
+    let instances = store
+        .create_task_instances(run.id, &new, now)
+        .await
+        .unwrap();
+    let moves: Vec<_> = instances
+        .iter()
+        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .collect();
+    store.set_task_states(&moves, now).await.unwrap();
+    let context = RunContext {
+        dag_id: dag.id.clone(),
+        run_id: run.run_id.clone(),
+        run_type: run.run_type,
+        logical_date: now,
+        data_interval_start: now,
+        data_interval_end: now,
+        params: Default::default(),
+        conf: json!({}),
+    };
+    let requests: Vec<(i64, serde_json::Value)> = instances
+        .iter()
+        .map(|ti| {
+            let task = dag.task(ti.task_id.as_str()).unwrap();
+            let context = Context {
+                run: &context,
+                task_id: ti.task_id.clone(),
+                try_number: 1,
+                outputs: Default::default(),
+            };
+            let rendered = render_task(&dag, task, &context).unwrap();
+            (ti.id, serde_json::to_value(rendered).unwrap())
+        })
+        .collect();
+    store.queue_task_instances(&requests, now).await.unwrap();
+    instances
+}
+
+/// Polls task instance `id` until `done` holds for it, at most 10 s.
+async fn wait_until(
+    store: &Store,
+    id: i64,
+    what: &str,
+    done: impl Fn(&TaskInstance) -> bool,
+) -> TaskInstance {
+    let start = Instant::now();
+    loop {
+        let current = store.get_task_instance(id).await.unwrap().unwrap();
+        if done(&current) {
+            return current;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn log_of(store: &Store, id: i64, try_number: i32) -> String {
+    let chunks = store.read_task_log(id, try_number, 0, 1000).await.unwrap();
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|chunk| chunk.data).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_worker_refuses_the_name_of_a_live_worker_on_another_host() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let now = Utc::now();
+        store
+            .register_worker(&WorkerRow {
+                id: "w1".to_owned(),
+                hostname: "elsewhere".to_owned(),
+                queues: vec!["default".to_owned()],
+                concurrency: 4,
+                state: "running".to_owned(),
+                started_at: now,
+                heartbeat_at: now,
+            })
+            .await
+            .unwrap();
+        let refused = Worker::new(store.clone(), settings("w1", "here"))
+            .run(std::future::pending())
+            .await;
+        match refused {
+            Err(Error::Conflict(message)) => assert!(
+                message.starts_with("a worker named 'w1' is running on host elsewhere")
+                    && message.ends_with("give this one another (--name)"),
+                "{message}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // The other worker's row is untouched.
+        let row = store.get_worker("w1").await.unwrap().unwrap();
+        assert_eq!(row.hostname, "elsewhere");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let folder = tempfile::tempdir().unwrap();
+        let yaml = "version: 1\nid: drain\ntasks:\n  slow: {run: sleep 1.5}\n";
+        let ti = queued(&store, folder.path(), yaml).await.remove(0);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let worker = Worker::new(store.clone(), settings("w1", "here"));
+        let worker = tokio::spawn(worker.run(async move {
+            let mut stopping = stopping;
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+        wait_until(&store, ti.id, "the try to start", |ti| {
+            ti.state == TaskState::Running
+        })
+        .await;
+        stop.send_replace(true);
+        let start = Instant::now();
+        while store.get_worker("w1").await.unwrap().unwrap().state != "stopping" {
+            assert!(start.elapsed() < Duration::from_secs(5), "never stopping");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Draining, the worker heartbeats on: a long drain does not make its tries zombies.
+        let stopping_since = store.get_task_instance(ti.id).await.unwrap().unwrap();
+        let later = wait_until(&store, ti.id, "a heartbeat while stopping", |ti| {
+            ti.state != TaskState::Running || ti.heartbeat_at > stopping_since.heartbeat_at
+        })
+        .await;
+        assert_eq!(later.state, TaskState::Running, "{later:?}");
+        worker.await.unwrap().unwrap();
+        let ended = store.get_task_instance(ti.id).await.unwrap().unwrap();
+        assert_eq!(ended.state, TaskState::Success);
+        assert_eq!(
+            store.get_worker("w1").await.unwrap().unwrap().state,
+            "stopped"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stopping_worker_kills_the_tries_left_at_its_shutdown_timeout_and_records_them() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let folder = tempfile::tempdir().unwrap();
+        let yaml = "version: 1\nid: stop\ntasks:\n  \
+                    retried: {run: sleep 30, retries: 1, retry_delay: 1m}\n  \
+                    failed: {run: sleep 30}\n";
+        let tis = queued(&store, folder.path(), yaml).await;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut settings = settings("w1", "here");
+        settings.shutdown_timeout = Some(Duration::from_millis(300));
+        let worker = tokio::spawn(Worker::new(store.clone(), settings).run(async move {
+            let mut stopping = stopping;
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+        for ti in &tis {
+            wait_until(&store, ti.id, "the try to start", |ti| {
+                ti.state == TaskState::Running
+            })
+            .await;
+        }
+        let asked = Instant::now();
+        stop.send_replace(true);
+        worker.await.unwrap().unwrap();
+        // The timeout, then SIGTERM ends `sleep` at once.
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        let retried = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
+        assert_eq!(retried.state, TaskState::UpForRetry, "{retried:?}");
+        assert!(retried.next_retry_at.is_some());
+        let failed = store.get_task_instance(tis[1].id).await.unwrap().unwrap();
+        assert_eq!(failed.state, TaskState::Failed, "{failed:?}");
+        for ti in &tis {
+            let log = log_of(&store, ti.id, 1).await;
+            assert!(
+                log.contains(
+                    "updraft: the worker is stopping and this try still ran after its shutdown \
+                     timeout (300ms)"
+                ),
+                "{log}"
+            );
+            let tries = store.list_task_tries(ti.id).await.unwrap();
+            assert_eq!(
+                tries[0].state,
+                store.get_task_instance(ti.id).await.unwrap().unwrap().state
+            );
+        }
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
@@ -90,6 +361,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
                 heartbeat_interval: Duration::from_millis(200),
                 echo: false,
                 only_run: None,
+                shutdown_timeout: None,
             },
         );
         let worker = tokio::spawn(worker.run(async move {
@@ -135,6 +407,52 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
         );
         stop.send_replace(true);
         worker.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_without_the_dags_folder_runs_tasks_that_need_no_file_of_it() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        // The folder the scheduler read the DAG from, not on this worker's host.
+        let elsewhere = tempfile::tempdir().unwrap().path().join("dags");
+        let yaml = "version: 1\nid: remote\ntasks:\n  \
+                    anywhere: {run: 'echo \"ran in $(pwd)\"'}\n  \
+                    scripted: {run: ./step.sh, working_dir: scripts}\n";
+        let tis = queued(&store, &elsewhere, yaml).await;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(Worker::new(store.clone(), settings("w1", "here")).run(
+            async move {
+                let mut stopping = stopping;
+                let _ = stopping.wait_for(|stop| *stop).await;
+            },
+        ));
+        let anywhere = wait_until(&store, tis[0].id, "the try to end", |ti| {
+            ti.state.is_finished()
+        })
+        .await;
+        let scripted = wait_until(&store, tis[1].id, "the try to end", |ti| {
+            ti.state.is_finished()
+        })
+        .await;
+        stop.send_replace(true);
+        worker.await.unwrap().unwrap();
+        let log = log_of(&store, tis[0].id, 1).await;
+        assert_eq!(anywhere.state, TaskState::Success, "{log}");
+        assert!(
+            log.contains(&format!(
+                "updraft: the DAG's folder {} is not on this host; running in ",
+                elsewhere.display()
+            )) && log.contains("ran in /")
+                && log.contains("/updraft-try-"),
+            "{log}"
+        );
+        // A task whose files are in a working_dir cannot run without them, and says why.
+        let log = log_of(&store, tis[1].id, 1).await;
+        assert_eq!(scripted.state, TaskState::Failed, "{log}");
+        let missing = format!("working directory {}", elsewhere.join("scripts").display());
+        assert!(log.contains(&missing), "{log}");
     })
     .await;
 }

@@ -99,7 +99,7 @@ pub struct BackfillMove {
 }
 
 impl Backfill {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(Backfill {
             id: row.get("id")?,
             dag_id: row.id("dag_id")?,

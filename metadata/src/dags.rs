@@ -87,7 +87,7 @@ pub struct ImportError {
 }
 
 impl DagRow {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         let next_logical_date: Option<DateTime<Utc>> = row.get("next_logical_date")?;
         // The schema keeps the four next-run columns all set or all NULL.
         let next_run = match next_logical_date {

@@ -35,7 +35,7 @@ pub struct NewEvent {
 }
 
 impl EventLog {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(EventLog {
             id: row.get("id")?,
             at: row.get("at")?,

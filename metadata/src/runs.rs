@@ -6,7 +6,7 @@ use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType};
 
-use crate::db::{Row, query};
+use crate::db::{Row, query, query_split};
 use crate::signal::Topic;
 use crate::{Error, Store};
 
@@ -234,6 +234,86 @@ impl Store {
             DagRun::from_row,
         )
         .await
+    }
+
+    /// Starts queued run `run` (moves it to `running`, stamping `now` as its start) if fewer
+    /// than `max_active_runs` runs of its kind are running: the runs of its DAG that belong to
+    /// no backfill, or the runs of its backfill. The count is read in the transaction that
+    /// writes, after the DAG's (or backfill's) row is locked on Postgres (SQLite's transaction
+    /// holds the single write lock), so schedulers starting runs at the same time take turns
+    /// and never exceed the limit together. Returns false, writing nothing, when the limit is
+    /// reached or the run is not `queued` any more.
+    pub async fn start_dag_run(
+        &self,
+        run: &DagRun,
+        max_active_runs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let mut tx = self.begin("start a dag run").await?;
+        let running: i64 = match run.backfill_id {
+            None => {
+                tx.fetch_optional(
+                    query_split(
+                        "lock a dag to start its run",
+                        "SELECT dag_id FROM dag WHERE dag_id = $1 FOR UPDATE",
+                        "SELECT dag_id FROM dag WHERE dag_id = $1",
+                    )
+                    .bind(run.dag_id.as_str()),
+                    |row| row.get::<String>("dag_id"),
+                )
+                .await?;
+                tx.fetch_one(
+                    query(
+                        "count a dag's running runs",
+                        "SELECT COUNT(*) AS running FROM dag_run \
+                         WHERE state = 'running' AND dag_id = $1 AND backfill_id IS NULL",
+                    )
+                    .bind(run.dag_id.as_str()),
+                    |row| row.get("running"),
+                )
+                .await?
+            }
+            Some(backfill_id) => {
+                tx.fetch_optional(
+                    query_split(
+                        "lock a backfill to start its run",
+                        "SELECT id FROM backfill WHERE id = $1 FOR UPDATE",
+                        "SELECT id FROM backfill WHERE id = $1",
+                    )
+                    .bind(backfill_id),
+                    |row| row.get::<i64>("id"),
+                )
+                .await?;
+                tx.fetch_one(
+                    query(
+                        "count a backfill's running runs",
+                        "SELECT COUNT(*) AS running FROM dag_run \
+                         WHERE state = 'running' AND backfill_id = $1",
+                    )
+                    .bind(backfill_id),
+                    |row| row.get("running"),
+                )
+                .await?
+            }
+        };
+        if running >= max_active_runs {
+            tx.commit("start a dag run").await?;
+            return Ok(false);
+        }
+        let started = tx
+            .execute(
+                query(
+                    "start a dag run",
+                    "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
+                     WHERE id = $1 AND state = 'queued'",
+                )
+                .bind(run.id)
+                .bind(now),
+            )
+            .await?
+            == 1;
+        tx.commit("start a dag run").await?;
+        Ok(started)
     }
 
     /// Compare-and-set of a run's state: moves run `id` from `expected` to `new` and returns

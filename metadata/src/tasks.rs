@@ -424,6 +424,22 @@ impl Store {
         .await
     }
 
+    /// The tries of every task instance of a run, by task instance, first to last (the gantt
+    /// of a run: bounded by its tasks and their tries).
+    pub async fn list_run_tries(&self, dag_run_id: i64) -> Result<Vec<TaskTry>, Error> {
+        self.fetch_all(
+            query(
+                "list the tries of a run",
+                "SELECT t.* FROM task_try t \
+                 JOIN task_instance ti ON ti.id = t.task_instance_id \
+                 WHERE ti.dag_run_id = $1 ORDER BY t.task_instance_id, t.try_number",
+            )
+            .bind(dag_run_id),
+            TaskTry::from_row,
+        )
+        .await
+    }
+
     /// Appends a chunk to the log of a try and returns its `seq`. [`Error::NotFound`] when the
     /// try is not recorded.
     pub async fn append_task_log(

@@ -72,7 +72,7 @@ impl fmt::Debug for User {
 }
 
 impl User {
-    fn from_row(row: &Row<'_>) -> Result<Self, Error> {
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(User {
             id: row.get("id")?,
             username: row.get("username")?,

@@ -517,8 +517,109 @@ async fn workers_and_schedulers_register_and_heartbeat() {
         // Registering again (a restart) makes it running.
         store.register_worker(&worker).await.unwrap();
         assert_eq!(store.list_workers().await.unwrap()[0].state, "running");
+        assert_eq!(
+            store.get_worker("w1").await.unwrap().map(|w| w.concurrency),
+            Some(8)
+        );
+        assert_eq!(store.get_worker("w2").await.unwrap(), None);
     })
     .await;
+}
+
+#[tokio::test]
+async fn worker_loads_count_the_task_instances_running_under_each_worker() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        for (id, hostname) in [("w1", "host-a"), ("w2", "host-b"), ("w3", "host-a")] {
+            store
+                .register_worker(&Worker {
+                    id: id.to_owned(),
+                    hostname: hostname.to_owned(),
+                    queues: default_queue(),
+                    concurrency: 4,
+                    state: "running".to_owned(),
+                    started_at: at(0),
+                    heartbeat_at: at(0),
+                })
+                .await
+                .unwrap();
+        }
+        let tis = scheduled(
+            &store,
+            16,
+            &[
+                ("a", DEFAULT_POOL, 1, "default", 1),
+                ("b", DEFAULT_POOL, 1, "default", 1),
+                ("c", DEFAULT_POOL, 1, "default", 1),
+            ],
+        )
+        .await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        for (worker, limit) in [("w1", 2), ("w2", 1)] {
+            let worker = WorkerRef {
+                id: worker,
+                hostname: "host",
+            };
+            let claimed = store
+                .claim_task_instances(worker, &default_queue(), None, limit, at(2))
+                .await
+                .unwrap();
+            assert_eq!(claimed.len() as i64, limit);
+        }
+        // w1 claimed a and b, w2 claimed c (same priority: by id); a try that ended does not
+        // count.
+        let ended = TryEnd {
+            task_instance_id: tis[2].id,
+            try_number: 1,
+            worker_id: Some("w2"),
+            state: TaskState::Success,
+            exit_code: Some(0),
+            next_retry_at: None,
+            outputs: &[],
+            log_tail: &[],
+        };
+        assert!(store.end_try(&ended, at(3)).await.unwrap());
+        let loads: Vec<(String, String, i64)> = store
+            .list_worker_loads()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|load| (load.worker.hostname, load.worker.id, load.running))
+            .collect();
+        assert_eq!(
+            loads,
+            [
+                ("host-a".to_owned(), "w1".to_owned(), 2),
+                ("host-a".to_owned(), "w3".to_owned(), 0),
+                ("host-b".to_owned(), "w2".to_owned(), 0),
+            ]
+        );
+    })
+    .await;
+}
+
+#[test]
+fn a_worker_that_stopped_heartbeating_is_lost_unless_it_stopped() {
+    use updraft_metadata::WorkerStatus;
+    let worker = |state: &str| Worker {
+        id: "w1".to_owned(),
+        hostname: "host-a".to_owned(),
+        queues: default_queue(),
+        concurrency: 4,
+        state: state.to_owned(),
+        started_at: at(0),
+        heartbeat_at: at(0),
+    };
+    let soon = at(0) + chrono::Duration::seconds(5);
+    let late = at(0) + chrono::Duration::seconds(11);
+    assert_eq!(worker("running").status(soon), WorkerStatus::Running);
+    assert_eq!(worker("stopping").status(soon), WorkerStatus::Stopping);
+    assert_eq!(worker("running").status(late), WorkerStatus::Lost);
+    assert_eq!(worker("stopping").status(late), WorkerStatus::Lost);
+    assert_eq!(worker("stopped").status(late), WorkerStatus::Stopped);
 }
 
 #[tokio::test]
@@ -543,6 +644,52 @@ async fn queueing_wakes_the_workers_of_another_store_on_postgres_and_this_one_an
                 "LISTEN/NOTIFY reached the other store"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn schedulers_queueing_at_once_never_exceed_pool_slots_or_queue_twice() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        store.set_pool("two", 2, None).await.unwrap();
+        let tasks: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+        let specs: Vec<(&str, &str, i32, &str, i32)> = tasks
+            .iter()
+            .map(|task| (task.as_str(), "two", 1, "default", 1))
+            .collect();
+        let tis = scheduled(&store, 16, &specs).await;
+        // Three stores (three schedulers) offer the same task instances at once, in different
+        // orders, from the same snapshot.
+        let mut attempts = tokio::task::JoinSet::new();
+        for offset in 0..3 {
+            let other = db.store().await;
+            let mut offered = requests(&tis);
+            offered.rotate_left(offset * 3);
+            attempts.spawn(async move {
+                let queued = other.queue_task_instances(&offered, at(1)).await.unwrap();
+                other.close().await;
+                queued
+            });
+        }
+        let mut queued = Vec::new();
+        while let Some(attempt) = attempts.join_next().await {
+            queued.extend(attempt.unwrap());
+        }
+        assert_eq!(
+            queued.len(),
+            2,
+            "two slots, each task instance queued once: {queued:?}"
+        );
+        let mut states = Vec::new();
+        for ti in &tis {
+            states.push(state_of(&store, ti.id).await);
+        }
+        assert_eq!(
+            states.iter().filter(|s| **s == TaskState::Queued).count(),
+            2,
+            "{states:?}"
+        );
     })
     .await;
 }

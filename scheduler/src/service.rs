@@ -91,6 +91,8 @@ pub struct Scheduler {
     /// The unfinished backfills, read at the start of each tick: their runs start within the
     /// backfill's own `max_active_runs`, not at all while it is paused.
     backfills: HashMap<i64, ActiveBackfill>,
+    /// How long the latest complete tick took: recorded with the heartbeat, for `/metrics`.
+    last_loop: Option<Duration>,
 }
 
 /// An unfinished backfill as the scheduler needs it.
@@ -127,6 +129,7 @@ impl Scheduler {
             pools: HashSet::new(),
             warned_pools: HashSet::new(),
             backfills: HashMap::new(),
+            last_loop: None,
         }
     }
 
@@ -138,8 +141,10 @@ impl Scheduler {
         let mut failing = false;
         loop {
             let now = Utc::now();
+            let began = std::time::Instant::now();
             let wait = match self.tick(now).await {
                 Ok(wake_at) => {
+                    self.last_loop = Some(began.elapsed());
                     if failing {
                         tracing::info!("the metadata database answers again");
                         failing = false;
@@ -190,6 +195,9 @@ impl Scheduler {
             self.store
                 .heartbeat_scheduler(&self.id, &self.hostname, self.started_at, now)
                 .await?;
+            if let Some(took) = self.last_loop {
+                self.store.record_scheduler_loop(&self.id, took).await?;
+            }
             self.refresh_pools().await?;
         }
         let changed = self.sync_if_changed(now).await?;
@@ -341,12 +349,23 @@ impl Scheduler {
                     version_hash: row.version_hash.clone(),
                     backfill_id: None,
                 };
-                if let CreateOutcome::Created(created) =
-                    self.store.create_dag_run(&run, now).await?
-                {
-                    tracing::info!(dag_id = %created.dag_id, run_id = %created.run_id, "created a run");
-                    runs.push(created);
-                    active += 1;
+                match self.store.create_dag_run(&run, now).await? {
+                    CreateOutcome::Created(created) => {
+                        tracing::info!(dag_id = %created.dag_id, run_id = %created.run_id, "created a run");
+                        runs.push(created);
+                        active += 1;
+                    }
+                    // Another scheduler created it since this one's snapshot: it counts
+                    // against max_active_runs here too while it is unfinished.
+                    CreateOutcome::AlreadyExists(existing)
+                        if existing.backfill_id.is_none()
+                            && !existing.state.is_finished()
+                            && !runs.iter().any(|run| run.id == existing.id) =>
+                    {
+                        runs.push(existing);
+                        active += 1;
+                    }
+                    CreateOutcome::AlreadyExists(_) => {}
                 }
                 last = Some(interval);
             }
@@ -426,7 +445,7 @@ impl Scheduler {
                 if *active >= max_active_runs {
                     continue;
                 }
-                if !self.start_run(&run, &dag, now).await? {
+                if !self.start_run(&run, &dag, max_active_runs, now).await? {
                     continue;
                 }
                 *active += 1;
@@ -538,11 +557,19 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Creates a queued run's task instances and moves it to running. In this order: a
-    /// scheduler that dies (or loses the database) between the two writes leaves a queued run
-    /// that the next pass starts again (creating task instances is idempotent), never a
-    /// running run without task instances, which nothing would ever step.
-    async fn start_run(&self, run: &DagRun, dag: &Dag, now: DateTime<Utc>) -> Result<bool, Error> {
+    /// Creates a queued run's task instances and moves it to running, within
+    /// `max_active_runs` (checked again by the store as it writes: another scheduler may have
+    /// started runs since this one's snapshot). In this order: a scheduler that dies (or loses
+    /// the database) between the two writes leaves a queued run that the next pass starts
+    /// again (creating task instances is idempotent), never a running run without task
+    /// instances, which nothing would ever step.
+    async fn start_run(
+        &self,
+        run: &DagRun,
+        dag: &Dag,
+        max_active_runs: usize,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         let tasks: Vec<NewTaskInstance> = dag
             .tasks
             .values()
@@ -561,7 +588,7 @@ impl Scheduler {
             .await?;
         if !self
             .store
-            .set_dag_run_state(run.id, DagRunState::Queued, DagRunState::Running, now)
+            .start_dag_run(run, max_active_runs as i64, now)
             .await?
         {
             return Ok(false);
@@ -710,17 +737,9 @@ impl Scheduler {
                     .heartbeat_at
                     .map_or_else(|| "start".to_owned(), |at| at.to_rfc3339()),
             );
-            tracing::warn!(dag_id = %zombie.dag_id, task_id = %zombie.task_id, "{}", message.trim());
-            match self
-                .store
-                .append_task_log(zombie.id, zombie.try_number, message.as_bytes())
-                .await
-            {
-                Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(error) => return Err(error),
-            }
             let (state, next_retry_at) = after_zombie(&dag, &zombie, now);
-            self.store
+            let ended = self
+                .store
                 .end_try(
                     &TryEnd {
                         task_instance_id: zombie.id,
@@ -735,6 +754,19 @@ impl Scheduler {
                     now,
                 )
                 .await?;
+            // Another scheduler may have ended it first: the one that did says so, once.
+            if !ended {
+                continue;
+            }
+            tracing::warn!(dag_id = %zombie.dag_id, task_id = %zombie.task_id, "{}", message.trim());
+            match self
+                .store
+                .append_task_log(zombie.id, zombie.try_number, message.as_bytes())
+                .await
+            {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }

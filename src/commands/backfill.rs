@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -22,11 +23,18 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_executor::worker::Worker;
-use updraft_metadata::{Backfill, BackfillProgress, DagRow, DagRun, NewBackfill, Rerun, Store};
+use updraft_metadata::{
+    Backfill, BackfillCreated, BackfillProgress, DagRow, DagRun, NewBackfill, Rerun, Store,
+};
 use updraft_scheduler::backfill::{
-    self as plan, Action, BackfillOptions, Counts, Decision, ExistingRun, MAX_RUNS_WITHOUT_YES,
+    self as plan, Action, BackfillError, BackfillOptions, Counts, Decision, ExistingRun,
+    MAX_RUNS_WITHOUT_YES, Reprocess,
 };
 use updraft_scheduler::service::Scheduler;
+use updraft_webserver::backfill::{
+    BackfillPlan, BackfillRequest, BackfillStarted, Backfills, BoxFuture, PlannedInterval,
+};
+use updraft_webserver::{AppError, actions};
 
 use super::dags::{actor, stored_dag};
 use super::local_run::{check_params, parse_conf};
@@ -87,62 +95,46 @@ fn backfill_with(
             };
         }
     };
-    if let Err(error) = check_params(&dag, &conf) {
-        return Ok(usage_error(error));
-    }
     let tz = dag.timetable.timezone;
-    let from = match plan::parse_date("--from", &args.from, tz) {
-        Ok(from) => from,
-        Err(error) => return Ok(usage_error(error)),
+    let ask = Ask {
+        from: ("--from", &args.from),
+        to: ("--to", &args.to),
+        reprocess: args.reprocess,
+        max_active_runs: args.max_active_runs,
+        run_backwards: args.run_backwards,
+        conf,
+        limit: (!args.yes).then_some(MAX_RUNS_WITHOUT_YES),
     };
-    let to = match plan::parse_date("--to", &args.to, tz) {
-        Ok(to) => to,
-        Err(error) => return Ok(usage_error(error)),
+    let planned = match runtime.block_on(plan(store, &dag, ask, Utc::now()))? {
+        Ok(planned) => planned,
+        Err(refusal) => return Ok(usage_error(refusal)),
     };
-    let now = Utc::now();
-    let limit = (!args.yes).then_some(MAX_RUNS_WITHOUT_YES);
-    let intervals = match plan::intervals(&dag, from, to, args.run_backwards, limit, now) {
-        Ok(intervals) => intervals,
-        Err(error) => return Ok(usage_error(error)),
-    };
-    let (first, last) = intervals.runs.iter().fold((to, from), |(low, high), run| {
-        (low.min(run.logical_date), high.max(run.logical_date))
-    });
-    let existing: Vec<ExistingRun> = runtime
-        .block_on(store.list_dated_runs(&dag.id, first, last))?
-        .iter()
-        .map(ExistingRun::from)
-        .collect();
-    let decisions = plan::decide(&intervals.runs, &existing, args.reprocess, now);
-    let counts = Counts::of(&decisions);
+    let (decisions, counts) = (&planned.decisions, planned.counts);
 
     println!(
         "Backfill of DAG {}: {} interval(s) from {} to {} ({})",
         dag.id,
         decisions.len(),
-        plan::local(first, tz),
-        plan::local(last, tz),
+        plan::local(planned.first, tz),
+        plan::local(planned.last, tz),
         dag.timetable.describe()
     );
     println!(
         "  create {}, re-run {}, skip {}",
         counts.create, counts.rerun, counts.skip
     );
-    for warning in &intervals.warnings {
+    for warning in &planned.warnings {
         eprintln!("warning: {warning}");
     }
     if row.is_paused {
-        eprintln!(
-            "note: DAG \"{}\" is paused; a backfill is explicit, so its runs run all the same",
-            dag.id
-        );
+        eprintln!("note: {}", paused_note(&dag.id));
     }
     if args.dry_run {
-        print_decisions(&decisions, tz);
+        print_decisions(decisions, tz);
         println!("dry run: nothing was changed");
         return Ok(0);
     }
-    print_skipped(&decisions, tz);
+    print_skipped(decisions, tz);
     if counts.runs() == 0 {
         println!("nothing to backfill: every interval is skipped");
         return Ok(0);
@@ -160,43 +152,121 @@ fn backfill_with(
             return Ok(1);
         }
     }
-    let options = BackfillOptions {
-        reprocess: args.reprocess,
-        max_active_runs: args.max_active_runs,
-        run_backwards: args.run_backwards,
-        conf,
-    };
-    let backfill = NewBackfill {
-        dag_id: dag.id.clone(),
-        from_date: from,
-        to_date: to,
-        options: options.to_json(),
-        created_by: actor(),
-    };
-    runtime.block_on(create_and_follow(
-        store,
-        config,
-        &row,
-        &dag,
-        &decisions,
-        &backfill,
-        &options.conf,
-    ))
+    runtime.block_on(create_and_follow(store, config, &row, &dag, &planned))
 }
 
-/// Writes the backfill, then follows it to its end (running it here when no scheduler is
-/// alive); returns the exit code.
-async fn create_and_follow(
+fn paused_note(dag_id: &DagId) -> String {
+    format!("DAG \"{dag_id}\" is paused; a backfill is explicit, so its runs run all the same")
+}
+
+// --- planning and creating: the one path of the CLI and the web ----------------------------
+
+/// A backfill as asked, before anything is parsed: the CLI's flags, or the web's form or JSON.
+pub struct Ask<'a> {
+    /// The field's name in messages (`--from`, `from`) and the text given.
+    pub from: (&'static str, &'a str),
+    pub to: (&'static str, &'a str),
+    pub reprocess: Reprocess,
+    pub max_active_runs: Option<u32>,
+    pub run_backwards: bool,
+    /// A JSON object, checked against the DAG's params.
+    pub conf: serde_json::Value,
+    /// At most this many runs; `None` (the CLI's `--yes`): any number.
+    pub limit: Option<usize>,
+}
+
+/// A planned backfill: each interval's decision, and what [`create`] writes.
+pub struct Planned {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The oldest and newest logical dates of the intervals.
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    pub warnings: Vec<String>,
+    pub decisions: Vec<Decision>,
+    pub counts: Counts,
+    pub options: BackfillOptions,
+}
+
+/// Why a backfill cannot be made as asked: bad input (the CLI exits 2, the web answers 400).
+#[derive(Debug)]
+pub enum Refusal {
+    /// The conf does not fit the DAG's params.
+    Params(String),
+    Plan(BackfillError),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Params(message) => f.write_str(message),
+            Refusal::Plan(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Plans a backfill of `dag`: checks the conf, reads the dates in the DAG's timezone, lists
+/// the intervals and decides each against the runs that hold their dates. Changes nothing.
+/// The outer error is broken machinery (the database), the inner one bad input.
+pub async fn plan(
     store: &Store,
-    config: &Config,
+    dag: &Dag,
+    ask: Ask<'_>,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<Planned, Refusal>> {
+    if let Err(error) = check_params(dag, &ask.conf) {
+        return Ok(Err(Refusal::Params(format!("{error:#}"))));
+    }
+    let tz = dag.timetable.timezone;
+    let dates = plan::parse_date(ask.from.0, ask.from.1, tz)
+        .and_then(|from| Ok((from, plan::parse_date(ask.to.0, ask.to.1, tz)?)));
+    let (from, to) = match dates {
+        Ok(dates) => dates,
+        Err(error) => return Ok(Err(Refusal::Plan(error))),
+    };
+    let intervals = match plan::intervals(dag, from, to, ask.run_backwards, ask.limit, now) {
+        Ok(intervals) => intervals,
+        Err(error) => return Ok(Err(Refusal::Plan(error))),
+    };
+    let (first, last) = intervals.runs.iter().fold((to, from), |(low, high), run| {
+        (low.min(run.logical_date), high.max(run.logical_date))
+    });
+    let existing: Vec<ExistingRun> = store
+        .list_dated_runs(&dag.id, first, last)
+        .await?
+        .iter()
+        .map(ExistingRun::from)
+        .collect();
+    let decisions = plan::decide(&intervals.runs, &existing, ask.reprocess, now);
+    Ok(Ok(Planned {
+        from,
+        to,
+        first,
+        last,
+        warnings: intervals.warnings,
+        counts: Counts::of(&decisions),
+        decisions,
+        options: BackfillOptions {
+            reprocess: ask.reprocess,
+            max_active_runs: ask.max_active_runs,
+            run_backwards: ask.run_backwards,
+            conf: ask.conf,
+        },
+    }))
+}
+
+/// Writes a planned backfill: its row, its new runs and its re-runs in one transaction, and
+/// the event log row with `created_by` as the actor (`Store::create_backfill`).
+pub async fn create(
+    store: &Store,
     row: &DagRow,
     dag: &Dag,
-    decisions: &[Decision],
-    backfill: &NewBackfill,
-    conf: &serde_json::Value,
-) -> Result<i32> {
-    let tz = dag.timetable.timezone;
-    let runs = plan::new_runs(&dag.id, &row.version_hash, decisions, conf);
+    planned: &Planned,
+    created_by: String,
+    now: DateTime<Utc>,
+) -> std::result::Result<BackfillCreated, updraft_metadata::Error> {
+    let decisions = &planned.decisions;
+    let runs = plan::new_runs(&dag.id, &row.version_hash, decisions, &planned.options.conf);
     let reruns: Vec<Rerun> = decisions
         .iter()
         .filter(|decision| decision.action == Action::Rerun)
@@ -216,15 +286,35 @@ async fn create_and_follow(
             )
         })
         .collect();
+    let backfill = NewBackfill {
+        dag_id: dag.id.clone(),
+        from_date: planned.from,
+        to_date: planned.to,
+        options: planned.options.to_json(),
+        created_by,
+    };
+    store
+        .create_backfill(&backfill, &runs, &reruns, &retries, now)
+        .await
+}
+
+/// Writes the backfill, then follows it to its end (running it here when no scheduler is
+/// alive); returns the exit code.
+async fn create_and_follow(
+    store: &Store,
+    config: &Config,
+    row: &DagRow,
+    dag: &Dag,
+    planned: &Planned,
+) -> Result<i32> {
+    let tz = dag.timetable.timezone;
     // From here on, Ctrl-C (or SIGTERM) detaches instead of killing: registered before
     // anything is written, so that no signal can come between the write and the following.
     let mut signals = Signals {
         interrupt: signal(SignalKind::interrupt())?,
         terminate: signal(SignalKind::terminate())?,
     };
-    let created = store
-        .create_backfill(backfill, &runs, &reruns, &retries, Utc::now())
-        .await?;
+    let created = create(store, row, dag, planned, actor(), Utc::now()).await?;
     let id = created.backfill.id;
     println!(
         "backfill {id} created: {} new run(s), {} re-run(s)",
@@ -818,3 +908,163 @@ async fn change(store: &Store, id: i64, new: BackfillState) -> Result<i32> {
     }
     Ok(0)
 }
+
+// --- the web's backfills ---------------------------------------------------------------------
+
+/// The web server's [`Backfills`]: the same [`plan`] and [`create`] as `updraft dags
+/// backfill`, over DAGs already in the database (the web server reads no DAG files), never
+/// more than 10,000 runs (the CLI's `--yes` has no counterpart on the web).
+pub struct WebBackfills;
+
+/// The implementation `router` and `serve` take.
+pub fn web_backfills() -> Arc<dyn Backfills> {
+    Arc::new(WebBackfills)
+}
+
+impl WebBackfills {
+    async fn planned(
+        store: &Store,
+        dag_id: &DagId,
+        request: &BackfillRequest,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(DagRow, Dag, Planned), AppError> {
+        let (row, dag) = actions::load_dag(store, dag_id).await?;
+        let reprocess = match request.reprocess.as_deref() {
+            None => Reprocess::None,
+            Some(text) => text
+                .parse::<Reprocess>()
+                .map_err(|error| AppError::BadRequest(format!("reprocess: {error}")))?,
+        };
+        if let Some(n) = request.max_active_runs
+            && !(1..=10_000).contains(&n)
+        {
+            return Err(AppError::BadRequest(format!(
+                "max_active_runs must be from 1 to 10000, not {n}"
+            )));
+        }
+        let conf = request
+            .conf
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        if !conf.is_object() {
+            return Err(AppError::BadRequest(format!(
+                "conf must be a JSON object, found {conf}"
+            )));
+        }
+        let ask = Ask {
+            from: ("from", &request.from),
+            to: ("to", &request.to),
+            reprocess,
+            max_active_runs: request.max_active_runs,
+            run_backwards: request.run_backwards,
+            conf,
+            limit: Some(MAX_RUNS_WITHOUT_YES),
+        };
+        match plan(store, &dag, ask, now).await {
+            Ok(Ok(planned)) => Ok((row, dag, planned)),
+            Ok(Err(refusal)) => Err(AppError::BadRequest(web_message(&refusal))),
+            Err(error) => Err(AppError::Internal(format!("{error:#}"))),
+        }
+    }
+}
+
+/// A refusal in the web's words: its fields are `from` and `to`, and it has no `--yes`.
+fn web_message(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Plan(BackfillError::ReversedRange { from, to }) => {
+            format!("from {from} is after to {to}")
+        }
+        Refusal::Plan(BackfillError::TooManyRuns {
+            dag_id,
+            from,
+            to,
+            limit,
+        }) => format!(
+            "the range from {from} to {to} yields more than {limit} runs of DAG \"{dag_id}\"; \
+             narrow it, or use `updraft dags backfill {dag_id} --yes` for more"
+        ),
+        Refusal::Plan(BackfillError::BackwardsDependsOnPast { dag_id, tasks }) => format!(
+            "DAG \"{dag_id}\" has tasks with depends_on_past ({tasks}): run backwards, each run \
+             would wait for an earlier one that has not run; leave out run_backwards"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The plan as the web shows it.
+fn plan_view(row: &DagRow, dag: &Dag, planned: &Planned) -> BackfillPlan {
+    let mut warnings = planned.warnings.clone();
+    if row.is_paused {
+        warnings.push(paused_note(&dag.id));
+    }
+    BackfillPlan {
+        dag_id: dag.id.clone(),
+        from: planned.from,
+        to: planned.to,
+        timezone: dag.timetable.timezone.name().to_owned(),
+        schedule: dag.timetable.describe(),
+        create: planned.counts.create,
+        rerun: planned.counts.rerun,
+        skip: planned.counts.skip,
+        warnings,
+        intervals: planned
+            .decisions
+            .iter()
+            .map(|decision| PlannedInterval {
+                logical_date: decision.interval.logical_date,
+                data_interval_start: decision.interval.data_interval_start,
+                data_interval_end: decision.interval.data_interval_end,
+                action: decision.action.as_str().to_owned(),
+                reason: decision.reason.clone(),
+                run_id: decision.existing.as_ref().map(|run| run.run_id.clone()),
+            })
+            .collect(),
+    }
+}
+
+impl Backfills for WebBackfills {
+    fn plan<'a>(
+        &'a self,
+        store: &'a Store,
+        dag_id: &'a DagId,
+        request: &'a BackfillRequest,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, std::result::Result<BackfillPlan, AppError>> {
+        Box::pin(async move {
+            let (row, dag, planned) = WebBackfills::planned(store, dag_id, request, now).await?;
+            Ok(plan_view(&row, &dag, &planned))
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        store: &'a Store,
+        dag_id: &'a DagId,
+        request: &'a BackfillRequest,
+        created_by: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, std::result::Result<BackfillStarted, AppError>> {
+        Box::pin(async move {
+            let (row, dag, planned) = WebBackfills::planned(store, dag_id, request, now).await?;
+            if planned.counts.runs() == 0 {
+                return Err(AppError::Conflict(format!(
+                    "nothing to backfill: every one of the {} interval(s) is skipped (see the \
+                     dry run for why)",
+                    planned.decisions.len()
+                )));
+            }
+            let created = create(store, &row, &dag, &planned, created_by.to_owned(), now).await?;
+            Ok(BackfillStarted {
+                backfill: created.backfill,
+                created: created.created,
+                rerun: created.rerun,
+                taken: created.taken,
+                plan: plan_view(&row, &dag, &planned),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "backfill_web_tests.rs"]
+mod web_tests;

@@ -3,17 +3,21 @@
 //!
 //! Each workload also checks its answer (counts, states), so a fast wrong result cannot pass.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use chrono::Utc;
+use chrono::{DurationRound, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use updraft_core::dag::{LoadOptions, load_paths};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
-use updraft_metadata::{CreateOutcome, NewBackfill, NewDagRun, Store};
+use updraft_metadata::{
+    Backend, CreateOutcome, NewBackfill, NewDagRun, ScratchDatabase, Store, Topic, TryEnd,
+    WorkerRef,
+};
 use updraft_scheduler::backfill::{self as plan, BackfillOptions, ExistingRun, Reprocess};
 use updraft_scheduler::service::{self, Scheduler};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
@@ -21,7 +25,19 @@ use updraft_scheduler::sync::{SyncOptions, sync_dags};
 use crate::cli::BenchArgs;
 
 /// Every workload, in the order they run by default.
-pub const WORKLOADS: &[&str] = &["parse-10k", "chain-40", "fanout-200", "backfill-365"];
+pub const WORKLOADS: &[&str] = &[
+    "parse-10k",
+    "chain-40",
+    "chain-100",
+    "fanout-200",
+    "fanout-1000",
+    "scheduler-chain-100",
+    "scheduler-fanout-1000",
+    "backfill-365",
+    "cron-storm",
+    "ui-grid",
+    "workers",
+];
 
 #[derive(Debug, Serialize)]
 struct Floor {
@@ -69,8 +85,17 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             );
         }
     }
+    let backend = match args.backend.as_str() {
+        "postgres" => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
+    let databases = Databases {
+        backend,
+        postgres_url: args.postgres_url.clone(),
+    };
+    let runtime = crate::commands::runtime()?;
     let scratch = tempfile::tempdir()?;
-    let floors = vec![
+    let mut floors = vec![
         Floor {
             name: "spawn /bin/true",
             seconds: spawn_floor()?.as_secs_f64(),
@@ -79,42 +104,127 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             name: "parse one DAG file (20 tasks)",
             seconds: parse_floor(scratch.path())?.as_secs_f64(),
         },
+        Floor {
+            name: "one commit on SQLite",
+            seconds: runtime
+                .block_on(commit_floor(&databases, Backend::Sqlite))?
+                .as_secs_f64(),
+        },
     ];
+    match runtime.block_on(commit_floor(&databases, Backend::Postgres)) {
+        Ok(floor) => floors.push(Floor {
+            name: "one commit on Postgres",
+            seconds: floor.as_secs_f64(),
+        }),
+        Err(error) if backend == Backend::Sqlite => {
+            if !args.json {
+                println!("(no Postgres commit floor: {error:#})");
+            }
+        }
+        Err(error) => return Err(error),
+    }
+    let floor = |name: &str| {
+        floors
+            .iter()
+            .find(|floor| floor.name == name)
+            .expect("a measured floor")
+    };
+    let spawn = floor("spawn /bin/true");
+    let commit = floor(match backend {
+        Backend::Sqlite => "one commit on SQLite",
+        Backend::Postgres => "one commit on Postgres",
+    });
     if !args.json {
         println!("floors (this machine, this run):");
         for floor in &floors {
             println!("  {:<32} {}", floor.name, human(floor.seconds));
         }
+        println!("workloads on {backend}");
         println!();
     }
     let mut figures = Vec::new();
     for workload in &workloads {
+        if workload == "workers" {
+            let measured = runtime.block_on(workers(
+                &databases,
+                scratch.path(),
+                scaled(5000, args.scale),
+            ))?;
+            for figure in measured {
+                if !args.json {
+                    print_figure(&figure);
+                }
+                figures.push(figure);
+            }
+            continue;
+        }
+        if workload == "ui-grid" {
+            let measured = runtime.block_on(ui_grid(
+                &databases,
+                scratch.path(),
+                scaled(10_000, args.scale),
+                commit,
+            ))?;
+            for figure in measured {
+                if !args.json {
+                    print_figure(&figure);
+                }
+                figures.push(figure);
+            }
+            continue;
+        }
+        let scratch = scratch.path();
+        let run = |shape, executor, floor| {
+            runtime.block_on(run_dag(&databases, scratch, shape, executor, floor))
+        };
         let figure = match workload.as_str() {
-            "parse-10k" => parse_10k(scratch.path(), args.scale, &floors[1])?,
-            "chain-40" => run_dag(
-                scratch.path(),
+            "parse-10k" => parse_10k(scratch, args.scale, floor("parse one DAG file (20 tasks)"))?,
+            "chain-40" => run(
                 Shape::Chain(scaled(40, args.scale)),
-                &floors[0],
+                Executor::Processes,
+                spawn,
             )?,
-            "fanout-200" => run_dag(
-                scratch.path(),
+            "chain-100" => run(
+                Shape::Chain(scaled(100, args.scale)),
+                Executor::Processes,
+                spawn,
+            )?,
+            "fanout-200" => run(
                 Shape::Fanout(scaled(200, args.scale)),
-                &floors[0],
+                Executor::Processes,
+                spawn,
             )?,
-            "backfill-365" => backfill(scratch.path(), scaled(365, args.scale), &floors[0])?,
+            "fanout-1000" => run(
+                Shape::Fanout(scaled(1000, args.scale)),
+                Executor::Processes,
+                spawn,
+            )?,
+            "scheduler-chain-100" => run(
+                Shape::Chain(scaled(100, args.scale)),
+                Executor::NoOp,
+                commit,
+            )?,
+            "scheduler-fanout-1000" => run(
+                Shape::Fanout(scaled(1000, args.scale)),
+                Executor::NoOp,
+                commit,
+            )?,
+            "backfill-365" => runtime.block_on(backfill(
+                &databases,
+                scratch,
+                scaled(365, args.scale),
+                spawn,
+            ))?,
+            "cron-storm" => runtime.block_on(cron_storm(
+                &databases,
+                scratch,
+                scaled(10_000, args.scale),
+                commit,
+            ))?,
             _ => unreachable!("workloads were checked above"),
         };
         if !args.json {
-            println!(
-                "{:<12} {} = {:.3} {} ({:.1}x the floor \"{}\"; {})",
-                figure.workload,
-                figure.metric,
-                figure.value,
-                figure.unit,
-                figure.ratio,
-                figure.floor,
-                figure.checked
-            );
+            print_figure(&figure);
         }
         figures.push(figure);
     }
@@ -125,6 +235,19 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+fn print_figure(figure: &Figure) {
+    println!(
+        "{:<22} {} = {:.3} {} ({:.1}x the floor \"{}\"; {})",
+        figure.workload,
+        figure.metric,
+        figure.value,
+        figure.unit,
+        figure.ratio,
+        figure.floor,
+        figure.checked
+    );
 }
 
 fn human(seconds: f64) -> String {
@@ -155,6 +278,43 @@ fn spawn_floor() -> Result<Duration> {
         ensure!(status.success(), "/bin/true failed");
         Ok(())
     })
+}
+
+/// Where the workloads keep their metadata: a fresh database each, on one backend.
+struct Databases {
+    backend: Backend,
+    /// A Postgres server where scratch databases may be created.
+    postgres_url: String,
+}
+
+impl Databases {
+    /// A fresh, migrated database of `backend`, removed when the first value is dropped (after
+    /// the store is closed).
+    async fn fresh(&self, backend: Backend) -> Result<(ScratchDatabase, Store)> {
+        let scratch = match backend {
+            Backend::Sqlite => ScratchDatabase::sqlite()?,
+            Backend::Postgres => ScratchDatabase::postgres(&self.postgres_url).await?,
+        };
+        let store = Store::connect(scratch.url()).await?;
+        store.migrate().await?;
+        Ok((scratch, store))
+    }
+}
+
+/// One small write transaction committed (a pool upsert), the unit every state move costs. On
+/// SQLite (WAL, `synchronous = NORMAL`, as Updraft runs it) a commit is not fsynced; on
+/// Postgres it is.
+async fn commit_floor(databases: &Databases, backend: Backend) -> Result<Duration> {
+    let (_scratch, store) = databases.fresh(backend).await?;
+    let mut times = Vec::with_capacity(101);
+    for slots in 0..101 {
+        let start = Instant::now();
+        store.set_pool("floor", slots, None).await?;
+        times.push(start.elapsed());
+    }
+    store.close().await;
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 /// A realistic DAG file of 20 tasks: cron with a timezone, defaults, templates, a fan-out.
@@ -288,17 +448,36 @@ impl Shape {
     }
 }
 
-/// Trigger to success of one run of `shape` on a fresh SQLite database, with the scheduler and
-/// a worker of concurrency 16 in this process, as `updraft standalone` runs them.
-fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
-    let folder = scratch.join(shape.name());
+/// What runs the tasks of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Executor {
+    /// A worker of concurrency 16 spawning each task's process, as `updraft standalone` does.
+    Processes,
+    /// A loop that claims queued task instances and ends each try `success` at once: the
+    /// scheduler and the metadata database alone are measured.
+    NoOp,
+    /// Nothing: tasks stay queued (cron-storm measures run creation only).
+    Nothing,
+}
+
+/// Trigger to success of one run of `shape` on a fresh database, with the scheduler and
+/// `executor` in this process.
+async fn run_dag(
+    databases: &Databases,
+    scratch: &Path,
+    shape: Shape,
+    executor: Executor,
+    floor: &Floor,
+) -> Result<Figure> {
+    let name = match executor {
+        Executor::NoOp => format!("scheduler-{}", shape.name()),
+        _ => shape.name(),
+    };
+    let folder = scratch.join(&name);
     std::fs::create_dir_all(folder.join("dags"))?;
     std::fs::write(folder.join("dags/bench.yaml"), shape.dag_file())?;
-    let url = format!("sqlite:{}", folder.join("updraft.db").display());
-    let runtime = crate::commands::runtime()?;
-    let seconds = runtime.block_on(async {
-        let store = Store::connect(&url).await?;
-        store.migrate().await?;
+    let seconds = {
+        let (_database, store) = databases.fresh(databases.backend).await?;
         let options = LoadOptions::default();
         let load = load_paths(&[folder.join("dags")], &options);
         ensure!(load.errors.is_empty(), "the generated DAG is valid");
@@ -314,7 +493,7 @@ fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
         .await?;
         let dag = &load.dags[0].dag;
 
-        let parts = InProcess::start(&store, &folder.join("dags"), options).await;
+        let parts = InProcess::start(&store, &folder.join("dags"), options, executor).await;
 
         let start = Instant::now();
         let now = Utc::now();
@@ -362,20 +541,41 @@ fn run_dag(scratch: &Path, shape: Shape, floor: &Floor) -> Result<Figure> {
             shape.tasks()
         );
         store.close().await;
-        Ok(seconds)
-    })?;
+        seconds
+    };
     let tasks = shape.tasks();
-    Ok(Figure {
-        workload: shape.name(),
-        metric: "trigger to success",
-        value: seconds,
-        unit: "s",
-        floor: floor.name,
-        ratio: seconds / (floor.seconds * tasks as f64),
-        checked: format!(
-            "{tasks} tasks succeeded in one try, {:.1} ms per task",
-            seconds * 1000.0 / tasks as f64
-        ),
+    let ratio = seconds / (floor.seconds * tasks as f64);
+    Ok(match executor {
+        Executor::NoOp => {
+            // Each task instance moves none -> scheduled -> queued -> running -> success, and
+            // the run queued -> running -> success.
+            let moves = tasks * 4 + 2;
+            Figure {
+                workload: name,
+                metric: "state moves per second",
+                value: moves as f64 / seconds,
+                unit: "/s",
+                floor: floor.name,
+                ratio,
+                checked: format!(
+                    "{tasks} tasks succeeded in one try, {moves} moves in {seconds:.3} s, \
+                     {:.2} ms per task",
+                    seconds * 1000.0 / tasks as f64
+                ),
+            }
+        }
+        _ => Figure {
+            workload: name,
+            metric: "trigger to success",
+            value: seconds,
+            unit: "s",
+            floor: floor.name,
+            ratio,
+            checked: format!(
+                "{tasks} tasks succeeded in one try, {:.1} ms per task",
+                seconds * 1000.0 / tasks as f64
+            ),
+        },
     })
 }
 
@@ -386,7 +586,12 @@ const BACKFILL_CHAIN: usize = 10;
 /// from planning to the backfill completed, with the scheduler and a worker of concurrency 16
 /// in this process (as `updraft standalone`, or `dags backfill` without a scheduler, runs
 /// them). The DAG keeps its default `max_active_runs` (16), which the backfill takes.
-fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
+async fn backfill(
+    databases: &Databases,
+    scratch: &Path,
+    runs: usize,
+    floor: &Floor,
+) -> Result<Figure> {
     let folder = scratch.join(format!("backfill-{runs}"));
     std::fs::create_dir_all(folder.join("dags"))?;
     let mut yaml = String::from(
@@ -400,11 +605,8 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
         yaml.push_str("}\n");
     }
     std::fs::write(folder.join("dags/bench_backfill.yaml"), yaml)?;
-    let url = format!("sqlite:{}", folder.join("updraft.db").display());
-    let runtime = crate::commands::runtime()?;
-    let seconds = runtime.block_on(async {
-        let store = Store::connect(&url).await?;
-        store.migrate().await?;
+    let seconds = {
+        let (_database, store) = databases.fresh(databases.backend).await?;
         let options = LoadOptions::default();
         let load = load_paths(&[folder.join("dags")], &options);
         ensure!(load.errors.is_empty(), "the generated DAG is valid");
@@ -420,7 +622,8 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
         .await?;
         let dag = load.dags[0].dag.clone();
 
-        let parts = InProcess::start(&store, &folder.join("dags"), options).await;
+        let parts =
+            InProcess::start(&store, &folder.join("dags"), options, Executor::Processes).await;
 
         let start = Instant::now();
         let now = Utc::now();
@@ -492,8 +695,8 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
             runs * BACKFILL_CHAIN
         );
         store.close().await;
-        Ok(seconds)
-    })?;
+        seconds
+    };
     let tasks = runs * BACKFILL_CHAIN;
     Ok(Figure {
         workload: format!("backfill-{runs}"),
@@ -509,18 +712,22 @@ fn backfill(scratch: &Path, runs: usize, floor: &Floor) -> Result<Figure> {
     })
 }
 
-/// The scheduler and a worker of concurrency 16 in this process, as `updraft standalone` runs
-/// them.
+/// The scheduler and an executor in this process, as `updraft standalone` runs them.
 struct InProcess {
     stop: watch::Sender<bool>,
     scheduler: tokio::task::JoinHandle<()>,
-    worker: tokio::task::JoinHandle<Result<(), updraft_metadata::Error>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), updraft_metadata::Error>>>,
 }
 
 impl InProcess {
     /// Starts both and lets the scheduler's first tick (its own sync) pass, so that a clock
     /// started afterwards measures runs, not start-up.
-    async fn start(store: &Store, dags_folder: &Path, options: LoadOptions) -> InProcess {
+    async fn start(
+        store: &Store,
+        dags_folder: &Path,
+        options: LoadOptions,
+        executor: Executor,
+    ) -> InProcess {
         let (stop, stopping) = watch::channel(false);
         let stopped = |mut stop: watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -540,9 +747,14 @@ impl InProcess {
                 heartbeat_interval: Duration::from_secs(1),
                 echo: false,
                 only_run: None,
+                shutdown_timeout: None,
             },
         );
-        let worker = tokio::spawn(worker.run(stopped(stopping)));
+        let worker = match executor {
+            Executor::Processes => Some(tokio::spawn(worker.run(stopped(stopping)))),
+            Executor::NoOp => Some(tokio::spawn(no_op_worker(store.clone(), stopping))),
+            Executor::Nothing => None,
+        };
         tokio::time::sleep(Duration::from_millis(300)).await;
         InProcess {
             stop,
@@ -554,7 +766,596 @@ impl InProcess {
     async fn stop(self) -> Result<()> {
         self.stop.send_replace(true);
         self.scheduler.await?;
-        self.worker.await??;
+        if let Some(worker) = self.worker {
+            worker.await??;
+        }
         Ok(())
     }
+}
+
+/// [`Executor::NoOp`]: claims what is queued and ends each try `success` at once, waking on
+/// the same signal as a worker.
+async fn no_op_worker(
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), updraft_metadata::Error> {
+    let mut wakeups = store.subscribe(Topic::Workers);
+    let me = WorkerRef {
+        id: "bench-no-op",
+        hostname: "bench",
+    };
+    let queues = ["default".to_owned()];
+    while !*stop.borrow() {
+        let claims = store
+            .claim_task_instances(me, &queues, None, 64, Utc::now())
+            .await?;
+        if claims.is_empty() {
+            tokio::select! {
+                _ = wakeups.wait(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for claim in &claims {
+            let end = TryEnd {
+                task_instance_id: claim.instance.id,
+                try_number: claim.instance.try_number,
+                worker_id: Some(me.id),
+                state: TaskState::Success,
+                exit_code: Some(0),
+                next_retry_at: None,
+                outputs: &[],
+                log_tail: &[],
+            };
+            store.end_try(&end, Utc::now()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `dags` DAGs of one task on `* * * * *` with catch-up off, so all are due at every minute.
+/// Once the scheduler has given each its first run, the next minute's wave is measured: runs
+/// created per second (from the minute to the last run created) and fire-to-start (from the
+/// minute to each run's start). No executor: the tasks stay queued.
+async fn cron_storm(
+    databases: &Databases,
+    scratch: &Path,
+    dags: usize,
+    floor: &Floor,
+) -> Result<Figure> {
+    let dags_folder = scratch.join(format!("cron-storm-{dags}"));
+    std::fs::create_dir_all(&dags_folder)?;
+    for i in 0..dags {
+        std::fs::write(
+            dags_folder.join(format!("storm_{i:05}.yaml")),
+            format!(
+                "version: 1\nid: storm_{i:05}\nschedule: \"* * * * *\"\nstart_date: 2024-01-01\n\
+                 catchup: false\ntasks:\n  only: {{run: \"true\"}}\n"
+            ),
+        )?;
+    }
+    let (_database, store) = databases.fresh(databases.backend).await?;
+    let options = LoadOptions::default();
+    let load = load_paths(std::slice::from_ref(&dags_folder), &options);
+    ensure!(
+        load.errors.is_empty() && load.dags.len() == dags,
+        "expected {dags} valid generated DAGs"
+    );
+    sync_dags(
+        &store,
+        &load,
+        SyncOptions {
+            paused_on_creation: false,
+        },
+        Utc::now(),
+    )
+    .await?;
+    let parts = InProcess::start(&store, &dags_folder, options, Executor::Nothing).await;
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while store.list_unfinished_runs().await?.len() < dags {
+        ensure!(
+            Instant::now() < deadline,
+            "the first runs were not created in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = Utc::now();
+    let fire = now.duration_trunc(chrono::TimeDelta::minutes(1))? + chrono::TimeDelta::minutes(1);
+    tokio::time::sleep((fire - now).to_std()?).await;
+    // The scheduler stamps a run with the start of the tick that made it, so creation and start
+    // are timed here, as seen by polling (a few tens of milliseconds of resolution).
+    let clock = Instant::now();
+    let mut created: HashMap<i64, f64> = HashMap::new();
+    let mut started: HashMap<i64, f64> = HashMap::new();
+    while started.len() < dags {
+        let seen = clock.elapsed().as_secs_f64();
+        for run in store.list_unfinished_runs().await? {
+            if run.run_after != fire {
+                continue;
+            }
+            created.entry(run.id).or_insert(seen);
+            if run.start_date.is_some() {
+                started.entry(run.id).or_insert(seen);
+            }
+        }
+        ensure!(
+            clock.elapsed() < Duration::from_secs(300),
+            "{} of {dags} runs due at {fire} were created and {} started in 5 minutes",
+            created.len(),
+            started.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    parts.stop().await?;
+    store.close().await;
+
+    let all_created = created.values().copied().fold(0.0, f64::max).max(1e-3);
+    let mut starts: Vec<f64> = started.into_values().collect();
+    starts.sort_by(f64::total_cmp);
+    let percentile = |p: f64| starts[((p * starts.len() as f64).ceil() as usize).max(1) - 1];
+    Ok(Figure {
+        workload: format!("cron-storm-{dags}"),
+        metric: "runs created per second",
+        value: dags as f64 / all_created,
+        unit: "/s",
+        floor: floor.name,
+        ratio: all_created / (floor.seconds * dags as f64),
+        checked: format!(
+            "{dags} runs due at one minute created within {all_created:.2} s and started; \
+             fire-to-start p50 {:.2} s, p99 {:.2} s",
+            percentile(0.5),
+            percentile(0.99)
+        ),
+    })
+}
+
+/// Tasks of the ui-grid workload's DAG.
+const UI_TASKS: usize = 100;
+
+/// The web UI over a long history: `runs` finished hourly runs of one DAG of 100 tasks
+/// (10,000 runs: a million task instances, bulk-seeded), then the DAG list, the DAG's grid
+/// (its latest 25 runs by its 100 tasks) and one run's page, each answered by the real router
+/// (`updraft_webserver::router`, called in-process with tower's `oneshot`, logged in with a
+/// session): the server's time, from request to the whole body, median of 21 after one
+/// warm-up. Each answer is checked: status 200 and the run ids it must show.
+async fn ui_grid(
+    databases: &Databases,
+    scratch: &Path,
+    runs: usize,
+    floor: &Floor,
+) -> Result<Vec<Figure>> {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use updraft_metadata::{Role, SeedRuns, seeded_run_id};
+
+    let folder = scratch.join(format!("ui-grid-{runs}"));
+    std::fs::create_dir_all(&folder)?;
+    let mut yaml = String::from(
+        "version: 1\nid: bench_ui\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n",
+    );
+    for i in 0..UI_TASKS {
+        yaml.push_str(&format!("  t{i:03}: {{run: \"true\""));
+        if i > 0 {
+            yaml.push_str(&format!(", depends_on: [t{:03}]", i - 1));
+        }
+        yaml.push_str("}\n");
+    }
+    std::fs::write(folder.join("bench_ui.yaml"), yaml)?;
+    let (_database, store) = databases.fresh(databases.backend).await?;
+    let options = LoadOptions::default();
+    let load = load_paths(std::slice::from_ref(&folder), &options);
+    ensure!(load.errors.is_empty(), "the generated DAG is valid");
+    // Paused: no scheduler runs here, and none should think these runs are its to make.
+    sync_dags(
+        &store,
+        &load,
+        SyncOptions {
+            paused_on_creation: true,
+        },
+        Utc::now(),
+    )
+    .await?;
+    let dag = &load.dags[0].dag;
+    let task_ids: Vec<_> = dag.tasks.keys().cloned().collect();
+    let seeding = Instant::now();
+    let made = store
+        .seed_finished_runs(SeedRuns {
+            dag_id: &dag.id,
+            version_hash: &dag.version_hash(),
+            task_ids: &task_ids,
+            runs: runs as i64,
+            first: chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")?.to_utc(),
+            step: chrono::Duration::hours(1),
+        })
+        .await?;
+    let seeded = seeding.elapsed().as_secs_f64();
+    let instances = runs * UI_TASKS;
+    ensure!(
+        made == instances as u64,
+        "expected {instances} seeded task instances, made {made}"
+    );
+
+    let now = Utc::now();
+    let user = store
+        .create_user(
+            "bench",
+            "no password: a session is made directly",
+            Role::Viewer,
+            now,
+        )
+        .await?;
+    let token = "bench-session";
+    store
+        .create_session(
+            user.id,
+            &updraft_webserver::auth::token_hash(token),
+            "bench-csrf",
+            now,
+            now + chrono::Duration::hours(1),
+        )
+        .await?;
+    let cookie = format!("{}={token}", updraft_webserver::auth::SESSION_COOKIE);
+    let router = updraft_webserver::router(store.clone(), super::backfill::web_backfills());
+
+    let newest = runs as i64;
+    let middle = seeded_run_id(newest / 2 + 1);
+    let grid_ids: Vec<String> = (newest - 24..=newest).map(seeded_run_id).collect();
+    let task_names: Vec<String> = task_ids.iter().map(|t| format!(">{t}<")).collect();
+    let pages = [
+        (
+            "DAG list",
+            "/dags".to_owned(),
+            vec![seeded_run_id(newest)],
+            seeded_run_id(newest - 10),
+        ),
+        (
+            "grid 25x100",
+            "/dags/bench_ui?tab=grid".to_owned(),
+            grid_ids,
+            seeded_run_id(newest - 25),
+        ),
+        (
+            "run page",
+            format!("/dags/bench_ui/runs/{middle}"),
+            [vec![middle.clone()], task_names].concat(),
+            seeded_run_id(newest),
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (page, path, expected, absent) in pages {
+        let mut times = Vec::with_capacity(21);
+        for round in 0..22 {
+            let request = Request::builder()
+                .uri(path.as_str())
+                .header(header::COOKIE, &cookie)
+                .header(header::ACCEPT, "text/html")
+                .body(Body::empty())?;
+            let start = Instant::now();
+            let response = router.clone().oneshot(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            let took = start.elapsed();
+            let body = String::from_utf8_lossy(&body);
+            ensure!(
+                status == StatusCode::OK,
+                "{path} answered {status}: {}",
+                body.chars().take(300).collect::<String>()
+            );
+            if let Some(missing) = expected.iter().find(|id| !body.contains(id.as_str())) {
+                bail!("{path} does not show {missing}");
+            }
+            ensure!(
+                !body.contains(absent.as_str()),
+                "{path} shows {absent}, which it should not"
+            );
+            // The first round warms the connection pool and the page's queries.
+            if round > 0 {
+                times.push(took);
+            }
+        }
+        times.sort();
+        let seconds = times[times.len() / 2].as_secs_f64();
+        figures.push(Figure {
+            workload: format!("ui-grid-{runs}"),
+            metric: page,
+            value: seconds * 1000.0,
+            unit: "ms",
+            floor: floor.name,
+            ratio: seconds / floor.seconds,
+            checked: format!(
+                "200, the {} run and task ids expected shown, {absent} not; {runs} runs and \
+                 {instances} task instances in the database (seeded in {seeded:.1} s); median of 21",
+                expected.len()
+            ),
+        });
+    }
+    store.close().await;
+    Ok(figures)
+}
+
+/// Worker processes and slots of the workers workload (issue 6: 4 x 8).
+const WORKER_PROCESSES: usize = 4;
+const WORKER_CONCURRENCY: usize = 8;
+/// Parallel tasks of each run of the workers workload's DAG.
+const WORKER_TASKS: usize = 50;
+
+/// `count` task instances of `true` queued at once on a scratch Postgres database, drained by
+/// four `updraft worker` processes (this binary) of concurrency 8: from the commit that queues
+/// them to the end of the last try (its recorded end), in tasks per second. Beside it, the raw
+/// `FOR UPDATE SKIP LOCKED` claim rate of the same server, measured in the same run with as
+/// many claimers (four pools of eight), each claiming one row at a time: what the database can
+/// hand out before any of a try's own work (its row, log, process and end). Postgres only.
+async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<Vec<Figure>> {
+    use updraft_core::render;
+    use updraft_metadata::NewTaskInstance;
+
+    let claimers = WORKER_PROCESSES * WORKER_CONCURRENCY;
+    let raw_seconds = {
+        let (floor_database, store) = databases.fresh(Backend::Postgres).await?;
+        store.prepare_claim_floor(count as i64).await?;
+        let mut stores = vec![store];
+        for _ in 1..WORKER_PROCESSES {
+            stores.push(Store::open(floor_database.url()).await?);
+        }
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (process, store) in stores.iter().enumerate() {
+            for slot in 0..WORKER_CONCURRENCY {
+                let (store, claimer) = (store.clone(), format!("c{process}.{slot}"));
+                tasks.spawn(async move {
+                    let mut claimed = 0usize;
+                    while store.claim_floor_row(&claimer).await?.is_some() {
+                        claimed += 1;
+                    }
+                    anyhow::Ok(claimed)
+                });
+            }
+        }
+        let mut claimed = 0;
+        while let Some(done) = tasks.join_next().await {
+            claimed += done??;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        for store in &stores {
+            store.close().await;
+        }
+        ensure!(
+            claimed == count,
+            "the claim floor claimed {claimed} rows of {count}"
+        );
+        seconds
+    };
+    let raw_rate = count as f64 / raw_seconds;
+
+    let folder = scratch.join(format!("workers-{count}"));
+    std::fs::create_dir_all(folder.join("dags"))?;
+    let mut yaml = format!(
+        "version: 1\nid: bench_workers\nmax_active_runs: {runs}\nmax_active_tasks: {count}\n\
+         tasks:\n",
+        runs = count.div_ceil(WORKER_TASKS),
+    );
+    for i in 0..WORKER_TASKS.min(count) {
+        yaml.push_str(&format!(
+            "  t{i:02}: {{run: \"true\", queue: bench, pool: bench}}\n"
+        ));
+    }
+    std::fs::write(folder.join("dags/bench_workers.yaml"), yaml)?;
+    let (database, store) = databases.fresh(Backend::Postgres).await?;
+    store.set_pool("bench", count as i32, None).await?;
+    let options = LoadOptions::default();
+    let load = load_paths(&[folder.join("dags")], &options);
+    ensure!(load.errors.is_empty(), "the generated DAG is valid");
+    let now = Utc::now();
+    sync_dags(
+        &store,
+        &load,
+        SyncOptions {
+            paused_on_creation: true,
+        },
+        now,
+    )
+    .await?;
+    let dag = &load.dags[0].dag;
+
+    // The task instances, scheduled and rendered as the scheduler would leave them, in runs of
+    // 50 parallel tasks.
+    let mut requests = Vec::with_capacity(count);
+    let mut run_ids = Vec::new();
+    for n in 0..count.div_ceil(WORKER_TASKS) {
+        let run = NewDagRun {
+            dag_id: dag.id.clone(),
+            run_id: format!("bench_{n:05}"),
+            run_type: RunType::Manual,
+            logical_date: now,
+            data_interval_start: now,
+            data_interval_end: now,
+            run_after: now,
+            conf: serde_json::json!({}),
+            version_hash: dag.version_hash(),
+            backfill_id: None,
+        };
+        let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await? else {
+            bail!("bench run {n} exists already");
+        };
+        let tasks: Vec<NewTaskInstance> = dag
+            .tasks
+            .values()
+            .take(count - n * WORKER_TASKS)
+            .map(|task| NewTaskInstance {
+                task_id: task.id.clone(),
+                max_tries: 0,
+                pool: task.pool.clone(),
+                pool_slots: 1,
+                queue: task.queue.clone(),
+                priority_weight: 1,
+                rendered_command: None,
+            })
+            .collect();
+        let instances = store.create_task_instances(run.id, &tasks, now).await?;
+        let moves: Vec<_> = instances
+            .iter()
+            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .collect();
+        store.set_task_states(&moves, now).await?;
+        let context = service::run_context(dag, &run).map_err(anyhow::Error::msg)?;
+        for ti in &instances {
+            let task = dag.task(ti.task_id.as_str()).expect("a task of the DAG");
+            let rendered = render::render_task(
+                dag,
+                task,
+                &render::Context {
+                    run: &context,
+                    task_id: ti.task_id.clone(),
+                    try_number: 1,
+                    outputs: render::Outputs::new(),
+                },
+            )?;
+            requests.push((ti.id, serde_json::to_value(rendered)?));
+        }
+        run_ids.push(run.id);
+    }
+    ensure!(
+        requests.len() == count,
+        "made {} of {count} task instances",
+        requests.len()
+    );
+
+    // The workers, started and registered before anything is queued.
+    let mut processes = Vec::with_capacity(WORKER_PROCESSES);
+    for i in 0..WORKER_PROCESSES {
+        let stderr = std::fs::File::create(folder.join(format!("worker-{i}.stderr")))?;
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--database-url")
+            .arg(database.url())
+            .arg("--dags-folder")
+            .arg(folder.join("dags"))
+            .args([
+                "worker",
+                "--name",
+                &format!("bench-{i}"),
+                "--queues",
+                "bench",
+            ])
+            .args(["--concurrency", &WORKER_CONCURRENCY.to_string()])
+            .env("UPDRAFT_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()?;
+        processes.push(child);
+    }
+    let waiting = Instant::now();
+    loop {
+        let registered = store
+            .list_workers()
+            .await?
+            .iter()
+            .filter(|worker| worker.state == "running")
+            .count();
+        if registered == WORKER_PROCESSES {
+            break;
+        }
+        for (i, process) in processes.iter_mut().enumerate() {
+            if let Some(status) = process.try_wait()? {
+                let stderr = std::fs::read_to_string(folder.join(format!("worker-{i}.stderr")))?;
+                bail!("worker {i} exited ({status}) before it registered: {stderr}");
+            }
+        }
+        ensure!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the workers did not register in a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // One transaction queues them all and wakes the workers as it commits.
+    let queued = store.queue_task_instances(&requests, Utc::now()).await?;
+    let start = Utc::now();
+    ensure!(queued.len() == count, "queued {} of {count}", queued.len());
+    let last_run = *run_ids.last().expect("a run");
+    let mut watched = vec![last_run];
+    let instances = loop {
+        // The last run's task instances are claimed last (same priority and queue time: by
+        // id); once they are done, look at all of them.
+        let instances = store.list_task_instances_of_runs(&watched).await?;
+        if instances.iter().all(|ti| ti.state.is_finished()) {
+            if watched.len() == run_ids.len() {
+                break instances;
+            }
+            watched = run_ids.clone();
+            continue;
+        }
+        ensure!(
+            (Utc::now() - start).num_seconds() < 600,
+            "the workers did not drain the queue in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for process in &mut processes {
+        if let Some(pid) = process.id() {
+            // SAFETY: kill(2) with our own child's pid and a valid signal number.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+    for process in &mut processes {
+        process.wait().await?;
+    }
+    let succeeded = instances
+        .iter()
+        .filter(|ti| ti.state == TaskState::Success && ti.try_number == 1)
+        .count();
+    ensure!(
+        instances.len() == count && succeeded == count,
+        "expected {count} task instances to succeed in one try, {succeeded} of {} did",
+        instances.len()
+    );
+    let last_end = instances
+        .iter()
+        .filter_map(|ti| ti.end_date)
+        .max()
+        .expect("ended task instances");
+    let seconds = (last_end - start).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    let mut per_worker: HashMap<String, usize> = HashMap::new();
+    for ti in &instances {
+        *per_worker
+            .entry(ti.worker_id.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let mut shares: Vec<usize> = per_worker.into_values().collect();
+    shares.sort_unstable();
+    store.close().await;
+    drop(database);
+
+    let rate = count as f64 / seconds;
+    let raw_floor = "raw SKIP LOCKED claim";
+    Ok(vec![
+        Figure {
+            workload: format!("workers-{count}"),
+            metric: "raw claims per second",
+            value: raw_rate,
+            unit: "/s",
+            floor: raw_floor,
+            ratio: 1.0,
+            checked: format!(
+                "{count} rows claimed once each by {claimers} claimers in {raw_seconds:.3} s"
+            ),
+        },
+        Figure {
+            workload: format!("workers-{count}"),
+            metric: "tasks per second",
+            value: rate,
+            unit: "/s",
+            floor: raw_floor,
+            // How many times the raw claim's time one task costs.
+            ratio: raw_rate / rate,
+            checked: format!(
+                "{count} tasks of `true` succeeded in one try on {WORKER_PROCESSES} workers x \
+                 {WORKER_CONCURRENCY} in {seconds:.3} s (tries per worker {shares:?})"
+            ),
+        },
+    ])
 }

@@ -9,6 +9,8 @@ pub mod pools;
 pub mod runs;
 pub mod serve;
 pub mod tasks;
+pub mod users;
+pub mod workers;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate, Utc};

@@ -1,4 +1,4 @@
-//! The long-running commands: `standalone`, `scheduler` and `worker`. Each runs until Ctrl-C or
+//! The long-running commands: `standalone`, `scheduler`, `worker` and `webserver`. Each runs until Ctrl-C or
 //! SIGTERM, then stops claiming work, lets running tries finish and exits.
 
 use std::time::Duration;
@@ -6,10 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 use updraft_executor::worker::{self, Worker};
-use updraft_metadata::{Backend, Store};
+use updraft_metadata::{Backend, Store, redact_url};
 use updraft_scheduler::service::{self, Scheduler};
 
-use crate::cli::{SchedulerArgs, StandaloneArgs, WorkerArgs};
+use crate::cli::{SchedulerArgs, StandaloneArgs, WebserverArgs, WorkerArgs};
 use crate::commands::{open_store, runtime};
 use crate::config::Config;
 
@@ -25,13 +25,22 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
         let dags_folder = std::fs::canonicalize(&config.dags_folder)?;
+        let admin_password = crate::commands::users::ensure_admin(&store).await?;
+        // Handled before the banner says it runs, so a stop right after it is a clean one.
+        let stop = stop_signal()?;
         println!("Updraft standalone is running");
         println!("  web server:   http://{address}");
         println!("  database:     {}", store.url());
         println!("  DAGs folder:  {}", dags_folder.display());
         println!("  stop with Ctrl-C");
+        if let Some(password) = admin_password {
+            println!(
+                "  created user \"{}\" with password {password} (shown once; change users with \
+                 `updraft users`)",
+                crate::commands::users::STANDALONE_ADMIN
+            );
+        }
 
-        let stop = stop_signal()?;
         let hostname = hostname();
         let scheduler = Scheduler::new(
             store.clone(),
@@ -51,6 +60,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
+            crate::commands::backfill::web_backfills(),
             stopped(stop.clone()),
         ));
         let scheduler = tokio::spawn(scheduler.run(stopped(stop.clone())));
@@ -58,6 +68,31 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         scheduler.await?;
         web.await??;
         worker?;
+        store.close().await;
+        Ok(0)
+    })
+}
+
+/// `updraft webserver`: the UI and the JSON API, until Ctrl-C or SIGTERM.
+pub fn webserver(config: &Config, args: WebserverArgs) -> Result<i32> {
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        println!("Updraft web server on http://{}", listener.local_addr()?);
+        println!("  database:     {}", store.url());
+        if store.list_users().await?.is_empty() {
+            println!("  no user yet: create one with `updraft users create NAME --role admin`");
+        }
+        let stop = stop_signal()?;
+        updraft_webserver::serve(
+            listener,
+            store.clone(),
+            crate::commands::backfill::web_backfills(),
+            stopped(stop),
+        )
+        .await?;
         store.close().await;
         Ok(0)
     })
@@ -86,23 +121,38 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
 }
 
 pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
+    let url = config.database_url()?;
+    if Backend::of_url(&url) == Some(Backend::Sqlite) {
+        bail!(
+            "updraft worker needs the Postgres database its scheduler uses (--database-url \
+             postgres://USER@HOST:PORT/DATABASE, or UPDRAFT_DATABASE_URL), found {}: a SQLite \
+             file is not shared between machines. On one machine, `updraft standalone` runs the \
+             scheduler and its workers in one process",
+            redact_url(&url)
+        );
+    }
+    let mut queues: Vec<String> = Vec::with_capacity(args.queues.len());
+    for queue in args.queues {
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let hostname = hostname();
         let id = args.name.unwrap_or_else(|| hostname.clone());
         eprintln!(
             "worker {id}: queues {}, concurrency {}, database {}",
-            args.queues.join(","),
+            queues.join(","),
             args.concurrency,
             store.url()
         );
         let stop = stop_signal()?;
-        Worker::new(
-            store.clone(),
-            worker_settings(id, hostname, args.queues, args.concurrency, &store),
-        )
-        .run(stopped(stop))
-        .await?;
+        let mut settings = worker_settings(id, hostname, queues, args.concurrency, &store);
+        settings.shutdown_timeout = Some(args.shutdown_timeout);
+        Worker::new(store.clone(), settings)
+            .run(stopped(stop))
+            .await?;
         store.close().await;
         Ok(0)
     })
@@ -135,6 +185,7 @@ pub fn worker_settings(
         heartbeat_interval: HEARTBEAT_INTERVAL,
         echo: false,
         only_run: None,
+        shutdown_timeout: None,
     }
 }
 

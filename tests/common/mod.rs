@@ -2,6 +2,10 @@
 
 #![allow(dead_code)] // Each test file uses its own subset.
 
+pub mod postgres;
+pub mod proxy;
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -165,4 +169,21 @@ pub fn wait_for<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The largest number of intervals that contain one instant.
+pub fn max_overlap(intervals: &[(f64, f64)]) -> usize {
+    let mut edges: Vec<(f64, i32)> = intervals
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // Ends before starts at the same instant: touching intervals do not overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut open = 0;
+    let mut most = 0;
+    for (_, delta) in edges {
+        open += delta;
+        most = most.max(open);
+    }
+    most as usize
 }
