@@ -422,12 +422,63 @@ fn describe(error: &Error, text: &str, context: &Value) -> String {
             _ => {}
         }
     }
+    if error.kind() == ErrorKind::InvalidOperation
+        && let Some(negated) = negated_attribute(text)
+    {
+        let inner = &negated[1..];
+        write!(
+            message,
+            " (`{negated}` negates `{}` before reading the rest: unlike Jinja2, a minus sign \
+             binds tighter than `.` and `[]` here; write `-({inner})`)",
+            inner.split(['.', '[']).next().unwrap_or(inner)
+        )
+        .unwrap();
+    }
     if text.contains('\n')
         && let Some(line) = error.line()
     {
         write!(message, " (template line {line})").unwrap();
     }
     message
+}
+
+/// The first unary minus of `text` applied to a name followed by `.` or `[`, such as
+/// `-params.days`: minijinja reads it as `(-params).days`, Jinja2 as `-(params.days)`.
+fn negated_attribute(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c != '-' {
+            continue;
+        }
+        // Unary when what comes before (spaces aside) opens an expression or is an operator.
+        let before = chars[..i].iter().rev().find(|c| !c.is_whitespace());
+        if !matches!(
+            before,
+            Some('(' | ',' | '{' | '[' | '=' | '+' | '*' | '/' | ':') | None
+        ) {
+            continue;
+        }
+        let start = i + 1;
+        let name_end = start
+            + chars[start..]
+                .iter()
+                .take_while(|c| c.is_alphanumeric() || **c == '_')
+                .count();
+        let starts_a_name = chars
+            .get(start)
+            .is_some_and(|c| c.is_alphabetic() || *c == '_');
+        if starts_a_name && matches!(chars.get(name_end), Some('.' | '[')) {
+            let end = name_end
+                + chars[name_end..]
+                    .iter()
+                    .take_while(|c| {
+                        c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '\'' | '"')
+                    })
+                    .count();
+            return Some(chars[i..end].iter().collect());
+        }
+    }
+    None
 }
 
 /// The first variable of `text` that is undefined in `context`, with the index of its first

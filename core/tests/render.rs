@@ -313,6 +313,38 @@ fn errors_name_the_field_and_the_template_line() {
 }
 
 #[test]
+fn a_minus_before_an_attribute_is_explained() {
+    // minijinja reads `-params.days` as `(-params).days`; Jinja2 (Airflow) as `-(params.days)`.
+    let negated = dag("params: {days: 7}\ntasks:\n  t:\n    \
+         run: echo {{ macros.ds_add(ds, -params.days) }}\n");
+    let run = run_at(&negated, "2024-01-31T00:00:00Z", json!({}));
+    let error = render_task(
+        &negated,
+        negated.task("t").unwrap(),
+        &context(&run, "t", Outputs::new()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "run: invalid operation (`-params.days` negates `params` before reading the rest: \
+         unlike Jinja2, a minus sign binds tighter than `.` and `[]` here; write \
+         `-(params.days)`)"
+    );
+    let fixed = dag("params: {days: 7}\ntasks:\n  t:\n    \
+         run: echo {{ macros.ds_add(ds, -(params.days)) }} {{ 3 -params.days }}\n");
+    let rendered = render_task(
+        &fixed,
+        fixed.task("t").unwrap(),
+        &context(&run, "t", Outputs::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        rendered.command,
+        Command::Run("echo 2024-01-24 -4".to_owned())
+    );
+}
+
+#[test]
 fn params_are_defaults_overridden_by_conf() {
     let dag = dag(DAG);
     assert_eq!(
