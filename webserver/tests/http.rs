@@ -693,6 +693,8 @@ async fn every_page_renders_for_an_admin() {
         )));
         let task = app.get(&admin, &format!("{run}/tasks/extract")).await;
         assert!(task.body.contains("/tries/1/log"));
+        // Airflow's max_tries counts retries: no retry means one try at most.
+        assert!(task.body.contains("of at most 1 ·"), "{}", task.body);
         assert!(task.body.contains("Mark success"));
         let clear = app
             .get(&admin, &format!("{run}/tasks/extract/clear?downstream=on"))
