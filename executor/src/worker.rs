@@ -10,7 +10,12 @@
 //! - A worker restarted under the same id finds the tries its previous life left `running`:
 //!   it kills what is left of their process groups on this host (by their recorded pid, or by
 //!   the mark `UPDRAFT_WORKER_TRY` in their environment when it died before recording it) and
-//!   ends them as failed or up for retry, without waiting for the zombie threshold.
+//!   ends them as failed or up for retry, without waiting for the zombie threshold. Pids are
+//!   recorded together at the heartbeat after their tries started: most tries end sooner and
+//!   cost no write for it.
+//! - A worker asked to stop claims nothing more, heartbeats on, and waits for its running
+//!   tries up to its shutdown timeout; then it kills them and records them failed or up for
+//!   retry.
 //! - A try's outcome is never dropped: while the database is unreachable the worker keeps the
 //!   outcome and writes it when the database answers again.
 
@@ -84,11 +89,17 @@ fn try_mark(
 /// Parsed DAG versions, shared by the tries of a worker.
 type Versions = Arc<Mutex<HashMap<(DagId, String), Arc<Dag>>>>;
 
+/// The process ids of started tries that the database does not know yet, by (task instance,
+/// try): recorded together at the next heartbeat, so that a try costs no write of its own for
+/// its pid (most tries end sooner, and their entry goes with them).
+type Pids = Arc<Mutex<HashMap<(i64, i32), u32>>>;
+
 /// A worker bound to a database.
 pub struct Worker {
     store: Store,
     settings: Settings,
     versions: Versions,
+    pids: Pids,
 }
 
 /// A try running in this worker: its cancel switch, `None` until it is to be killed.
@@ -179,6 +190,7 @@ impl Worker {
             store,
             settings,
             versions: Versions::default(),
+            pids: Pids::default(),
         }
     }
 
@@ -331,6 +343,20 @@ impl Worker {
     async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>, health: &mut Health) {
         let answer = patiently(self.store.heartbeat_worker(&self.settings.id, Utc::now())).await;
         if let Some(ours) = health.check("heartbeat", answer) {
+            // The pids of the tries started since, that still run (the others' went with them).
+            let started: Vec<(i64, i32, u32)> =
+                std::mem::take(&mut *self.pids.lock().expect("pids lock"))
+                    .into_iter()
+                    .filter(|(key, _)| ours.contains(key))
+                    .map(|((id, try_number), pid)| (id, try_number, pid))
+                    .collect();
+            if let Err(error) = patiently(self.store.set_try_pids(&started)).await {
+                tracing::warn!("cannot record the pids of tries, retrying: {error}");
+                let mut pids = self.pids.lock().expect("pids lock");
+                for (id, try_number, pid) in started {
+                    pids.insert((id, try_number), pid);
+                }
+            }
             for (key, try_) in running {
                 if !ours.contains(key) && try_.cancel.borrow().is_none() {
                     try_.cancel.send_replace(Some(Cancel::MovedAway));
@@ -445,12 +471,14 @@ impl Worker {
         let versions = self.versions.clone();
         let worker_id = self.settings.id.clone();
         let echo = self.settings.echo;
+        let pids = self.pids.clone();
         async move {
             let try_ = Try {
                 store,
                 worker_id,
                 echo,
                 claim,
+                pids,
             };
             try_.run(&versions, cancelled).await;
         }
@@ -463,6 +491,7 @@ struct Try {
     worker_id: String,
     echo: bool,
     claim: Claim,
+    pids: Pids,
 }
 
 impl Try {
@@ -557,7 +586,6 @@ impl Try {
             timeout: task.timeout,
             kill_grace: task.kill_grace,
         };
-        let store = self.store.clone();
         let (id, try_number) = (ti.id, ti.try_number);
         let log_for_cancel = log.clone();
         let mut why = cancelled.clone();
@@ -578,14 +606,17 @@ impl Try {
                 .send(format!("updraft: {message}\n").into_bytes())
                 .await;
         };
+        let pids = self.pids.clone();
         let finished = process::run(spawn, log.clone(), cancel, move |pid| {
-            tokio::spawn(async move {
-                if let Err(error) = store.set_try_pid(id, try_number, pid as i32).await {
-                    tracing::warn!("cannot record the pid of a try: {error}");
-                }
-            });
+            pids.lock()
+                .expect("pids lock")
+                .insert((id, try_number), pid);
         })
         .await;
+        self.pids
+            .lock()
+            .expect("pids lock")
+            .remove(&(id, try_number));
 
         let now = Utc::now();
         let (state, next_retry_at, exit_code) = match finished.ending {

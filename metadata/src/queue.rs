@@ -108,6 +108,45 @@ pub struct WorkerLoad {
     pub running: i64,
 }
 
+/// The claim of one task instance of [`Store::claim_task_instances`] on Postgres: each queue
+/// read on its own in the order of its partial index (`task_instance_queued_idx`), so that a
+/// claim reads a row or two per queue however long the queues are (with `queue IN (...)` the
+/// planner reads and sorts the whole queue: 5 ms for 5,000 queued rows); the claimed row's try
+/// recorded; its run's version and DAG file returned. `$5` (unused here) is the run of
+/// [`CLAIM_RUN_ON_POSTGRES`].
+const CLAIM_ON_POSTGRES: &str = "WITH claimed AS (UPDATE task_instance SET state = 'running', \
+         try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
+         start_date = $4, end_date = NULL, updated_at = $4 \
+       WHERE id = (SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
+         CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
+             WHERE state = 'queued' AND queue = q.queue AND $5::bigint IS NULL \
+             ORDER BY priority_weight DESC, queued_at, id \
+             LIMIT 1 FOR UPDATE SKIP LOCKED) AS t \
+         ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT 1) \
+       RETURNING *), \
+     tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, hostname, \
+         start_date) \
+       SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
+     SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
+     JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id";
+
+/// [`CLAIM_ON_POSTGRES`] restricted to the task instances of run `$5` (`dags test`).
+const CLAIM_RUN_ON_POSTGRES: &str = "WITH claimed AS (UPDATE task_instance SET state = 'running', \
+         try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
+         start_date = $4, end_date = NULL, updated_at = $4 \
+       WHERE id = (SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
+         CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
+             WHERE state = 'queued' AND queue = q.queue AND dag_run_id = $5 \
+             ORDER BY priority_weight DESC, queued_at, id \
+             LIMIT 1 FOR UPDATE SKIP LOCKED) AS t \
+         ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT 1) \
+       RETURNING *), \
+     tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, hostname, \
+         start_date) \
+       SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
+     SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
+     JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id";
+
 /// A `scheduled` task instance and the limits it must fit in.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -264,11 +303,8 @@ impl Store {
     /// On Postgres concurrent claimers skip each other's rows
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
     ///
-    /// On Postgres each queue is read on its own, in the order of the queue's partial index
-    /// (`task_instance_queued_idx`), so a claim reads about `limit` rows per queue however long
-    /// the queue is; with `queue IN (...)` the planner reads and sorts the whole queue instead
-    /// (5 ms for 5,000 queued rows, at every claim). The rows locked beyond `limit` across
-    /// queues are released at commit.
+    /// On Postgres each task instance is claimed by a statement of its own (see
+    /// [`CLAIM_ON_POSTGRES`]); the claims of one call are not one transaction.
     pub async fn claim_task_instances(
         &self,
         worker: WorkerRef<'_>,
@@ -280,44 +316,41 @@ impl Store {
         let queues = serde_json::json!(queues);
         let mut claims = match self.backend() {
             Backend::Postgres => {
-                // One statement (one round trip, its own transaction): the claim, its tries'
-                // rows, and what the worker needs of the run and the DAG.
-                self.fetch_all(
-                    query(
-                        "claim task instances",
-                        "WITH claimed AS (UPDATE task_instance SET state = 'running', \
-                             try_number = try_number + 1, worker_id = $3, hostname = $4, \
-                             heartbeat_at = $5, start_date = $5, end_date = NULL, updated_at = $5 \
-                           WHERE id IN (SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
-                             CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at \
-                                 FROM task_instance \
-                                 WHERE state = 'queued' AND queue = q.queue \
-                                   AND ($6::bigint IS NULL OR dag_run_id = $6) \
-                                 ORDER BY priority_weight DESC, queued_at, id \
-                                 LIMIT $2 FOR UPDATE SKIP LOCKED) AS t \
-                             ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT $2) \
-                           RETURNING *), \
-                         tries AS (INSERT INTO task_try (task_instance_id, try_number, state, \
-                             worker_id, hostname, start_date) \
-                           SELECT id, try_number, 'running', $3, $4, $5 FROM claimed) \
-                         SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
-                         JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id",
-                    )
-                    .bind(&queues)
-                    .bind(limit)
-                    .bind(worker.id)
-                    .bind(worker.hostname)
-                    .bind(now)
-                    .bind(only_run),
-                    |row| {
-                        Ok(Claim {
-                            instance: TaskInstance::from_row(row)?,
-                            version_hash: row.get("version_hash")?,
-                            fileloc: row.get("fileloc")?,
-                        })
-                    },
-                )
-                .await?
+                // One statement per task instance (one round trip each, its own transaction):
+                // the claim, its try's row, and what the worker needs of the run and the DAG.
+                // A worker claims as slots free up, mostly one at a time. One at a time keeps
+                // the statement's LIMIT a constant: with `LIMIT $n` Postgres plans it anew at
+                // every claim (a custom plan per value, as long as running it); with
+                // `LIMIT 1`, once per connection.
+                let sql = match only_run {
+                    None => CLAIM_ON_POSTGRES,
+                    Some(_) => CLAIM_RUN_ON_POSTGRES,
+                };
+                let mut claims = Vec::new();
+                while (claims.len() as i64) < limit {
+                    let claimed = self
+                        .fetch_optional(
+                            query("claim a task instance", sql)
+                                .bind(&queues)
+                                .bind(worker.id)
+                                .bind(worker.hostname)
+                                .bind(now)
+                                .bind(only_run),
+                            |row| {
+                                Ok(Claim {
+                                    instance: TaskInstance::from_row(row)?,
+                                    version_hash: row.get("version_hash")?,
+                                    fileloc: row.get("fileloc")?,
+                                })
+                            },
+                        )
+                        .await?;
+                    match claimed {
+                        Some(claim) => claims.push(claim),
+                        None => break,
+                    }
+                }
+                claims
             }
             Backend::Sqlite => {
                 self.claim_on_sqlite(worker, &queues, only_run, limit, now)
@@ -402,22 +435,36 @@ impl Store {
         Ok(claims)
     }
 
-    /// Records the process id of a running try (its process group), so that it can be found
-    /// and killed if its worker dies.
-    pub async fn set_try_pid(
-        &self,
-        task_instance_id: i64,
-        try_number: i32,
-        pid: i32,
-    ) -> Result<(), Error> {
+    /// Records the process ids of running tries (each its process group), given as `(task
+    /// instance id, try number, pid)`, so that they can be found and killed if their worker
+    /// dies. One statement for them all: a worker records the pids of the tries it started at
+    /// its next heartbeat, not one write per try.
+    pub async fn set_try_pids(&self, pids: &[(i64, i32, u32)]) -> Result<(), Error> {
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let pids = serde_json::json!(
+            pids.iter()
+                .map(|(id, try_number, pid)| serde_json::json!({
+                    "id": id,
+                    "try": try_number,
+                    "pid": pid,
+                }))
+                .collect::<Vec<_>>()
+        );
         self.execute(
-            query(
-                "record a try's process id",
-                "UPDATE task_try SET pid = $3 WHERE task_instance_id = $1 AND try_number = $2",
+            query_split(
+                "record the process ids of tries",
+                "UPDATE task_try SET pid = p.pid \
+                 FROM jsonb_to_recordset($1) AS p(id bigint, try integer, pid integer) \
+                 WHERE task_instance_id = p.id AND try_number = p.try",
+                "UPDATE task_try SET pid = p.pid \
+                 FROM (SELECT json_extract(value, '$.id') AS id, \
+                     json_extract(value, '$.try') AS try, json_extract(value, '$.pid') AS pid \
+                     FROM json_each($1)) AS p \
+                 WHERE task_instance_id = p.id AND try_number = p.try",
             )
-            .bind(task_instance_id)
-            .bind(try_number)
-            .bind(pid),
+            .bind(&pids),
         )
         .await?;
         Ok(())

@@ -343,6 +343,11 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             .unwrap();
         // The run's creation woke it once already.
         wakeups.wait(StdDuration::ZERO).await;
+        // A scheduler in another process is woken too (Postgres).
+        let elsewhere = db.store().await;
+        let mut there = elsewhere.subscribe(Topic::Scheduler);
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        there.wait(StdDuration::ZERO).await;
         let outputs = vec![("rows".to_owned(), "42".to_owned())];
         let end = TryEnd {
             task_instance_id: tis[0].id,
@@ -359,6 +364,12 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             wakeups.wait(StdDuration::from_secs(5)).await,
             "the scheduler is woken"
         );
+        if db.backend() == updraft_metadata::Backend::Postgres {
+            assert!(
+                there.wait(StdDuration::from_secs(5)).await,
+                "LISTEN/NOTIFY reached the other store"
+            );
+        }
         let ti = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
         assert_eq!(
             (ti.state, ti.next_retry_at, ti.end_date),
