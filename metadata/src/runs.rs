@@ -48,6 +48,31 @@ pub struct NewDagRun {
     pub backfill_id: Option<i64>,
 }
 
+impl NewDagRun {
+    /// A triggered run (CLI or web): id `manual__<logical date>`, due at once, its data
+    /// interval [logical date, logical date] (the decision is in ARCHITECTURE.md).
+    pub fn manual(
+        dag_id: DagId,
+        version_hash: String,
+        logical_date: DateTime<Utc>,
+        conf: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> NewDagRun {
+        NewDagRun {
+            dag_id,
+            run_id: format!("manual__{}", logical_date.to_rfc3339()),
+            run_type: RunType::Manual,
+            logical_date,
+            data_interval_start: logical_date,
+            data_interval_end: logical_date,
+            run_after: now,
+            conf,
+            version_hash,
+            backfill_id: None,
+        }
+    }
+}
+
 /// The outcome of a create that may meet an existing row: both are normal, neither is an error.
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]

@@ -11,7 +11,7 @@ use anyhow::{Result, bail, ensure};
 use chrono::{DurationRound, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
-use updraft_core::dag::{LoadOptions, load_paths};
+use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
@@ -448,6 +448,29 @@ impl Shape {
     }
 }
 
+/// Loads the generated DAG files of `folder`, checks there are `count` and all valid, and
+/// syncs them into `store` (`paused` or not).
+async fn load_and_sync(
+    store: &Store,
+    folder: &Path,
+    options: &LoadOptions,
+    count: usize,
+    paused: bool,
+) -> Result<FolderLoad> {
+    let load = load_paths(&[folder.to_path_buf()], options);
+    ensure!(
+        load.errors.is_empty() && load.dags.len() == count,
+        "expected {count} valid generated DAGs, found {} and {} errors",
+        load.dags.len(),
+        load.errors.len()
+    );
+    let sync = SyncOptions {
+        paused_on_creation: paused,
+    };
+    sync_dags(store, &load, sync, Utc::now()).await?;
+    Ok(load)
+}
+
 /// What runs the tasks of a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Executor {
@@ -479,18 +502,7 @@ async fn run_dag(
     let seconds = {
         let (_database, store) = databases.fresh(databases.backend).await?;
         let options = LoadOptions::default();
-        let load = load_paths(&[folder.join("dags")], &options);
-        ensure!(load.errors.is_empty(), "the generated DAG is valid");
-        let now = Utc::now();
-        sync_dags(
-            &store,
-            &load,
-            SyncOptions {
-                paused_on_creation: false,
-            },
-            now,
-        )
-        .await?;
+        let load = load_and_sync(&store, &folder.join("dags"), &options, 1, false).await?;
         let dag = &load.dags[0].dag;
 
         let parts = InProcess::start(&store, &folder.join("dags"), options, executor).await;
@@ -608,18 +620,8 @@ async fn backfill(
     let seconds = {
         let (_database, store) = databases.fresh(databases.backend).await?;
         let options = LoadOptions::default();
-        let load = load_paths(&[folder.join("dags")], &options);
-        ensure!(load.errors.is_empty(), "the generated DAG is valid");
         // Paused, so that the scheduler creates no scheduled run beside the backfill's.
-        sync_dags(
-            &store,
-            &load,
-            SyncOptions {
-                paused_on_creation: true,
-            },
-            Utc::now(),
-        )
-        .await?;
+        let load = load_and_sync(&store, &folder.join("dags"), &options, 1, true).await?;
         let dag = load.dags[0].dag.clone();
 
         let parts =
@@ -836,20 +838,7 @@ async fn cron_storm(
     }
     let (_database, store) = databases.fresh(databases.backend).await?;
     let options = LoadOptions::default();
-    let load = load_paths(std::slice::from_ref(&dags_folder), &options);
-    ensure!(
-        load.errors.is_empty() && load.dags.len() == dags,
-        "expected {dags} valid generated DAGs"
-    );
-    sync_dags(
-        &store,
-        &load,
-        SyncOptions {
-            paused_on_creation: false,
-        },
-        Utc::now(),
-    )
-    .await?;
+    load_and_sync(&store, &dags_folder, &options, dags, false).await?;
     let parts = InProcess::start(&store, &dags_folder, options, Executor::Nothing).await;
 
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -945,19 +934,8 @@ async fn ui_grid(
     }
     std::fs::write(folder.join("bench_ui.yaml"), yaml)?;
     let (_database, store) = databases.fresh(databases.backend).await?;
-    let options = LoadOptions::default();
-    let load = load_paths(std::slice::from_ref(&folder), &options);
-    ensure!(load.errors.is_empty(), "the generated DAG is valid");
     // Paused: no scheduler runs here, and none should think these runs are its to make.
-    sync_dags(
-        &store,
-        &load,
-        SyncOptions {
-            paused_on_creation: true,
-        },
-        Utc::now(),
-    )
-    .await?;
+    let load = load_and_sync(&store, &folder, &LoadOptions::default(), 1, true).await?;
     let dag = &load.dags[0].dag;
     let task_ids: Vec<_> = dag.tasks.keys().cloned().collect();
     let seeding = Instant::now();
@@ -1146,18 +1124,8 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
     let (database, store) = databases.fresh(Backend::Postgres).await?;
     store.set_pool("bench", count as i32, None).await?;
     let options = LoadOptions::default();
-    let load = load_paths(&[folder.join("dags")], &options);
-    ensure!(load.errors.is_empty(), "the generated DAG is valid");
+    let load = load_and_sync(&store, &folder.join("dags"), &options, 1, true).await?;
     let now = Utc::now();
-    sync_dags(
-        &store,
-        &load,
-        SyncOptions {
-            paused_on_creation: true,
-        },
-        now,
-    )
-    .await?;
     let dag = &load.dags[0].dag;
 
     // The task instances, scheduled and rendered as the scheduler would leave them, in runs of

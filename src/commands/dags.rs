@@ -12,7 +12,7 @@ use serde::Serialize;
 use updraft_core::dag::{Command, Dag, FolderLoad, load_paths};
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, TaskState};
 use updraft_core::suggest::did_you_mean;
 use updraft_metadata::{CreateOutcome, DagRow, NewDagRun, NewEvent, Store};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
@@ -127,18 +127,13 @@ fn trigger(
         let (row, dag) = stored_dag(config, &store, dag_id).await?;
         local_run::check_params(&dag, &conf)?;
         let now = Utc::now();
-        let run = NewDagRun {
-            dag_id: row.dag_id.clone(),
-            run_id: format!("manual__{}", logical_date.to_rfc3339()),
-            run_type: RunType::Manual,
+        let run = NewDagRun::manual(
+            row.dag_id.clone(),
+            row.version_hash.clone(),
             logical_date,
-            data_interval_start: logical_date,
-            data_interval_end: logical_date,
-            run_after: now,
-            conf: conf.clone(),
-            version_hash: row.version_hash.clone(),
-            backfill_id: None,
-        };
+            conf.clone(),
+            now,
+        );
         let run = match store.create_dag_run(&run, now).await? {
             CreateOutcome::Created(run) => run,
             CreateOutcome::AlreadyExists(run) => {

@@ -11,7 +11,7 @@ use serde_json::json;
 use updraft_core::dag::Dag;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::render::effective_params;
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, TaskState};
 use updraft_metadata::{CreateOutcome, DagRow, DagRun, NewDagRun, NewEvent, Store};
 
 use crate::auth::Caller;
@@ -91,18 +91,13 @@ pub async fn trigger(
     effective_params(&dag, &conf)
         .map_err(|problems| AppError::BadRequest(format!("bad params: {}", problems.join("; "))))?;
     let logical_date = request.logical_date.unwrap_or(now);
-    let run = NewDagRun {
-        dag_id: row.dag_id.clone(),
-        run_id: format!("manual__{}", logical_date.to_rfc3339()),
-        run_type: RunType::Manual,
+    let run = NewDagRun::manual(
+        row.dag_id.clone(),
+        row.version_hash.clone(),
         logical_date,
-        data_interval_start: logical_date,
-        data_interval_end: logical_date,
-        run_after: now,
-        conf: conf.clone(),
-        version_hash: row.version_hash.clone(),
-        backfill_id: None,
-    };
+        conf.clone(),
+        now,
+    );
     let run = match store.create_dag_run(&run, now).await? {
         CreateOutcome::Created(run) => run,
         CreateOutcome::AlreadyExists(run) => {

@@ -894,7 +894,9 @@ async fn list_pools(State(state): State<AppState>) -> Result<Json<serde_json::Va
 }
 
 async fn list_workers(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    Ok(Json(json!({ "items": state.store.list_workers().await? })))
+    Ok(Json(
+        json!({ "items": state.store.list_worker_loads().await? }),
+    ))
 }
 
 /// `?dag_id=&limit=&offset=` of the backfill and event lists.

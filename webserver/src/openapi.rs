@@ -497,6 +497,7 @@ fn schemas() -> Value {
         "Worker": object(json!({
             "id": string(), "hostname": string(), "queues": {"type": "array", "items": string()},
             "concurrency": integer(), "state": string(), "started_at": time(), "heartbeat_at": time(),
+            "running": integer(),
         })),
         "WorkerList": list("Worker"),
         "Event": object(json!({

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use updraft_core::dag::{Dag, ParamType};
 use updraft_core::state::TaskState;
-use updraft_metadata::{DagRow, DagRun, EventLog, ImportError, TaskInstance, TaskTry, Worker};
+use updraft_metadata::{DagRow, DagRun, EventLog, ImportError, TaskInstance, TaskTry, WorkerLoad};
 
 use crate::AppState;
 use crate::actions::{self, ClearOutcome, ClearRequest, Mark, TriggerRequest, dag_id, task_id};
@@ -898,7 +898,8 @@ async fn pools(
 #[template(path = "workers.html")]
 struct WorkersPage {
     layout: Layout,
-    workers: Vec<Worker>,
+    workers: Vec<WorkerLoad>,
+    now: DateTime<Utc>,
 }
 
 async fn workers(
@@ -907,7 +908,8 @@ async fn workers(
 ) -> Result<WorkersPage, PageError> {
     Ok(WorkersPage {
         layout: Layout::of(&caller, "Workers", "workers"),
-        workers: state.store.list_workers().await?,
+        workers: state.store.list_worker_loads().await?,
+        now: Utc::now(),
     })
 }
 

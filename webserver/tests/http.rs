@@ -16,7 +16,7 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store,
+    CreateOutcome, DagSync, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store, Worker,
 };
 use updraft_webserver::auth::{hash_password, token_hash};
 use updraft_webserver::backfill::{
@@ -695,6 +695,28 @@ async fn every_page_renders_for_an_admin() {
         assert!(task.body.contains("/tries/1/log"));
         // Airflow's max_tries counts retries: no retry means one try at most.
         assert!(task.body.contains("of at most 1 ·"), "{}", task.body);
+        // Workers: their status and load (the running task instance above claimed by none).
+        let now = Utc::now();
+        for (id, heartbeat_at) in [("w1", now), ("w2", now - Duration::seconds(60))] {
+            let worker = Worker {
+                id: id.to_owned(),
+                hostname: "host".to_owned(),
+                queues: vec!["default".to_owned()],
+                concurrency: 4,
+                state: "running".to_owned(),
+                started_at: now - Duration::seconds(120),
+                heartbeat_at,
+            };
+            app.store.register_worker(&worker).await.unwrap();
+        }
+        let workers = app.get(&admin, "/workers").await;
+        assert!(
+            workers.body.contains("<td>w1</td><td>running</td>"),
+            "{}",
+            workers.body
+        );
+        assert!(workers.body.contains("<td>w2</td><td>lost</td>"));
+        assert!(workers.body.contains("<td>0 / 4</td>"));
         assert!(task.body.contains("Mark success"));
         let clear = app
             .get(&admin, &format!("{run}/tasks/extract/clear?downstream=on"))
