@@ -332,7 +332,11 @@ impl Store {
             tx.execute(
                 query(
                     "record an import error",
-                    "INSERT INTO import_error (filename, message, at) VALUES ($1, $2, $3)",
+                    // Two schedulers syncing at once both delete, then both insert the same
+                    // files: the second one's row replaces the first's instead of failing.
+                    "INSERT INTO import_error (filename, message, at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (filename) DO UPDATE SET message = excluded.message, \
+                         at = excluded.at",
                 )
                 .bind(error.filename.as_str())
                 .bind(error.message.as_str())

@@ -279,6 +279,31 @@ async fn import_errors_are_replaced_as_a_set() {
     .await;
 }
 
+#[tokio::test]
+async fn schedulers_replacing_the_same_import_errors_at_once_both_succeed() {
+    each_backend(|db| async move {
+        let stores = [db.store().await, db.connect().await];
+        let errors: Vec<ImportError> = ["dags/a.yaml", "dags/b.yaml"]
+            .iter()
+            .map(|file| ImportError {
+                filename: file.to_string(),
+                message: format!("{file}:1:1: broken"),
+                at: at(1, 0),
+            })
+            .collect();
+        for _ in 0..20 {
+            let (first, second) = tokio::join!(
+                stores[0].replace_import_errors(&errors),
+                stores[1].replace_import_errors(&errors)
+            );
+            first.unwrap();
+            second.unwrap();
+            assert_eq!(stores[0].list_import_errors().await.unwrap(), errors);
+        }
+    })
+    .await;
+}
+
 // --- dag runs ------------------------------------------------------------------------------
 
 #[tokio::test]
