@@ -121,9 +121,21 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, for the whole site.
-pub fn set_cookie(name: &str, value: &str, max_age_seconds: i64) -> String {
-    format!("{name}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_seconds}")
+/// A `Set-Cookie` value for a response to `headers`: HttpOnly, SameSite=Lax, for the whole
+/// site, and `Secure` when the request came through HTTPS (see [`over_https`]).
+pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_seconds: i64) -> String {
+    let secure = if over_https(headers) { "; Secure" } else { "" };
+    format!("{name}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_seconds}{secure}")
+}
+
+/// Whether a TLS-terminating proxy in front says the browser spoke HTTPS
+/// (`X-Forwarded-Proto: https`). The server itself speaks plain HTTP. A forged header can only
+/// make the forger's own cookies `Secure`.
+pub fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// Whether the request is for the JSON API (answered with JSON errors, never redirects).
@@ -279,8 +291,13 @@ mod tests {
         assert_eq!(cookie(&headers, "b").as_deref(), Some("2"));
         assert_eq!(cookie(&headers, "c"), None);
         assert_eq!(
-            set_cookie("s", "v", 60),
+            set_cookie(&headers, "s", "v", 60),
             "s=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=60"
+        );
+        headers.insert("x-forwarded-proto", "HTTPS".parse().unwrap());
+        assert_eq!(
+            set_cookie(&headers, "s", "v", 60),
+            "s=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=60; Secure"
         );
     }
 

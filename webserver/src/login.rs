@@ -50,6 +50,7 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 fn login_page(
+    headers: &HeaderMap,
     next: String,
     error: Option<String>,
     username: String,
@@ -62,13 +63,18 @@ fn login_page(
         error,
         username,
     };
-    let cookie = set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600);
+    let cookie = set_cookie(headers, LOGIN_CSRF_COOKIE, &csrf, 3600);
     Ok(([(header::SET_COOKIE, cookie)], page).into_response())
 }
 
 /// `GET /login`.
-pub async fn show(Query(query): Query<Next>) -> Result<Response, PageError> {
-    login_page(local_path(query.next.as_deref()), None, String::new())
+pub async fn show(headers: HeaderMap, Query(query): Query<Next>) -> Result<Response, PageError> {
+    login_page(
+        &headers,
+        local_path(query.next.as_deref()),
+        None,
+        String::new(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -107,6 +113,7 @@ pub async fn login(
         _ => {
             tracing::info!(username = %form.username, "failed login");
             let mut response = login_page(
+                &headers,
                 next,
                 Some("wrong user name or password".to_owned()),
                 form.username,
@@ -129,8 +136,13 @@ pub async fn login(
         )
         .await?;
     tracing::info!(username = %user.username, "login");
-    let cookie = set_cookie(SESSION_COOKIE, &token, SESSION_LIFETIME.num_seconds());
-    let clear_login = set_cookie(LOGIN_CSRF_COOKIE, "", 0);
+    let cookie = set_cookie(
+        &headers,
+        SESSION_COOKIE,
+        &token,
+        SESSION_LIFETIME.num_seconds(),
+    );
+    let clear_login = set_cookie(&headers, LOGIN_CSRF_COOKIE, "", 0);
     Ok((
         AppendHeaders([
             (header::SET_COOKIE, cookie),
@@ -151,7 +163,10 @@ pub async fn logout(
         state.store.delete_session(&token_hash(&token)).await?;
     }
     Ok((
-        [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0))],
+        [(
+            header::SET_COOKIE,
+            set_cookie(&headers, SESSION_COOKIE, "", 0),
+        )],
         Redirect::to("/login"),
     )
         .into_response())

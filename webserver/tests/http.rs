@@ -397,6 +397,14 @@ async fn a_login_starts_a_session_and_a_logout_ends_it() {
         form.expect(StatusCode::OK);
         let csrf = hidden_field(&form.body, "csrf_token");
         assert!(form.cookies()[0].starts_with(&format!("updraft_login_csrf={csrf};")));
+        assert!(!form.cookies()[0].contains("Secure"));
+        // Behind a TLS-terminating proxy the cookies are Secure.
+        let mut proxied = request(&Who::Nobody, Method::GET, "/login", None);
+        proxied
+            .headers_mut()
+            .insert("x-forwarded-proto", "https".parse().unwrap());
+        let proxied = app.send(proxied).await;
+        assert!(proxied.cookies()[0].ends_with("; Secure"));
         let with_cookie = Who::Browser {
             cookie: format!("updraft_login_csrf={csrf}"),
             csrf: csrf.clone(),
