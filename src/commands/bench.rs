@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use chrono::{DurationRound, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -293,7 +293,12 @@ impl Databases {
     async fn fresh(&self, backend: Backend) -> Result<(ScratchDatabase, Store)> {
         let scratch = match backend {
             Backend::Sqlite => ScratchDatabase::sqlite()?,
-            Backend::Postgres => ScratchDatabase::postgres(&self.postgres_url).await?,
+            Backend::Postgres => ScratchDatabase::postgres(&self.postgres_url)
+                .await
+                .context(
+                    "this needs a Postgres server where the user may create databases: start \
+                     one, or point --postgres-url (UPDRAFT_BENCH_POSTGRES_URL) at one",
+                )?,
         };
         let store = Store::connect(scratch.url()).await?;
         store.migrate().await?;
@@ -414,15 +419,7 @@ impl Shape {
     fn dag_file(self) -> String {
         let mut text = String::from("version: 1\nid: bench\ntasks:\n");
         match self {
-            Shape::Chain(n) => {
-                for i in 0..n {
-                    text.push_str(&format!("  t{i:04}: {{run: \"true\""));
-                    if i > 0 {
-                        text.push_str(&format!(", depends_on: [t{:04}]", i - 1));
-                    }
-                    text.push_str("}\n");
-                }
-            }
+            Shape::Chain(n) => text.push_str(&chain_tasks(n)),
             Shape::Fanout(n) => {
                 text.push_str("  root: {run: \"true\"}\n");
                 for i in 0..n {
@@ -446,6 +443,19 @@ impl Shape {
             Shape::Fanout(n) => format!("fanout-{n}"),
         }
     }
+}
+
+/// The `tasks:` entries of a chain of `n` tasks of `true`, each depending on the one before.
+fn chain_tasks(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("  t{i:04}: {{run: \"true\""));
+        if i > 0 {
+            text.push_str(&format!(", depends_on: [t{:04}]", i - 1));
+        }
+        text.push_str("}\n");
+    }
+    text
 }
 
 /// Loads the generated DAG files of `folder`, checks there are `count` and all valid, and
@@ -606,16 +616,10 @@ async fn backfill(
 ) -> Result<Figure> {
     let folder = scratch.join(format!("backfill-{runs}"));
     std::fs::create_dir_all(folder.join("dags"))?;
-    let mut yaml = String::from(
-        "version: 1\nid: bench_backfill\nschedule: \"@daily\"\nstart_date: 2024-01-01\ntasks:\n",
+    let yaml = format!(
+        "version: 1\nid: bench_backfill\nschedule: \"@daily\"\nstart_date: 2024-01-01\ntasks:\n{}",
+        chain_tasks(BACKFILL_CHAIN)
     );
-    for i in 0..BACKFILL_CHAIN {
-        yaml.push_str(&format!("  t{i:02}: {{run: \"true\""));
-        if i > 0 {
-            yaml.push_str(&format!(", depends_on: [t{:02}]", i - 1));
-        }
-        yaml.push_str("}\n");
-    }
     std::fs::write(folder.join("dags/bench_backfill.yaml"), yaml)?;
     let seconds = {
         let (_database, store) = databases.fresh(databases.backend).await?;
@@ -922,16 +926,10 @@ async fn ui_grid(
 
     let folder = scratch.join(format!("ui-grid-{runs}"));
     std::fs::create_dir_all(&folder)?;
-    let mut yaml = String::from(
-        "version: 1\nid: bench_ui\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n",
+    let yaml = format!(
+        "version: 1\nid: bench_ui\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n{}",
+        chain_tasks(UI_TASKS)
     );
-    for i in 0..UI_TASKS {
-        yaml.push_str(&format!("  t{i:03}: {{run: \"true\""));
-        if i > 0 {
-            yaml.push_str(&format!(", depends_on: [t{:03}]", i - 1));
-        }
-        yaml.push_str("}\n");
-    }
     std::fs::write(folder.join("bench_ui.yaml"), yaml)?;
     let (_database, store) = databases.fresh(databases.backend).await?;
     // Paused: no scheduler runs here, and none should think these runs are its to make.

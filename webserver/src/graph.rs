@@ -54,7 +54,7 @@ pub struct EdgeLine {
 }
 
 /// A slot in a layer: a task, or the bend point of an edge that crosses the layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Task(usize),
     Bend { edge: usize },
@@ -100,55 +100,21 @@ pub fn layout(dag: &Dag) -> Layout {
         }
     }
 
-    // The slot each slot links to in the layer before and after it.
-    let before = |slot: Slot, layer: usize| -> Vec<Slot> {
-        match slot {
-            Slot::Task(task) => edges
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, to))| *to == task)
-                .map(|(edge, &(from, _))| {
-                    if layer_of[from] + 1 == layer {
-                        Slot::Task(from)
-                    } else {
-                        Slot::Bend { edge }
-                    }
-                })
-                .collect(),
-            Slot::Bend { edge } => {
-                let from = edges[edge].0;
-                vec![if layer_of[from] + 1 == layer {
-                    Slot::Task(from)
-                } else {
-                    Slot::Bend { edge }
-                }]
-            }
+    // The slots each slot links to in the layer before (`up`) and after (`down`) it: an edge
+    // runs from its upstream task through its bends to its downstream task.
+    let mut up: HashMap<Slot, Vec<Slot>> = HashMap::new();
+    let mut down: HashMap<Slot, Vec<Slot>> = HashMap::new();
+    for (edge, &(from, to)) in edges.iter().enumerate() {
+        let bends = (layer_of[from] + 1..layer_of[to]).map(|_| Slot::Bend { edge });
+        let path: Vec<Slot> = std::iter::once(Slot::Task(from))
+            .chain(bends)
+            .chain(std::iter::once(Slot::Task(to)))
+            .collect();
+        for pair in path.windows(2) {
+            down.entry(pair[0]).or_default().push(pair[1]);
+            up.entry(pair[1]).or_default().push(pair[0]);
         }
-    };
-    let after = |slot: Slot, layer: usize| -> Vec<Slot> {
-        match slot {
-            Slot::Task(task) => edges
-                .iter()
-                .enumerate()
-                .filter(|(_, (from, _))| *from == task)
-                .map(|(edge, &(_, to))| {
-                    if layer_of[to] == layer + 1 {
-                        Slot::Task(to)
-                    } else {
-                        Slot::Bend { edge }
-                    }
-                })
-                .collect(),
-            Slot::Bend { edge } => {
-                let to = edges[edge].1;
-                vec![if layer_of[to] == layer + 1 {
-                    Slot::Task(to)
-                } else {
-                    Slot::Bend { edge }
-                }]
-            }
-        }
-    };
+    }
 
     // Barycenter sweeps: order a layer by the mean position of its links in the layer just
     // ordered; slots without links keep their place (a stable sort on their old position).
@@ -161,23 +127,21 @@ pub fn layout(dag: &Dag) -> Layout {
         };
         for layer in range {
             let fixed = if downward { layer - 1 } else { layer + 1 };
-            let position: HashMap<SlotKey, usize> = slots[fixed]
+            let position: HashMap<Slot, usize> = slots[fixed]
                 .iter()
                 .enumerate()
-                .map(|(i, slot)| (SlotKey::of(*slot), i))
+                .map(|(i, slot)| (*slot, i))
                 .collect();
+            let links = if downward { &up } else { &down };
             let mut keyed: Vec<(f64, Slot)> = slots[layer]
                 .iter()
                 .enumerate()
                 .map(|(i, &slot)| {
-                    let links = if downward {
-                        before(slot, layer)
-                    } else {
-                        after(slot, layer)
-                    };
                     let known: Vec<f64> = links
-                        .iter()
-                        .filter_map(|link| position.get(&SlotKey::of(*link)))
+                        .get(&slot)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|link| position.get(link))
                         .map(|&p| p as f64)
                         .collect();
                     let key = if known.is_empty() {
@@ -250,22 +214,6 @@ pub fn layout(dag: &Dag) -> Layout {
         height,
         nodes,
         edges,
-    }
-}
-
-/// A hashable name of a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum SlotKey {
-    Task(usize),
-    Bend(usize),
-}
-
-impl SlotKey {
-    fn of(slot: Slot) -> SlotKey {
-        match slot {
-            Slot::Task(task) => SlotKey::Task(task),
-            Slot::Bend { edge } => SlotKey::Bend(edge),
-        }
     }
 }
 

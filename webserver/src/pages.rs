@@ -659,14 +659,21 @@ async fn run(
     let id = dag_id(&id)?;
     let run = actions::find_run(&state.store, &id, &run_id).await?;
     let instances = state.store.list_task_instances(run.id).await?;
-    let tries = state.store.list_run_tries(run.id).await?;
+    let mut tries: HashMap<i64, Vec<TaskTry>> = HashMap::new();
+    for attempt in state.store.list_run_tries(run.id).await? {
+        tries
+            .entry(attempt.task_instance_id)
+            .or_default()
+            .push(attempt);
+    }
     let rows: Vec<GanttRow> = instances
         .iter()
         .map(|ti| GanttRow {
             task_id: ti.task_id.to_string(),
             tries: tries
-                .iter()
-                .filter(|t| t.task_instance_id == ti.id)
+                .get(&ti.id)
+                .into_iter()
+                .flatten()
                 .map(|t| GanttTry {
                     try_number: t.try_number.into(),
                     start: t.start_date,
