@@ -191,12 +191,12 @@ async fn end_try(store: &Store, id: i64, try_number: i32, state: TaskState, now:
     let end = TryEnd {
         task_instance_id: id,
         try_number,
-        worker_id: Some(WORKER.id),
+        worker_id: Some(WORKER.id.to_owned()),
         state,
         exit_code: Some(if state == TaskState::Success { 0 } else { 1 }),
         next_retry_at: None,
-        outputs: &[],
-        log_tail: &[],
+        outputs: Vec::new(),
+        log_tail: Vec::new(),
     };
     assert!(store.end_try(&end, now).await.unwrap());
 }

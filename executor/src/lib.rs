@@ -1,5 +1,6 @@
 //! updraft-executor: the worker. It claims queued task instances, runs them as child processes
 //! in their own process groups, and records their logs, outputs and outcomes.
 
+mod ends;
 pub mod process;
 pub mod worker;

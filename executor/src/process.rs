@@ -22,8 +22,11 @@
 //! - **Reading stops shortly after the group is gone.** A process that left the group (`setsid`)
 //!   may still hold the pipe; once the group is gone, the pipe is read only while data keeps
 //!   coming (a pause of `DRAIN_IDLE` ends it) and for at most `DRAIN_LIMIT` more bytes.
-//! - **Outputs** (`$UPDRAFT_OUTPUT`) are `name=value` lines in a temp file the child may write;
-//!   the file is read after the process ended. Blank lines are skipped, a bad line is a warning
+//! - **Outputs** (`$UPDRAFT_OUTPUT`) are `name=value` lines in a file the child may write; the
+//!   file is read (and removed) after the process ended. Its path is new in the caller's private
+//!   [`OutputFolder`] and the file does not exist until the child writes to it (`>>` creates
+//!   it): a process that writes no outputs costs no file. (Creating and deleting a temp file per
+//!   try was a third of a worker's CPU on ext4, which searches for a free inode at every create.) Blank lines are skipped, a bad line is a warning
 //!   in the log, a later value of the same name replaces the earlier one (the name keeps its
 //!   first place), and a value is everything after the first `=` but a trailing `\r`.
 //! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
@@ -34,9 +37,11 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tempfile::NamedTempFile;
+use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -46,6 +51,8 @@ use updraft_core::dag::Command;
 
 /// The most one read of the pipe returns, so the most one log chunk holds.
 const CHUNK_SIZE: usize = 64 * 1024;
+/// The most the first read of the pipe returns.
+const FIRST_CHUNK_SIZE: usize = 4 * 1024;
 /// How often a process group being stopped is checked for processes left.
 const GROUP_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Once the group is gone, a pipe that stays quiet this long is not read any more.
@@ -65,6 +72,8 @@ pub struct Spawn {
     pub working_dir: PathBuf,
     /// From the start of the process; `None` runs it as long as it takes.
     pub timeout: Option<Duration>,
+    /// Where `$UPDRAFT_OUTPUT` points.
+    pub outputs: Arc<OutputFolder>,
     /// How long the group has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
 }
@@ -94,6 +103,32 @@ pub struct Finished {
     pub outputs: Vec<(String, String)>,
     /// The process's pid, which is also its process group id; `None` when it did not start.
     pub pid: Option<u32>,
+}
+
+/// A private folder (mode 0700, made on first use, removed when dropped) where the processes a
+/// caller starts write their outputs: each gets a path of its own in it (see the module's
+/// decisions).
+#[derive(Debug, Default)]
+pub struct OutputFolder {
+    folder: Mutex<Option<TempDir>>,
+    made: AtomicU64,
+}
+
+impl OutputFolder {
+    /// A path in the folder that no process of it was given before; nothing is created there.
+    fn new_path(&self) -> io::Result<PathBuf> {
+        let mut folder = self.folder.lock().expect("output folder lock");
+        let folder = match &mut *folder {
+            Some(folder) => folder,
+            None => folder.insert(
+                tempfile::Builder::new()
+                    .prefix("updraft-outputs-")
+                    .tempdir()?,
+            ),
+        };
+        let number = self.made.fetch_add(1, Ordering::Relaxed);
+        Ok(folder.path().join(format!("output-{number}")))
+    }
 }
 
 /// Runs `spawn` to its end, sending its output to `log` as it comes. `on_start` gets the pid as
@@ -133,7 +168,7 @@ pub async fn run(
     };
     let (ending, ()) = tokio::join!(supervised, pump(pipe, &log, group_gone_rx));
     guard.armed = false;
-    let outputs = read_outputs(output_file.path(), &log).await;
+    let outputs = read_outputs(&output_file, &log).await;
     Finished {
         ending,
         outputs,
@@ -241,16 +276,16 @@ struct Started {
     pid: u32,
     /// The read end of the pipe that is the child's stdout and stderr.
     pipe: pipe::Receiver,
-    /// `$UPDRAFT_OUTPUT`; deleted when dropped, after it was read.
-    output_file: NamedTempFile,
+    /// `$UPDRAFT_OUTPUT`, which the child may create.
+    output_file: PathBuf,
 }
 
 /// Starts the child, or says why it could not be started.
 fn start(spawn: &Spawn) -> Result<Started, String> {
-    let output_file = tempfile::Builder::new()
-        .prefix("updraft-output-")
-        .tempfile()
-        .map_err(|error| format!("cannot create the output file: {error}"))?;
+    let output_file = spawn
+        .outputs
+        .new_path()
+        .map_err(|error| format!("cannot create a folder for the outputs: {error}"))?;
     let pipe_error = |error: io::Error| format!("cannot create a pipe for the output: {error}");
     let (reader, writer) = io::pipe().map_err(pipe_error)?;
     let stderr = writer.try_clone().map_err(pipe_error)?;
@@ -270,7 +305,7 @@ fn start(spawn: &Spawn) -> Result<Started, String> {
         .args(args)
         .current_dir(&spawn.working_dir)
         .envs(spawn.env.iter().map(|(name, value)| (name, value)))
-        .env("UPDRAFT_OUTPUT", output_file.path())
+        .env("UPDRAFT_OUTPUT", &output_file)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(stderr)
@@ -383,7 +418,9 @@ async fn pump(
     log: &mpsc::Sender<Vec<u8>>,
     mut group_gone: oneshot::Receiver<()>,
 ) {
-    let mut buffer = vec![0; CHUNK_SIZE];
+    // Each read fills a chunk of its own, sent as it is. The first is small, as most tries
+    // write little; a read that fills its chunk doubles the next, up to CHUNK_SIZE.
+    let mut capacity = FIRST_CHUNK_SIZE;
     // Bytes read since the group is gone; `None` while it runs.
     let mut drained: Option<usize> = None;
     loop {
@@ -395,8 +432,9 @@ async fn pump(
                 pending().await
             }
         };
+        let mut chunk = Vec::with_capacity(capacity);
         let read = tokio::select! {
-            read = pipe.read(&mut buffer) => read,
+            read = pipe.read_buf(&mut chunk) => read,
             _ = &mut group_gone, if !draining => {
                 drained = Some(0);
                 continue;
@@ -406,8 +444,11 @@ async fn pump(
         match read {
             Ok(0) => return,
             Ok(n) => {
+                if n == capacity {
+                    capacity = (capacity * 2).min(CHUNK_SIZE);
+                }
                 // An error means the receiver is gone: the chunk is dropped, reading goes on.
-                let _ = log.send(buffer[..n].to_vec()).await;
+                let _ = log.send(chunk).await;
                 if let Some(drained) = &mut drained {
                     *drained += n;
                     if *drained >= DRAIN_LIMIT {
@@ -423,15 +464,24 @@ async fn pump(
     }
 }
 
-/// The outputs the process wrote to `$UPDRAFT_OUTPUT`; bad lines are warnings in the log.
+/// The outputs the process wrote to `$UPDRAFT_OUTPUT` (none when it wrote no file), whose file
+/// is then removed; bad lines are warnings in the log.
 async fn read_outputs(path: &Path, log: &mpsc::Sender<Vec<u8>>) -> Vec<(String, String)> {
+    // Most processes write none: a look at the folder, on this thread, tells.
+    if matches!(std::fs::exists(path), Ok(false)) {
+        return Vec::new();
+    }
     let bytes = match tokio::fs::read(path).await {
         Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Vec::new(),
         Err(error) => {
             note(log, &format!("cannot read $UPDRAFT_OUTPUT: {error}")).await;
             return Vec::new();
         }
     };
+    if let Err(error) = tokio::fs::remove_file(path).await {
+        note(log, &format!("cannot remove $UPDRAFT_OUTPUT: {error}")).await;
+    }
     let (outputs, warnings) = parse_outputs(&String::from_utf8_lossy(&bytes));
     for warning in warnings {
         note(log, &warning).await;

@@ -3,12 +3,13 @@
 
 use std::future::{Future, pending};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use updraft_core::dag::Command;
-use updraft_executor::process::{self, Ending, Finished, Spawn};
+use updraft_executor::process::{self, Ending, Finished, OutputFolder, Spawn};
 
 /// What a test looks at after a run.
 struct Ran {
@@ -32,6 +33,7 @@ fn spawn_in(dir: &Path, command: Command) -> Spawn {
         working_dir: dir.to_path_buf(),
         timeout: None,
         kill_grace: Duration::from_millis(300),
+        outputs: Arc::default(),
     }
 }
 
@@ -225,6 +227,40 @@ async fn outputs_are_parsed_with_bad_lines_warned_and_later_duplicates_winning()
          updraft: ignored output line 6: \"1st\" is not a valid output name\n\
          updraft: ignored output line 7: \"\" is not a valid output name\n"
     );
+}
+
+#[tokio::test]
+async fn the_output_file_exists_only_if_written_and_its_folder_goes_with_its_owner() {
+    let dir = TempDir::new().unwrap();
+    let folder = Arc::new(OutputFolder::default());
+    let with_folder = |command: &str| Spawn {
+        outputs: folder.clone(),
+        ..spawn_in(dir.path(), sh(command))
+    };
+    let silent = run(with_folder(r#"printf '%s' "$UPDRAFT_OUTPUT""#)).await;
+    let writer = run(with_folder(
+        r#"printf '%s' "$UPDRAFT_OUTPUT"; echo rows=3 >> "$UPDRAFT_OUTPUT""#,
+    ))
+    .await;
+    assert!(silent.finished.outputs.is_empty());
+    assert_eq!(
+        writer.finished.outputs,
+        [("rows".to_owned(), "3".to_owned())]
+    );
+    let (silent_path, writer_path) = (Path::new(&silent.log), Path::new(&writer.log));
+    assert_ne!(
+        silent_path, writer_path,
+        "each process gets a path of its own"
+    );
+    assert!(
+        !silent_path.exists(),
+        "no file for a process that wrote none"
+    );
+    assert!(!writer_path.exists(), "the file is removed once read");
+    let parent = writer_path.parent().unwrap().to_path_buf();
+    assert!(parent.is_dir());
+    drop(folder);
+    assert!(!parent.exists(), "the folder goes with its last owner");
 }
 
 #[tokio::test]

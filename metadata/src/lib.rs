@@ -54,7 +54,7 @@ pub use schema::SchemaStatus;
 pub use scratch::{ScratchDatabase, SeedRuns, seeded_run_id};
 pub use sessions::Session;
 pub use signal::{Topic, Wakeups};
-pub use store::{Backend, Store};
+pub use store::{Backend, Connections, Store};
 pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry};
 pub use url::redact_url;
 pub use users::{Role, User};

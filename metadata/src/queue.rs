@@ -7,6 +7,7 @@
 //! transaction holds the single write lock from its start.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use updraft_core::state::TaskState;
@@ -34,22 +35,22 @@ pub struct WorkerRef<'a> {
     pub hostname: &'a str,
 }
 
-/// How a try ended: the input of [`Store::end_try`].
+/// How a try ended: the input of [`Store::end_tries`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct TryEnd<'a> {
+pub struct TryEnd {
     pub task_instance_id: i64,
     pub try_number: i32,
     /// The worker that ran it; `None` when the scheduler ends a zombie's try.
-    pub worker_id: Option<&'a str>,
+    pub worker_id: Option<String>,
     /// `success`, `failed`, `skipped` or `up_for_retry`.
     pub state: TaskState,
     pub exit_code: Option<i32>,
     /// When `up_for_retry`: not before this instant.
     pub next_retry_at: Option<DateTime<Utc>>,
-    pub outputs: &'a [(String, String)],
+    pub outputs: Vec<(String, String)>,
     /// The end of the try's log that is not shipped yet: appended in the same transaction, so
     /// a try's last lines cost no write of their own.
-    pub log_tail: &'a [u8],
+    pub log_tail: Vec<u8>,
 }
 
 /// A registered worker (table `worker`).
@@ -108,44 +109,55 @@ pub struct WorkerLoad {
     pub running: i64,
 }
 
-/// The claim of one task instance of [`Store::claim_task_instances`] on Postgres: each queue
-/// read on its own in the order of its partial index (`task_instance_queued_idx`), so that a
-/// claim reads a row or two per queue however long the queues are (with `queue IN (...)` the
-/// planner reads and sorts the whole queue: 5 ms for 5,000 queued rows); the claimed row's try
-/// recorded; its run's version and DAG file returned. `$5` (unused here) is the run of
-/// [`CLAIM_RUN_ON_POSTGRES`].
-const CLAIM_ON_POSTGRES: &str = "WITH claimed AS (UPDATE task_instance SET state = 'running', \
-         try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
-         start_date = $4, end_date = NULL, updated_at = $4 \
-       WHERE id = (SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
-         CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
-             WHERE state = 'queued' AND queue = q.queue AND $5::bigint IS NULL \
-             ORDER BY priority_weight DESC, queued_at, id \
-             LIMIT 1 FOR UPDATE SKIP LOCKED) AS t \
-         ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT 1) \
-       RETURNING *), \
-     tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, hostname, \
-         start_date) \
-       SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
-     SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
-     JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id";
+/// The most task instances one claim statement takes on Postgres: a worker with more free
+/// slots claims again (see [`Store::claim_task_instances`]).
+const MOST_CLAIMED_AT_ONCE: usize = 32;
 
-/// [`CLAIM_ON_POSTGRES`] restricted to the task instances of run `$5` (`dags test`).
-const CLAIM_RUN_ON_POSTGRES: &str = "WITH claimed AS (UPDATE task_instance SET state = 'running', \
-         try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
-         start_date = $4, end_date = NULL, updated_at = $4 \
-       WHERE id = (SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
-         CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
-             WHERE state = 'queued' AND queue = q.queue AND dag_run_id = $5 \
-             ORDER BY priority_weight DESC, queued_at, id \
-             LIMIT 1 FOR UPDATE SKIP LOCKED) AS t \
-         ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT 1) \
-       RETURNING *), \
-     tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, hostname, \
-         start_date) \
-       SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
-     SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
-     JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id";
+/// The claim statements on Postgres, by how many task instances they take (1 to
+/// [`MOST_CLAIMED_AT_ONCE`]), without and then with a run to keep to: see [`claim_on_postgres`].
+static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
+    let claims = |only_run| {
+        (1..=MOST_CLAIMED_AT_ONCE)
+            .map(|limit| claim_on_postgres(limit, only_run))
+            .collect()
+    };
+    [claims(false), claims(true)]
+});
+
+/// The claim of up to `limit` task instances on Postgres, in one statement: each queue (`$1`, a
+/// JSON array) read on its own in the order of its partial index (`task_instance_queued_idx`),
+/// so that a claim reads a few rows per queue however long the queues are (with `queue IN
+/// (...)` the planner reads and sorts the whole queue: 5 ms for 5,000 queued rows); the claimed
+/// rows' tries recorded; their runs' versions and DAG files returned. With `only_run`, only the
+/// task instances of run `$5` (`dags test`).
+///
+/// The limit is written into the text, one statement per limit, and so is whether a run is
+/// kept to: Postgres plans a prepared statement anew at every call while a plan for the values
+/// at hand looks cheaper than the generic one, which it did with `LIMIT $n` or with `$5 IS NULL
+/// OR ...` (planning cost as much as running it). Without them it plans once per connection.
+fn claim_on_postgres(limit: usize, only_run: bool) -> String {
+    let run = match only_run {
+        false => "",
+        true => " AND dag_run_id = $5",
+    };
+    format!(
+        "WITH claimed AS (UPDATE task_instance SET state = 'running', \
+             try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
+             start_date = $4, end_date = NULL, updated_at = $4 \
+           WHERE id = ANY(ARRAY(SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
+             CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
+                 WHERE state = 'queued' AND queue = q.queue{run} \
+                 ORDER BY priority_weight DESC, queued_at, id \
+                 LIMIT {limit} FOR UPDATE SKIP LOCKED) AS t \
+             ORDER BY t.priority_weight DESC, t.queued_at, t.id LIMIT {limit})) \
+           RETURNING *), \
+         tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, \
+             hostname, start_date) \
+           SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
+         SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
+         JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id"
+    )
+}
 
 /// A `scheduled` task instance and the limits it must fit in.
 #[derive(Debug, Clone)]
@@ -303,51 +315,48 @@ impl Store {
     /// On Postgres concurrent claimers skip each other's rows
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
     ///
-    /// On Postgres each task instance is claimed by a statement of its own (see
-    /// [`CLAIM_ON_POSTGRES`]); the claims of one call are not one transaction.
+    /// On Postgres a statement claims up to [`MOST_CLAIMED_AT_ONCE`] task instances (see
+    /// [`claim_on_postgres`]); the claims of one call are not one transaction.
     pub async fn claim_task_instances(
         &self,
         worker: WorkerRef<'_>,
         queues: &[String],
         only_run: Option<i64>,
-        limit: i64,
+        limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
         let queues = serde_json::json!(queues);
         let mut claims = match self.backend() {
             Backend::Postgres => {
-                // One statement per task instance (one round trip each, its own transaction):
-                // the claim, its try's row, and what the worker needs of the run and the DAG.
-                // A worker claims as slots free up, mostly one at a time. One at a time keeps
-                // the statement's LIMIT a constant: with `LIMIT $n` Postgres plans it anew at
-                // every claim (a custom plan per value, as long as running it); with
-                // `LIMIT 1`, once per connection.
-                let sql = match only_run {
-                    None => CLAIM_ON_POSTGRES,
-                    Some(_) => CLAIM_RUN_ON_POSTGRES,
-                };
-                let mut claims = Vec::new();
-                while (claims.len() as i64) < limit {
+                // One statement per [`MOST_CLAIMED_AT_ONCE`] task instances (one round trip,
+                // its own transaction): the claims, their tries' rows, and what the worker
+                // needs of their runs and DAG.
+                let statements = &CLAIMS_ON_POSTGRES[usize::from(only_run.is_some())];
+                let mut claims: Vec<Claim> = Vec::new();
+                while claims.len() < limit {
+                    let asked = (limit - claims.len()).min(MOST_CLAIMED_AT_ONCE);
+                    let claim = query("claim task instances", &statements[asked - 1])
+                        .bind(&queues)
+                        .bind(worker.id)
+                        .bind(worker.hostname)
+                        .bind(now);
+                    let claim = match only_run {
+                        Some(run) => claim.bind(run),
+                        None => claim,
+                    };
                     let claimed = self
-                        .fetch_optional(
-                            query("claim a task instance", sql)
-                                .bind(&queues)
-                                .bind(worker.id)
-                                .bind(worker.hostname)
-                                .bind(now)
-                                .bind(only_run),
-                            |row| {
-                                Ok(Claim {
-                                    instance: TaskInstance::from_row(row)?,
-                                    version_hash: row.get("version_hash")?,
-                                    fileloc: row.get("fileloc")?,
-                                })
-                            },
-                        )
+                        .fetch_all(claim, |row| {
+                            Ok(Claim {
+                                instance: TaskInstance::from_row(row)?,
+                                version_hash: row.get("version_hash")?,
+                                fileloc: row.get("fileloc")?,
+                            })
+                        })
                         .await?;
-                    match claimed {
-                        Some(claim) => claims.push(claim),
-                        None => break,
+                    let exhausted = claimed.len() < asked;
+                    claims.extend(claimed);
+                    if exhausted {
+                        break;
                     }
                 }
                 claims
@@ -371,7 +380,7 @@ impl Store {
         worker: WorkerRef<'_>,
         queues: &serde_json::Value,
         only_run: Option<i64>,
-        limit: i64,
+        limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
         let mut tx = self.begin("claim task instances").await?;
@@ -390,7 +399,7 @@ impl Store {
                      RETURNING *",
                 )
                 .bind(queues)
-                .bind(limit)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .bind(worker.id)
                 .bind(worker.hostname)
                 .bind(now)
@@ -505,184 +514,139 @@ impl Store {
         Ok(running)
     }
 
-    /// Ends a running try: its task instance moves from `running` to `end.state` (if it is still
-    /// running this try, under this worker when one is named), its try row records the outcome,
-    /// and its outputs are stored. Returns false when the task instance had been moved away
-    /// meanwhile; the try row is ended anyway.
-    pub async fn end_try(&self, end: &TryEnd<'_>, now: DateTime<Utc>) -> Result<bool, Error> {
-        if !TaskState::Running.can_move_to(end.state) {
+    /// Ends a running try (see [`Store::end_tries`]); returns false when its task instance had
+    /// been moved away meanwhile.
+    pub async fn end_try(&self, end: &TryEnd, now: DateTime<Utc>) -> Result<bool, Error> {
+        let moved = self.end_tries(std::slice::from_ref(end), now).await?;
+        Ok(moved[0])
+    }
+
+    /// Ends running tries, all in one transaction: each task instance moves from `running` to
+    /// its end's state (if it is still running that try, under that worker when one is named),
+    /// each try row records its outcome, and the outputs and the log's last lines are stored.
+    /// Returns, in the order of `ends`, whether each task instance moved; a try whose task
+    /// instance had been moved away meanwhile (cleared, marked, reaped) keeps its new state, and
+    /// its try row is ended anyway.
+    ///
+    /// A worker's tries end one by one, but it writes their ends together: one commit for all
+    /// the tries that ended while the previous write was under way (see the executor's `ends`).
+    pub async fn end_tries(&self, ends: &[TryEnd], now: DateTime<Utc>) -> Result<Vec<bool>, Error> {
+        if let Some(end) = ends
+            .iter()
+            .find(|end| !TaskState::Running.can_move_to(end.state))
+        {
             return Err(Error::IllegalTaskTransition {
                 from: TaskState::Running,
                 to: end.state,
             });
         }
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
         if self.backend() == Backend::Postgres {
-            return self.end_try_on_postgres(end, now).await;
+            return self.end_tries_on_postgres(ends, now).await;
         }
-        let mut tx = self.begin("end a task try").await?;
-        let moved = tx
-            .execute(
-                query(
-                    "end a task instance's try",
-                    "UPDATE task_instance SET state = $4, end_date = $5, updated_at = $5, \
-                         next_retry_at = $6 \
-                     WHERE id = $1 AND try_number = $2 AND state = 'running' \
-                       AND ($3 IS NULL OR worker_id = $3)",
-                )
-                .bind(end.task_instance_id)
-                .bind(end.try_number)
-                .bind(end.worker_id)
-                .bind(end.state.as_str())
-                .bind(now)
-                .bind(end.next_retry_at),
-            )
-            .await?
-            == 1;
-        tx.execute(
-            query(
-                "end a task try",
-                "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
-                 WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
-            )
-            .bind(end.task_instance_id)
-            .bind(end.try_number)
-            .bind(end.state.as_str())
-            .bind(end.exit_code)
-            .bind(now),
-        )
-        .await?;
-        if !end.log_tail.is_empty() {
-            tx.execute(
-                query(
-                    "append the end of a try's log",
-                    "INSERT INTO task_log (task_instance_id, try_number, seq, data) \
-                     SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3 FROM task_log \
-                     WHERE task_instance_id = $1 AND try_number = $2",
-                )
-                .bind(end.task_instance_id)
-                .bind(end.try_number)
-                .bind(end.log_tail),
-            )
-            .await?;
+        let mut tx = self.begin("end task tries").await?;
+        let mut moved = Vec::with_capacity(ends.len());
+        for end in ends {
+            moved.push(end_try_on_sqlite(&mut tx, end, now).await?);
         }
-        if moved {
-            let details = serde_json::json!({
-                "state": end.state,
-                "try_number": end.try_number,
-                "exit_code": end.exit_code,
-            });
-            tx.execute(
-                query(
-                    "log the end of a try",
-                    "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
-                     SELECT $2, $3, dag_id, run_id, task_id, 'try_ended', $4 \
-                     FROM task_instance WHERE id = $1",
-                )
-                .bind(end.task_instance_id)
-                .bind(now)
-                .bind(
-                    match end.worker_id {
-                        Some(worker) => format!("worker {worker}"),
-                        None => "scheduler".to_owned(),
-                    }
-                    .as_str(),
-                )
-                .bind(&details),
-            )
-            .await?;
-            for (name, value) in end.outputs {
-                tx.execute(
-                    query(
-                        "record a task output",
-                        "INSERT INTO task_output (task_instance_id, name, value) \
-                         VALUES ($1, $2, $3) \
-                         ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(end.task_instance_id)
-                    .bind(name.as_str())
-                    .bind(value.as_str()),
-                )
-                .await?;
-            }
+        if moved.contains(&true) {
             self.notify_in(&mut tx, Topic::Scheduler).await?;
         }
-        tx.commit("end a task try").await?;
-        if moved {
+        tx.commit("end task tries").await?;
+        if moved.contains(&true) {
             self.wake(Topic::Scheduler);
         }
         Ok(moved)
     }
 
-    /// [`Store::end_try`] on Postgres, in one statement (one round trip, its own transaction):
-    /// each part is a data-modifying `WITH` clause, all on one snapshot; the event, the outputs
-    /// and the scheduler's wake-up hang on the task instance's move (`moved`), as the SQLite
-    /// transaction's steps do.
-    async fn end_try_on_postgres(
+    /// [`Store::end_tries`] on Postgres, in one statement (one round trip, its own transaction):
+    /// the ends are a JSON array read as a table, each part a data-modifying `WITH` clause, all
+    /// on one snapshot; the events, the outputs and the scheduler's wake-up hang on the task
+    /// instances' moves (`moved`), as the SQLite transaction's steps do.
+    ///
+    /// The updated rows are found by `id = ANY(ARRAY(SELECT id FROM ends))`, which reads them by
+    /// primary key. Joined on `ends` alone (which the planner takes for 100 rows), the plan
+    /// read every `running` entry of the state index, or all of `task_try`, at every end:
+    /// entries that each try's two moves leave behind until vacuum.
+    async fn end_tries_on_postgres(
         &self,
-        end: &TryEnd<'_>,
+        ends: &[TryEnd],
         now: DateTime<Utc>,
-    ) -> Result<bool, Error> {
-        let details = serde_json::json!({
-            "state": end.state,
-            "try_number": end.try_number,
-            "exit_code": end.exit_code,
-        });
-        let actor = match end.worker_id {
-            Some(worker) => format!("worker {worker}"),
-            None => "scheduler".to_owned(),
-        };
-        let outputs = serde_json::Value::Object(
-            end.outputs
-                .iter()
-                .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+    ) -> Result<Vec<bool>, Error> {
+        let rows = serde_json::Value::Array(
+            ends.iter()
+                .map(|end| {
+                    serde_json::json!({
+                        "id": end.task_instance_id,
+                        "try": end.try_number,
+                        "worker": end.worker_id,
+                        "state": end.state.as_str(),
+                        "exit_code": end.exit_code,
+                        "next_retry_at": end.next_retry_at,
+                        "tail": hex(&end.log_tail),
+                        "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
+                            |(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))
+                        )),
+                    })
+                })
                 .collect(),
         );
-        self.fetch_one(
-            query(
-                "end a task try",
-                "WITH moved AS (UPDATE task_instance SET state = $4, end_date = $5, \
-                     updated_at = $5, next_retry_at = $6 \
-                   WHERE id = $1 AND try_number = $2 AND state = 'running' \
-                     AND ($3::text IS NULL OR worker_id = $3) \
-                   RETURNING id, dag_id, run_id, task_id), \
-                 ended AS (UPDATE task_try SET state = $4, exit_code = $7, end_date = $5 \
-                   WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'), \
-                 logged AS (INSERT INTO task_log (task_instance_id, try_number, seq, data) \
-                   SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $8 FROM task_log \
-                   WHERE task_instance_id = $1 AND try_number = $2 \
-                   HAVING octet_length($8) > 0), \
-                 event AS (INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, \
-                     details) \
-                   SELECT $5, $9, dag_id, run_id, task_id, 'try_ended', $10 FROM moved), \
-                 outputs AS (INSERT INTO task_output (task_instance_id, name, value) \
-                   SELECT moved.id, output.key, output.value \
-                   FROM moved CROSS JOIN jsonb_each_text($11) AS output \
-                   ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value) \
-                 SELECT (SELECT COUNT(*) FROM moved) AS moved, \
-                   (SELECT pg_notify('updraft_scheduler', '') FROM moved) AS notified",
+        let moved: Vec<(i64, i32)> = self
+            .fetch_one(
+                query(
+                    "end task tries",
+                    "WITH ends AS (SELECT * FROM jsonb_to_recordset($1) AS e(id bigint, \
+                         try integer, worker text, state text, exit_code integer, \
+                         next_retry_at timestamptz, tail text, outputs jsonb)), \
+                     moved AS (UPDATE task_instance t SET state = e.state, end_date = $2, \
+                         updated_at = $2, next_retry_at = e.next_retry_at \
+                       FROM ends e \
+                       WHERE t.id = ANY(ARRAY(SELECT id FROM ends)) AND t.id = e.id \
+                         AND t.try_number = e.try AND t.state = 'running' \
+                         AND (e.worker IS NULL OR t.worker_id = e.worker) \
+                       RETURNING t.id, t.try_number, t.dag_id, t.run_id, t.task_id), \
+                     ended AS (UPDATE task_try r SET state = e.state, exit_code = e.exit_code, \
+                         end_date = $2 \
+                       FROM ends e \
+                       WHERE r.task_instance_id = ANY(ARRAY(SELECT id FROM ends)) \
+                         AND r.task_instance_id = e.id AND r.try_number = e.try \
+                         AND r.state = 'running'), \
+                     logged AS (INSERT INTO task_log (task_instance_id, try_number, seq, data) \
+                       SELECT e.id, e.try, COALESCE((SELECT MAX(l.seq) FROM task_log l \
+                           WHERE l.task_instance_id = e.id AND l.try_number = e.try), 0) + 1, \
+                         decode(e.tail, 'hex') \
+                       FROM ends e WHERE e.tail <> ''), \
+                     event AS (INSERT INTO event_log (at, actor, dag_id, run_id, task_id, \
+                         event, details) \
+                       SELECT $2, COALESCE('worker ' || e.worker, 'scheduler'), m.dag_id, \
+                         m.run_id, m.task_id, 'try_ended', jsonb_build_object('state', e.state, \
+                           'try_number', e.try, 'exit_code', e.exit_code) \
+                       FROM moved m JOIN ends e ON e.id = m.id), \
+                     outputs AS (INSERT INTO task_output (task_instance_id, name, value) \
+                       SELECT m.id, output.key, output.value \
+                       FROM moved m JOIN ends e ON e.id = m.id \
+                         CROSS JOIN jsonb_each_text(e.outputs) AS output \
+                       ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value) \
+                     SELECT (SELECT COALESCE(jsonb_agg(jsonb_build_array(id, try_number)), \
+                         '[]'::jsonb) FROM moved) AS moved, \
+                       (SELECT pg_notify('updraft_scheduler', '') \
+                         WHERE EXISTS (SELECT 1 FROM moved)) AS notified",
+                )
+                .bind(&rows)
+                .bind(now),
+                |row| row.json("moved"),
             )
-            .bind(end.task_instance_id)
-            .bind(end.try_number)
-            .bind(end.worker_id)
-            .bind(end.state.as_str())
-            .bind(now)
-            .bind(end.next_retry_at)
-            .bind(end.exit_code)
-            .bind(end.log_tail)
-            .bind(actor.as_str())
-            .bind(&details)
-            .bind(&outputs),
-            |row| row.get::<i64>("moved"),
-        )
-        .await
-        .map(|moved| {
-            if moved == 1 {
-                self.wake(Topic::Scheduler);
-            }
-            moved == 1
-        })
+            .await?;
+        if !moved.is_empty() {
+            self.wake(Topic::Scheduler);
+        }
+        Ok(ends
+            .iter()
+            .map(|end| moved.contains(&(end.task_instance_id, end.try_number)))
+            .collect())
     }
-
     /// Running task instances whose last heartbeat is older than `cutoff`: their workers died.
     pub async fn list_zombies(&self, cutoff: DateTime<Utc>) -> Result<Vec<TaskInstance>, Error> {
         self.fetch_all(
@@ -965,6 +929,108 @@ async fn occupancy(
         occupancy.dags.insert(dag_id, (max_active, active));
     }
     Ok(occupancy)
+}
+
+/// One try's end inside [`Store::end_tries`]' SQLite transaction; true when its task instance
+/// moved.
+async fn end_try_on_sqlite(tx: &mut Tx, end: &TryEnd, now: DateTime<Utc>) -> Result<bool, Error> {
+    let moved = tx
+        .execute(
+            query(
+                "end a task instance's try",
+                "UPDATE task_instance SET state = $4, end_date = $5, updated_at = $5, \
+                     next_retry_at = $6 \
+                 WHERE id = $1 AND try_number = $2 AND state = 'running' \
+                   AND ($3 IS NULL OR worker_id = $3)",
+            )
+            .bind(end.task_instance_id)
+            .bind(end.try_number)
+            .bind(end.worker_id.as_deref())
+            .bind(end.state.as_str())
+            .bind(now)
+            .bind(end.next_retry_at),
+        )
+        .await?
+        == 1;
+    tx.execute(
+        query(
+            "end a task try",
+            "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
+             WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
+        )
+        .bind(end.task_instance_id)
+        .bind(end.try_number)
+        .bind(end.state.as_str())
+        .bind(end.exit_code)
+        .bind(now),
+    )
+    .await?;
+    if !end.log_tail.is_empty() {
+        tx.execute(
+            query(
+                "append the end of a try's log",
+                "INSERT INTO task_log (task_instance_id, try_number, seq, data) \
+                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3 FROM task_log \
+                 WHERE task_instance_id = $1 AND try_number = $2",
+            )
+            .bind(end.task_instance_id)
+            .bind(end.try_number)
+            .bind(end.log_tail.as_slice()),
+        )
+        .await?;
+    }
+    if !moved {
+        return Ok(false);
+    }
+    let details = serde_json::json!({
+        "state": end.state,
+        "try_number": end.try_number,
+        "exit_code": end.exit_code,
+    });
+    let actor = match &end.worker_id {
+        Some(worker) => format!("worker {worker}"),
+        None => "scheduler".to_owned(),
+    };
+    tx.execute(
+        query(
+            "log the end of a try",
+            "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+             SELECT $2, $3, dag_id, run_id, task_id, 'try_ended', $4 \
+             FROM task_instance WHERE id = $1",
+        )
+        .bind(end.task_instance_id)
+        .bind(now)
+        .bind(actor.as_str())
+        .bind(&details),
+    )
+    .await?;
+    for (name, value) in &end.outputs {
+        tx.execute(
+            query(
+                "record a task output",
+                "INSERT INTO task_output (task_instance_id, name, value) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(end.task_instance_id)
+            .bind(name.as_str())
+            .bind(value.as_str()),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Bytes as lowercase hexadecimal text, which Postgres' `decode(text, 'hex')` reads back: how
+/// a log's bytes (not always UTF-8) travel inside JSON.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    text
 }
 
 #[cfg(test)]

@@ -87,6 +87,21 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How many connections a store holds to a Postgres server. Each one is a server process,
+/// which pays to start (a fork, its catalog caches, and the plans of its prepared statements).
+/// SQLite ignores this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// Up to 10, opened as they are needed and closed after 10 idle minutes: the scheduler, the
+    /// web server and the CLI.
+    OnDemand,
+    /// This many, opened at once and kept: a worker (its loop, its end writer, its logs'
+    /// shipping and its listener, which never need more). With ten opened on demand, each of
+    /// four workers started ten server processes as its first tries ended, and the planning
+    /// and page faults of their first statements cost a sixth of the `workers` benchmark.
+    Kept(u32),
+}
+
 impl Store {
     /// Connects to `postgres://...`/`postgresql://...` or `sqlite:PATH` without looking at the
     /// schema (for `updraft db migrate` and `db check`; everything else uses [`Store::open`]).
@@ -94,9 +109,16 @@ impl Store {
     /// A SQLite file and its folder are created when missing; SQLite runs in WAL mode with a busy
     /// timeout and foreign keys on. `sqlite::memory:` gives a private in-memory database.
     pub async fn connect(url: &str) -> Result<Store, Error> {
+        Store::connect_with(url, Connections::OnDemand).await
+    }
+
+    /// [`Store::connect`] with `connections` to Postgres.
+    pub async fn connect_with(url: &str, connections: Connections) -> Result<Store, Error> {
         let redacted = redact_url(url);
         let pool = match Backend::of_url(url) {
-            Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, &redacted).await?),
+            Some(Backend::Postgres) => {
+                Pool::Postgres(connect_postgres(url, &redacted, connections).await?)
+            }
             Some(Backend::Sqlite) => {
                 Pool::Sqlite(connect_sqlite(url, &redacted).await?, WriteTurns::default())
             }
@@ -113,7 +135,12 @@ impl Store {
     /// (unmigrated, newer, dirty, modified) is an [`Error::Schema`] that says what to do. Every
     /// process but `updraft db` opens the database this way.
     pub async fn open(url: &str) -> Result<Store, Error> {
-        let store = Store::connect(url).await?;
+        Store::open_with(url, Connections::OnDemand).await
+    }
+
+    /// [`Store::open`] with `connections` to Postgres.
+    pub async fn open_with(url: &str, connections: Connections) -> Result<Store, Error> {
+        let store = Store::connect_with(url, connections).await?;
         match store.schema_status().await?.problem(&store.url) {
             None => Ok(store),
             Some(problem) => {
@@ -236,7 +263,11 @@ impl Store {
     }
 }
 
-async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, Error> {
+async fn connect_postgres(
+    url: &str,
+    redacted: &str,
+    connections: Connections,
+) -> Result<PgPool, Error> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|source| Error::InvalidUrl {
             url: redacted.to_owned(),
@@ -251,7 +282,14 @@ async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, Error> {
     })?;
     // A failed goodbye to a server that answered is no reason to refuse it.
     let _ = probe.close().await;
-    Ok(PgPoolOptions::new().connect_lazy_with(options))
+    let pool = match connections {
+        Connections::OnDemand => PgPoolOptions::new(),
+        Connections::Kept(count) => PgPoolOptions::new()
+            .max_connections(count)
+            .min_connections(count)
+            .idle_timeout(None),
+    };
+    Ok(pool.connect_lazy_with(options))
 }
 
 async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> {

@@ -133,12 +133,12 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
             let end = TryEnd {
                 task_instance_id: ti.id,
                 try_number,
-                worker_id: Some(worker.id),
+                worker_id: Some(worker.id.to_owned()),
                 state,
                 exit_code: Some(1),
                 next_retry_at: None,
-                outputs: &[],
-                log_tail: &[],
+                outputs: Vec::new(),
+                log_tail: Vec::new(),
             };
             assert!(store.end_try(&end, now).await.unwrap());
         }

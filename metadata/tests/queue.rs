@@ -352,12 +352,12 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
         let end = TryEnd {
             task_instance_id: tis[0].id,
             try_number: 1,
-            worker_id: Some("w1"),
+            worker_id: Some("w1".to_owned()),
             state: TaskState::UpForRetry,
             exit_code: Some(3),
             next_retry_at: Some(at(10)),
-            outputs: &outputs,
-            log_tail: b"last words\n",
+            outputs: outputs.clone(),
+            log_tail: b"last words\n".to_vec(),
         };
         assert!(store.end_try(&end, at(4)).await.unwrap());
         assert!(
@@ -428,17 +428,113 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
         let end = TryEnd {
             task_instance_id: tis[0].id,
             try_number: 1,
-            worker_id: Some("w1"),
+            worker_id: Some("w1".to_owned()),
             state: TaskState::Failed,
             exit_code: None,
             next_retry_at: None,
-            outputs: &[],
-            log_tail: &[],
+            outputs: Vec::new(),
+            log_tail: Vec::new(),
         };
         assert!(!store.end_try(&end, at(4)).await.unwrap());
         assert_eq!(state_of(&store, tis[0].id).await, TaskState::Skipped);
         let tries = store.list_task_tries(tis[0].id).await.unwrap();
         assert_eq!(tries[0].state, TaskState::Failed, "the try row still ends");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ends_written_together_each_record_their_own_outcome() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tasks: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        let specs: Vec<_> = tasks
+            .iter()
+            .map(|task| (task.as_str(), DEFAULT_POOL, 1, "default", 1))
+            .collect();
+        let tis = scheduled(&store, 64, &specs).await;
+        store
+            .queue_task_instances(&requests(&tis), at(1))
+            .await
+            .unwrap();
+        // More than one claim statement takes on Postgres (32): the claim goes on.
+        let claims = store
+            .claim_task_instances(WORKER, &default_queue(), None, 40, at(2))
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 40);
+        // One of them was marked meanwhile: its end must not move it back.
+        let moved_away = tis[1].id;
+        store
+            .set_task_states(
+                &[(moved_away, TaskState::Running, TaskState::Skipped)],
+                at(3),
+            )
+            .await
+            .unwrap();
+        let ends: Vec<TryEnd> = tis
+            .iter()
+            .enumerate()
+            .map(|(i, ti)| TryEnd {
+                task_instance_id: ti.id,
+                try_number: 1,
+                worker_id: Some("w1".to_owned()),
+                state: if i % 2 == 0 {
+                    TaskState::Success
+                } else {
+                    TaskState::Failed
+                },
+                exit_code: Some((i % 2) as i32),
+                next_retry_at: None,
+                outputs: vec![("index".to_owned(), i.to_string())],
+                log_tail: format!("try of {} \u{e9}\n", ti.task_id)
+                    .into_bytes()
+                    .into_iter()
+                    .chain([0xff])
+                    .collect(),
+            })
+            .collect();
+        let moved = store.end_tries(&ends, at(4)).await.unwrap();
+        let expected: Vec<bool> = tis.iter().map(|ti| ti.id != moved_away).collect();
+        assert_eq!(moved, expected);
+        for (i, ti) in tis.iter().enumerate() {
+            let stored = store.get_task_instance(ti.id).await.unwrap().unwrap();
+            let tries = store.list_task_tries(ti.id).await.unwrap();
+            assert_eq!(tries[0].state, ends[i].state, "every try row ends");
+            assert_eq!(tries[0].exit_code, ends[i].exit_code);
+            let log = store.read_task_log(ti.id, 1, 0, 10).await.unwrap();
+            assert_eq!(log.len(), 1);
+            assert_eq!(log[0].data, ends[i].log_tail, "bytes survive as they were");
+            if ti.id == moved_away {
+                assert_eq!(stored.state, TaskState::Skipped);
+            } else {
+                assert_eq!(stored.state, ends[i].state);
+                assert_eq!(stored.end_date, Some(at(4)));
+            }
+        }
+        let outputs = store.list_task_outputs(tis[0].dag_run_id).await.unwrap();
+        assert_eq!(
+            outputs.len(),
+            39,
+            "outputs only where the task instance moved"
+        );
+        let events = store.list_events(None, 100).await.unwrap();
+        let ended: Vec<_> = events.iter().filter(|e| e.event == "try_ended").collect();
+        assert_eq!(ended.len(), 39);
+        let third = ended
+            .iter()
+            .find(|e| e.task_id.as_ref().map(|t| t.as_str()) == Some("t02"))
+            .unwrap();
+        assert_eq!(
+            third.details,
+            json!({"state": "success", "try_number": 1, "exit_code": 0})
+        );
+        assert_eq!(third.actor, "worker w1");
+        // Nothing to end is no write; a forbidden move is refused before any write.
+        assert!(store.end_tries(&[], at(5)).await.unwrap().is_empty());
+        let mut queued_again = ends[0].clone();
+        queued_again.state = TaskState::Queued;
+        assert!(store.end_tries(&[queued_again], at(5)).await.is_err());
     })
     .await;
 }
@@ -483,8 +579,8 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
             state: TaskState::Failed,
             exit_code: None,
             next_retry_at: None,
-            outputs: &[],
-            log_tail: &[],
+            outputs: Vec::new(),
+            log_tail: Vec::new(),
         };
         assert!(store.end_try(&end, at(10)).await.unwrap());
         assert!(store.list_zombies(at(5)).await.unwrap().is_empty());
@@ -578,19 +674,19 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
                 .claim_task_instances(worker, &default_queue(), None, limit, at(2))
                 .await
                 .unwrap();
-            assert_eq!(claimed.len() as i64, limit);
+            assert_eq!(claimed.len(), limit);
         }
         // w1 claimed a and b, w2 claimed c (same priority: by id); a try that ended does not
         // count.
         let ended = TryEnd {
             task_instance_id: tis[2].id,
             try_number: 1,
-            worker_id: Some("w2"),
+            worker_id: Some("w2".to_owned()),
             state: TaskState::Success,
             exit_code: Some(0),
             next_retry_at: None,
-            outputs: &[],
-            log_tail: &[],
+            outputs: Vec::new(),
+            log_tail: Vec::new(),
         };
         assert!(store.end_try(&ended, at(3)).await.unwrap());
         let loads: Vec<(String, String, i64)> = store

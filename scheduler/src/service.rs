@@ -748,8 +748,8 @@ impl Scheduler {
                         state,
                         exit_code: None,
                         next_retry_at,
-                        outputs: &[],
-                        log_tail: &[],
+                        outputs: Vec::new(),
+                        log_tail: Vec::new(),
                     },
                     now,
                 )

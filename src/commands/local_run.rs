@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use chrono::Utc;
@@ -176,6 +177,7 @@ pub fn test_task(
         },
         timeout: task.timeout,
         kill_grace: task.kill_grace,
+        outputs: Arc::default(),
     };
     runtime()?.block_on(async {
         let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 use updraft_executor::worker::{self, Worker};
-use updraft_metadata::{Backend, Store, redact_url};
+use updraft_metadata::{Backend, Connections, Store, redact_url};
 use updraft_scheduler::service::{self, Scheduler};
 
 use crate::cli::{SchedulerArgs, StandaloneArgs, WebserverArgs, WorkerArgs};
@@ -146,7 +146,8 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = open_store(config).await?;
+        let url = config.database_url()?;
+        let store = Store::open_with(&url, Connections::Kept(worker::CONNECTIONS)).await?;
         let hostname = hostname();
         let id = args.name.unwrap_or_else(|| hostname.clone());
         eprintln!(
