@@ -66,10 +66,11 @@ pub const CONNECTIONS: u32 = 4;
 
 /// How long a freed slot may wait for others before it is claimed for, while other tries run:
 /// a claim for a third of the slots at once costs the database much less per task instance
-/// than one claim per slot (in the `workers` benchmark, a claim per freed slot drained about
-/// 1,250 trivial tries a second, claims of three or more with a 5 ms wait about 1,450, with a
-/// 20 ms wait about 1,550). A try that ends while nothing else runs (the next task of a chain)
-/// is claimed for at once, and next to a task that runs for seconds 20 ms do not show.
+/// than one claim per slot (the `workers` benchmark drained 1,300-1,520 trivial tries a second
+/// with a claim per freed slot, 1,390-1,580 with claims of a third after up to 5 ms, 1,510-1,660
+/// after up to 20 ms, in runs side by side). A try that ends while nothing else runs (the next
+/// task of a chain) is claimed for at once, and next to a task that runs for seconds 20 ms do
+/// not show.
 const CLAIM_LINGER: Duration = Duration::from_millis(20);
 
 /// The shortest time between two kill checks triggered by wake-ups.

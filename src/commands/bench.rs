@@ -1261,7 +1261,7 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
         );
         // The figure ends at the last try's recorded end, not at this look: looking seldom
         // keeps the benchmark's own reads out of the workers' way.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     for process in &mut processes {
         if let Some(pid) = process.id() {
