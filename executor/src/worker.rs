@@ -3,7 +3,10 @@
 //! how it ended. The same worker runs inside `updraft standalone` and as `updraft worker`.
 //!
 //! - Claims happen when a slot is free and something woke the worker (work was queued, in this
-//!   process or, on Postgres, in any), or at the latest every `poll_interval`.
+//!   process or, on Postgres, in any), or at the latest every `poll_interval`. A slot is a
+//!   running process: a try frees it when its process ends, before its end is written. While
+//!   other tries run, a freed slot waits up to `CLAIM_LINGER` for a third of the slots to free,
+//!   so that one claim takes several task instances.
 //! - Every `heartbeat_interval` the worker heartbeats its tries. A try the database no longer
 //!   says is running under this worker was moved away (cleared, marked, its run timed out, or
 //!   reaped as a zombie): its process group is killed. Kills also wake the worker at once.
@@ -16,8 +19,10 @@
 //! - A worker asked to stop claims nothing more, heartbeats on, and waits for its running
 //!   tries up to its shutdown timeout; then it kills them and records them failed or up for
 //!   retry.
-//! - A try's outcome is never dropped: while the database is unreachable the worker keeps the
-//!   outcome and writes it when the database answers again.
+//! - A try's outcome is never dropped: the worker's end writer (`ends.rs`) writes the
+//!   ends of tries that finish together, and while the database is unreachable it keeps them
+//!   and writes them when the database answers again. A try stays the worker's (heartbeated,
+//!   never taken for lost) until its end is written.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
