@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use updraft_core::dag::{Dag, Task};
@@ -41,7 +42,7 @@ use updraft_metadata::{
     Claim, Error, Store, Topic, TryEnd, Worker as WorkerRow, WorkerRef, WorkerStatus,
 };
 
-use crate::ends::Ends;
+use crate::ends::{Ends, Expected};
 use crate::process::{self, Ending, OutputFolder, Spawn};
 
 /// How a worker is configured.
@@ -290,6 +291,7 @@ impl Worker {
                 if let Some(claims) = health.check("claim task instances", claimed) {
                     // A full claim may have left more behind: look again.
                     claim_now = claims.len() == free;
+                    ends.saturated(claim_now);
                     for claim in claims {
                         let key = (claim.instance.id, claim.instance.try_number);
                         let (cancel, cancelled) = watch::channel(None);
@@ -533,10 +535,12 @@ impl Worker {
         let echo = self.settings.echo;
         let pids = self.pids.clone();
         let outputs = self.outputs.clone();
+        let expected = ends.expect();
         async move {
             let try_ = Try {
                 store,
                 ends,
+                expected,
                 slot_freed,
                 worker_id,
                 echo,
@@ -553,6 +557,8 @@ impl Worker {
 struct Try {
     store: Store,
     ends: Ends,
+    /// Tells the end writer that this try's end is still to come (see [`Ends::expect`]).
+    expected: Expected,
     /// Told when the try's process (and handler) is over, before its end is recorded.
     slot_freed: mpsc::UnboundedSender<(i64, i32)>,
     worker_id: String,
@@ -731,7 +737,7 @@ impl Try {
     /// Frees the try's slot, then records the outcome with the end of its log, together with
     /// the ends of the worker's other tries (see [`Ends`]); an outcome is never dropped.
     async fn end(
-        &self,
+        self,
         state: TaskState,
         exit_code: Option<i32>,
         next_retry_at: Option<DateTime<Utc>>,
@@ -740,18 +746,17 @@ impl Try {
     ) {
         let ti = &self.claim.instance;
         let _ = self.slot_freed.send((ti.id, ti.try_number));
-        self.ends
-            .record(TryEnd {
-                task_instance_id: ti.id,
-                try_number: ti.try_number,
-                worker_id: Some(self.worker_id.clone()),
-                state,
-                exit_code,
-                next_retry_at,
-                outputs,
-                log_tail,
-            })
-            .await;
+        let end = TryEnd {
+            task_instance_id: ti.id,
+            try_number: ti.try_number,
+            worker_id: Some(self.worker_id),
+            state,
+            exit_code,
+            next_retry_at,
+            outputs,
+            log_tail,
+        };
+        self.ends.record(end, self.expected).await;
     }
 }
 
@@ -762,7 +767,7 @@ fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> O
         None => "updraft: the task instance has no rendered command".to_owned(),
         Some(value) => match value.get("error").and_then(|e| e.as_str()) {
             Some(error) => format!("updraft: cannot render the task's templates: {error}"),
-            None => match serde_json::from_value::<Rendered>(value.clone()) {
+            None => match Rendered::deserialize(value) {
                 Ok(rendered) => return Some(rendered),
                 Err(error) => format!("updraft: unreadable rendered command: {error}"),
             },
