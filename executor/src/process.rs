@@ -26,9 +26,10 @@
 //!   file is read (and removed) after the process ended. Its path is new in the caller's private
 //!   [`OutputFolder`] and the file does not exist until the child writes to it (`>>` creates
 //!   it): a process that writes no outputs costs no file. (Creating and deleting a temp file per
-//!   try was a third of a worker's CPU on ext4, which searches for a free inode at every create.) Blank lines are skipped, a bad line is a warning
-//!   in the log, a later value of the same name replaces the earlier one (the name keeps its
-//!   first place), and a value is everything after the first `=` but a trailing `\r`.
+//!   try was a third of a worker's CPU on ext4, which searches for a free inode at every
+//!   create.) Blank lines are skipped, a bad line is a warning in the log, a later value of the
+//!   same name replaces the earlier one (the name keeps its first place), and a value is
+//!   everything after the first `=` but a trailing `\r`.
 //! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
 
 use std::collections::HashMap;

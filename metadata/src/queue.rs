@@ -647,6 +647,7 @@ impl Store {
             .map(|end| moved.contains(&(end.task_instance_id, end.try_number)))
             .collect())
     }
+
     /// Running task instances whose last heartbeat is older than `cutoff`: their workers died.
     pub async fn list_zombies(&self, cutoff: DateTime<Utc>) -> Result<Vec<TaskInstance>, Error> {
         self.fetch_all(

@@ -101,6 +101,22 @@ async fn scheduled(
     instances
 }
 
+/// `count` task instances `t00`, `t01`, ... of one run, in the default pool and queue, queued
+/// at `at(1)`, their DAG's `max_active_tasks` leaving room for them all.
+async fn queued_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
+    let tasks: Vec<String> = (0..count).map(|i| format!("t{i:02}")).collect();
+    let specs: Vec<_> = tasks
+        .iter()
+        .map(|task| (task.as_str(), DEFAULT_POOL, 1, "default", 1))
+        .collect();
+    let tis = scheduled(store, count as i32, &specs).await;
+    store
+        .queue_task_instances(&requests(&tis), at(1))
+        .await
+        .unwrap();
+    tis
+}
+
 fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
     instances
         .iter()
@@ -235,16 +251,7 @@ async fn claims_take_the_highest_priority_of_the_workers_queues_first() {
 async fn concurrent_claimers_never_take_the_same_task_instance() {
     each_backend(|db| async move {
         let store = db.store().await;
-        let tasks: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
-        let spec: Vec<_> = tasks
-            .iter()
-            .map(|t| (t.as_str(), DEFAULT_POOL, 1, "default", 1))
-            .collect();
-        let tis = scheduled(&store, 100, &spec).await;
-        store
-            .queue_task_instances(&requests(&tis), at(1))
-            .await
-            .unwrap();
+        let tis = queued_alike(&store, 40).await;
         let claimers = (0..4).map(|n| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -447,16 +454,7 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
 async fn ends_written_together_each_record_their_own_outcome() {
     each_backend(|db| async move {
         let store = db.store().await;
-        let tasks: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
-        let specs: Vec<_> = tasks
-            .iter()
-            .map(|task| (task.as_str(), DEFAULT_POOL, 1, "default", 1))
-            .collect();
-        let tis = scheduled(&store, 64, &specs).await;
-        store
-            .queue_task_instances(&requests(&tis), at(1))
-            .await
-            .unwrap();
+        let tis = queued_alike(&store, 40).await;
         // More than one claim statement takes on Postgres (32): the claim goes on.
         let claims = store
             .claim_task_instances(WORKER, &default_queue(), None, 40, at(2))
