@@ -482,6 +482,14 @@ impl Store {
     /// Heartbeats the worker and every try it runs; returns `(task instance id, try number)` of
     /// the tries that are still its own and `running`. A try missing from the answer was moved
     /// away (cleared, marked, timed out with its run, or reaped as a zombie): kill it.
+    ///
+    /// On Postgres the heartbeat never waits for a row lock: it skips the tries whose rows
+    /// another transaction holds (an end of this worker being written, a user's mark) and
+    /// answers from its snapshot, where they are still running; the next heartbeat sees how
+    /// that transaction ended. Locking the worker's rows instead, in the order its scan met
+    /// them, deadlocked with a batch of its ends locking them in another order: Postgres broke
+    /// the cycle after a second by failing one of them (the `workers` benchmark hit it in
+    /// about one run in three).
     pub async fn heartbeat_worker(
         &self,
         worker_id: &str,
@@ -499,8 +507,13 @@ impl Store {
         .await?;
         let running = tx
             .fetch_all(
-                query(
+                query_split(
                     "heartbeat running tries",
+                    "WITH beat AS (UPDATE task_instance SET heartbeat_at = $2 \
+                       WHERE id IN (SELECT id FROM task_instance \
+                         WHERE worker_id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED)) \
+                     SELECT id, try_number FROM task_instance \
+                     WHERE worker_id = $1 AND state = 'running'",
                     "UPDATE task_instance SET heartbeat_at = $2 \
                      WHERE worker_id = $1 AND state = 'running' \
                      RETURNING id, try_number",
