@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
-use updraft_metadata::{Store, TryEnd};
+use updraft_core::state::TaskState;
+use updraft_metadata::{Error, Store, TryEnd};
 
 /// The most ends one write records.
 const MOST_AT_ONCE: usize = 256;
@@ -97,10 +98,20 @@ impl Ends {
 
 /// The writer: a batch of whatever is waiting (and, when the worker is saturated, of what ends
 /// within [`LINGER`]), written, then the next.
+///
+/// A batch the database refuses for what one of its ends holds (see [`Error::is_refused`]) is
+/// written again one end at a time, so that one end does not hold back the others; an end
+/// refused on its own is recorded as failed, without its outputs, with the database's reason
+/// in its log (see [`refused`]). Any other error is an outage: the batch waits and is tried
+/// again as it is.
 async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, load: Arc<Load>) {
     let mut ends: Vec<TryEnd> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut failing = false;
+    // How many of the ends at hand are written one at a time, after their batch was refused.
+    let mut alone: usize = 0;
+    // Whether the first end at hand is already the failed stand-in of a refused end.
+    let mut stand_in = false;
     loop {
         // Waits only when nothing is left to write.
         if ends.is_empty() {
@@ -111,7 +122,7 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, loa
             waiters.push(waiting.written);
         }
         let deadline = tokio::time::Instant::now() + LINGER;
-        while ends.len() < MOST_AT_ONCE {
+        while alone == 0 && ends.len() < MOST_AT_ONCE {
             let waiting = match receiver.try_recv() {
                 Ok(waiting) => waiting,
                 Err(_) if !waits_for_more(&load, failing) => break,
@@ -123,15 +134,45 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, loa
             ends.push(waiting.end);
             waiters.push(waiting.written);
         }
-        match store.end_tries(&ends, Utc::now()).await {
+        let batch = if alone > 0 { 1 } else { ends.len() };
+        match store.end_tries(&ends[..batch], Utc::now()).await {
             Ok(_) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!("the ends of tries are recorded again");
                 }
-                ends.clear();
-                for written in waiters.drain(..) {
-                    let _ = written.send(());
-                }
+                done(&mut ends, &mut waiters, batch);
+                alone = alone.saturating_sub(1);
+                stand_in = false;
+            }
+            Err(error) if error.is_refused() && batch > 1 => {
+                tracing::warn!(
+                    "the database refused a batch of {batch} ends of tries, writing them one \
+                     at a time: {error}"
+                );
+                alone = batch;
+            }
+            Err(error) if error.is_refused() && !stand_in => {
+                let end = &mut ends[0];
+                tracing::warn!(
+                    "the database refused the end of try {} of task instance {}, recording it \
+                     as failed: {error}",
+                    end.try_number,
+                    end.task_instance_id
+                );
+                *end = refused(end, &error);
+                stand_in = true;
+            }
+            Err(error) if error.is_refused() => {
+                // Nothing simpler is left to write: the worker's heartbeat finds the try
+                // running without a process, and ends it as lost.
+                tracing::error!(
+                    "the database refused even a failed end of try {} of task instance {}: {error}",
+                    ends[0].try_number,
+                    ends[0].task_instance_id
+                );
+                done(&mut ends, &mut waiters, 1);
+                alone = alone.saturating_sub(1);
+                stand_in = false;
             }
             Err(error) => {
                 if !std::mem::replace(&mut failing, true) {
@@ -140,6 +181,43 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, loa
                 tokio::time::sleep(RETRY_DELAY).await;
             }
         }
+    }
+}
+
+/// Removes the first `count` ends at hand and tells their tries they are written.
+fn done(ends: &mut Vec<TryEnd>, waiters: &mut Vec<oneshot::Sender<()>>, count: usize) {
+    ends.drain(..count);
+    for written in waiters.drain(..count) {
+        let _ = written.send(());
+    }
+}
+
+/// What is recorded of an end the database refused: the try failed (no retry is scheduled, as
+/// its outcome is unknown to the database), without outputs, and its log says why.
+fn refused(end: &TryEnd, error: &Error) -> TryEnd {
+    let mut log_tail = end.log_tail.clone();
+    if !log_tail.is_empty() && !log_tail.ends_with(b"\n") {
+        log_tail.push(b'\n');
+    }
+    log_tail.extend_from_slice(
+        format!(
+            "updraft: the database refused this try's outcome ({}, exit code {}), so it is \
+             recorded as failed: {error}\n",
+            end.state,
+            end.exit_code
+                .map_or_else(|| "none".to_owned(), |code| code.to_string()),
+        )
+        .as_bytes(),
+    );
+    TryEnd {
+        task_instance_id: end.task_instance_id,
+        try_number: end.try_number,
+        worker_id: end.worker_id.clone(),
+        state: TaskState::Failed,
+        exit_code: end.exit_code,
+        next_retry_at: None,
+        outputs: Vec::new(),
+        log_tail,
     }
 }
 
@@ -188,7 +266,7 @@ mod tests {
             task_instance_id: 1,
             try_number: 1,
             worker_id: None,
-            state: updraft_core::state::TaskState::Success,
+            state: TaskState::Success,
             exit_code: Some(0),
             next_retry_at: None,
             outputs: Vec::new(),

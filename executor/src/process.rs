@@ -29,7 +29,8 @@
 //!   try was a third of a worker's CPU on ext4, which searches for a free inode at every
 //!   create.) Blank lines are skipped, a bad line is a warning in the log, a later value of the
 //!   same name replaces the earlier one (the name keeps its first place), and a value is
-//!   everything after the first `=` but a trailing `\r`.
+//!   everything after the first `=` but a trailing `\r`. A value with a NUL byte is a warning
+//!   too: Postgres stores no NUL in text, and would refuse the try's whole end.
 //! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
 
 use std::collections::HashMap;
@@ -510,6 +511,13 @@ fn parse_outputs(text: &str) -> (Vec<(String, String)>, Vec<String>) {
         if !is_output_name(name) {
             warnings.push(format!(
                 "ignored output line {number}: {name:?} is not a valid output name"
+            ));
+            continue;
+        }
+        if value.contains('\0') {
+            warnings.push(format!(
+                "ignored output line {number}: the value of {name:?} holds a NUL byte, which \
+                 the database cannot store"
             ));
             continue;
         }

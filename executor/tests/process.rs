@@ -203,7 +203,7 @@ async fn output_is_drained_when_the_log_receiver_is_gone() {
 #[tokio::test]
 async fn outputs_are_parsed_with_bad_lines_warned_and_later_duplicates_winning() {
     let dir = TempDir::new().unwrap();
-    let script = r#"printf 'rows=1\nsql=a = b\n\n  \nno equals sign\n1st=x\n=empty\nrows=2\r\nblank=\n_ok=  spaced  ' > "$UPDRAFT_OUTPUT""#;
+    let script = r#"printf 'rows=1\nsql=a = b\n\n  \nno equals sign\n1st=x\n=empty\nrows=2\r\nblank=\nnul=a\0b\n_ok=  spaced  ' > "$UPDRAFT_OUTPUT""#;
     let ran = run(spawn_in(dir.path(), sh(script))).await;
     assert_eq!(ran.finished.ending, Ending::Exited(0));
     let outputs: Vec<(&str, &str)> = ran
@@ -225,7 +225,9 @@ async fn outputs_are_parsed_with_bad_lines_warned_and_later_duplicates_winning()
         ran.log,
         "updraft: ignored output line 5: expected name=value, got \"no equals sign\"\n\
          updraft: ignored output line 6: \"1st\" is not a valid output name\n\
-         updraft: ignored output line 7: \"\" is not a valid output name\n"
+         updraft: ignored output line 7: \"\" is not a valid output name\n\
+         updraft: ignored output line 10: the value of \"nul\" holds a NUL byte, which the \
+         database cannot store\n"
     );
 }
 

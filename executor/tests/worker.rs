@@ -456,3 +456,59 @@ async fn a_worker_without_the_dags_folder_runs_tasks_that_need_no_file_of_it() {
     })
     .await;
 }
+
+/// An end the database cannot store does not wedge the worker: on Postgres a retry 100,000
+/// years ahead is a timestamp it refuses, so the try is recorded as failed with the reason in
+/// its log, and the ends written with it or after it are recorded as they are. SQLite stores
+/// the same retry.
+#[tokio::test]
+async fn an_end_the_database_refuses_is_recorded_as_failed_and_holds_back_no_other() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let folder = tempfile::tempdir().unwrap();
+        let yaml = "version: 1\nid: refused\ntasks:\n  \
+                    far: {run: 'exit 3', retries: 1, retry_delay: 100000y}\n  \
+                    fine: {run: 'echo fine'}\n";
+        let tis = queued(&store, folder.path(), yaml).await;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(Worker::new(store.clone(), settings("w1", "here")).run(
+            async move {
+                let mut stopping = stopping;
+                let _ = stopping.wait_for(|stop| *stop).await;
+            },
+        ));
+        let mut ended = Vec::new();
+        for ti in &tis {
+            ended.push(
+                wait_until(&store, ti.id, "the try to end", |ti| {
+                    !matches!(ti.state, TaskState::Queued | TaskState::Running)
+                })
+                .await,
+            );
+        }
+        stop.send_replace(true);
+        worker.await.unwrap().unwrap();
+        let far_log = log_of(&store, tis[0].id, 1).await;
+        match db.backend() {
+            updraft_metadata::Backend::Postgres => {
+                assert_eq!(ended[0].state, TaskState::Failed, "{far_log}");
+                assert!(
+                    far_log.contains(
+                        "updraft: the database refused this try's outcome (up_for_retry, exit \
+                         code 3), so it is recorded as failed: "
+                    ),
+                    "{far_log}"
+                );
+            }
+            updraft_metadata::Backend::Sqlite => {
+                assert_eq!(ended[0].state, TaskState::UpForRetry, "{far_log}");
+            }
+        }
+        assert_eq!(ended[1].state, TaskState::Success);
+        assert_eq!(
+            log_of(&store, tis[1].id, 1).await.lines().next(),
+            Some("fine")
+        );
+    })
+    .await;
+}

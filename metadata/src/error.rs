@@ -86,6 +86,17 @@ impl Error {
             .is_some_and(|error| error.is_foreign_key_violation())
     }
 
+    /// The database answered, and refused the statement for the values it was given: a
+    /// constraint it breaks, or a value it cannot hold (Postgres's SQLSTATE class 22, e.g. a
+    /// NUL byte in text, a timestamp out of range). Trying it again as it is fails again; an
+    /// outage, a deadlock or a serialization failure is not this.
+    pub fn is_refused(&self) -> bool {
+        self.database_error().is_some_and(|error| {
+            error.kind() != sqlx::error::ErrorKind::Other
+                || error.code().is_some_and(|code| code.starts_with("22"))
+        })
+    }
+
     fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
         match self {
             Error::Database {
