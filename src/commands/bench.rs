@@ -1063,7 +1063,9 @@ const WORKER_TASKS: usize = 50;
 /// them to the end of the last try (its recorded end), in tasks per second. Beside it, the raw
 /// `FOR UPDATE SKIP LOCKED` claim rate of the same server, measured in the same run with as
 /// many claimers (four pools of eight), each claiming one row at a time: what the database can
-/// hand out before any of a try's own work (its row, log, process and end). Postgres only.
+/// hand out before any of a try's own work (its row, log, process and end). And the rate at
+/// which this machine starts and ends the tasks' processes alone, as many at a time: the
+/// ceiling of any worker here, as most of a trivial try's CPU is its process. Postgres only.
 async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<Vec<Figure>> {
     use updraft_core::render;
     use updraft_metadata::NewTaskInstance;
@@ -1105,6 +1107,8 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
         seconds
     };
     let raw_rate = count as f64 / raw_seconds;
+    let spawn_seconds = bare_spawns(count, claimers).await?;
+    let spawn_rate = count as f64 / spawn_seconds;
 
     let folder = scratch.join(format!("workers-{count}"));
     std::fs::create_dir_all(folder.join("dags"))?;
@@ -1300,6 +1304,7 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
 
     let rate = count as f64 / seconds;
     let raw_floor = "raw SKIP LOCKED claim";
+    let spawn_floor = "bare spawn of the tasks";
     Ok(vec![
         Figure {
             workload: format!("workers-{count}"),
@@ -1314,6 +1319,19 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
         },
         Figure {
             workload: format!("workers-{count}"),
+            metric: "bare spawns per second",
+            value: spawn_rate,
+            unit: "/s",
+            floor: spawn_floor,
+            ratio: 1.0,
+            checked: format!(
+                "{count} processes of `sh -c true`, {claimers} at a time, started and waited \
+                 for by one process without a database in {spawn_seconds:.3} s: what no \
+                 worker can beat on this machine"
+            ),
+        },
+        Figure {
+            workload: format!("workers-{count}"),
             metric: "tasks per second",
             value: rate,
             unit: "/s",
@@ -1322,8 +1340,45 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
             ratio: raw_rate / rate,
             checked: format!(
                 "{count} tasks of `true` succeeded in one try on {WORKER_PROCESSES} workers x \
-                 {WORKER_CONCURRENCY} in {seconds:.3} s (tries per worker {shares:?})"
+                 {WORKER_CONCURRENCY} in {seconds:.3} s (tries per worker {shares:?}); {:.0}% \
+                 of the bare spawn rate",
+                100.0 * rate / spawn_rate
             ),
         },
     ])
+}
+
+/// The seconds `count` processes of `sh -c true` take when `at_once` of them run at a time,
+/// started (in a process group of their own, as a try's) and waited for by this process
+/// alone: the tasks of the workers workload without a database, a log or a worker around them.
+async fn bare_spawns(count: usize, at_once: usize) -> Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let left = std::sync::Arc::new(AtomicUsize::new(count));
+    let start = Instant::now();
+    let mut slots = tokio::task::JoinSet::new();
+    for _ in 0..at_once {
+        let left = left.clone();
+        slots.spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let status = tokio::process::Command::new("/bin/sh")
+                    .args(["-c", "true"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .process_group(0)
+                    .status()
+                    .await?;
+                ensure!(status.success(), "sh -c true failed: {status}");
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(slot) = slots.join_next().await {
+        slot??;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
