@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use updraft_core::dag::{LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::render::{Context, RunContext, render_task};
@@ -28,6 +30,15 @@ fn settings(id: &str, host: &str) -> Settings {
         only_run: None,
         shutdown_timeout: None,
     }
+}
+
+/// Runs `worker` on a task of its own until `true` is sent on the returned switch.
+fn start(worker: Worker) -> (watch::Sender<bool>, JoinHandle<Result<(), Error>>) {
+    let (stop, mut stopping) = watch::channel(false);
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }));
+    (stop, running)
 }
 
 /// Syncs the DAG of `yaml` (its file in `folder`), creates a manual run of it and queues each
@@ -192,12 +203,7 @@ async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
         let folder = tempfile::tempdir().unwrap();
         let yaml = "version: 1\nid: drain\ntasks:\n  slow: {run: sleep 1.5}\n";
         let ti = queued(&store, folder.path(), yaml).await.remove(0);
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        let worker = Worker::new(store.clone(), settings("w1", "here"));
-        let worker = tokio::spawn(worker.run(async move {
-            let mut stopping = stopping;
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }));
+        let (stop, worker) = start(Worker::new(store.clone(), settings("w1", "here")));
         wait_until(&store, ti.id, "the try to start", |ti| {
             ti.state == TaskState::Running
         })
@@ -235,13 +241,9 @@ async fn a_stopping_worker_kills_the_tries_left_at_its_shutdown_timeout_and_reco
                     retried: {run: sleep 30, retries: 1, retry_delay: 1m}\n  \
                     failed: {run: sleep 30}\n";
         let tis = queued(&store, folder.path(), yaml).await;
-        let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut settings = settings("w1", "here");
         settings.shutdown_timeout = Some(Duration::from_millis(300));
-        let worker = tokio::spawn(Worker::new(store.clone(), settings).run(async move {
-            let mut stopping = stopping;
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }));
+        let (stop, worker) = start(Worker::new(store.clone(), settings));
         for ti in &tis {
             wait_until(&store, ti.id, "the try to start", |ti| {
                 ti.state == TaskState::Running
@@ -349,7 +351,6 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
             .await
             .unwrap();
 
-        let (stop, stopping) = tokio::sync::watch::channel(false);
         let worker = Worker::new(
             store.clone(),
             Settings {
@@ -364,10 +365,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
                 shutdown_timeout: None,
             },
         );
-        let worker = tokio::spawn(worker.run(async move {
-            let mut stopping = stopping;
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }));
+        let (stop, worker) = start(worker);
         tokio::time::sleep(Duration::from_millis(300)).await;
         // A claim under w1's name whose answer never reached w1 (it serves no such queue).
         let claimed = store
@@ -421,13 +419,7 @@ async fn a_worker_without_the_dags_folder_runs_tasks_that_need_no_file_of_it() {
                     anywhere: {run: 'echo \"ran in $(pwd)\"'}\n  \
                     scripted: {run: ./step.sh, working_dir: scripts}\n";
         let tis = queued(&store, &elsewhere, yaml).await;
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(Worker::new(store.clone(), settings("w1", "here")).run(
-            async move {
-                let mut stopping = stopping;
-                let _ = stopping.wait_for(|stop| *stop).await;
-            },
-        ));
+        let (stop, worker) = start(Worker::new(store.clone(), settings("w1", "here")));
         let anywhere = wait_until(&store, tis[0].id, "the try to end", |ti| {
             ti.state.is_finished()
         })
@@ -470,13 +462,7 @@ async fn an_end_the_database_refuses_is_recorded_as_failed_and_holds_back_no_oth
                     far: {run: 'exit 3', retries: 1, retry_delay: 100000y}\n  \
                     fine: {run: 'echo fine'}\n";
         let tis = queued(&store, folder.path(), yaml).await;
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(Worker::new(store.clone(), settings("w1", "here")).run(
-            async move {
-                let mut stopping = stopping;
-                let _ = stopping.wait_for(|stop| *stop).await;
-            },
-        ));
+        let (stop, worker) = start(Worker::new(store.clone(), settings("w1", "here")));
         let mut ended = Vec::new();
         for ti in &tis {
             ended.push(

@@ -117,6 +117,16 @@ async fn queued_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
     tis
 }
 
+/// [`queued_alike`], all claimed by [`WORKER`] at `at(2)` under their first try.
+async fn claimed_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
+    let tis = queued_alike(store, count).await;
+    store
+        .claim_task_instances(WORKER, &default_queue(), None, count, at(2))
+        .await
+        .unwrap();
+    tis
+}
+
 fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
     instances
         .iter()
@@ -289,23 +299,7 @@ async fn concurrent_claimers_never_take_the_same_task_instance() {
 async fn heartbeats_answer_which_tries_are_still_the_workers() {
     each_backend(|db| async move {
         let store = db.store().await;
-        let tis = scheduled(
-            &store,
-            16,
-            &[
-                ("a", DEFAULT_POOL, 1, "default", 1),
-                ("b", DEFAULT_POOL, 1, "default", 1),
-            ],
-        )
-        .await;
-        store
-            .queue_task_instances(&requests(&tis), at(1))
-            .await
-            .unwrap();
-        store
-            .claim_task_instances(WORKER, &default_queue(), None, 2, at(2))
-            .await
-            .unwrap();
+        let tis = claimed_alike(&store, 2).await;
         let mut ours = store.heartbeat_worker("w1", at(3)).await.unwrap();
         ours.sort_unstable();
         assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
@@ -348,23 +342,7 @@ async fn a_heartbeat_does_not_wait_for_rows_another_transaction_holds() {
     }
     let db = TestDatabase::new(Backend::Postgres).await;
     let store = db.store().await;
-    let tis = scheduled(
-        &store,
-        16,
-        &[
-            ("a", DEFAULT_POOL, 1, "default", 1),
-            ("b", DEFAULT_POOL, 1, "default", 1),
-        ],
-    )
-    .await;
-    store
-        .queue_task_instances(&requests(&tis), at(1))
-        .await
-        .unwrap();
-    store
-        .claim_task_instances(WORKER, &default_queue(), None, 2, at(2))
-        .await
-        .unwrap();
+    let tis = claimed_alike(&store, 2).await;
     let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let mut held = holder.begin().await.unwrap();
     sqlx::query("SELECT id FROM task_instance WHERE id = $1 FOR UPDATE")
