@@ -180,6 +180,10 @@ pub struct BenchArgs {
     /// Shrink every workload by this factor (0 < scale <= 1), e.g. 0.01 for a smoke run.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// Run each workload this many times, each run on a fresh database, and report each
+    /// figure's median and spread (min-max).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,

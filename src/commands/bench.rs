@@ -46,6 +46,7 @@ struct Floor {
     seconds: f64,
 }
 
+/// What one run of a workload measured.
 #[derive(Debug, Serialize)]
 struct Figure {
     workload: String,
@@ -59,10 +60,22 @@ struct Figure {
     checked: String,
 }
 
+/// A figure over the runs of its workload: the median run's figure (its `value` is the
+/// median), beside the spread of all of them.
+#[derive(Debug, Serialize)]
+struct Summary {
+    #[serde(flatten)]
+    median: Figure,
+    min: f64,
+    max: f64,
+    /// Every run's value, in the order they ran.
+    values: Vec<f64>,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     floors: Vec<Floor>,
-    figures: Vec<Figure>,
+    figures: Vec<Summary>,
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
@@ -123,110 +136,35 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         }
         Err(error) => return Err(error),
     }
-    let floor = |name: &str| {
-        floors
-            .iter()
-            .find(|floor| floor.name == name)
-            .expect("a measured floor")
-    };
-    let spawn = floor("spawn /bin/true");
-    let commit = floor(match backend {
-        Backend::Sqlite => "one commit on SQLite",
-        Backend::Postgres => "one commit on Postgres",
-    });
     if !args.json {
         println!("floors (this machine, this run):");
         for floor in &floors {
             println!("  {:<32} {}", floor.name, human(floor.seconds));
         }
-        println!("workloads on {backend}");
+        println!("workloads on {backend}, {} runs each", args.repeat);
         println!();
     }
     let mut figures = Vec::new();
     for workload in &workloads {
-        if workload == "workers" {
-            let measured = runtime.block_on(workers(
+        let mut runs = Vec::with_capacity(args.repeat as usize);
+        for _ in 0..args.repeat {
+            // Each run in a folder of its own, removed after it.
+            let scratch = tempfile::tempdir_in(scratch.path())?;
+            runs.push(measure(
+                workload,
+                &runtime,
                 &databases,
+                &floors,
                 scratch.path(),
-                scaled(5000, args.scale),
-            ))?;
-            for figure in measured {
-                if !args.json {
-                    print_figure(&figure);
-                }
-                figures.push(figure);
+                args.scale,
+            )?);
+        }
+        for summary in summarize(runs) {
+            if !args.json {
+                print_summary(&summary);
             }
-            continue;
+            figures.push(summary);
         }
-        if workload == "ui-grid" {
-            let measured = runtime.block_on(ui_grid(
-                &databases,
-                scratch.path(),
-                scaled(10_000, args.scale),
-                commit,
-            ))?;
-            for figure in measured {
-                if !args.json {
-                    print_figure(&figure);
-                }
-                figures.push(figure);
-            }
-            continue;
-        }
-        let scratch = scratch.path();
-        let run = |shape, executor, floor| {
-            runtime.block_on(run_dag(&databases, scratch, shape, executor, floor))
-        };
-        let figure = match workload.as_str() {
-            "parse-10k" => parse_10k(scratch, args.scale, floor("parse one DAG file (20 tasks)"))?,
-            "chain-40" => run(
-                Shape::Chain(scaled(40, args.scale)),
-                Executor::Processes,
-                spawn,
-            )?,
-            "chain-100" => run(
-                Shape::Chain(scaled(100, args.scale)),
-                Executor::Processes,
-                spawn,
-            )?,
-            "fanout-200" => run(
-                Shape::Fanout(scaled(200, args.scale)),
-                Executor::Processes,
-                spawn,
-            )?,
-            "fanout-1000" => run(
-                Shape::Fanout(scaled(1000, args.scale)),
-                Executor::Processes,
-                spawn,
-            )?,
-            "scheduler-chain-100" => run(
-                Shape::Chain(scaled(100, args.scale)),
-                Executor::NoOp,
-                commit,
-            )?,
-            "scheduler-fanout-1000" => run(
-                Shape::Fanout(scaled(1000, args.scale)),
-                Executor::NoOp,
-                commit,
-            )?,
-            "backfill-365" => runtime.block_on(backfill(
-                &databases,
-                scratch,
-                scaled(365, args.scale),
-                spawn,
-            ))?,
-            "cron-storm" => runtime.block_on(cron_storm(
-                &databases,
-                scratch,
-                scaled(10_000, args.scale),
-                commit,
-            ))?,
-            _ => unreachable!("workloads were checked above"),
-        };
-        if !args.json {
-            print_figure(&figure);
-        }
-        figures.push(figure);
     }
     if args.json {
         println!(
@@ -237,13 +175,125 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn print_figure(figure: &Figure) {
+/// One run of `workload`, on fresh databases and with its files in `scratch`: its figures.
+fn measure(
+    workload: &str,
+    runtime: &tokio::runtime::Runtime,
+    databases: &Databases,
+    floors: &[Floor],
+    scratch: &Path,
+    scale: f64,
+) -> Result<Vec<Figure>> {
+    let floor = |name: &str| {
+        floors
+            .iter()
+            .find(|floor| floor.name == name)
+            .expect("a measured floor")
+    };
+    let spawn = floor("spawn /bin/true");
+    let commit = floor(match databases.backend {
+        Backend::Sqlite => "one commit on SQLite",
+        Backend::Postgres => "one commit on Postgres",
+    });
+    let run = |shape, executor, floor| {
+        runtime.block_on(run_dag(databases, scratch, shape, executor, floor))
+    };
+    Ok(match workload {
+        "parse-10k" => vec![parse_10k(
+            scratch,
+            scale,
+            floor("parse one DAG file (20 tasks)"),
+        )?],
+        "chain-40" => vec![run(
+            Shape::Chain(scaled(40, scale)),
+            Executor::Processes,
+            spawn,
+        )?],
+        "chain-100" => vec![run(
+            Shape::Chain(scaled(100, scale)),
+            Executor::Processes,
+            spawn,
+        )?],
+        "fanout-200" => vec![run(
+            Shape::Fanout(scaled(200, scale)),
+            Executor::Processes,
+            spawn,
+        )?],
+        "fanout-1000" => vec![run(
+            Shape::Fanout(scaled(1000, scale)),
+            Executor::Processes,
+            spawn,
+        )?],
+        "scheduler-chain-100" => vec![run(
+            Shape::Chain(scaled(100, scale)),
+            Executor::NoOp,
+            commit,
+        )?],
+        "scheduler-fanout-1000" => vec![run(
+            Shape::Fanout(scaled(1000, scale)),
+            Executor::NoOp,
+            commit,
+        )?],
+        "backfill-365" => {
+            vec![runtime.block_on(backfill(databases, scratch, scaled(365, scale), spawn))?]
+        }
+        "cron-storm" => vec![runtime.block_on(cron_storm(
+            databases,
+            scratch,
+            scaled(10_000, scale),
+            commit,
+        ))?],
+        "ui-grid" => {
+            runtime.block_on(ui_grid(databases, scratch, scaled(10_000, scale), commit))?
+        }
+        "workers" => runtime.block_on(workers(databases, scratch, scaled(5000, scale)))?,
+        _ => unreachable!("workloads were checked above"),
+    })
+}
+
+/// Each figure over the runs of its workload (`runs`: the figures of each run), grouped by
+/// workload and metric in the order they first appear. The median of an even count is the
+/// upper of the middle two.
+fn summarize(runs: Vec<Vec<Figure>>) -> Vec<Summary> {
+    let mut groups: Vec<Vec<Figure>> = Vec::new();
+    for figure in runs.into_iter().flatten() {
+        let same = |group: &&mut Vec<Figure>| {
+            group[0].workload == figure.workload && group[0].metric == figure.metric
+        };
+        match groups.iter_mut().find(same) {
+            Some(group) => group.push(figure),
+            None => groups.push(vec![figure]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut group| {
+            let values: Vec<f64> = group.iter().map(|figure| figure.value).collect();
+            group.sort_by(|a, b| a.value.total_cmp(&b.value));
+            let (min, max) = (group[0].value, group[group.len() - 1].value);
+            let median = group.swap_remove(group.len() / 2);
+            Summary {
+                median,
+                min,
+                max,
+                values,
+            }
+        })
+        .collect()
+}
+
+fn print_summary(summary: &Summary) {
+    let figure = &summary.median;
+    let runs = summary.values.len();
     println!(
-        "{:<22} {} = {:.3} {} ({:.1}x the floor \"{}\"; {})",
+        "{:<22} {}: median {:.3} {} ({:.3}-{:.3} over {runs} run{}); {:.2}x the floor \"{}\"; {}",
         figure.workload,
         figure.metric,
         figure.value,
         figure.unit,
+        summary.min,
+        summary.max,
+        if runs == 1 { "" } else { "s" },
         figure.ratio,
         figure.floor,
         figure.checked
