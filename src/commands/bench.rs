@@ -33,6 +33,7 @@ pub const WORKLOADS: &[&str] = &[
     "fanout-1000",
     "scheduler-chain-100",
     "scheduler-fanout-1000",
+    "scheduler-many",
     "backfill-365",
     "cron-storm",
     "ui-grid",
@@ -151,7 +152,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         for floor in &floors {
             println!("  {:<36} {}", floor.name, human(floor.seconds));
         }
-        println!("workloads on {backend}, {} runs each", args.repeat);
+        println!("workloads on {backend} (--repeat {})", args.repeat);
         println!();
     }
     let mut figures = Vec::new();
@@ -257,6 +258,12 @@ fn measure(
             commit,
         )?],
         // Its time over as many tasks at the bare spawn rate (issue 15: at most 1.5x).
+        "scheduler-many" => vec![runtime.block_on(scheduler_many(
+            databases,
+            scratch,
+            scaled(100, scale),
+            commit,
+        ))?],
         "backfill-365" => {
             vec![runtime.block_on(backfill(databases, scratch, scaled(365, scale), bare))?]
         }
@@ -489,8 +496,8 @@ impl Shape {
         }
     }
 
-    fn dag_file(self) -> String {
-        let mut text = String::from("version: 1\nid: bench\ntasks:\n");
+    fn dag_file(self, id: &str) -> String {
+        let mut text = format!("version: 1\nid: {id}\ntasks:\n");
         match self {
             Shape::Chain(n) => text.push_str(&chain_tasks(n)),
             Shape::Fanout(n) => {
@@ -581,7 +588,7 @@ async fn run_dag(
     };
     let folder = scratch.join(&name);
     std::fs::create_dir_all(folder.join("dags"))?;
-    std::fs::write(folder.join("dags/bench.yaml"), shape.dag_file())?;
+    std::fs::write(folder.join("dags/bench.yaml"), shape.dag_file("bench"))?;
     let seconds = {
         let (_database, store) = databases.fresh(databases.backend).await?;
         let options = LoadOptions::default();
@@ -671,6 +678,91 @@ async fn run_dag(
                 seconds * 1000.0 / tasks as f64
             ),
         },
+    })
+}
+
+/// The DAGs of scheduler-many: one root, 98 parallel tasks, one join.
+const MANY_SHAPE: Shape = Shape::Fanout(98);
+
+/// `dags` DAGs of 100 tasks each, synced, then one manual run of each created at once, until
+/// all runs succeeded, with the scheduler and the no-op executor in this process: the
+/// scheduler and the database alone, with many runs to step at the same time.
+async fn scheduler_many(
+    databases: &Databases,
+    scratch: &Path,
+    dags: usize,
+    floor: &Floor,
+) -> Result<Figure> {
+    let folder = scratch.join(format!("scheduler-many-{dags}"));
+    std::fs::create_dir_all(&folder)?;
+    for i in 0..dags {
+        let id = format!("many_{i:04}");
+        std::fs::write(folder.join(format!("{id}.yaml")), MANY_SHAPE.dag_file(&id))?;
+    }
+    let (_database, store) = databases.fresh(databases.backend).await?;
+    let options = LoadOptions::default();
+    let load = load_and_sync(&store, &folder, &options, dags, false).await?;
+    let parts = InProcess::start(&store, &folder, options, Executor::NoOp).await;
+
+    let start = Instant::now();
+    let now = Utc::now();
+    let mut ids = Vec::with_capacity(dags);
+    for loaded in &load.dags {
+        let dag = &loaded.dag;
+        let run = NewDagRun::manual(
+            dag.id.clone(),
+            dag.version_hash(),
+            now,
+            serde_json::json!({}),
+            now,
+        );
+        let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await? else {
+            bail!("a run of {} exists already", dag.id);
+        };
+        ids.push(run.id);
+    }
+    while !store.list_unfinished_runs().await?.is_empty() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the runs did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    parts.stop().await?;
+    let runs = store.count_runs_by_state().await?;
+    ensure!(
+        runs == [(DagRunState::Success, dags as i64)],
+        "expected {dags} runs to succeed, found {runs:?}"
+    );
+    let tasks = dags * MANY_SHAPE.tasks();
+    let instances = store.list_task_instances_of_runs(&ids).await?;
+    let succeeded = instances
+        .iter()
+        .filter(|ti| ti.state == TaskState::Success && ti.try_number == 1)
+        .count();
+    ensure!(
+        instances.len() == tasks && succeeded == tasks,
+        "expected {tasks} task instances to succeed in one try, {succeeded} of {} did",
+        instances.len()
+    );
+    store.close().await;
+
+    // Each task instance moves none -> scheduled -> queued -> running -> success, and each
+    // run queued -> running -> success.
+    let moves = tasks * 4 + dags * 2;
+    Ok(Figure {
+        workload: format!("scheduler-many-{dags}x{}", MANY_SHAPE.tasks()),
+        metric: "state moves per second",
+        value: moves as f64 / seconds,
+        unit: "/s",
+        floor: floor.name,
+        ratio: seconds / (floor.seconds * tasks as f64),
+        checked: format!(
+            "{dags} runs and {tasks} tasks succeeded in one try, {moves} moves in \
+             {seconds:.3} s, {:.2} ms per task",
+            seconds * 1000.0 / tasks as f64
+        ),
     })
 }
 
