@@ -4,7 +4,8 @@
 //! Each workload also checks its answer (counts, states), so a fast wrong result cannot pass.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,7 +16,7 @@ use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
-    Backend, CreateOutcome, NewBackfill, NewDagRun, ScratchDatabase, Store, Topic, TryEnd,
+    Backend, CreateOutcome, DagRow, NewBackfill, NewDagRun, ScratchDatabase, Store, Topic, TryEnd,
     WorkerRef,
 };
 use updraft_scheduler::backfill::{self as plan, BackfillOptions, ExistingRun, Reprocess};
@@ -34,6 +35,8 @@ pub const WORKLOADS: &[&str] = &[
     "scheduler-chain-100",
     "scheduler-fanout-1000",
     "scheduler-many",
+    "idle-100",
+    "idle-10000",
     "backfill-365",
     "cron-storm",
     "ui-grid",
@@ -44,11 +47,16 @@ pub const WORKLOADS: &[&str] = &[
 /// this process alone, 16 at a time (a worker's slots) in their own process groups.
 const BARE_SPAWN: &str = "bare spawn (sh -c true, 16 at once)";
 
+/// The floors of the idle workloads: a standalone with no DAG, measured as they measure theirs.
+const IDLE_CPU: &str = "idle standalone, 0 DAGs: CPU";
+const IDLE_RSS: &str = "idle standalone, 0 DAGs: RSS";
+
 #[derive(Debug, Serialize)]
 struct Floor {
     name: &'static str,
-    /// Per operation.
-    seconds: f64,
+    /// Seconds per operation, or the idle standalone's CPU share and peak RSS.
+    value: f64,
+    unit: &'static str,
 }
 
 /// What one run of a workload measured.
@@ -117,28 +125,33 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let mut floors = vec![
         Floor {
             name: "spawn /bin/true",
-            seconds: spawn_floor()?.as_secs_f64(),
+            value: spawn_floor()?.as_secs_f64(),
+            unit: "s",
         },
         Floor {
             name: BARE_SPAWN,
             // 1-2 s on a 2-core machine.
-            seconds: runtime.block_on(bare_spawns(2000, 16))? / 2000.0,
+            value: runtime.block_on(bare_spawns(2000, 16))? / 2000.0,
+            unit: "s",
         },
         Floor {
             name: "parse one DAG file (20 tasks)",
-            seconds: parse_floor(scratch.path())?.as_secs_f64(),
+            value: parse_floor(scratch.path())?.as_secs_f64(),
+            unit: "s",
         },
         Floor {
             name: "one commit on SQLite",
-            seconds: runtime
+            value: runtime
                 .block_on(commit_floor(&databases, Backend::Sqlite))?
                 .as_secs_f64(),
+            unit: "s",
         },
     ];
     match runtime.block_on(commit_floor(&databases, Backend::Postgres)) {
         Ok(floor) => floors.push(Floor {
             name: "one commit on Postgres",
-            seconds: floor.as_secs_f64(),
+            value: floor.as_secs_f64(),
+            unit: "s",
         }),
         Err(error) if backend == Backend::Sqlite => {
             if !args.json {
@@ -147,10 +160,31 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         }
         Err(error) => return Err(error),
     }
+    if workloads
+        .iter()
+        .any(|workload| workload.starts_with("idle-"))
+    {
+        // Once per run, for both idle workloads: it takes as long as one of them.
+        let idle = runtime.block_on(idle_standalone(&databases, scratch.path(), 0, args.scale))?;
+        floors.push(Floor {
+            name: IDLE_CPU,
+            value: idle.cpu_percent,
+            unit: "% of a core",
+        });
+        floors.push(Floor {
+            name: IDLE_RSS,
+            value: idle.rss_mb,
+            unit: "MB",
+        });
+    }
     if !args.json {
         println!("floors (this machine, this run):");
         for floor in &floors {
-            println!("  {:<36} {}", floor.name, human(floor.seconds));
+            let value = match floor.unit {
+                "s" => human(floor.value),
+                unit => format!("{:.2} {unit}", floor.value),
+            };
+            println!("  {:<36} {value}", floor.name);
         }
         println!("workloads on {backend} (--repeat {})", args.repeat);
         println!();
@@ -210,6 +244,10 @@ fn measure(
     let run = |shape, executor, floor| {
         runtime.block_on(run_dag(databases, scratch, shape, executor, floor))
     };
+    let idle = |dags| {
+        let idle = runtime.block_on(idle_standalone(databases, scratch, dags, scale))?;
+        anyhow::Ok(idle.figures(floor(IDLE_CPU), floor(IDLE_RSS)))
+    };
     Ok(match workload {
         "parse-10k" => vec![parse_10k(
             scratch,
@@ -236,7 +274,7 @@ fn measure(
             let shape = Shape::Fanout(scaled(1000, scale));
             let figure = run(shape, Executor::Processes, bare)?;
             let rate = shape.tasks() as f64 / figure.value;
-            let share = rate * bare.seconds;
+            let share = rate * bare.value;
             vec![Figure {
                 ratio: share,
                 checked: format!(
@@ -257,6 +295,8 @@ fn measure(
             Executor::NoOp,
             commit,
         )?],
+        "idle-100" => idle(scaled(100, scale))?,
+        "idle-10000" => idle(scaled(10_000, scale))?,
         // Its time over as many tasks at the bare spawn rate (issue 15: at most 1.5x).
         "scheduler-many" => vec![runtime.block_on(scheduler_many(
             databases,
@@ -469,7 +509,7 @@ fn parse_10k(scratch: &Path, scale: f64, floor: &Floor) -> Result<Figure> {
         value: seconds,
         unit: "s",
         floor: floor.name,
-        ratio: seconds / (floor.seconds * count as f64),
+        ratio: seconds / (floor.value * count as f64),
         checked: format!("{count} DAGs, {tasks} tasks, 0 errors"),
     })
 }
@@ -646,7 +686,7 @@ async fn run_dag(
         seconds
     };
     let tasks = shape.tasks();
-    let ratio = seconds / (floor.seconds * tasks as f64);
+    let ratio = seconds / (floor.value * tasks as f64);
     Ok(match executor {
         Executor::NoOp => {
             // Each task instance moves none -> scheduled -> queued -> running -> success, and
@@ -757,13 +797,243 @@ async fn scheduler_many(
         value: moves as f64 / seconds,
         unit: "/s",
         floor: floor.name,
-        ratio: seconds / (floor.seconds * tasks as f64),
+        ratio: seconds / (floor.value * tasks as f64),
         checked: format!(
             "{dags} runs and {tasks} tasks succeeded in one try, {moves} moves in \
              {seconds:.3} s, {:.2} ms per task",
             seconds * 1000.0 / tasks as f64
         ),
     })
+}
+
+/// What an idle `updraft standalone` costs, measured from outside its process.
+struct Idle {
+    dags: usize,
+    /// Its CPU time (user and system, all threads) over the window, in percent of one core.
+    cpu_percent: f64,
+    /// The peak of its resident memory, sampled every second over the window.
+    rss_mb: f64,
+    window: Duration,
+}
+
+impl Idle {
+    fn figures(&self, cpu_floor: &Floor, rss_floor: &Floor) -> Vec<Figure> {
+        let checked = format!(
+            "{} DAGs synced, none due, no run created, exit 0 on SIGTERM; over {:.0} s once \
+             settled",
+            self.dags,
+            self.window.as_secs_f64()
+        );
+        vec![
+            Figure {
+                workload: format!("idle-{}", self.dags),
+                metric: "CPU share",
+                value: self.cpu_percent,
+                unit: cpu_floor.unit,
+                floor: cpu_floor.name,
+                ratio: self.cpu_percent / cpu_floor.value,
+                checked: checked.clone(),
+            },
+            Figure {
+                workload: format!("idle-{}", self.dags),
+                metric: "peak RSS",
+                value: self.rss_mb,
+                unit: rss_floor.unit,
+                floor: rss_floor.name,
+                ratio: self.rss_mb / rss_floor.value,
+                checked,
+            },
+        ]
+    }
+}
+
+/// An `updraft standalone` process (this binary) with `dags` one-task DAG files none of which
+/// is ever due (daily from a start date far ahead), on a fresh database: once every DAG is
+/// synced and start-up has settled (5 s), its CPU share and peak RSS over 20 s (both shrunk
+/// by `scale`, to at least 1 s and 2 s).
+async fn idle_standalone(
+    databases: &Databases,
+    scratch: &Path,
+    dags: usize,
+    scale: f64,
+) -> Result<Idle> {
+    let folder = scratch.join(format!("idle-{dags}"));
+    std::fs::create_dir_all(folder.join("dags"))?;
+    for i in 0..dags {
+        std::fs::write(
+            folder.join(format!("dags/idle_{i:05}.yaml")),
+            format!(
+                "version: 1\nid: idle_{i:05}\nschedule: \"0 3 * * *\"\nstart_date: 2999-01-01\n\
+                 tasks:\n  only: {{run: \"true\"}}\n"
+            ),
+        )?;
+    }
+    let (database, store) = databases.fresh(databases.backend).await?;
+    let mut standalone = Standalone::start(&folder, database.url())?;
+    standalone.wait_synced(&store, dags).await?;
+    let settle = Duration::from_secs(5).mul_f64(scale);
+    tokio::time::sleep(settle.max(Duration::from_secs(1))).await;
+
+    let window = Duration::from_secs(20)
+        .mul_f64(scale)
+        .max(Duration::from_secs(2));
+    let pid = standalone.pid;
+    let start = Instant::now();
+    let ticks = cpu_ticks(pid)?;
+    let mut rss = rss_bytes(pid)?;
+    while start.elapsed() < window {
+        let left = window.saturating_sub(start.elapsed());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        rss = rss.max(rss_bytes(pid)?);
+    }
+    let cpu_seconds = (cpu_ticks(pid)? - ticks) as f64 / clock_ticks_per_second();
+    let window = start.elapsed();
+    standalone.stop().await?;
+
+    let rows = store.list_dags().await?;
+    let now = Utc::now();
+    let waiting = rows
+        .iter()
+        .filter(|row| row.is_active && !row.is_paused)
+        .filter(|row| {
+            row.next_run
+                .as_ref()
+                .is_some_and(|next| next.run_after > now)
+        })
+        .count();
+    ensure!(
+        rows.len() == dags && waiting == dags,
+        "expected {dags} active DAGs whose next run is ahead, found {waiting} of {}",
+        rows.len()
+    );
+    let runs = store.count_runs_by_state().await?;
+    ensure!(runs.is_empty(), "expected no run, found {runs:?}");
+    store.close().await;
+    Ok(Idle {
+        dags,
+        cpu_percent: 100.0 * cpu_seconds / window.as_secs_f64(),
+        rss_mb: rss as f64 / (1024.0 * 1024.0),
+        window,
+    })
+}
+
+/// This binary with `folder` as its home, `folder/dags` as its DAGs folder and the database of
+/// `url`: a standalone and the commands run beside it share this environment. The process is
+/// killed if its handle is dropped, so a workload that fails leaves none behind.
+fn updraft(folder: &Path, url: &str) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .env("UPDRAFT_HOME", folder)
+        .env("UPDRAFT_DAGS_FOLDER", folder.join("dags"))
+        .env("UPDRAFT_DATABASE_URL", url)
+        .env("UPDRAFT_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// An `updraft standalone` process (this binary), its web server on a free port of
+/// 127.0.0.1. Dropped before [`Standalone::stop`] (a workload failed), it is killed.
+struct Standalone {
+    child: tokio::process::Child,
+    pid: u32,
+    /// Its stderr, shown when it fails.
+    stderr: PathBuf,
+}
+
+impl Standalone {
+    /// Starts one in the environment of [`updraft`].
+    fn start(folder: &Path, url: &str) -> Result<Standalone> {
+        let stderr = folder.join("standalone.stderr");
+        let child = updraft(folder, url)?
+            .args(["standalone", "--host", "127.0.0.1", "--port", "0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()?;
+        let pid = child.id().expect("a child not waited for has a pid");
+        Ok(Standalone { child, pid, stderr })
+    }
+
+    /// Waits until its scheduler has recorded a heartbeat and `dags` DAGs are in `store`;
+    /// returns their rows.
+    async fn wait_synced(&mut self, store: &Store, dags: usize) -> Result<Vec<DagRow>> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the standalone exited ({status}): {}", self.stderr());
+            }
+            let rows = store.list_dags().await?;
+            if rows.len() == dags && store.last_scheduler_heartbeat().await?.is_some() {
+                return Ok(rows);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the standalone synced {} of {dags} DAGs in 5 minutes",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops it with SIGTERM (SIGKILL after 10 s) and checks that it exited with 0.
+    async fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) with our own child's pid (not waited for yet) and a valid signal.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let Ok(status) = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await
+        else {
+            self.child.kill().await?;
+            bail!("the standalone did not stop within 10 s of SIGTERM (killed)");
+        };
+        let status = status?;
+        ensure!(
+            status.success(),
+            "the standalone exited ({status}) on SIGTERM: {}",
+            self.stderr()
+        );
+        Ok(())
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// The CPU time process `pid` has used (user and system, all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Numbered from the state (field 3): the command name before it is in parentheses and
+    // may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("a malformed /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| -> Result<u64> {
+        Ok(fields
+            .get(n - 3)
+            .context("a short /proc/PID/stat")?
+            .parse()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a configuration value and has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// The resident memory of process `pid` (VmRSS), in bytes.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .context("no VmRSS in /proc/PID/status")?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()?;
+    Ok(kilobytes * 1024)
 }
 
 /// Tasks in each run of the backfill workload.
@@ -875,7 +1145,7 @@ async fn backfill(
         value: seconds,
         unit: "s",
         floor: floor.name,
-        ratio: seconds / (floor.seconds * tasks as f64),
+        ratio: seconds / (floor.value * tasks as f64),
         checked: format!(
             "{runs} runs and {tasks} tasks succeeded in one try, {:.1} ms per task",
             seconds * 1000.0 / tasks as f64
@@ -1058,7 +1328,7 @@ async fn cron_storm(
         value: dags as f64 / all_created,
         unit: "/s",
         floor: floor.name,
-        ratio: all_created / (floor.seconds * dags as f64),
+        ratio: all_created / (floor.value * dags as f64),
         checked: format!(
             "{dags} runs due at one minute created within {all_created:.2} s and started; \
              fire-to-start p50 {:.2} s, p99 {:.2} s",
@@ -1205,7 +1475,7 @@ async fn ui_grid(
             value: seconds * 1000.0,
             unit: "ms",
             floor: floor.name,
-            ratio: seconds / floor.seconds,
+            ratio: seconds / floor.value,
             checked: format!(
                 "200, the {} run and task ids expected shown, {absent} not; {runs} runs and \
                  {instances} task instances in the database (seeded in {seeded:.1} s); median of 21",
