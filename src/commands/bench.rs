@@ -29,6 +29,7 @@ use crate::cli::BenchArgs;
 pub const WORKLOADS: &[&str] = &[
     "parse-10k",
     "chain-40",
+    "chain-40-cli",
     "chain-100",
     "fanout-200",
     "fanout-1000",
@@ -259,6 +260,9 @@ fn measure(
             Executor::Processes,
             spawn,
         )?],
+        "chain-40-cli" => {
+            vec![runtime.block_on(chain_cli(databases, scratch, scaled(40, scale), spawn))?]
+        }
         "chain-100" => vec![run(
             Shape::Chain(scaled(100, scale)),
             Executor::Processes,
@@ -718,6 +722,69 @@ async fn run_dag(
                 seconds * 1000.0 / tasks as f64
             ),
         },
+    })
+}
+
+/// A chain of `tasks` run by a real `updraft standalone` process (this binary), triggered from
+/// another process as a user would: `updraft dags trigger bench --wait`, timed from its start
+/// to its exit.
+async fn chain_cli(
+    databases: &Databases,
+    scratch: &Path,
+    tasks: usize,
+    floor: &Floor,
+) -> Result<Figure> {
+    let shape = Shape::Chain(tasks);
+    let name = format!("{}-cli", shape.name());
+    let folder = scratch.join(&name);
+    std::fs::create_dir_all(folder.join("dags"))?;
+    std::fs::write(folder.join("dags/bench.yaml"), shape.dag_file("bench"))?;
+    let (database, store) = databases.fresh(databases.backend).await?;
+    let mut standalone = Standalone::start(&folder, database.url())?;
+    let dag = standalone.wait_synced(&store, 1).await?.remove(0);
+
+    let start = Instant::now();
+    let trigger = updraft(&folder, database.url())?
+        .args(["dags", "trigger", dag.dag_id.as_str(), "--wait"])
+        .output()
+        .await?;
+    let seconds = start.elapsed().as_secs_f64();
+    standalone.stop().await?;
+    ensure!(
+        trigger.status.success(),
+        "`updraft dags trigger --wait` exited ({}): {}",
+        trigger.status,
+        String::from_utf8_lossy(&trigger.stderr)
+    );
+    let run_id = String::from_utf8(trigger.stdout)?;
+    let run = store
+        .get_dag_run_by_run_id(&dag.dag_id, run_id.trim())
+        .await?
+        .with_context(|| format!("the triggered run {run_id} is not in the database"))?;
+    let instances = store.list_task_instances(run.id).await?;
+    let succeeded = instances
+        .iter()
+        .filter(|ti| ti.state == TaskState::Success && ti.try_number == 1)
+        .count();
+    ensure!(
+        run.state == DagRunState::Success && instances.len() == tasks && succeeded == tasks,
+        "expected the run and its {tasks} task instances to succeed in one try: the run is {}, \
+         {succeeded} of {} did",
+        run.state,
+        instances.len()
+    );
+    store.close().await;
+    Ok(Figure {
+        workload: name,
+        metric: "dags trigger --wait",
+        value: seconds,
+        unit: "s",
+        floor: floor.name,
+        ratio: seconds / (floor.value * tasks as f64),
+        checked: format!(
+            "exit 0, the run and its {tasks} tasks succeeded in one try, {:.1} ms per task",
+            seconds * 1000.0 / tasks as f64
+        ),
     })
 }
 
