@@ -299,15 +299,15 @@ fn measure(
             Executor::NoOp,
             commit,
         )?],
-        "idle-100" => idle(scaled(100, scale))?,
-        "idle-10000" => idle(scaled(10_000, scale))?,
-        // Its time over as many tasks at the bare spawn rate (issue 15: at most 1.5x).
         "scheduler-many" => vec![runtime.block_on(scheduler_many(
             databases,
             scratch,
             scaled(100, scale),
             commit,
         ))?],
+        "idle-100" => idle(scaled(100, scale))?,
+        "idle-10000" => idle(scaled(10_000, scale))?,
+        // Its time over as many tasks at the bare spawn rate (issue 15: at most 1.5x).
         "backfill-365" => {
             vec![runtime.block_on(backfill(databases, scratch, scaled(365, scale), bare))?]
         }
@@ -331,10 +331,10 @@ fn measure(
 fn summarize(runs: Vec<Vec<Figure>>) -> Vec<Summary> {
     let mut groups: Vec<Vec<Figure>> = Vec::new();
     for figure in runs.into_iter().flatten() {
-        let same = |group: &&mut Vec<Figure>| {
-            group[0].workload == figure.workload && group[0].metric == figure.metric
-        };
-        match groups.iter_mut().find(same) {
+        let group = groups
+            .iter_mut()
+            .find(|group| group[0].workload == figure.workload && group[0].metric == figure.metric);
+        match group {
             Some(group) => group.push(figure),
             None => groups.push(vec![figure]),
         }
@@ -756,9 +756,10 @@ async fn chain_cli(
         trigger.status,
         String::from_utf8_lossy(&trigger.stderr)
     );
-    let run_id = String::from_utf8(trigger.stdout)?;
+    let stdout = String::from_utf8(trigger.stdout)?;
+    let run_id = stdout.trim();
     let run = store
-        .get_dag_run_by_run_id(&dag.dag_id, run_id.trim())
+        .get_dag_run_by_run_id(&dag.dag_id, run_id)
         .await?
         .with_context(|| format!("the triggered run {run_id} is not in the database"))?;
     let instances = store.list_task_instances(run.id).await?;
