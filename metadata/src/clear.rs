@@ -87,7 +87,8 @@ impl Store {
             runs.insert(dag_run_id);
         }
         let mut runs_requeued = 0;
-        for dag_run_id in runs {
+        let runs: Vec<i64> = runs.into_iter().collect();
+        for &dag_run_id in &runs {
             let requeued = tx
                 .execute(
                     query(
@@ -102,12 +103,12 @@ impl Store {
                 .await?;
             runs_requeued += requeued as usize;
         }
-        self.notify_in(&mut tx, Topic::Scheduler).await?;
+        self.notify_runs_in(&mut tx, &runs).await?;
         if kills {
             self.notify_in(&mut tx, Topic::Workers).await?;
         }
         tx.commit("clear task instances").await?;
-        self.wake(Topic::Scheduler);
+        self.wake_runs(&runs);
         if kills {
             self.wake(Topic::Workers);
         }

@@ -7,6 +7,7 @@ use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
 use crate::db::{Row, query, query_split};
+use crate::signal::Topic;
 use crate::{Error, Store};
 
 /// A row of `dag`: a DAG as last synced from its file, with the state users give it (paused)
@@ -261,9 +262,11 @@ impl Store {
         })
     }
 
-    /// Pauses or unpauses a DAG. Idempotent; [`Error::NotFound`] for an unknown DAG.
+    /// Pauses or unpauses a DAG, and wakes the schedulers (its runs wait or go on, its next
+    /// run is due or not). Idempotent; [`Error::NotFound`] for an unknown DAG.
     pub async fn set_paused(&self, dag_id: &DagId, paused: bool) -> Result<(), Error> {
-        let changed = self
+        let mut tx = self.begin("pause a dag").await?;
+        let changed = tx
             .execute(
                 query(
                     "pause a dag",
@@ -273,10 +276,13 @@ impl Store {
                 .bind(paused),
             )
             .await?;
-        match changed {
-            0 => Err(Error::NotFound(format!("dag '{dag_id}'"))),
-            _ => Ok(()),
+        if changed == 0 {
+            return Err(Error::NotFound(format!("dag '{dag_id}'")));
         }
+        self.notify_in(&mut tx, Topic::Scheduler).await?;
+        tx.commit("pause a dag").await?;
+        self.wake(Topic::Scheduler);
+        Ok(())
     }
 
     /// Records the next run the scheduler will create for a DAG (`None`: no further run).

@@ -564,14 +564,10 @@ impl Store {
         for end in ends {
             moved.push(end_try_on_sqlite(&mut tx, end, now).await?);
         }
-        if moved.contains(&true) {
-            self.notify_in(&mut tx, Topic::Scheduler).await?;
-        }
         tx.commit("end task tries").await?;
-        if moved.contains(&true) {
-            self.wake(Topic::Scheduler);
-        }
-        Ok(moved)
+        let runs: Vec<i64> = moved.iter().flatten().copied().collect();
+        self.wake_runs(&runs);
+        Ok(moved.iter().map(Option::is_some).collect())
     }
 
     /// [`Store::end_tries`] on Postgres, in one statement (one round trip, its own transaction):
@@ -606,7 +602,7 @@ impl Store {
                 })
                 .collect(),
         );
-        let moved: Vec<(i64, i32)> = self
+        let moved: Vec<(i64, i32, i64)> = self
             .fetch_one(
                 query(
                     "end task tries",
@@ -619,7 +615,8 @@ impl Store {
                        WHERE t.id = ANY(ARRAY(SELECT id FROM ends)) AND t.id = e.id \
                          AND t.try_number = e.try AND t.state = 'running' \
                          AND (e.worker IS NULL OR t.worker_id = e.worker) \
-                       RETURNING t.id, t.try_number, t.dag_id, t.run_id, t.task_id), \
+                       RETURNING t.id, t.try_number, t.dag_run_id, t.dag_id, t.run_id, \
+                         t.task_id), \
                      ended AS (UPDATE task_try r SET state = e.state, exit_code = e.exit_code, \
                          end_date = $2 \
                        FROM ends e \
@@ -642,22 +639,27 @@ impl Store {
                        FROM moved m JOIN ends e ON e.id = m.id \
                          CROSS JOIN jsonb_each_text(e.outputs) AS output \
                        ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value) \
-                     SELECT (SELECT COALESCE(jsonb_agg(jsonb_build_array(id, try_number)), \
-                         '[]'::jsonb) FROM moved) AS moved, \
-                       (SELECT pg_notify('updraft_scheduler', '') \
-                         WHERE EXISTS (SELECT 1 FROM moved)) AS notified",
+                     SELECT (SELECT COALESCE(jsonb_agg(jsonb_build_array(id, try_number, \
+                         dag_run_id)), '[]'::jsonb) FROM moved) AS moved, \
+                       (SELECT pg_notify('updraft_scheduler', CASE WHEN length(runs) > 7900 \
+                           THEN '*' ELSE runs END) \
+                         FROM (SELECT string_agg(DISTINCT dag_run_id::text, ',') AS runs \
+                           FROM moved) r WHERE runs IS NOT NULL) AS notified",
                 )
                 .bind(&rows)
                 .bind(now),
                 |row| row.json("moved"),
             )
             .await?;
-        if !moved.is_empty() {
-            self.wake(Topic::Scheduler);
-        }
+        let runs: Vec<i64> = moved.iter().map(|&(_, _, run)| run).collect();
+        self.wake_runs(&runs);
         Ok(ends
             .iter()
-            .map(|end| moved.contains(&(end.task_instance_id, end.try_number)))
+            .map(|end| {
+                moved.iter().any(|&(id, try_number, _)| {
+                    (id, try_number) == (end.task_instance_id, end.try_number)
+                })
+            })
             .collect())
     }
 
@@ -947,15 +949,21 @@ async fn occupancy(
 
 /// One try's end inside [`Store::end_tries`]' SQLite transaction; true when its task instance
 /// moved.
-async fn end_try_on_sqlite(tx: &mut Tx, end: &TryEnd, now: DateTime<Utc>) -> Result<bool, Error> {
+/// Ends one try on SQLite; returns the task instance's run when it moved.
+async fn end_try_on_sqlite(
+    tx: &mut Tx,
+    end: &TryEnd,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, Error> {
     let moved = tx
-        .execute(
+        .fetch_optional(
             query(
                 "end a task instance's try",
                 "UPDATE task_instance SET state = $4, end_date = $5, updated_at = $5, \
                      next_retry_at = $6 \
                  WHERE id = $1 AND try_number = $2 AND state = 'running' \
-                   AND ($3 IS NULL OR worker_id = $3)",
+                   AND ($3 IS NULL OR worker_id = $3) \
+                 RETURNING dag_run_id",
             )
             .bind(end.task_instance_id)
             .bind(end.try_number)
@@ -963,9 +971,9 @@ async fn end_try_on_sqlite(tx: &mut Tx, end: &TryEnd, now: DateTime<Utc>) -> Res
             .bind(end.state.as_str())
             .bind(now)
             .bind(end.next_retry_at),
+            |row| row.get::<i64>("dag_run_id"),
         )
-        .await?
-        == 1;
+        .await?;
     tx.execute(
         query(
             "end a task try",
@@ -993,8 +1001,8 @@ async fn end_try_on_sqlite(tx: &mut Tx, end: &TryEnd, now: DateTime<Utc>) -> Res
         )
         .await?;
     }
-    if !moved {
-        return Ok(false);
+    if moved.is_none() {
+        return Ok(None);
     }
     let details = serde_json::json!({
         "state": end.state,
@@ -1032,7 +1040,7 @@ async fn end_try_on_sqlite(tx: &mut Tx, end: &TryEnd, now: DateTime<Utc>) -> Res
         )
         .await?;
     }
-    Ok(true)
+    Ok(moved)
 }
 
 /// Bytes as lowercase hexadecimal text, which Postgres' `decode(text, 'hex')` reads back: how

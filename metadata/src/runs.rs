@@ -1,14 +1,16 @@
 //! Table `dag_run`: dated runs of a DAG.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType};
 
-use crate::db::{Row, query, query_split};
-use crate::signal::Topic;
-use crate::{Error, Store};
+use crate::db::{Handle, Query, Row, query, query_split};
+use crate::tasks::create_task_instances_in;
+use crate::{Error, NewTaskInstance, Store};
 
 /// A row of `dag_run`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,6 +85,16 @@ pub enum CreateOutcome<T> {
     AlreadyExists(T),
 }
 
+/// A queued run to start, the input of [`Store::start_dag_runs`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunStart<'a> {
+    pub run: &'a DagRun,
+    /// The most runs of its kind (its DAG's outside backfills, or its backfill's) running.
+    pub max_active_runs: i64,
+    /// The task instances it starts with.
+    pub tasks: &'a [NewTaskInstance],
+}
+
 impl DagRun {
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(DagRun {
@@ -105,6 +117,29 @@ impl DagRun {
     }
 }
 
+/// The insert of a `queued` run, queued at `now`; nothing when its run id or date is taken.
+pub(crate) fn insert_run<'a>(run: &'a NewDagRun, now: DateTime<Utc>) -> Query<'a> {
+    query(
+        "create a dag run",
+        "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start, \
+             data_interval_end, run_after, state, conf, version_hash, queued_at, backfill_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) \
+         ON CONFLICT DO NOTHING \
+         RETURNING *",
+    )
+    .bind(run.dag_id.as_str())
+    .bind(run.run_id.as_str())
+    .bind(run.run_type.as_str())
+    .bind(run.logical_date)
+    .bind(run.data_interval_start)
+    .bind(run.data_interval_end)
+    .bind(run.run_after)
+    .bind(&run.conf)
+    .bind(run.version_hash.as_str())
+    .bind(now)
+    .bind(run.backfill_id)
+}
+
 impl Store {
     /// Creates a `queued` run, queued at `now`. A run with the same `run_id`, or a scheduled or
     /// backfill run with the same logical date, is [`CreateOutcome::AlreadyExists`]: restarts,
@@ -115,31 +150,20 @@ impl Store {
         run: &NewDagRun,
         now: DateTime<Utc>,
     ) -> Result<CreateOutcome<DagRun>, Error> {
-        let insert = query(
-            "create a dag run",
-            "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start, \
-                 data_interval_end, run_after, state, conf, version_hash, queued_at, backfill_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) \
-             ON CONFLICT DO NOTHING \
-             RETURNING *",
-        )
-        .bind(run.dag_id.as_str())
-        .bind(run.run_id.as_str())
-        .bind(run.run_type.as_str())
-        .bind(run.logical_date)
-        .bind(run.data_interval_start)
-        .bind(run.data_interval_end)
-        .bind(run.run_after)
-        .bind(&run.conf)
-        .bind(run.version_hash.as_str())
-        .bind(now)
-        .bind(run.backfill_id);
-        match self.fetch_optional(insert, DagRun::from_row).await {
+        match self
+            .fetch_optional(insert_run(run, now), DagRun::from_row)
+            .await
+        {
             Ok(Some(created)) => {
                 if self.backend() == crate::Backend::Postgres {
-                    self.execute(Topic::Scheduler.pg_notify()).await?;
+                    let notify = query(
+                        "notify the scheduler",
+                        "SELECT pg_notify('updraft_scheduler', $1)",
+                    );
+                    self.execute(notify.bind(created.id.to_string().as_str()))
+                        .await?;
                 }
-                self.wake(Topic::Scheduler);
+                self.wake_runs(&[created.id]);
                 return Ok(CreateOutcome::Created(created));
             }
             Ok(None) => {}
@@ -261,91 +285,173 @@ impl Store {
         .await
     }
 
-    /// Starts queued run `run` (moves it to `running`, stamping `now` as its start) if fewer
-    /// than `max_active_runs` runs of its kind are running: the runs of its DAG that belong to
-    /// no backfill, or the runs of its backfill. The count is read in the transaction that
-    /// writes, after the DAG's (or backfill's) row is locked on Postgres (SQLite's transaction
-    /// holds the single write lock), so schedulers starting runs at the same time take turns
-    /// and never exceed the limit together. Returns false, writing nothing, when the limit is
-    /// reached or the run is not `queued` any more.
-    pub async fn start_dag_run(
-        &self,
-        run: &DagRun,
-        max_active_runs: i64,
-        now: DateTime<Utc>,
-    ) -> Result<bool, Error> {
-        let mut tx = self.begin("start a dag run").await?;
-        let running: i64 = match run.backfill_id {
-            None => {
-                tx.fetch_optional(
-                    query_split(
-                        "lock a dag to start its run",
-                        "SELECT dag_id FROM dag WHERE dag_id = $1 FOR UPDATE",
-                        "SELECT dag_id FROM dag WHERE dag_id = $1",
-                    )
-                    .bind(run.dag_id.as_str()),
-                    |row| row.get::<String>("dag_id"),
-                )
-                .await?;
-                tx.fetch_one(
-                    query(
-                        "count a dag's running runs",
-                        "SELECT COUNT(*) AS running FROM dag_run \
-                         WHERE state = 'running' AND dag_id = $1 AND backfill_id IS NULL",
-                    )
-                    .bind(run.dag_id.as_str()),
-                    |row| row.get("running"),
-                )
-                .await?
-            }
-            Some(backfill_id) => {
-                tx.fetch_optional(
-                    query_split(
-                        "lock a backfill to start its run",
-                        "SELECT id FROM backfill WHERE id = $1 FOR UPDATE",
-                        "SELECT id FROM backfill WHERE id = $1",
-                    )
-                    .bind(backfill_id),
-                    |row| row.get::<i64>("id"),
-                )
-                .await?;
-                tx.fetch_one(
-                    query(
-                        "count a backfill's running runs",
-                        "SELECT COUNT(*) AS running FROM dag_run \
-                         WHERE state = 'running' AND backfill_id = $1",
-                    )
-                    .bind(backfill_id),
-                    |row| row.get("running"),
-                )
-                .await?
-            }
-        };
-        if running >= max_active_runs {
-            tx.commit("start a dag run").await?;
-            return Ok(false);
+    /// The runs of `ids` that exist, in id order.
+    pub async fn get_dag_runs(&self, ids: &[i64]) -> Result<Vec<DagRun>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let started = tx
-            .execute(
+        self.fetch_all(
+            query_split(
+                "read dag runs",
+                "SELECT * FROM dag_run WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                 ORDER BY id",
+                "SELECT * FROM dag_run WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id",
+            )
+            .bind(&serde_json::json!(ids)),
+            DagRun::from_row,
+        )
+        .await
+    }
+
+    /// Starts queued runs, all in one transaction: in the order given, each whose kind has
+    /// fewer than its `max_active_runs` running (counting those this call started before it)
+    /// moves to `running` (stamped `now`), gets its task instances (state `none`; a task that
+    /// has one already keeps it) and a `run_started` event. A run's kind is its DAG's runs
+    /// outside backfills, or its backfill's runs. Returns, for each, whether it started: not
+    /// when its kind is full or it is not `queued` any more.
+    ///
+    /// The counts are read after the rows that guard them are locked (the DAGs' and
+    /// backfills', in id order, on Postgres; SQLite's transaction holds the single write lock),
+    /// so schedulers starting runs at the same time take turns and never exceed a limit
+    /// together.
+    pub async fn start_dag_runs(
+        &self,
+        starts: &[RunStart<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, Error> {
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dags: BTreeSet<&str> = starts
+            .iter()
+            .filter(|start| start.run.backfill_id.is_none())
+            .map(|start| start.run.dag_id.as_str())
+            .collect();
+        let backfills: BTreeSet<i64> = starts.iter().filter_map(|s| s.run.backfill_id).collect();
+        let dags = serde_json::json!(dags);
+        let backfills = serde_json::json!(backfills);
+        let mut tx = self.begin("start dag runs").await?;
+        if let Handle::Postgres(_) = tx {
+            tx.execute(
                 query(
-                    "start a dag run",
-                    "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
-                     WHERE id = $1 AND state = 'queued'",
+                    "lock dags to start their runs",
+                    "SELECT dag_id FROM dag \
+                     WHERE dag_id IN (SELECT jsonb_array_elements_text($1)) \
+                     ORDER BY dag_id FOR UPDATE",
                 )
-                .bind(run.id)
-                .bind(now),
+                .bind(&dags),
+            )
+            .await?;
+            tx.execute(
+                query(
+                    "lock backfills to start their runs",
+                    "SELECT id FROM backfill \
+                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                     ORDER BY id FOR UPDATE",
+                )
+                .bind(&backfills),
+            )
+            .await?;
+        }
+        let running = |row: &Row<'_>| Ok((row.get::<String>("kind")?, row.get::<i64>("running")?));
+        let mut dag_running: HashMap<String, i64> = tx
+            .fetch_all(
+                query_split(
+                    "count dags' running runs",
+                    "SELECT dag_id AS kind, COUNT(*) AS running FROM dag_run \
+                     WHERE state = 'running' AND backfill_id IS NULL \
+                       AND dag_id IN (SELECT jsonb_array_elements_text($1)) GROUP BY dag_id",
+                    "SELECT dag_id AS kind, COUNT(*) AS running FROM dag_run \
+                     WHERE state = 'running' AND backfill_id IS NULL \
+                       AND dag_id IN (SELECT value FROM json_each($1)) GROUP BY dag_id",
+                )
+                .bind(&dags),
+                running,
             )
             .await?
-            == 1;
-        tx.commit("start a dag run").await?;
-        Ok(started)
+            .into_iter()
+            .collect();
+        let mut backfill_running: HashMap<i64, i64> = tx
+            .fetch_all(
+                query_split(
+                    "count backfills' running runs",
+                    "SELECT backfill_id AS kind, COUNT(*) AS running FROM dag_run \
+                     WHERE state = 'running' \
+                       AND backfill_id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                     GROUP BY backfill_id",
+                    "SELECT backfill_id AS kind, COUNT(*) AS running FROM dag_run \
+                     WHERE state = 'running' AND backfill_id IN (SELECT value FROM json_each($1)) \
+                     GROUP BY backfill_id",
+                )
+                .bind(&backfills),
+                |row| Ok((row.get::<i64>("kind")?, row.get::<i64>("running")?)),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let mut admitted = Vec::new();
+        for start in starts {
+            let running = match start.run.backfill_id {
+                None => dag_running.entry(start.run.dag_id.to_string()).or_default(),
+                Some(backfill) => backfill_running.entry(backfill).or_default(),
+            };
+            if *running < start.max_active_runs {
+                *running += 1;
+                admitted.push(start.run.id);
+            }
+        }
+        let started: BTreeSet<i64> = tx
+            .fetch_all(
+                query_split(
+                    "start dag runs",
+                    "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
+                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                       AND state = 'queued' \
+                     RETURNING id",
+                    "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
+                     WHERE id IN (SELECT value FROM json_each($1)) AND state = 'queued' \
+                     RETURNING id",
+                )
+                .bind(&serde_json::json!(admitted))
+                .bind(now),
+                |row| row.get::<i64>("id"),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let started_runs: Vec<&RunStart<'_>> = starts
+            .iter()
+            .filter(|start| started.contains(&start.run.id))
+            .collect();
+        create_task_instances_in(&mut tx, &started_runs, now).await?;
+        let started_ids = serde_json::json!(started);
+        tx.execute(
+            query_split(
+                "log runs started",
+                "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+                 SELECT $2, 'scheduler', dag_id, run_id, NULL, 'run_started', '{}' \
+                 FROM dag_run WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                 ORDER BY id",
+                "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+                 SELECT $2, 'scheduler', dag_id, run_id, NULL, 'run_started', '{}' \
+                 FROM dag_run WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id",
+            )
+            .bind(&started_ids)
+            .bind(now),
+        )
+        .await?;
+        tx.commit("start dag runs").await?;
+        Ok(starts
+            .iter()
+            .map(|start| started.contains(&start.run.id))
+            .collect())
     }
 
     /// Compare-and-set of a run's state: moves run `id` from `expected` to `new` and returns
     /// true, or returns false (and writes nothing) when its state is not `expected` any more.
     /// A move `DagRunState::can_move_to` forbids is an error before any write. Stamps `now` as
     /// `queued_at` (clearing `start_date`, `end_date`), `start_date`, or `end_date` by the new
-    /// state.
+    /// state. A move wakes the schedulers for the run (a mark, a cancel).
     pub async fn set_dag_run_state(
         &self,
         id: i64,
@@ -359,7 +465,8 @@ impl Store {
                 to: new,
             });
         }
-        let changed = self
+        let mut tx = self.begin("change a dag run's state").await?;
+        let changed = tx
             .execute(
                 query(
                     "change a dag run's state",
@@ -379,6 +486,13 @@ impl Store {
                 .bind(new.is_finished()),
             )
             .await?;
+        if changed == 1 {
+            self.notify_runs_in(&mut tx, &[id]).await?;
+        }
+        tx.commit("change a dag run's state").await?;
+        if changed == 1 {
+            self.wake_runs(&[id]);
+        }
         Ok(changed == 1)
     }
 }

@@ -1,5 +1,6 @@
 //! [`Store`]: a connection pool to Postgres or SQLite, opened from a URL.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::db::{Handle, Pooled, Query, Row, SqliteTx, Tx};
-use crate::signal::{Signals, Topic, Wakeups};
+use crate::db::{Handle, Pooled, Query, Row, SqliteTx, Tx, query};
+use crate::doorbell::Doorbell;
+use crate::signal::{Change, Signals, Topic, Wakeups, payloads};
 use crate::{Error, redact_url};
 
 /// How long a SQLite writer waits for another one before it fails with "database is locked".
@@ -60,6 +62,8 @@ pub struct Store {
     /// The URL with its password redacted: the only form that appears in messages.
     url: Arc<str>,
     signals: Arc<Signals>,
+    /// Wake-ups to and from other processes on the same SQLite file (not in memory).
+    doorbell: Option<Arc<Doorbell>>,
 }
 
 #[derive(Clone)]
@@ -115,12 +119,15 @@ impl Store {
     /// [`Store::connect`] with `connections` to Postgres.
     pub async fn connect_with(url: &str, connections: Connections) -> Result<Store, Error> {
         let redacted = redact_url(url);
-        let pool = match Backend::of_url(url) {
-            Some(Backend::Postgres) => {
-                Pool::Postgres(connect_postgres(url, &redacted, connections).await?)
-            }
+        let (pool, doorbell) = match Backend::of_url(url) {
+            Some(Backend::Postgres) => (
+                Pool::Postgres(connect_postgres(url, &redacted, connections).await?),
+                None,
+            ),
             Some(Backend::Sqlite) => {
-                Pool::Sqlite(connect_sqlite(url, &redacted).await?, WriteTurns::default())
+                let (pool, file) = connect_sqlite(url, &redacted).await?;
+                let doorbell = file.map(|file| Arc::new(Doorbell::new(&file)));
+                (Pool::Sqlite(pool, WriteTurns::default()), doorbell)
             }
             None => return Err(Error::UnsupportedUrl { url: redacted }),
         };
@@ -128,6 +135,7 @@ impl Store {
             pool,
             url: redacted.into(),
             signals: Arc::new(Signals::new()),
+            doorbell,
         })
     }
 
@@ -170,18 +178,41 @@ impl Store {
         }
     }
 
-    /// The wake-ups of `topic`, from this process and, on Postgres, from every process.
+    /// The wake-ups of `topic`, from this process and from every process: on Postgres by
+    /// LISTEN/NOTIFY, on a SQLite file by its doorbell.
     pub fn subscribe(&self, topic: Topic) -> Wakeups {
         let postgres = match &self.pool {
             Pool::Postgres(pool) => Some(pool),
             Pool::Sqlite(..) => None,
         };
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.listen(&self.signals);
+        }
         Wakeups::new(&self.signals, topic, postgres)
     }
 
-    /// Wakes the loops of `topic` in this process (other processes learn from `notify_in`).
+    /// Wakes the loops of `topic` in this process and, on a SQLite file, in the others (on
+    /// Postgres they learn from `notify_in`); a scheduler learns that anything may have
+    /// changed.
     pub fn wake(&self, topic: Topic) {
         self.signals.bump(topic);
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring(topic, "*");
+        }
+    }
+
+    /// Wakes the schedulers of this process for `runs`, and on a SQLite file those of the
+    /// others (on Postgres they learn from `notify_runs_in`).
+    pub(crate) fn wake_runs(&self, runs: &[i64]) {
+        if runs.is_empty() {
+            return;
+        }
+        self.signals.tell(Change::Runs(runs));
+        if let Some(doorbell) = &self.doorbell {
+            for payload in payloads(Change::Runs(runs)) {
+                doorbell.ring(Topic::Scheduler, &payload);
+            }
+        }
     }
 
     /// Notifies other processes of `topic` when `tx` commits (Postgres only; SQLite has no
@@ -189,6 +220,24 @@ impl Store {
     pub(crate) async fn notify_in(&self, tx: &mut Tx, topic: Topic) -> Result<(), Error> {
         if let Handle::Postgres(_) = tx {
             tx.execute(topic.pg_notify()).await?;
+        }
+        Ok(())
+    }
+
+    /// Notifies the schedulers of other processes of `runs` when `tx` commits (Postgres only).
+    /// Call [`Store::wake_runs`] after the commit.
+    pub(crate) async fn notify_runs_in(&self, tx: &mut Tx, runs: &[i64]) -> Result<(), Error> {
+        if let Handle::Postgres(_) = tx {
+            for payload in payloads(Change::Runs(runs)) {
+                tx.execute(
+                    query(
+                        "notify the scheduler",
+                        "SELECT pg_notify('updraft_scheduler', $1)",
+                    )
+                    .bind(payload.as_str()),
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -292,7 +341,8 @@ async fn connect_postgres(
     Ok(pool.connect_lazy_with(options))
 }
 
-async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> {
+/// A pool of the SQLite database of `url`, and its file (`None` in memory).
+async fn connect_sqlite(url: &str, redacted: &str) -> Result<(SqlitePool, Option<PathBuf>), Error> {
     let invalid = |source| Error::InvalidUrl {
         url: redacted.to_owned(),
         source,
@@ -304,7 +354,9 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> 
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
-    let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+    let pool = if in_memory {
         // An in-memory database lives as long as one connection to it: keep exactly one.
         SqlitePoolOptions::new()
             .max_connections(1)
@@ -334,10 +386,11 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, Error> 
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             connected => {
-                return connected.map_err(|source| Error::Connect {
+                let pool = connected.map_err(|source| Error::Connect {
                     url: redacted.to_owned(),
                     source,
-                });
+                })?;
+                return Ok((pool, file));
             }
         }
     }

@@ -6,9 +6,9 @@ use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::TaskState;
 
-use crate::db::{Row, query, query_split};
+use crate::db::{Handle, Query, Row, Tx, query, query_split};
 use crate::signal::Topic;
-use crate::{Error, Store};
+use crate::{Error, RunStart, Store};
 
 /// How often an append races another writer of the same try for the next `seq` before giving
 /// up. Each round loses only to a writer that committed, so this is only reached when several
@@ -168,26 +168,7 @@ impl Store {
         };
         let mut created = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let insert = query(
-                "create a task instance",
-                "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, \
-                     try_number, max_tries, pool, pool_slots, queue, priority_weight, \
-                     rendered_command, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'none', 0, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (dag_run_id, task_id) DO NOTHING \
-                 RETURNING *",
-            )
-            .bind(dag_run_id)
-            .bind(dag_id.as_str())
-            .bind(run_id.as_str())
-            .bind(task.task_id.as_str())
-            .bind(task.max_tries)
-            .bind(task.pool.as_str())
-            .bind(task.pool_slots)
-            .bind(task.queue.as_str())
-            .bind(task.priority_weight)
-            .bind(task.rendered_command.as_ref())
-            .bind(now);
+            let insert = insert_task_instance((dag_run_id, &dag_id, &run_id), task, now);
             if let Some(instance) = tx.fetch_optional(insert, TaskInstance::from_row).await? {
                 created.push(instance);
             }
@@ -251,6 +232,7 @@ impl Store {
     ///
     /// Stamps `now` as `updated_at`, and as `queued_at` (to `queued`), `start_date` (to
     /// `running`, clearing `end_date`) or `end_date` (to a finished state or `up_for_retry`).
+    /// A move (a user's mark) wakes the schedulers for the task instance's run.
     pub async fn set_task_state(
         &self,
         id: i64,
@@ -258,17 +240,32 @@ impl Store {
         new: TaskState,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        let moved = self.set_task_states(&[(id, expected, new)], now).await?;
+        let moved = self
+            .move_task_states(&[(id, expected, new)], now, true)
+            .await?;
         Ok(moved == [true])
     }
 
     /// Applies several compare-and-sets of task instance states (as [`Store::set_task_state`]
     /// does one) in one transaction; returns, for each, whether it moved. Moving a `running`
-    /// task instance away wakes the workers: the one running it kills the try.
+    /// task instance away wakes the workers: the one running it kills the try. These are the
+    /// scheduler's own moves (and a cancel's, whose run's move wakes the schedulers): the
+    /// schedulers are not woken.
     pub async fn set_task_states(
         &self,
         moves: &[(i64, TaskState, TaskState)],
         now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, Error> {
+        self.move_task_states(moves, now, false).await
+    }
+
+    /// [`Store::set_task_states`], waking the schedulers for the runs of the moved task
+    /// instances when `wake_schedulers` (a user's mark).
+    async fn move_task_states(
+        &self,
+        moves: &[(i64, TaskState, TaskState)],
+        now: DateTime<Utc>,
+        wake_schedulers: bool,
     ) -> Result<Vec<bool>, Error> {
         if let Some(&(_, from, to)) = moves.iter().find(|(_, from, to)| !from.can_move_to(*to)) {
             return Err(Error::IllegalTaskTransition { from, to });
@@ -278,16 +275,18 @@ impl Store {
         }
         let mut tx = self.begin("change task instance states").await?;
         let mut moved = Vec::with_capacity(moves.len());
+        let mut runs = Vec::new();
         for &(id, expected, new) in moves {
-            let changed = tx
-                .execute(
+            let run = tx
+                .fetch_optional(
                     query(
                         "change a task instance's state",
                         "UPDATE task_instance SET state = $3, updated_at = $4, \
                              queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
                              start_date = CASE WHEN $6 THEN $4 ELSE start_date END, \
                              end_date = CASE WHEN $6 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
-                         WHERE id = $1 AND state = $2",
+                         WHERE id = $1 AND state = $2 \
+                         RETURNING dag_run_id",
                     )
                     .bind(id)
                     .bind(expected.as_str())
@@ -296,9 +295,11 @@ impl Store {
                     .bind(new == TaskState::Queued)
                     .bind(new == TaskState::Running)
                     .bind(new.is_finished() || new == TaskState::UpForRetry),
+                    |row| row.get::<i64>("dag_run_id"),
                 )
                 .await?;
-            moved.push(changed == 1);
+            moved.push(run.is_some());
+            runs.extend(run);
         }
         let kills = moves
             .iter()
@@ -307,9 +308,15 @@ impl Store {
         if kills {
             self.notify_in(&mut tx, Topic::Workers).await?;
         }
+        if wake_schedulers {
+            self.notify_runs_in(&mut tx, &runs).await?;
+        }
         tx.commit("change task instance states").await?;
         if kills {
             self.wake(Topic::Workers);
+        }
+        if wake_schedulers {
+            self.wake_runs(&runs);
         }
         Ok(moved)
     }
@@ -556,4 +563,92 @@ impl Store {
         )
         .await
     }
+}
+
+/// The insert of a task instance of run `(id, dag_id, run_id)` in state `none`; nothing when
+/// the run has one of that task already.
+fn insert_task_instance<'a>(
+    (dag_run_id, dag_id, run_id): (i64, &'a str, &'a str),
+    task: &'a NewTaskInstance,
+    now: DateTime<Utc>,
+) -> Query<'a> {
+    query(
+        "create a task instance",
+        "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
+             max_tries, pool, pool_slots, queue, priority_weight, rendered_command, updated_at) \
+         VALUES ($1, $2, $3, $4, 'none', 0, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (dag_run_id, task_id) DO NOTHING \
+         RETURNING *",
+    )
+    .bind(dag_run_id)
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task.task_id.as_str())
+    .bind(task.max_tries)
+    .bind(task.pool.as_str())
+    .bind(task.pool_slots)
+    .bind(task.queue.as_str())
+    .bind(task.priority_weight)
+    .bind(task.rendered_command.as_ref())
+    .bind(now)
+}
+
+/// Creates the task instances of runs being started, in `tx`: one statement on Postgres, one
+/// per task instance on SQLite (in process, where a statement costs microseconds).
+pub(crate) async fn create_task_instances_in(
+    tx: &mut Tx,
+    starts: &[&RunStart<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if let Handle::Sqlite(_) = tx {
+        for start in starts {
+            let run = (
+                start.run.id,
+                start.run.dag_id.as_str(),
+                start.run.run_id.as_str(),
+            );
+            for task in start.tasks {
+                tx.execute(insert_task_instance(run, task, now)).await?;
+            }
+        }
+        return Ok(());
+    }
+    let rows = serde_json::Value::Array(
+        starts
+            .iter()
+            .flat_map(|start| {
+                start.tasks.iter().map(|task| {
+                    serde_json::json!({
+                        "run": start.run.id,
+                        "task_id": task.task_id,
+                        "max_tries": task.max_tries,
+                        "pool": task.pool,
+                        "pool_slots": task.pool_slots,
+                        "queue": task.queue,
+                        "priority_weight": task.priority_weight,
+                        "rendered_command": task.rendered_command,
+                    })
+                })
+            })
+            .collect(),
+    );
+    tx.execute(
+        query(
+            "create task instances",
+            "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
+                 max_tries, pool, pool_slots, queue, priority_weight, rendered_command, \
+                 updated_at) \
+             SELECT t.run, r.dag_id, r.run_id, t.task_id, 'none', 0, t.max_tries, t.pool, \
+                 t.pool_slots, t.queue, t.priority_weight, t.rendered_command, $2 \
+             FROM jsonb_to_recordset($1) AS t(run bigint, task_id text, max_tries integer, \
+                 pool text, pool_slots integer, queue text, priority_weight integer, \
+                 rendered_command jsonb) \
+               JOIN dag_run r ON r.id = t.run \
+             ON CONFLICT (dag_run_id, task_id) DO NOTHING",
+        )
+        .bind(&rows)
+        .bind(now),
+    )
+    .await?;
+    Ok(())
 }

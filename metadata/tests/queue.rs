@@ -383,13 +383,17 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
             .await
             .unwrap();
-        // The run's creation woke it once already.
+        // The run's creation woke it once already; a new subscriber's first look is at
+        // everything (and so is its listener's first, on Postgres).
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
         wakeups.wait(StdDuration::ZERO).await;
+        assert!(wakeups.take_changes().everything);
         // A scheduler in another process is woken too (Postgres).
         let elsewhere = db.store().await;
         let mut there = elsewhere.subscribe(Topic::Scheduler);
         tokio::time::sleep(StdDuration::from_millis(300)).await;
         there.wait(StdDuration::ZERO).await;
+        there.take_changes();
         let outputs = vec![("rows".to_owned(), "42".to_owned())];
         let end = TryEnd {
             task_instance_id: tis[0].id,
@@ -406,10 +410,23 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             wakeups.wait(StdDuration::from_secs(5)).await,
             "the scheduler is woken"
         );
+        let run: std::collections::HashSet<i64> = [tis[0].dag_run_id].into_iter().collect();
+        let changes = wakeups.take_changes();
+        assert_eq!(
+            (changes.runs, changes.everything),
+            (run.clone(), false),
+            "it says which run"
+        );
         if db.backend() == Backend::Postgres {
             assert!(
                 there.wait(StdDuration::from_secs(5)).await,
                 "LISTEN/NOTIFY reached the other store"
+            );
+            let changes = there.take_changes();
+            assert_eq!(
+                (changes.runs, changes.everything),
+                (run.clone(), false),
+                "the payload says it"
             );
         }
         let ti = store.get_task_instance(tis[0].id).await.unwrap().unwrap();

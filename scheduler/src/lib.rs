@@ -12,3 +12,4 @@ pub mod runs;
 pub mod service;
 pub mod step;
 pub mod sync;
+pub mod worklist;

@@ -17,6 +17,9 @@ pub struct SyncReport {
     pub created: Vec<DagId>,
     pub changed: Vec<DagId>,
     pub unchanged: usize,
+    /// DAGs of the folder with a schedule but no next run recorded: synced by another
+    /// process (the CLI) before any scheduler planned them, or with no further run.
+    pub unplanned: Vec<DagId>,
     /// DAGs whose files are gone or no longer define them.
     pub deactivated: u64,
     pub import_errors: usize,
@@ -62,11 +65,17 @@ pub async fn sync_dags(
     // Keep the DAGs of broken files active: their last good version goes on running.
     let broken: BTreeSet<&str> = errors.iter().map(|e| e.filename.as_str()).collect();
     let mut active: Vec<DagId> = load.dags.iter().map(|l| l.dag.id.clone()).collect();
+    let loaded: BTreeSet<&DagId> = active.iter().collect();
+    let mut kept = Vec::new();
     for row in store.list_dags().await? {
+        if loaded.contains(&row.dag_id) && row.schedule.is_some() && row.next_run.is_none() {
+            report.unplanned.push(row.dag_id.clone());
+        }
         if broken.contains(row.fileloc.as_str()) {
-            active.push(row.dag_id);
+            kept.push(row.dag_id);
         }
     }
+    active.extend(kept);
     report.deactivated = store.mark_dags_inactive_except(&active).await?;
     Ok(report)
 }

@@ -1,0 +1,223 @@
+//! Looking at runs: queued ones start within `max_active_runs`, running ones take a step
+//! ([`step_run`]: retries due, the run's timeout, `depends_on_past`, trigger rules), whose
+//! moves for every run looked at are written in one transaction; a run whose step ends it gets
+//! its final state. Each run then tells the worklist when it needs another look.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use updraft_core::dag::Dag;
+use updraft_core::ids::DagId;
+use updraft_core::state::{BackfillState, DagRunState, TaskState};
+use updraft_metadata::{DagRun, Error, NewEvent, TaskInstance};
+
+use super::queue::Ready;
+use super::start::ToStart;
+use super::{Scheduler, Slot, handlers, slot};
+use crate::backfill::start_order;
+use crate::step::{TaskSnapshot, step_run, waiting_on_past};
+
+impl Scheduler {
+    /// Looks at the known runs of `ids`. The runs of paused DAGs wait, as in Airflow (their
+    /// running tries finish; an unpause wakes every scheduler); a backfill is explicit, and
+    /// its runs run while their DAG is paused.
+    pub(super) async fn look_at(
+        &mut self,
+        ids: HashSet<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut runs: Vec<DagRun> = ids
+            .iter()
+            .filter_map(|id| self.runs.get(id))
+            .filter(|run| run.backfill_id.is_some() || !self.paused.contains(&run.dag_id))
+            .cloned()
+            .collect();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        runs.sort_by_key(|run| (run.logical_date, run.id));
+        let backwards: HashSet<i64> = self
+            .backfills
+            .iter()
+            .filter(|(_, backfill)| backfill.options.run_backwards)
+            .map(|(id, _)| *id)
+            .collect();
+        // Running runs per slot, of every unfinished run this scheduler knows.
+        let mut running: HashMap<Slot, usize> = HashMap::new();
+        for run in self.runs.values() {
+            if run.state == DagRunState::Running {
+                *running.entry(slot(run)).or_default() += 1;
+            }
+        }
+        let mut to_start = Vec::new();
+        let mut to_step = Vec::new();
+        for index in start_order(&runs, &backwards) {
+            let run = &runs[index];
+            let dag = match self.dag(&run.dag_id, &run.version_hash).await {
+                Ok(dag) => dag,
+                Err(error @ (Error::NotFound(_) | Error::Corrupt { .. })) => {
+                    self.finish_run(run, DagRunState::Failed, Some(error.to_string()), now)
+                        .await?;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if run.state == DagRunState::Running {
+                to_step.push((run.clone(), dag));
+                continue;
+            }
+            if run.run_after > now {
+                self.worklist.looked_at(run.id, Some(run.run_after), false);
+                continue;
+            }
+            let backfill = run.backfill_id.and_then(|id| self.backfills.get(&id));
+            // A paused backfill starts nothing; resuming it wakes every scheduler.
+            if backfill.is_some_and(|backfill| backfill.state == BackfillState::Paused) {
+                continue;
+            }
+            let max_active_runs = backfill.map_or(dag.max_active_runs as usize, |backfill| {
+                backfill.options.max_active_runs_or(dag.max_active_runs)
+            });
+            let active = running.entry(slot(run)).or_default();
+            if *active >= max_active_runs {
+                self.worklist.looked_at(run.id, None, true);
+                continue;
+            }
+            *active += 1;
+            to_start.push(ToStart {
+                run: run.clone(),
+                dag,
+                max_active_runs,
+            });
+        }
+        let (started, refused) = self.start_runs(to_start, now).await?;
+        for start in refused {
+            self.worklist.looked_at(start.run.id, None, true);
+        }
+        to_step.extend(started.into_iter().map(|start| (start.run, start.dag)));
+        self.advance(to_step, now).await
+    }
+
+    /// Steps running runs, writes every run's moves in one transaction, ends the runs whose
+    /// step ends them, and queues what is ready.
+    async fn advance(
+        &mut self,
+        runs: Vec<(DagRun, Arc<Dag>)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = runs.iter().map(|(run, _)| run.id).collect();
+        let mut instances_of: HashMap<i64, Vec<TaskInstance>> = HashMap::new();
+        for ti in self.store.list_task_instances_of_runs(&ids).await? {
+            instances_of.entry(ti.dag_run_id).or_default().push(ti);
+        }
+        let mut steps = Vec::with_capacity(runs.len());
+        for (run, dag) in runs {
+            let instances = instances_of.remove(&run.id).unwrap_or_default();
+            let past = if dag.tasks.values().any(|task| task.depends_on_past) {
+                let previous = self
+                    .store
+                    .previous_task_states(&run.dag_id, run.logical_date)
+                    .await?
+                    .map(|states| states.into_iter().collect::<HashMap<_, _>>());
+                waiting_on_past(&dag, previous.as_ref())
+            } else {
+                HashSet::new()
+            };
+            let snapshots: Vec<TaskSnapshot> = instances
+                .iter()
+                .map(|ti| TaskSnapshot {
+                    id: ti.id,
+                    task_id: ti.task_id.clone(),
+                    state: ti.state,
+                    next_retry_at: ti.next_retry_at,
+                })
+                .collect();
+            let step = step_run(&dag, run.start_date, &snapshots, &past, now);
+            steps.push((run, dag, instances, step, !past.is_empty()));
+        }
+        let moves: Vec<(i64, TaskState, TaskState)> = steps
+            .iter()
+            .flat_map(|(_, _, _, step, _)| step.moves.iter().copied())
+            .collect();
+        let mut moved = self.store.set_task_states(&moves, now).await?.into_iter();
+        let mut ready = Vec::new();
+        // Queued and running task instances per DAG, to offer the queue only what can fit.
+        let mut active: HashMap<DagId, usize> = HashMap::new();
+        for (run, dag, instances, step, waits_on_past) in steps {
+            let mut states: HashMap<i64, TaskState> =
+                instances.iter().map(|ti| (ti.id, ti.state)).collect();
+            for (&(id, _, to), moved) in step.moves.iter().zip(moved.by_ref()) {
+                if moved {
+                    states.insert(id, to);
+                }
+            }
+            if let Some(state) = step.finish {
+                self.finish_run(&run, state, step.reason, now).await?;
+                continue;
+            }
+            self.worklist.looked_at(run.id, step.wake_at, waits_on_past);
+            let run = Arc::new(run);
+            for ti in instances {
+                if matches!(states[&ti.id], TaskState::Queued | TaskState::Running) {
+                    *active.entry(ti.dag_id.clone()).or_default() += 1;
+                }
+                if states[&ti.id] == TaskState::Scheduled {
+                    ready.push(Ready {
+                        instance: ti,
+                        run: run.clone(),
+                        dag: dag.clone(),
+                    });
+                }
+            }
+        }
+        for run in self.queue(ready, &active, now).await? {
+            self.worklist.looked_at(run, None, true);
+        }
+        Ok(())
+    }
+
+    /// Ends a run in `state`: the event log says why, the DAG's handler runs, and the run
+    /// leaves the unfinished ones. A run another party moved meanwhile is read again.
+    pub(super) async fn finish_run(
+        &mut self,
+        run: &DagRun,
+        state: DagRunState,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        if !self
+            .store
+            .set_dag_run_state(run.id, run.state, state, now)
+            .await?
+        {
+            self.worklist.touch(run.id);
+            return Ok(());
+        }
+        self.runs.remove(&run.id);
+        self.worklist.finished(run.id);
+        self.freed_by(run, now);
+        tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");
+        self.store
+            .append_event(&NewEvent {
+                at: now,
+                actor: "scheduler".to_owned(),
+                dag_id: Some(run.dag_id.clone()),
+                run_id: Some(run.run_id.clone()),
+                task_id: None,
+                event: "run_finished".to_owned(),
+                details: serde_json::json!({ "state": state, "reason": reason }),
+            })
+            .await?;
+        if let Some(dag) = self
+            .versions
+            .get(&(run.dag_id.clone(), run.version_hash.clone()))
+        {
+            handlers::run_dag_handler(dag, run, state);
+        }
+        Ok(())
+    }
+}

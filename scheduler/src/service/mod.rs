@@ -1,0 +1,446 @@
+//! The scheduler loop: the edge where the pure decisions of this crate meet the database.
+//!
+//! A tick costs what happened since the last one, not what exists:
+//! 1. sync the DAGs folder when the watcher (or, where notifications do not work, a poll)
+//!    saw a file change ([`folder`]);
+//! 2. create the runs of the DAGs whose next run is due, read through the due index a batch
+//!    at a time, each batch's runs and next runs in one transaction ([`create`]);
+//! 3. look at the runs the [`Worklist`] names (a write concerned them, a timer ran out, room
+//!    freed, a sweep): start the queued ones within `max_active_runs` in one transaction
+//!    ([`start`]), step the running ones ([`advance`]), render and queue what is ready
+//!    within pools and `max_active_tasks` ([`queue`]);
+//! 4. every few seconds, heartbeat and end the tries of workers that stopped heartbeating
+//!    ([`zombies`]).
+//!
+//! A tick runs when something wakes the scheduler (a wake-up says which runs changed, from
+//! this process or, on Postgres, any other), when a timer or the next due DAG runs out, and at
+//! least every `poll_interval`. A sweep of every unfinished run is the safety net, at least
+//! every [`crate::worklist::SWEEP_INTERVAL`]. A failed tick (say the database restarts) is
+//! logged and tried again, with a sweep: the state lives in the database, so nothing is lost
+//! and nothing is done twice.
+
+mod advance;
+mod create;
+mod folder;
+mod handlers;
+mod queue;
+mod start;
+mod zombies;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use updraft_core::dag::{Dag, LoadOptions};
+use updraft_core::ids::DagId;
+use updraft_core::render::{self, RunContext};
+use updraft_core::state::BackfillState;
+use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
+
+use crate::backfill::BackfillOptions;
+use crate::sync::SyncOptions;
+use crate::worklist::Worklist;
+use folder::Folder;
+
+/// What the scheduler is told by its configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dags_folder: PathBuf,
+    pub load: LoadOptions,
+    pub sync: SyncOptions,
+    /// The longest wait between two ticks when nothing wakes the scheduler.
+    pub poll_interval: Duration,
+    /// A running try whose worker has not heartbeaten for this long is a zombie.
+    pub zombie_threshold: Duration,
+    /// Step only this run: no sync, no new runs, no zombies (`dags test`).
+    pub only_run: Option<i64>,
+    /// Step only the runs of this backfill: no sync, no new runs, no zombies, no heartbeat
+    /// (`dags backfill` when no scheduler is alive).
+    pub only_backfill: Option<i64>,
+}
+
+impl Settings {
+    pub fn new(dags_folder: PathBuf, load: LoadOptions) -> Settings {
+        Settings {
+            dags_folder,
+            load,
+            sync: SyncOptions {
+                paused_on_creation: false,
+            },
+            poll_interval: Duration::from_secs(1),
+            zombie_threshold: Duration::from_secs(30),
+            only_run: None,
+            only_backfill: None,
+        }
+    }
+}
+
+/// How often the scheduler records that it is alive, and looks for zombies.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A scheduler: one per process, several may share a Postgres database.
+pub struct Scheduler {
+    store: Store,
+    settings: Settings,
+    id: String,
+    hostname: String,
+    started_at: DateTime<Utc>,
+    /// The wake-ups of the scheduler topic, subscribed at the first tick.
+    wakeups: Option<Wakeups>,
+    /// The DAGs folder: watched, and synced when it changed.
+    folder: Folder,
+    /// Parsed DAG versions by (dag id, version hash): immutable, so cached for good.
+    versions: HashMap<(DagId, String), Arc<Dag>>,
+    /// Which runs to look at.
+    worklist: Worklist,
+    /// The unfinished runs as this scheduler last read or wrote them, by id: read at a sweep,
+    /// kept by what it writes and by the runs wake-ups name.
+    runs: HashMap<i64, DagRun>,
+    /// Paused DAGs (read at a sweep; a pause wakes every scheduler with a sweep): their runs
+    /// wait, as in Airflow 2.
+    paused: HashSet<DagId>,
+    /// When a DAG's next run is due next, as last read; `None` when none is.
+    next_due: Option<DateTime<Utc>>,
+    last_housekeeping: Option<DateTime<Utc>>,
+    /// Pools and their slots, refreshed at housekeeping: a task naming another pool waits, and
+    /// the scheduler says so once per pool; a pool that grew makes room.
+    pools: HashMap<String, i32>,
+    warned_pools: HashSet<String>,
+    /// The unfinished backfills, read at a sweep: their runs start within the backfill's own
+    /// `max_active_runs`, not at all while it is paused.
+    backfills: HashMap<i64, ActiveBackfill>,
+    /// A run of a backfill finished (or a sweep read them): look for completed backfills.
+    backfills_moved: bool,
+    /// How long the latest complete tick took: recorded with the heartbeat, for `/metrics`.
+    last_loop: Option<Duration>,
+}
+
+/// An unfinished backfill as the scheduler needs it.
+struct ActiveBackfill {
+    state: BackfillState,
+    options: BackfillOptions,
+}
+
+/// Whose `max_active_runs` a run counts against: its DAG's, or its backfill's (counted apart,
+/// so a backfill neither waits for nor holds up the DAG's scheduled runs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Slot {
+    Dag(DagId),
+    Backfill(i64),
+}
+
+impl Scheduler {
+    pub fn new(store: Store, settings: Settings, hostname: String) -> Scheduler {
+        let started_at = Utc::now();
+        Scheduler {
+            id: format!(
+                "{hostname}:{}:{}",
+                std::process::id(),
+                started_at.timestamp_micros()
+            ),
+            folder: Folder::new(settings.dags_folder.clone()),
+            store,
+            settings,
+            hostname,
+            started_at,
+            wakeups: None,
+            versions: HashMap::new(),
+            worklist: Worklist::new(),
+            runs: HashMap::new(),
+            paused: HashSet::new(),
+            next_due: None,
+            last_housekeeping: None,
+            pools: HashMap::new(),
+            warned_pools: HashSet::new(),
+            backfills: HashMap::new(),
+            backfills_moved: false,
+            last_loop: None,
+        }
+    }
+
+    /// Runs until `shutdown` completes. Database errors are logged and the tick is tried again
+    /// after a pause: a database restart only delays the runs.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut failing = false;
+        loop {
+            let now = Utc::now();
+            let began = std::time::Instant::now();
+            let wait = match self.tick(now).await {
+                Ok(wake_at) => {
+                    self.last_loop = Some(began.elapsed());
+                    if failing {
+                        tracing::info!("the metadata database answers again");
+                        failing = false;
+                    }
+                    let until_wake = wake_at
+                        .and_then(|at| (at - Utc::now()).to_std().ok())
+                        .unwrap_or(Duration::ZERO);
+                    match wake_at {
+                        Some(_) => until_wake.min(self.settings.poll_interval),
+                        None => self.settings.poll_interval,
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!("scheduler tick failed, retrying: {error}");
+                        failing = true;
+                    }
+                    // What the failed tick took from the worklist is not lost: the next
+                    // tick sweeps.
+                    self.worklist = Worklist::new();
+                    self.settings.poll_interval
+                }
+            };
+            let folder_changed = self.folder.changes();
+            let wakeups = self.wakeups();
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = wakeups.wait(wait) => {}
+                () = folder_changed.notified() => {}
+            }
+        }
+    }
+
+    /// The scheduler's wake-ups, subscribed at the first call.
+    fn wakeups(&mut self) -> &mut Wakeups {
+        self.wakeups
+            .get_or_insert_with(|| self.store.subscribe(Topic::Scheduler))
+    }
+
+    /// One pass over what changed; returns when the next pass is needed at the latest. A
+    /// scheduler limited to one run or one backfill reads them again and looks at them all
+    /// at every tick: its worklist only collects their timers.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Error> {
+        if self.settings.only_run.is_some() || self.settings.only_backfill.is_some() {
+            self.worklist = Worklist::new();
+        }
+        if let Some(only) = self.settings.only_run {
+            let run = self.store.get_dag_run(only).await?;
+            self.runs = run
+                .into_iter()
+                .filter(|run| !run.state.is_finished())
+                .map(|run| (run.id, run))
+                .collect();
+            let ids = self.runs.keys().copied().collect();
+            self.look_at(ids, now).await?;
+            return Ok(self.worklist.wake_at());
+        }
+        if let Some(only) = self.settings.only_backfill {
+            self.read_backfills().await?;
+            self.backfills.retain(|id, _| *id == only);
+            self.runs = self
+                .store
+                .list_unfinished_runs()
+                .await?
+                .into_iter()
+                .filter(|run| run.backfill_id == Some(only))
+                .map(|run| (run.id, run))
+                .collect();
+            let ids = self.runs.keys().copied().collect();
+            self.look_at(ids, now).await?;
+            self.complete_backfills(now).await?;
+            return Ok(self.worklist.wake_at());
+        }
+        let housekeeping = self
+            .last_housekeeping
+            .is_none_or(|last| (now - last).to_std().unwrap_or_default() >= HOUSEKEEPING_INTERVAL);
+        if housekeeping {
+            self.store
+                .heartbeat_scheduler(&self.id, &self.hostname, self.started_at, now)
+                .await?;
+            if let Some(took) = self.last_loop {
+                self.store.record_scheduler_loop(&self.id, took).await?;
+            }
+            self.refresh_pools().await?;
+        }
+        let changes = self.wakeups().take_changes();
+        self.worklist.note(changes);
+        if self.folder.needs_sync() {
+            self.sync(now).await?;
+        }
+        if self.worklist.sweep_due(now) {
+            self.sweep(now).await?;
+        } else {
+            self.read_changed_runs(now).await?;
+        }
+        if self.next_due.is_some_and(|due| due <= now) {
+            self.create_due_runs(now).await?;
+        }
+        let ids = self.worklist.take(now);
+        self.look_at(ids, now).await?;
+        if self.backfills_moved {
+            self.complete_backfills(now).await?;
+        }
+        if housekeeping {
+            self.reap_zombies(now).await?;
+            self.last_housekeeping = Some(now);
+        }
+        Ok(earliest(self.next_due, self.worklist.wake_at()))
+    }
+
+    /// Reads every unfinished run, the paused DAGs, the backfills and the next due DAG: what
+    /// this scheduler knows is replaced by what the database holds.
+    async fn sweep(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        self.read_backfills().await?;
+        self.paused = self.store.list_paused_dags().await?.into_iter().collect();
+        self.runs = self
+            .store
+            .list_unfinished_runs()
+            .await?
+            .into_iter()
+            .map(|run| (run.id, run))
+            .collect();
+        self.worklist.swept(self.runs.keys().copied(), now);
+        self.next_due = self.store.next_due_at().await?;
+        self.backfills_moved = true;
+        Ok(())
+    }
+
+    /// Reads again the runs wake-ups named: a new run joins the known ones, a finished one
+    /// leaves them.
+    async fn read_changed_runs(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        let ids: Vec<i64> = self.worklist.dirty().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let read: HashMap<i64, DagRun> = self
+            .store
+            .get_dag_runs(&ids)
+            .await?
+            .into_iter()
+            .map(|run| (run.id, run))
+            .collect();
+        for id in ids {
+            match read.get(&id) {
+                Some(run) if !run.state.is_finished() => {
+                    self.runs.insert(id, run.clone());
+                }
+                // Finished (or deleted): forgotten, and its place may let another start.
+                read => {
+                    let known = self.runs.remove(&id);
+                    if let Some(run) = read.or(known.as_ref()) {
+                        self.freed_by(run, now);
+                    }
+                    self.worklist.finished(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A run left the unfinished ones: its backfill may be complete, its DAG may have room for
+    /// a scheduled run.
+    fn freed_by(&mut self, run: &DagRun, now: DateTime<Utc>) {
+        match run.backfill_id {
+            Some(_) => self.backfills_moved = true,
+            None => self.next_due = earliest(self.next_due, Some(now)),
+        }
+    }
+
+    /// Reads the pools again; a pool that is new or grew makes room.
+    async fn refresh_pools(&mut self) -> Result<(), Error> {
+        let pools: HashMap<String, i32> = self
+            .store
+            .list_pools()
+            .await?
+            .into_iter()
+            .map(|pool| (pool.name, pool.slots))
+            .collect();
+        let grew = pools
+            .iter()
+            .any(|(name, slots)| self.pools.get(name).is_none_or(|before| slots > before));
+        if grew && !self.pools.is_empty() {
+            self.worklist.room_freed();
+        }
+        self.pools = pools;
+        Ok(())
+    }
+
+    /// The parsed DAG of a version, from the cache or the database.
+    async fn dag(&mut self, dag_id: &DagId, version_hash: &str) -> Result<Arc<Dag>, Error> {
+        let key = (dag_id.clone(), version_hash.to_owned());
+        if let Some(dag) = self.versions.get(&key) {
+            return Ok(dag.clone());
+        }
+        let dag = Arc::new(self.store.load_dag(dag_id, version_hash).await?);
+        self.versions.insert(key, dag.clone());
+        Ok(dag)
+    }
+
+    /// Reads the unfinished backfills (their state and options).
+    async fn read_backfills(&mut self) -> Result<(), Error> {
+        self.backfills = self
+            .store
+            .list_unfinished_backfills()
+            .await?
+            .into_iter()
+            .map(|backfill| {
+                let active = ActiveBackfill {
+                    state: backfill.state,
+                    options: BackfillOptions::from_json(&backfill.options),
+                };
+                (backfill.id, active)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Marks completed each running backfill none of whose runs is among the unfinished ones
+    /// this scheduler knows. The store checks again as it writes, so a run re-queued meanwhile
+    /// keeps its backfill running.
+    async fn complete_backfills(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        self.backfills_moved = false;
+        let busy: HashSet<i64> = self
+            .runs
+            .values()
+            .filter_map(|run| run.backfill_id)
+            .collect();
+        let done: Vec<i64> = self
+            .backfills
+            .iter()
+            .filter(|(id, backfill)| backfill.state == BackfillState::Running && !busy.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if self.store.complete_backfill(id, now).await? {
+                tracing::info!(backfill_id = id, "backfill completed");
+                self.backfills.remove(&id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every try of `run` knows; an error when the run's conf does not fit the DAG's params.
+pub fn run_context(dag: &Dag, run: &DagRun) -> Result<RunContext, String> {
+    let params = render::effective_params(dag, &run.conf)
+        .map_err(|problems| format!("params: {}", problems.join("; ")))?;
+    Ok(RunContext {
+        dag_id: dag.id.clone(),
+        run_id: run.run_id.clone(),
+        run_type: run.run_type,
+        logical_date: run.logical_date,
+        data_interval_start: run.data_interval_start,
+        data_interval_end: run.data_interval_end,
+        params,
+        conf: run.conf.clone(),
+    })
+}
+
+/// The `max_active_runs` a run counts against: its backfill's, else its DAG's.
+fn slot(run: &DagRun) -> Slot {
+    match run.backfill_id {
+        Some(id) => Slot::Backfill(id),
+        None => Slot::Dag(run.dag_id.clone()),
+    }
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,127 @@
+//! Queueing: ready task instances are rendered (their templates, for this try) and queued,
+//! highest priority first, within pool slots and `max_active_tasks` (checked again by the
+//! store as it queues, in one transaction).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use updraft_core::dag::Dag;
+use updraft_core::ids::DagId;
+use updraft_core::render::{self, Context, RunContext};
+use updraft_metadata::{DagRun, Error, TaskInstance};
+
+use super::{Scheduler, run_context};
+
+/// A task instance ready to queue, with its run and DAG version.
+pub(super) struct Ready {
+    pub(super) instance: TaskInstance,
+    pub(super) run: Arc<DagRun>,
+    pub(super) dag: Arc<Dag>,
+}
+
+impl Scheduler {
+    /// Renders and queues ready task instances, highest priority first. Only as many per DAG
+    /// as its `max_active_tasks` leaves room for beside the `active` ones are rendered and
+    /// offered; the store checks every limit again as it queues. Returns the runs of the
+    /// ready task instances left waiting (for room in a pool or under `max_active_tasks`).
+    pub(super) async fn queue(
+        &mut self,
+        mut ready: Vec<Ready>,
+        active: &HashMap<DagId, usize>,
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<i64>, Error> {
+        ready.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.instance.priority_weight),
+                r.run.logical_date,
+                r.instance.id,
+            )
+        });
+        let mut room: HashMap<DagId, usize> = HashMap::new();
+        let mut waiting = HashSet::new();
+        ready.retain(|r| {
+            let room = room.entry(r.instance.dag_id.clone()).or_insert_with(|| {
+                let busy = active.get(&r.instance.dag_id).copied().unwrap_or(0);
+                (r.dag.max_active_tasks as usize).saturating_sub(busy)
+            });
+            let fits = *room > 0;
+            *room = room.saturating_sub(1);
+            if !fits {
+                waiting.insert(r.run.id);
+            }
+            fits
+        });
+        if ready.is_empty() {
+            return Ok(waiting);
+        }
+        if self.pools.is_empty() {
+            self.refresh_pools().await?;
+        }
+        for r in &ready {
+            let pool = &r.instance.pool;
+            if !self.pools.contains_key(pool) && self.warned_pools.insert(pool.clone()) {
+                tracing::warn!(
+                    "task {}.{} waits for pool \"{pool}\", which does not exist: create it with \
+                     `updraft pools set {pool} SLOTS`",
+                    r.instance.dag_id,
+                    r.instance.task_id
+                );
+            }
+        }
+        // Per run: its template context (or why it has none) and its tasks' outputs.
+        let mut contexts: HashMap<i64, (Result<RunContext, String>, render::Outputs)> =
+            HashMap::new();
+        for r in &ready {
+            if contexts.contains_key(&r.run.id) {
+                continue;
+            }
+            let mut outputs = render::Outputs::new();
+            if r.dag.tasks.values().any(|t| !t.outputs.is_empty()) {
+                for output in self.store.list_task_outputs(r.run.id).await? {
+                    outputs
+                        .entry(output.task_id.to_string())
+                        .or_default()
+                        .insert(output.name, output.value);
+                }
+            }
+            contexts.insert(r.run.id, (run_context(&r.dag, &r.run), outputs));
+        }
+        let mut requests = Vec::with_capacity(ready.len());
+        for r in &ready {
+            let Some(task) = r.dag.task(r.instance.task_id.as_str()) else {
+                continue;
+            };
+            let (run_context, outputs) = &contexts[&r.run.id];
+            // A template that cannot render fails the try that would run it, with the reason
+            // in its log: the worker reads it from the rendered command.
+            let rendered = run_context.as_ref().map_err(Clone::clone).and_then(|run| {
+                let context = Context {
+                    run,
+                    task_id: r.instance.task_id.clone(),
+                    try_number: (r.instance.try_number + 1) as u32,
+                    outputs: outputs.clone(),
+                };
+                render::render_task(&r.dag, task, &context).map_err(|error| error.to_string())
+            });
+            let rendered = match rendered {
+                Ok(rendered) => serde_json::to_value(rendered).expect("rendered JSON"),
+                Err(message) => serde_json::json!({ "error": message }),
+            };
+            requests.push((r.instance.id, rendered));
+        }
+        let queued: HashSet<i64> = self
+            .store
+            .queue_task_instances(&requests, now)
+            .await?
+            .into_iter()
+            .collect();
+        waiting.extend(
+            ready
+                .iter()
+                .filter(|r| !queued.contains(&r.instance.id))
+                .map(|r| r.run.id),
+        );
+        Ok(waiting)
+    }
+}
