@@ -250,7 +250,7 @@ impl Store {
                 query_split(
                     "read task instances to queue",
                     "SELECT id, dag_id, pool, pool_slots FROM task_instance \
-                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                        AND state = 'scheduled'",
                     "SELECT id, dag_id, pool, pool_slots FROM task_instance \
                      WHERE id IN (SELECT value FROM json_each($1)) AND state = 'scheduled'",
@@ -871,7 +871,8 @@ async fn occupancy(
         tx.fetch_all(
             query(
                 "lock pools",
-                "SELECT name FROM pool WHERE name IN (SELECT jsonb_array_elements_text($1)) \
+                "SELECT name FROM pool \
+                 WHERE name = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
                  ORDER BY name FOR UPDATE",
             )
             .bind(&pools),
@@ -881,7 +882,8 @@ async fn occupancy(
         tx.fetch_all(
             query(
                 "lock dags",
-                "SELECT dag_id FROM dag WHERE dag_id IN (SELECT jsonb_array_elements_text($1)) \
+                "SELECT dag_id FROM dag \
+                 WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
                  ORDER BY dag_id FOR UPDATE",
             )
             .bind(&dags),
@@ -897,7 +899,7 @@ async fn occupancy(
                 "SELECT name, slots, \
                      (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
                       WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
-                 FROM pool p WHERE name IN (SELECT jsonb_array_elements_text($1))",
+                 FROM pool p WHERE name = ANY(ARRAY(SELECT jsonb_array_elements_text($1)))",
                 "SELECT name, slots, \
                      (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
                       WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
@@ -924,7 +926,7 @@ async fn occupancy(
                 "SELECT dag_id, max_active_tasks, \
                      (SELECT COUNT(*) FROM task_instance t \
                       WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \
-                 FROM dag d WHERE dag_id IN (SELECT jsonb_array_elements_text($1))",
+                 FROM dag d WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)))",
                 "SELECT dag_id, max_active_tasks, \
                      (SELECT COUNT(*) FROM task_instance t \
                       WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \

@@ -293,8 +293,8 @@ impl Store {
         self.fetch_all(
             query_split(
                 "read dag runs",
-                "SELECT * FROM dag_run WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
-                 ORDER BY id",
+                "SELECT * FROM dag_run \
+                 WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) ORDER BY id",
                 "SELECT * FROM dag_run WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id",
             )
             .bind(&serde_json::json!(ids)),
@@ -336,7 +336,7 @@ impl Store {
                 query(
                     "lock dags to start their runs",
                     "SELECT dag_id FROM dag \
-                     WHERE dag_id IN (SELECT jsonb_array_elements_text($1)) \
+                     WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
                      ORDER BY dag_id FOR UPDATE",
                 )
                 .bind(&dags),
@@ -346,7 +346,7 @@ impl Store {
                 query(
                     "lock backfills to start their runs",
                     "SELECT id FROM backfill \
-                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                      ORDER BY id FOR UPDATE",
                 )
                 .bind(&backfills),
@@ -360,7 +360,8 @@ impl Store {
                     "count dags' running runs",
                     "SELECT dag_id AS kind, COUNT(*) AS running FROM dag_run \
                      WHERE state = 'running' AND backfill_id IS NULL \
-                       AND dag_id IN (SELECT jsonb_array_elements_text($1)) GROUP BY dag_id",
+                       AND dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
+                     GROUP BY dag_id",
                     "SELECT dag_id AS kind, COUNT(*) AS running FROM dag_run \
                      WHERE state = 'running' AND backfill_id IS NULL \
                        AND dag_id IN (SELECT value FROM json_each($1)) GROUP BY dag_id",
@@ -377,7 +378,7 @@ impl Store {
                     "count backfills' running runs",
                     "SELECT backfill_id AS kind, COUNT(*) AS running FROM dag_run \
                      WHERE state = 'running' \
-                       AND backfill_id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                       AND backfill_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                      GROUP BY backfill_id",
                     "SELECT backfill_id AS kind, COUNT(*) AS running FROM dag_run \
                      WHERE state = 'running' AND backfill_id IN (SELECT value FROM json_each($1)) \
@@ -405,7 +406,7 @@ impl Store {
                 query_split(
                     "start dag runs",
                     "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
-                     WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                        AND state = 'queued' \
                      RETURNING id",
                     "UPDATE dag_run SET state = 'running', start_date = $2, end_date = NULL \
@@ -430,7 +431,7 @@ impl Store {
                 "log runs started",
                 "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
                  SELECT $2, 'scheduler', dag_id, run_id, NULL, 'run_started', '{}' \
-                 FROM dag_run WHERE id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                 FROM dag_run WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                  ORDER BY id",
                 "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
                  SELECT $2, 'scheduler', dag_id, run_id, NULL, 'run_started', '{}' \

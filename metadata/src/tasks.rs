@@ -213,7 +213,7 @@ impl Store {
             query_split(
                 "list task instances of runs",
                 "SELECT * FROM task_instance \
-                 WHERE dag_run_id IN (SELECT jsonb_array_elements_text($1)::bigint) \
+                 WHERE dag_run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
                  ORDER BY dag_run_id, id",
                 "SELECT * FROM task_instance \
                  WHERE dag_run_id IN (SELECT value FROM json_each($1)) \
