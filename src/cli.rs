@@ -99,8 +99,8 @@ pub struct SchedulerArgs {
     #[arg(long, env = "UPDRAFT_ZOMBIE_THRESHOLD", default_value = "30s", value_parser = duration)]
     pub zombie_threshold: std::time::Duration,
     /// The longest wait between two scheduling passes when nothing wakes the scheduler
-    /// [default: 1s on Postgres, which wakes it by LISTEN/NOTIFY; 200ms on SQLite, where other
-    /// processes' changes are only seen by looking].
+    /// [default: 1s; every process's changes wake it, by LISTEN/NOTIFY on Postgres and by a
+    /// socket beside the file on SQLite].
     #[arg(long, env = "UPDRAFT_POLL_INTERVAL", value_parser = duration)]
     pub poll_interval: Option<std::time::Duration>,
 }

@@ -405,7 +405,7 @@ impl Embedded {
             zombie_threshold: Duration::from_secs(30),
             poll_interval: None,
         };
-        let mut settings = scheduler_settings(config, &args, store);
+        let mut settings = scheduler_settings(config, &args);
         settings.only_backfill = Some(backfill_id);
         let host = hostname();
         let scheduler = Scheduler::new(store.clone(), settings, host.clone());
@@ -418,7 +418,6 @@ impl Embedded {
             host,
             queues,
             16,
-            store,
         );
         let worker = tokio::spawn(Worker::new(store.clone(), worker).run(stopped(stopping)));
         Embedded {

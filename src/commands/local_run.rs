@@ -68,7 +68,7 @@ pub fn test_dag(
         println!("testing {} as run {}", dag.id, run.run_id);
 
         let (stop, stopping) = watch::channel(false);
-        let mut settings = scheduler_settings(config, &default_scheduler_args(), &store);
+        let mut settings = scheduler_settings(config, &default_scheduler_args());
         settings.only_run = Some(run.id);
         let scheduler = Scheduler::new(store.clone(), settings, hostname());
         let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
@@ -77,7 +77,6 @@ pub fn test_dag(
             hostname(),
             queues_of(&dag),
             16,
-            &store,
         );
         worker.echo = true;
         worker.only_run = Some(run.id);

@@ -45,7 +45,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let hostname = hostname();
         let scheduler = Scheduler::new(
             store.clone(),
-            scheduler_settings(config, &args.scheduler, &store),
+            scheduler_settings(config, &args.scheduler),
             hostname.clone(),
         );
         let worker = Worker::new(
@@ -55,7 +55,6 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
                 hostname,
                 vec!["default".to_owned()],
                 args.concurrency,
-                &store,
             ),
         );
         let web = tokio::spawn(updraft_webserver::serve(
@@ -109,13 +108,9 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
             store.url()
         );
         let stop = stop_signal()?;
-        Scheduler::new(
-            store.clone(),
-            scheduler_settings(config, &args, &store),
-            hostname(),
-        )
-        .run(stopped(stop))
-        .await;
+        Scheduler::new(store.clone(), scheduler_settings(config, &args), hostname())
+            .run(stopped(stop))
+            .await;
         store.close().await;
         Ok(0)
     })
@@ -157,7 +152,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
             store.url()
         );
         let stop = stop_signal()?;
-        let mut settings = worker_settings(id, hostname, queues, args.concurrency, &store);
+        let mut settings = worker_settings(id, hostname, queues, args.concurrency);
         settings.shutdown_timeout = Some(args.shutdown_timeout);
         Worker::new(store.clone(), settings)
             .run(stopped(stop))
@@ -167,14 +162,10 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
     })
 }
 
-pub fn scheduler_settings(
-    config: &Config,
-    args: &SchedulerArgs,
-    store: &Store,
-) -> service::Settings {
+pub fn scheduler_settings(config: &Config, args: &SchedulerArgs) -> service::Settings {
     let mut settings = service::Settings::new(config.dags_folder.clone(), config.load.clone());
     settings.zombie_threshold = args.zombie_threshold;
-    settings.poll_interval = args.poll_interval.unwrap_or_else(|| poll_interval(store));
+    settings.poll_interval = args.poll_interval.unwrap_or(POLL_INTERVAL);
     settings
 }
 
@@ -183,14 +174,13 @@ pub fn worker_settings(
     hostname: String,
     queues: Vec<String>,
     concurrency: u32,
-    store: &Store,
 ) -> worker::Settings {
     worker::Settings {
         id,
         hostname,
         queues,
         concurrency: concurrency as usize,
-        poll_interval: poll_interval(store),
+        poll_interval: POLL_INTERVAL,
         heartbeat_interval: HEARTBEAT_INTERVAL,
         echo: false,
         only_run: None,
@@ -198,15 +188,10 @@ pub fn worker_settings(
     }
 }
 
-/// How long a loop waits for a wake-up before it looks anyway. Postgres wakes every process
-/// by LISTEN/NOTIFY; SQLite wakes only its own, so other processes' writes (a trigger from the
-/// CLI) are found by looking often: each look is a few indexed reads.
-fn poll_interval(store: &Store) -> Duration {
-    match store.backend() {
-        Backend::Postgres => Duration::from_secs(1),
-        Backend::Sqlite => Duration::from_millis(200),
-    }
-}
+/// How long a loop waits for a wake-up before it looks anyway: 1 s. Wake-ups reach every
+/// process (LISTEN/NOTIFY on Postgres, the doorbell on a SQLite file) and say what changed, so
+/// a look that nothing woke finds nothing new; it is the fallback for a lost wake-up.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 fn require_dags_folder(config: &Config) -> Result<()> {
     if !config.dags_folder.is_dir() {
