@@ -319,10 +319,9 @@ impl Scheduler {
                     self.runs.insert(id, run.clone());
                 }
                 // Finished (or deleted): forgotten, and its place may let another start.
-                read => {
-                    let known = self.runs.remove(&id);
-                    if let Some(run) = read.or(known.as_ref()) {
-                        self.freed_by(run, now);
+                _ => {
+                    if let Some(run) = self.runs.remove(&id) {
+                        self.freed_by(&run, now);
                     }
                     self.worklist.finished(id);
                 }
