@@ -13,6 +13,7 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{BackfillState, DagRunState};
 
 use crate::db::{Row, Tx, query};
+use crate::runs::insert_run;
 use crate::signal::Topic;
 use crate::{DagRun, Error, NewDagRun, Store};
 
@@ -170,26 +171,11 @@ impl Store {
         let mut taken = Vec::new();
         let mut created = 0;
         for run in runs {
-            let insert = query(
-                "create a backfill run",
-                "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, \
-                     data_interval_start, data_interval_end, run_after, state, conf, \
-                     version_hash, queued_at, backfill_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(run.dag_id.as_str())
-            .bind(run.run_id.as_str())
-            .bind(run.run_type.as_str())
-            .bind(run.logical_date)
-            .bind(run.data_interval_start)
-            .bind(run.data_interval_end)
-            .bind(run.run_after)
-            .bind(&run.conf)
-            .bind(run.version_hash.as_str())
-            .bind(now)
-            .bind(id);
+            let run = NewDagRun {
+                backfill_id: Some(id),
+                ..run.clone()
+            };
+            let insert = insert_run(&run, now);
             match tx.fetch_optional(insert, |row| row.get::<i64>("id")).await {
                 Ok(Some(_)) => created += 1,
                 Ok(None) => taken.push(run.logical_date),

@@ -6,7 +6,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
-use crate::db::{Row, query, query_split};
+use crate::db::{Query, Row, query, query_split};
 use crate::signal::Topic;
 use crate::{Error, Store};
 
@@ -291,21 +291,7 @@ impl Store {
         dag_id: &DagId,
         next: Option<&RunInterval>,
     ) -> Result<(), Error> {
-        let changed = self
-            .execute(
-                query(
-                    "set a dag's next run",
-                    "UPDATE dag SET next_logical_date = $2, next_data_interval_start = $3, \
-                         next_data_interval_end = $4, next_run_after = $5 \
-                     WHERE dag_id = $1",
-                )
-                .bind(dag_id.as_str())
-                .bind(next.map(|n| n.logical_date))
-                .bind(next.map(|n| n.data_interval_start))
-                .bind(next.map(|n| n.data_interval_end))
-                .bind(next.map(|n| n.run_after)),
-            )
-            .await?;
+        let changed = self.execute(next_run_update(dag_id, next)).await?;
         match changed {
             0 => Err(Error::NotFound(format!("dag '{dag_id}'"))),
             _ => Ok(()),
@@ -364,4 +350,19 @@ impl Store {
         )
         .await
     }
+}
+
+/// The update of a DAG's next run (`None`: no further run).
+pub(crate) fn next_run_update<'a>(dag_id: &'a DagId, next: Option<&RunInterval>) -> Query<'a> {
+    query(
+        "set a dag's next run",
+        "UPDATE dag SET next_logical_date = $2, next_data_interval_start = $3, \
+             next_data_interval_end = $4, next_run_after = $5 \
+         WHERE dag_id = $1",
+    )
+    .bind(dag_id.as_str())
+    .bind(next.map(|n| n.logical_date))
+    .bind(next.map(|n| n.data_interval_start))
+    .bind(next.map(|n| n.data_interval_end))
+    .bind(next.map(|n| n.run_after))
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
+use crate::dags::next_run_update;
 use crate::db::{Handle, Row, Tx, query, query_split};
 use crate::runs::insert_run;
 use crate::{DagRow, DagRun, Error, NewDagRun, Store};
@@ -239,20 +240,7 @@ async fn set_next_runs_in(
     }
     if let Handle::Sqlite(_) = tx {
         for (dag_id, next) in next_runs {
-            tx.execute(
-                query(
-                    "set a dag's next run",
-                    "UPDATE dag SET next_logical_date = $2, next_data_interval_start = $3, \
-                         next_data_interval_end = $4, next_run_after = $5 \
-                     WHERE dag_id = $1",
-                )
-                .bind(dag_id.as_str())
-                .bind(next.map(|n| n.logical_date))
-                .bind(next.map(|n| n.data_interval_start))
-                .bind(next.map(|n| n.data_interval_end))
-                .bind(next.map(|n| n.run_after)),
-            )
-            .await?;
+            tx.execute(next_run_update(dag_id, next.as_ref())).await?;
         }
         return Ok(());
     }
