@@ -81,19 +81,13 @@ impl Store {
                        (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
                          AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
                          AS active_runs, \
-                       (SELECT logical_date FROM dag_run WHERE dag_id = d.dag_id \
-                         AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1) \
-                         AS last_logical_date, \
-                       (SELECT data_interval_start FROM dag_run WHERE dag_id = d.dag_id \
-                         AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1) \
-                         AS last_data_interval_start, \
-                       (SELECT data_interval_end FROM dag_run WHERE dag_id = d.dag_id \
-                         AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1) \
-                         AS last_data_interval_end, \
-                       (SELECT run_after FROM dag_run WHERE dag_id = d.dag_id \
-                         AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1) \
-                         AS last_run_after \
-                     FROM dag d \
+                       l.logical_date AS last_logical_date, \
+                       l.data_interval_start AS last_data_interval_start, \
+                       l.data_interval_end AS last_data_interval_end, \
+                       l.run_after AS last_run_after \
+                     FROM dag d LEFT JOIN dag_run l ON l.id = (SELECT id FROM dag_run \
+                       WHERE dag_id = d.dag_id AND run_type = 'scheduled' \
+                       ORDER BY logical_date DESC LIMIT 1) \
                      WHERE d.is_active AND NOT d.is_paused AND d.next_run_after IS NOT NULL \
                        AND d.next_run_after <= $1 \
                        AND (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
