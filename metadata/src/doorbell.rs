@@ -66,16 +66,19 @@ impl Doorbell {
             BOUND.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.folder.join(name);
-        if path.as_os_str().len() > MOST_SOCKET_PATH {
-            tracing::debug!(path = %path.display(), "too long for a socket: no wake-ups");
-            return;
-        }
-        let bound = std::fs::create_dir_all(&self.folder)
-            .and_then(|()| tokio::net::UnixDatagram::bind(&path));
+        let bound = match path.as_os_str().len() > MOST_SOCKET_PATH {
+            true => Err(std::io::Error::other("the path is too long for a socket")),
+            false => std::fs::create_dir_all(&self.folder)
+                .and_then(|()| tokio::net::UnixDatagram::bind(&path)),
+        };
         let socket = match bound {
             Ok(socket) => socket,
             Err(error) => {
-                tracing::debug!(path = %path.display(), %error, "cannot bind: no wake-ups");
+                tracing::warn!(
+                    "cannot bind {} ({error}): other processes' changes to the database are \
+                     seen at the next sweep (30 s), not at once",
+                    path.display()
+                );
                 return;
             }
         };

@@ -173,3 +173,53 @@ fn fingerprint(folder: &Path) -> Fingerprint {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Whether `folder` asks for a sync within 5 s.
+    fn asks_for_sync(folder: &mut Folder) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if folder.needs_sync() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn a_watched_folder_asks_for_a_sync_when_a_file_changes_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut folder = Folder::new(dir.path().to_owned());
+        assert!(folder.needs_sync(), "the first look syncs");
+        assert!(matches!(folder.follow, Some(Follow::Watch { .. })));
+        assert!(!folder.needs_sync());
+        std::fs::write(dir.path().join("a.yaml"), "version: 1\n").unwrap();
+        assert!(asks_for_sync(&mut folder));
+        // Reading the files (as a sync does) is no change.
+        std::fs::read(dir.path().join("a.yaml")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!folder.needs_sync());
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        assert!(asks_for_sync(&mut folder));
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_watched_is_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dags");
+        let mut folder = Folder::new(path.clone());
+        assert!(folder.needs_sync());
+        assert!(matches!(folder.follow, Some(Follow::Poll(_))), "it does not exist yet");
+        assert!(!folder.needs_sync());
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("a.yaml"), "version: 1\n").unwrap();
+        assert!(folder.needs_sync());
+        assert!(!folder.needs_sync());
+    }
+}
