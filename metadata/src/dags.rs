@@ -353,7 +353,7 @@ impl Store {
 }
 
 /// The update of a DAG's next run (`None`: no further run).
-pub(crate) fn next_run_update<'a>(dag_id: &'a DagId, next: Option<&RunInterval>) -> Query<'a> {
+fn next_run_update<'a>(dag_id: &'a DagId, next: Option<&RunInterval>) -> Query<'a> {
     query(
         "set a dag's next run",
         "UPDATE dag SET next_logical_date = $2, next_data_interval_start = $3, \

@@ -6,9 +6,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
-use crate::dags::next_run_update;
-use crate::db::{Handle, Row, Tx, query, query_split};
-use crate::runs::insert_run;
+use crate::db::{Row, Tx, query, query_split, sqlite_time};
 use crate::{DagRow, DagRun, Error, NewDagRun, Store};
 
 /// A DAG whose next run is due and which has room for a run, as the scheduler creates runs.
@@ -154,8 +152,9 @@ impl DueBatch {
         &self.dags
     }
 
-    /// Inserts `runs` (each `queued`, queued at `now`); a run whose run id or logical date is
-    /// taken (a backfill's run holds the date) is skipped. Returns the runs created.
+    /// Inserts `runs` (each `queued`, queued at `now`) in one statement; a run whose run id or
+    /// logical date is taken (a backfill's run holds the date) is skipped. Returns the runs
+    /// created.
     pub async fn create_runs(
         &mut self,
         runs: &[NewDagRun],
@@ -164,17 +163,6 @@ impl DueBatch {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        if let Handle::Sqlite(_) = self.tx {
-            let mut created = Vec::with_capacity(runs.len());
-            for run in runs {
-                created.extend(
-                    self.tx
-                        .fetch_optional(insert_run(run, now), DagRun::from_row)
-                        .await?,
-                );
-            }
-            return Ok(created);
-        }
         let rows = serde_json::Value::Array(
             runs.iter()
                 .map(|run| {
@@ -182,10 +170,10 @@ impl DueBatch {
                         "dag_id": run.dag_id,
                         "run_id": run.run_id,
                         "run_type": run.run_type.as_str(),
-                        "logical_date": run.logical_date,
-                        "data_interval_start": run.data_interval_start,
-                        "data_interval_end": run.data_interval_end,
-                        "run_after": run.run_after,
+                        "logical_date": sqlite_time(run.logical_date),
+                        "data_interval_start": sqlite_time(run.data_interval_start),
+                        "data_interval_end": sqlite_time(run.data_interval_end),
+                        "run_after": sqlite_time(run.run_after),
                         "conf": run.conf,
                         "version_hash": run.version_hash,
                         "backfill_id": run.backfill_id,
@@ -195,7 +183,7 @@ impl DueBatch {
         );
         self.tx
             .fetch_all(
-                query(
+                query_split(
                     "create dag runs",
                     "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, \
                          data_interval_start, data_interval_end, run_after, state, conf, \
@@ -207,6 +195,18 @@ impl DueBatch {
                          logical_date timestamptz, data_interval_start timestamptz, \
                          data_interval_end timestamptz, run_after timestamptz, conf jsonb, \
                          version_hash text, backfill_id bigint) \
+                     ON CONFLICT DO NOTHING \
+                     RETURNING *",
+                    // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `FROM` as a join's.
+                    "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, \
+                         data_interval_start, data_interval_end, run_after, state, conf, \
+                         version_hash, queued_at, backfill_id) \
+                     SELECT value ->> 'dag_id', value ->> 'run_id', value ->> 'run_type', \
+                         value ->> 'logical_date', value ->> 'data_interval_start', \
+                         value ->> 'data_interval_end', value ->> 'run_after', 'queued', \
+                         value -> 'conf', value ->> 'version_hash', $2, \
+                         value ->> 'backfill_id' \
+                     FROM json_each($1) WHERE true \
                      ON CONFLICT DO NOTHING \
                      RETURNING *",
                 )
@@ -224,7 +224,7 @@ impl DueBatch {
     }
 }
 
-/// Records next runs in `tx`: one statement on Postgres, one per DAG on SQLite.
+/// Records next runs in `tx`, in one statement.
 async fn set_next_runs_in(
     tx: &mut Tx,
     next_runs: &[(DagId, Option<RunInterval>)],
@@ -232,28 +232,23 @@ async fn set_next_runs_in(
     if next_runs.is_empty() {
         return Ok(());
     }
-    if let Handle::Sqlite(_) = tx {
-        for (dag_id, next) in next_runs {
-            tx.execute(next_run_update(dag_id, next.as_ref())).await?;
-        }
-        return Ok(());
-    }
+    let time = |time: Option<DateTime<Utc>>| time.map(sqlite_time);
     let rows = serde_json::Value::Array(
         next_runs
             .iter()
             .map(|(dag_id, next)| {
                 serde_json::json!({
                     "dag_id": dag_id,
-                    "logical_date": next.map(|n| n.logical_date),
-                    "data_interval_start": next.map(|n| n.data_interval_start),
-                    "data_interval_end": next.map(|n| n.data_interval_end),
-                    "run_after": next.map(|n| n.run_after),
+                    "logical_date": time(next.map(|n| n.logical_date)),
+                    "data_interval_start": time(next.map(|n| n.data_interval_start)),
+                    "data_interval_end": time(next.map(|n| n.data_interval_end)),
+                    "run_after": time(next.map(|n| n.run_after)),
                 })
             })
             .collect(),
     );
     tx.execute(
-        query(
+        query_split(
             "set dags' next runs",
             "UPDATE dag d SET next_logical_date = n.logical_date, \
                  next_data_interval_start = n.data_interval_start, \
@@ -262,6 +257,12 @@ async fn set_next_runs_in(
                  data_interval_start timestamptz, data_interval_end timestamptz, \
                  run_after timestamptz) \
              WHERE d.dag_id = n.dag_id",
+            "UPDATE dag SET next_logical_date = n.value ->> 'logical_date', \
+                 next_data_interval_start = n.value ->> 'data_interval_start', \
+                 next_data_interval_end = n.value ->> 'data_interval_end', \
+                 next_run_after = n.value ->> 'run_after' \
+             FROM json_each($1) AS n \
+             WHERE dag.dag_id = n.value ->> 'dag_id'",
         )
         .bind(&rows),
     )

@@ -6,7 +6,7 @@ use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::TaskState;
 
-use crate::db::{Handle, Query, Row, Tx, query, query_split};
+use crate::db::{Query, Row, Tx, query, query_split};
 use crate::signal::Topic;
 use crate::{Error, RunStart, Store};
 
@@ -593,26 +593,12 @@ fn insert_task_instance<'a>(
     .bind(now)
 }
 
-/// Creates the task instances of runs being started, in `tx`: one statement on Postgres, one
-/// per task instance on SQLite (in process, where a statement costs microseconds).
+/// Creates the task instances of runs being started, in `tx`, in one statement.
 pub(crate) async fn create_task_instances_in(
     tx: &mut Tx,
     starts: &[&RunStart<'_>],
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    if let Handle::Sqlite(_) = tx {
-        for start in starts {
-            let run = (
-                start.run.id,
-                start.run.dag_id.as_str(),
-                start.run.run_id.as_str(),
-            );
-            for task in start.tasks {
-                tx.execute(insert_task_instance(run, task, now)).await?;
-            }
-        }
-        return Ok(());
-    }
     let rows = serde_json::Value::Array(
         starts
             .iter()
@@ -632,8 +618,11 @@ pub(crate) async fn create_task_instances_in(
             })
             .collect(),
     );
+    if rows.as_array().is_some_and(Vec::is_empty) {
+        return Ok(());
+    }
     tx.execute(
-        query(
+        query_split(
             "create task instances",
             "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
                  max_tries, pool, pool_slots, queue, priority_weight, rendered_command, \
@@ -644,6 +633,17 @@ pub(crate) async fn create_task_instances_in(
                  pool text, pool_slots integer, queue text, priority_weight integer, \
                  rendered_command jsonb) \
                JOIN dag_run r ON r.id = t.run \
+             ON CONFLICT (dag_run_id, task_id) DO NOTHING",
+            // `WHERE true`: SQLite reads `ON CONFLICT` after a join as the join's.
+            "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
+                 max_tries, pool, pool_slots, queue, priority_weight, rendered_command, \
+                 updated_at) \
+             SELECT r.id, r.dag_id, r.run_id, t.value ->> 'task_id', 'none', 0, \
+                 t.value ->> 'max_tries', t.value ->> 'pool', t.value ->> 'pool_slots', \
+                 t.value ->> 'queue', t.value ->> 'priority_weight', \
+                 NULLIF(t.value -> 'rendered_command', 'null'), $2 \
+             FROM json_each($1) AS t JOIN dag_run r ON r.id = t.value ->> 'run' \
+             WHERE true \
              ON CONFLICT (dag_run_id, task_id) DO NOTHING",
         )
         .bind(&rows)

@@ -215,7 +215,10 @@ mod tests {
         let path = dir.path().join("dags");
         let mut folder = Folder::new(path.clone());
         assert!(folder.needs_sync());
-        assert!(matches!(folder.follow, Some(Follow::Poll(_))), "it does not exist yet");
+        assert!(
+            matches!(folder.follow, Some(Follow::Poll(_))),
+            "it does not exist yet"
+        );
         assert!(!folder.needs_sync());
         std::fs::create_dir(&path).unwrap();
         std::fs::write(path.join("a.yaml"), "version: 1\n").unwrap();
