@@ -28,6 +28,31 @@ pub struct DueBatch {
     dags: Vec<DueDag>,
 }
 
+/// Up to `$2` DAGs due at `$1` with room for a run, earliest first, with their active runs
+/// and latest scheduled run (`l`, joined by `$latest`), then `$lock`.
+macro_rules! take_due_dags {
+    ($latest:literal, $lock:literal) => {
+        concat!(
+            "SELECT d.*, \
+               (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
+                 AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) AS active_runs, \
+               l.logical_date AS last_logical_date, \
+               l.data_interval_start AS last_data_interval_start, \
+               l.data_interval_end AS last_data_interval_end, \
+               l.run_after AS last_run_after \
+             FROM dag d ",
+            $latest,
+            " WHERE d.is_active AND NOT d.is_paused AND d.next_run_after IS NOT NULL \
+               AND d.next_run_after <= $1 \
+               AND (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
+                 AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
+                 < d.max_active_runs \
+             ORDER BY d.next_run_after LIMIT $2",
+            $lock
+        )
+    };
+}
+
 impl Store {
     /// When the earliest next run of a DAG with room for it is due: what the scheduler waits
     /// for when nothing else happens. Read through the due index, it costs the same for ten
@@ -56,42 +81,19 @@ impl Store {
             .fetch_all(
                 query_split(
                     "take due dags",
-                    "SELECT d.*, \
-                       (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
-                         AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
-                         AS active_runs, \
-                       l.logical_date AS last_logical_date, \
-                       l.data_interval_start AS last_data_interval_start, \
-                       l.data_interval_end AS last_data_interval_end, \
-                       l.run_after AS last_run_after \
-                     FROM dag d LEFT JOIN LATERAL (SELECT logical_date, data_interval_start, \
-                         data_interval_end, run_after FROM dag_run \
-                       WHERE dag_id = d.dag_id AND run_type = 'scheduled' \
-                       ORDER BY logical_date DESC LIMIT 1) l ON TRUE \
-                     WHERE d.is_active AND NOT d.is_paused AND d.next_run_after IS NOT NULL \
-                       AND d.next_run_after <= $1 \
-                       AND (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
-                         AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
-                         < d.max_active_runs \
-                     ORDER BY d.next_run_after LIMIT $2 \
-                     FOR UPDATE OF d SKIP LOCKED",
-                    "SELECT d.*, \
-                       (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
-                         AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
-                         AS active_runs, \
-                       l.logical_date AS last_logical_date, \
-                       l.data_interval_start AS last_data_interval_start, \
-                       l.data_interval_end AS last_data_interval_end, \
-                       l.run_after AS last_run_after \
-                     FROM dag d LEFT JOIN dag_run l ON l.id = (SELECT id FROM dag_run \
-                       WHERE dag_id = d.dag_id AND run_type = 'scheduled' \
-                       ORDER BY logical_date DESC LIMIT 1) \
-                     WHERE d.is_active AND NOT d.is_paused AND d.next_run_after IS NOT NULL \
-                       AND d.next_run_after <= $1 \
-                       AND (SELECT COUNT(*) FROM dag_run r WHERE r.dag_id = d.dag_id \
-                         AND r.state IN ('queued', 'running') AND r.backfill_id IS NULL) \
-                         < d.max_active_runs \
-                     ORDER BY d.next_run_after LIMIT $2",
+                    take_due_dags!(
+                        "LEFT JOIN LATERAL (SELECT logical_date, data_interval_start, \
+                           data_interval_end, run_after FROM dag_run \
+                         WHERE dag_id = d.dag_id AND run_type = 'scheduled' \
+                         ORDER BY logical_date DESC LIMIT 1) l ON TRUE",
+                        " FOR UPDATE OF d SKIP LOCKED"
+                    ),
+                    take_due_dags!(
+                        "LEFT JOIN dag_run l ON l.id = (SELECT id FROM dag_run \
+                         WHERE dag_id = d.dag_id AND run_type = 'scheduled' \
+                         ORDER BY logical_date DESC LIMIT 1)",
+                        ""
+                    ),
                 )
                 .bind(now)
                 .bind(limit),
