@@ -6,7 +6,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
-use crate::db::{Query, Row, query, query_split};
+use crate::db::{Handle, Query, Row, Tx, query, query_split};
 use crate::signal::Topic;
 use crate::{Error, Store};
 
@@ -365,4 +365,24 @@ fn next_run_update<'a>(dag_id: &'a DagId, next: Option<&RunInterval>) -> Query<'
     .bind(next.map(|n| n.data_interval_start))
     .bind(next.map(|n| n.data_interval_end))
     .bind(next.map(|n| n.run_after))
+}
+
+/// Locks the rows of the DAGs of `dag_ids` (a JSON array) in `tx`, in id order, on Postgres
+/// (SQLite's transaction holds the single write lock): the counts they guard
+/// (`max_active_runs`, `max_active_tasks`) are read after it, never from a snapshot of before
+/// another scheduler's write.
+pub(crate) async fn lock_dags_in(tx: &mut Tx, dag_ids: &serde_json::Value) -> Result<(), Error> {
+    if let Handle::Postgres(_) = tx {
+        tx.execute(
+            query(
+                "lock dags",
+                "SELECT dag_id FROM dag \
+                 WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
+                 ORDER BY dag_id FOR UPDATE",
+            )
+            .bind(dag_ids),
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use updraft_core::state::TaskState;
 
+use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split};
 use crate::signal::Topic;
 use crate::tasks::TaskInstance;
@@ -879,18 +880,8 @@ async fn occupancy(
             |row| row.get::<String>("name"),
         )
         .await?;
-        tx.fetch_all(
-            query(
-                "lock dags",
-                "SELECT dag_id FROM dag \
-                 WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
-                 ORDER BY dag_id FOR UPDATE",
-            )
-            .bind(&dags),
-            |row| row.get::<String>("dag_id"),
-        )
-        .await?;
     }
+    lock_dags_in(tx, &dags).await?;
     let mut occupancy = Occupancy::default();
     for row in tx
         .fetch_all(

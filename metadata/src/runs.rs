@@ -8,6 +8,7 @@ use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType};
 
+use crate::dags::lock_dags_in;
 use crate::db::{Handle, Query, Row, query, query_split};
 use crate::tasks::create_task_instances_in;
 use crate::{Error, NewTaskInstance, Store};
@@ -331,17 +332,8 @@ impl Store {
         let dags = serde_json::json!(dags);
         let backfills = serde_json::json!(backfills);
         let mut tx = self.begin("start dag runs").await?;
+        lock_dags_in(&mut tx, &dags).await?;
         if let Handle::Postgres(_) = tx {
-            tx.execute(
-                query(
-                    "lock dags to start their runs",
-                    "SELECT dag_id FROM dag \
-                     WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
-                     ORDER BY dag_id FOR UPDATE",
-                )
-                .bind(&dags),
-            )
-            .await?;
             tx.execute(
                 query(
                     "lock backfills to start their runs",
