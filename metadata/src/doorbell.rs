@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::signal::{Change, Signals, Topic, parse_payload};
+use crate::signal::{Changes, Signals, Topic};
 
 /// How long the list of other processes' sockets is trusted before the folder is read again.
 const PEERS_FRESH: Duration = Duration::from_secs(1);
@@ -161,10 +161,7 @@ fn deliver(message: &[u8], signals: &Signals) {
     };
     match message.split_at_checked(1) {
         Some(("w", _)) => signals.bump(Topic::Workers),
-        Some(("s", payload)) => match parse_payload(payload) {
-            Some(runs) => signals.tell(Change::Runs(&runs)),
-            None => signals.tell(Change::Everything),
-        },
+        Some(("s", payload)) => signals.tell(&Changes::parse(payload)),
         _ => {}
     }
 }

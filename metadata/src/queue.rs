@@ -14,7 +14,7 @@ use updraft_core::state::TaskState;
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split};
-use crate::signal::Topic;
+use crate::signal::{Changes, Topic};
 use crate::tasks::TaskInstance;
 use crate::{Backend, Error, Store};
 
@@ -566,8 +566,14 @@ impl Store {
             moved.push(end_try_on_sqlite(&mut tx, end, now).await?);
         }
         tx.commit("end task tries").await?;
-        let runs: Vec<i64> = moved.iter().flatten().copied().collect();
-        self.wake_runs(&runs);
+        let instances: Vec<(i64, i64)> = ends
+            .iter()
+            .zip(&moved)
+            .filter_map(|(end, run)| run.map(|run| (run, end.task_instance_id)))
+            .collect();
+        if !instances.is_empty() {
+            self.wake_schedulers(&Changes::of_instances(&instances));
+        }
         Ok(moved.iter().map(Option::is_some).collect())
     }
 
@@ -642,9 +648,11 @@ impl Store {
                        ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value) \
                      SELECT (SELECT COALESCE(jsonb_agg(jsonb_build_array(id, try_number, \
                          dag_run_id)), '[]'::jsonb) FROM moved) AS moved, \
-                       (SELECT pg_notify('updraft_scheduler', CASE WHEN length(runs) > 7900 \
-                           THEN '*' ELSE runs END) \
-                         FROM (SELECT string_agg(DISTINCT dag_run_id::text, ',') AS runs \
+                       (SELECT pg_notify('updraft_scheduler', CASE \
+                           WHEN length(instances) <= 7900 THEN instances \
+                           WHEN length(runs) <= 7900 THEN runs ELSE '*' END) \
+                         FROM (SELECT string_agg(dag_run_id || '/' || id, ',') AS instances, \
+                             string_agg(DISTINCT dag_run_id::text, ',') AS runs \
                            FROM moved) r WHERE runs IS NOT NULL) AS notified",
                 )
                 .bind(&rows)
@@ -652,8 +660,10 @@ impl Store {
                 |row| row.json("moved"),
             )
             .await?;
-        let runs: Vec<i64> = moved.iter().map(|&(_, _, run)| run).collect();
-        self.wake_runs(&runs);
+        let instances: Vec<(i64, i64)> = moved.iter().map(|&(id, _, run)| (run, id)).collect();
+        if !instances.is_empty() {
+            self.wake_schedulers(&Changes::of_instances(&instances));
+        }
         Ok(ends
             .iter()
             .map(|end| {

@@ -1,19 +1,20 @@
 //! Wake-ups between the parts (DESIGN §2): a finished task wakes the scheduler at once, queued
 //! work or a kill wakes the workers. Polling is only the fallback.
 //!
-//! A scheduler's wake-up says what changed: the runs a write concerns ([`Changes::runs`]: a
-//! run created, a try ended, a run or task instance marked), or that anything may have changed
-//! ([`Changes::everything`]: a pause, a backfill, a clear, a pool, or a wake-up that may have
-//! been missed), so the scheduler reads only those runs. The workers' wake-ups carry nothing.
+//! A scheduler's wake-up says what changed ([`Changes`]): the runs a write concerns (a run
+//! created, a run or task instance marked, a clear), the task instances whose tries ended, or
+//! that anything may have changed (a pause, a backfill, a pool, or a wake-up that may have
+//! been missed), so the scheduler reads only those runs, and of a run whose tries ended only
+//! those task instances. The workers' wake-ups carry nothing.
 //!
 //! In one process a write bumps a [`watch`] counter that every [`Wakeups`] of that topic sees,
 //! and puts what changed in each scheduler's mailbox. On Postgres the same write also sends
 //! `pg_notify` inside its transaction (so it is delivered exactly when the write commits), its
-//! payload the changed run ids (`12,13`) or `*`, and each [`Wakeups`] listens on a connection
-//! of its own, so processes on other machines wake too. SQLite has no such channel: other
-//! processes on the same file find the change at their next poll.
+//! payload what changed (`12,13/345` or `*`, [`Changes::payloads`]), and each [`Wakeups`]
+//! listens on a connection of its own, so processes on other machines wake too. On a SQLite
+//! file the same payloads go to the other processes through the doorbell (`doorbell.rs`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -56,80 +57,129 @@ impl Topic {
     }
 }
 
-/// What changed since a scheduler last looked: the runs writes concerned, or everything.
+/// What changed since a scheduler last looked: the runs writes concerned, the task instances
+/// whose tries ended, or everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Runs something happened to (created, a try ended, marked, cancelled).
+    /// Runs something happened to (created, marked, cleared, cancelled): read them again.
     pub runs: HashSet<i64>,
-    /// Anything may have changed (a pause, a clear, a backfill, a pool, a lost wake-up): look
-    /// at every unfinished run and every DAG.
+    /// Task instances whose try ended, by run: in those runs only they moved.
+    pub instances: HashMap<i64, HashSet<i64>>,
+    /// Anything may have changed (a pause, a backfill, a pool, a lost wake-up): look at every
+    /// unfinished run and every DAG.
     pub everything: bool,
 }
 
 impl Changes {
-    /// More run ids than this and a mailbox gives up listing them: everything changed.
-    const MOST_RUNS: usize = 100_000;
+    /// More ids than this and a mailbox gives up listing them: everything changed.
+    const MOST_IDS: usize = 100_000;
 
-    pub fn is_empty(&self) -> bool {
-        self.runs.is_empty() && !self.everything
-    }
-
-    fn add(&mut self, change: Change<'_>) {
-        match change {
-            Change::Runs(runs) if !self.everything => {
-                self.runs.extend(runs);
-                if self.runs.len() > Changes::MOST_RUNS {
-                    self.everything = true;
-                    self.runs = HashSet::new();
-                }
-            }
-            Change::Runs(_) => {}
-            Change::Everything => {
-                self.everything = true;
-                self.runs = HashSet::new();
-            }
+    /// Runs `runs` changed.
+    pub fn of_runs(runs: &[i64]) -> Changes {
+        Changes {
+            runs: runs.iter().copied().collect(),
+            ..Changes::default()
         }
     }
-}
 
-/// One write's news for the schedulers.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Change<'a> {
-    Runs(&'a [i64]),
-    Everything,
+    /// The tries of `instances`, given as `(run, task instance)`, ended.
+    pub fn of_instances(instances: &[(i64, i64)]) -> Changes {
+        let mut changes = Changes::default();
+        for &(run, instance) in instances {
+            changes.instances.entry(run).or_default().insert(instance);
+        }
+        changes
+    }
+
+    /// Anything may have changed.
+    pub fn everything() -> Changes {
+        Changes {
+            everything: true,
+            ..Changes::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.instances.is_empty() && !self.everything
+    }
+
+    /// Adds what `other` says changed.
+    fn add(&mut self, other: &Changes) {
+        if self.everything {
+            return;
+        }
+        if other.everything {
+            *self = Changes::everything();
+            return;
+        }
+        self.runs.extend(&other.runs);
+        for (run, instances) in &other.instances {
+            self.instances.entry(*run).or_default().extend(instances);
+        }
+        let ids = self.runs.len() + self.instances.values().map(HashSet::len).sum::<usize>();
+        if ids > Changes::MOST_IDS {
+            *self = Changes::everything();
+        }
+    }
+
+    /// The changes as the payloads of Postgres notifications (and of SQLite's doorbell): a run
+    /// as its id (`12`), a task instance as its run's and its own (`12/345`), joined by commas
+    /// and split so that none is too long; `*` for everything.
+    pub(crate) fn payloads(&self) -> Vec<String> {
+        if self.everything {
+            return vec!["*".to_owned()];
+        }
+        let items = self
+            .runs
+            .iter()
+            .map(i64::to_string)
+            .chain(self.instances.iter().flat_map(|(run, instances)| {
+                instances
+                    .iter()
+                    .map(move |instance| format!("{run}/{instance}"))
+            }));
+        let mut payloads = Vec::new();
+        let mut payload = String::new();
+        for item in items {
+            if !payload.is_empty() && payload.len() + 1 + item.len() > MOST_PAYLOAD {
+                payloads.push(std::mem::take(&mut payload));
+            }
+            if !payload.is_empty() {
+                payload.push(',');
+            }
+            payload.push_str(&item);
+        }
+        if !payload.is_empty() {
+            payloads.push(payload);
+        }
+        payloads
+    }
+
+    /// What a payload says changed: everything for `*`, an empty payload or anything else it
+    /// cannot read.
+    pub(crate) fn parse(payload: &str) -> Changes {
+        let mut changes = Changes::default();
+        for item in payload.split(',') {
+            let parsed = match item.split_once('/') {
+                None => item.parse().map(|run| {
+                    changes.runs.insert(run);
+                }),
+                Some((run, instance)) => run.parse().and_then(|run| {
+                    let instance = instance.parse()?;
+                    changes.instances.entry(run).or_default().insert(instance);
+                    Ok(())
+                }),
+            };
+            if parsed.is_err() {
+                return Changes::everything();
+            }
+        }
+        changes
+    }
 }
 
 /// The longest payload of a notification (Postgres refuses 8,000 bytes and more).
 const MOST_PAYLOAD: usize = 7_900;
-
-/// A change as the payloads of Postgres notifications: run ids joined by commas, split so that
-/// none is too long; `*` for everything.
-pub(crate) fn payloads(change: Change<'_>) -> Vec<String> {
-    let Change::Runs(runs) = change else {
-        return vec!["*".to_owned()];
-    };
-    let mut payloads = Vec::new();
-    let mut payload = String::new();
-    for run in runs {
-        let id = run.to_string();
-        if !payload.is_empty() && payload.len() + 1 + id.len() > MOST_PAYLOAD {
-            payloads.push(std::mem::take(&mut payload));
-        }
-        if !payload.is_empty() {
-            payload.push(',');
-        }
-        payload.push_str(&id);
-    }
-    if !payload.is_empty() {
-        payloads.push(payload);
-    }
-    payloads
-}
-
-/// The runs a payload names; `None` (everything) for `*`, an empty payload or anything else.
-pub(crate) fn parse_payload(payload: &str) -> Option<Vec<i64>> {
-    payload.split(',').map(|id| id.parse().ok()).collect()
-}
 
 /// The in-process side: one counter per topic, shared by every clone of a `Store`, and the
 /// mailboxes of the schedulers subscribed.
@@ -159,22 +209,22 @@ impl Signals {
     /// Wakes the loops of `topic`; a scheduler learns that anything may have changed.
     pub(crate) fn bump(&self, topic: Topic) {
         if topic == Topic::Scheduler {
-            self.tell(Change::Everything);
+            self.tell(&Changes::everything());
         } else {
             self.sender(topic)
                 .send_modify(|count| *count = count.wrapping_add(1));
         }
     }
 
-    /// Puts `change` in every scheduler's mailbox and wakes them.
-    pub(crate) fn tell(&self, change: Change<'_>) {
+    /// Puts `changes` in every scheduler's mailbox and wakes them.
+    pub(crate) fn tell(&self, changes: &Changes) {
         let mut mailboxes = self.mailboxes.lock().expect("no panic holds the mailboxes");
         mailboxes.retain(|mailbox| match mailbox.upgrade() {
             Some(mailbox) => {
                 mailbox
                     .lock()
                     .expect("no panic holds a mailbox")
-                    .add(change);
+                    .add(changes);
                 true
             }
             None => false,
@@ -187,10 +237,7 @@ impl Signals {
     fn subscribe(&self, topic: Topic) -> (watch::Receiver<u64>, Option<Arc<Mutex<Changes>>>) {
         let mailbox = (topic == Topic::Scheduler).then(|| {
             // A new scheduler knows nothing yet: its first look is at everything.
-            let mailbox = Arc::new(Mutex::new(Changes {
-                runs: HashSet::new(),
-                everything: true,
-            }));
+            let mailbox = Arc::new(Mutex::new(Changes::everything()));
             self.mailboxes
                 .lock()
                 .expect("no panic holds the mailboxes")
@@ -267,10 +314,9 @@ async fn listen(pool: PgPool, topic: Topic, signals: &Signals) {
                     signals.bump(topic);
                     while let Ok(Some(notification)) = listener.try_recv().await {
                         match topic {
-                            Topic::Scheduler => match parse_payload(notification.payload()) {
-                                Some(runs) => signals.tell(Change::Runs(&runs)),
-                                None => signals.tell(Change::Everything),
-                            },
+                            Topic::Scheduler => {
+                                signals.tell(&Changes::parse(notification.payload()));
+                            }
                             Topic::Workers => signals.bump(topic),
                         }
                     }
@@ -279,5 +325,48 @@ async fn listen(pool: PgPool, topic: Topic, signals: &Signals) {
             Err(error) => tracing::debug!(%error, channel = topic.channel(), "cannot listen"),
         }
         tokio::time::sleep(RELISTEN_DELAY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_runs_and_task_instances_and_read_back() {
+        let mut changes = Changes::of_runs(&[12, 13]);
+        changes.add(&Changes::of_instances(&[(14, 345), (14, 346), (15, 7)]));
+        let payloads = changes.payloads();
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(Changes::parse(&payloads[0]), changes);
+        assert_eq!(Changes::everything().payloads(), ["*"]);
+        assert!(Changes::parse("*").everything);
+        assert!(Changes::parse("").everything);
+        assert!(Changes::parse("12,x/3").everything);
+        assert!(Changes::parse("12/").everything);
+    }
+
+    #[test]
+    fn a_long_list_is_split_into_payloads_that_fit() {
+        let runs: Vec<i64> = (1_000_000..1_002_000).collect();
+        let payloads = Changes::of_runs(&runs).payloads();
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|payload| payload.len() <= MOST_PAYLOAD));
+        let mut read = Changes::default();
+        for payload in &payloads {
+            read.add(&Changes::parse(payload));
+        }
+        assert_eq!(read, Changes::of_runs(&runs));
+    }
+
+    #[test]
+    fn everything_absorbs_what_comes_after_and_too_many_ids_become_everything() {
+        let mut changes = Changes::everything();
+        changes.add(&Changes::of_runs(&[1]));
+        assert_eq!(changes, Changes::everything());
+        let mut changes = Changes::of_instances(&[(1, 2)]);
+        let many: Vec<i64> = (0..=Changes::MOST_IDS as i64).collect();
+        changes.add(&Changes::of_runs(&many));
+        assert_eq!(changes, Changes::everything());
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::db::{Handle, Pooled, Query, Row, SqliteTx, Tx, query};
 use crate::doorbell::Doorbell;
-use crate::signal::{Change, Signals, Topic, Wakeups, payloads};
+use crate::signal::{Changes, Signals, Topic, Wakeups};
 use crate::{Error, redact_url};
 
 /// How long a SQLite writer waits for another one before it fails with "database is locked".
@@ -204,12 +204,17 @@ impl Store {
     /// Wakes the schedulers of this process for `runs`, and on a SQLite file those of the
     /// others (on Postgres they learn from `notify_runs_in`).
     pub(crate) fn wake_runs(&self, runs: &[i64]) {
-        if runs.is_empty() {
-            return;
+        if !runs.is_empty() {
+            self.wake_schedulers(&Changes::of_runs(runs));
         }
-        self.signals.tell(Change::Runs(runs));
+    }
+
+    /// Tells the schedulers of this process what changed, and on a SQLite file those of the
+    /// others (on Postgres they learn from the notifications of the write's transaction).
+    pub(crate) fn wake_schedulers(&self, changes: &Changes) {
+        self.signals.tell(changes);
         if let Some(doorbell) = &self.doorbell {
-            for payload in payloads(Change::Runs(runs)) {
+            for payload in changes.payloads() {
                 doorbell.ring(Topic::Scheduler, &payload);
             }
         }
@@ -228,7 +233,7 @@ impl Store {
     /// Call [`Store::wake_runs`] after the commit.
     pub(crate) async fn notify_runs_in(&self, tx: &mut Tx, runs: &[i64]) -> Result<(), Error> {
         if let Handle::Postgres(_) = tx {
-            for payload in payloads(Change::Runs(runs)) {
+            for payload in Changes::of_runs(runs).payloads() {
                 tx.execute(
                     query(
                         "notify the scheduler",

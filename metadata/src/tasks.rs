@@ -189,6 +189,23 @@ impl Store {
         .await
     }
 
+    /// The task instances of `ids` (those that exist), by id.
+    pub async fn get_task_instances(&self, ids: &[i64]) -> Result<Vec<TaskInstance>, Error> {
+        let ids = serde_json::json!(ids);
+        self.fetch_all(
+            query_split(
+                "read task instances",
+                "SELECT * FROM task_instance \
+                 WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) ORDER BY id",
+                "SELECT * FROM task_instance \
+                 WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id",
+            )
+            .bind(&ids),
+            TaskInstance::from_row,
+        )
+        .await
+    }
+
     /// The task instances of a run, in the order they were created.
     pub async fn list_task_instances(&self, dag_run_id: i64) -> Result<Vec<TaskInstance>, Error> {
         self.fetch_all(

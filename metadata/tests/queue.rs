@@ -9,8 +9,8 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{RunType, TaskState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
-    Backend, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store, TaskInstance,
-    Topic, TryEnd, Worker, WorkerRef,
+    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
+    TaskInstance, Topic, TryEnd, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -410,24 +410,18 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             wakeups.wait(StdDuration::from_secs(5)).await,
             "the scheduler is woken"
         );
-        let run: std::collections::HashSet<i64> = [tis[0].dag_run_id].into_iter().collect();
-        let changes = wakeups.take_changes();
+        let ended = Changes::of_instances(&[(tis[0].dag_run_id, tis[0].id)]);
         assert_eq!(
-            (changes.runs, changes.everything),
-            (run.clone(), false),
-            "it says which run"
+            wakeups.take_changes(),
+            ended,
+            "it says which task instance of which run"
         );
         if db.backend() == Backend::Postgres {
             assert!(
                 there.wait(StdDuration::from_secs(5)).await,
                 "LISTEN/NOTIFY reached the other store"
             );
-            let changes = there.take_changes();
-            assert_eq!(
-                (changes.runs, changes.everything),
-                (run.clone(), false),
-                "the payload says it"
-            );
+            assert_eq!(there.take_changes(), ended, "the payload says it");
         }
         let ti = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
         assert_eq!(

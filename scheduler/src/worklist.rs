@@ -4,7 +4,7 @@
 //!
 //! A run needs a look when:
 //! - a write concerned it (a run created, a try ended, a mark, a clear: the wake-up's
-//!   [`Changes`]);
+//!   [`Changes`]); a run is read again unless only its tries ended;
 //! - its timer ran out (a retry delay, its timeout, its `run_after`);
 //! - it waits for room (a queued run at `max_active_runs`, scheduled task instances beyond a
 //!   pool's slots or `max_active_tasks`, `depends_on_past`) and something happened that may
@@ -23,8 +23,11 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub struct Worklist {
-    /// Runs a write concerned since they were last looked at.
+    /// Runs a write concerned since they were last looked at: to read again.
     dirty: HashSet<i64>,
+    /// Runs some of whose tries ended since they were last looked at (their task instances
+    /// moved, the runs did not).
+    moved: HashSet<i64>,
     /// When a run needs a look though nothing happens to it.
     timers: HashMap<i64, DateTime<Utc>>,
     /// Runs that wait for room.
@@ -45,10 +48,11 @@ impl Worklist {
     }
 
     /// What a wake-up said changed. A change to any run may have freed room (a try ended).
-    pub fn note(&mut self, changes: Changes) {
+    pub fn note(&mut self, changes: &Changes) {
         self.sweep_now |= changes.everything;
-        self.room_freed |= !changes.runs.is_empty();
-        self.dirty.extend(changes.runs);
+        self.room_freed |= !changes.runs.is_empty() || !changes.instances.is_empty();
+        self.dirty.extend(&changes.runs);
+        self.moved.extend(changes.instances.keys());
     }
 
     /// Run `run` needs a look (this scheduler created or started it).
@@ -73,6 +77,7 @@ impl Worklist {
     /// others (finished meanwhile) is forgotten.
     pub fn swept(&mut self, runs: impl IntoIterator<Item = i64>, now: DateTime<Utc>) {
         self.dirty = runs.into_iter().collect();
+        self.moved.clear();
         self.timers.clear();
         self.waiting.clear();
         self.room_freed = false;
@@ -85,10 +90,16 @@ impl Worklist {
         self.dirty.iter().copied()
     }
 
-    /// The runs to look at now, taken from the list: the dirty ones, those whose timer ran
-    /// out, and the waiting ones when room may have freed.
+    /// The runs whose tries ended, to look at without reading them again.
+    pub fn moved(&self) -> impl Iterator<Item = i64> + '_ {
+        self.moved.iter().copied()
+    }
+
+    /// The runs to look at now, taken from the list: the dirty and moved ones, those whose
+    /// timer ran out, and the waiting ones when room may have freed.
     pub fn take(&mut self, now: DateTime<Utc>) -> HashSet<i64> {
         let mut due = std::mem::take(&mut self.dirty);
+        due.extend(self.moved.drain());
         self.timers.retain(|&run, &mut at| {
             let ran_out = at <= now;
             if ran_out {
@@ -120,6 +131,7 @@ impl Worklist {
     /// Run `run` finished (or is gone): it is forgotten, and its place may let another start.
     pub fn finished(&mut self, run: i64) {
         self.dirty.remove(&run);
+        self.moved.remove(&run);
         self.timers.remove(&run);
         self.waiting.remove(&run);
         self.room_freed = true;
@@ -143,10 +155,7 @@ mod tests {
     }
 
     fn changes(runs: &[i64]) -> Changes {
-        Changes {
-            runs: runs.iter().copied().collect(),
-            everything: false,
-        }
+        Changes::of_runs(runs)
     }
 
     fn sorted(runs: HashSet<i64>) -> Vec<i64> {
@@ -162,10 +171,7 @@ mod tests {
         list.swept([1, 2], at(0));
         assert!(!list.sweep_due(at(1)));
         assert_eq!(sorted(list.take(at(1))), [1, 2]);
-        list.note(Changes {
-            runs: HashSet::new(),
-            everything: true,
-        });
+        list.note(&Changes::everything());
         assert!(list.sweep_due(at(2)));
     }
 
@@ -183,7 +189,7 @@ mod tests {
     fn only_changed_runs_and_ran_out_timers_are_looked_at() {
         let mut list = Worklist::new();
         list.swept([], at(0));
-        list.note(changes(&[7]));
+        list.note(&changes(&[7]));
         list.looked_at(8, Some(at(10)), false);
         assert_eq!(sorted(list.take(at(1))), [7]);
         assert!(list.take(at(2)).is_empty());
@@ -198,7 +204,7 @@ mod tests {
         list.swept([], at(0));
         list.looked_at(3, None, true);
         assert!(list.take(at(1)).is_empty(), "nothing freed room");
-        list.note(changes(&[9]));
+        list.note(&changes(&[9]));
         assert_eq!(sorted(list.take(at(2))), [3, 9]);
         assert!(
             list.take(at(3)).is_empty(),
@@ -211,10 +217,26 @@ mod tests {
     }
 
     #[test]
+    fn a_run_whose_tries_ended_is_looked_at_without_being_read_again() {
+        let mut list = Worklist::new();
+        list.swept([], at(0));
+        list.looked_at(3, None, true);
+        list.note(&Changes::of_instances(&[(4, 40), (4, 41)]));
+        assert!(list.dirty().next().is_none());
+        assert_eq!(list.moved().collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            sorted(list.take(at(1))),
+            [3, 4],
+            "an end may have freed room"
+        );
+        assert!(list.moved().next().is_none());
+    }
+
+    #[test]
     fn a_finished_run_is_forgotten() {
         let mut list = Worklist::new();
         list.swept([], at(0));
-        list.note(changes(&[5]));
+        list.note(&changes(&[5]));
         list.looked_at(5, Some(at(1)), true);
         list.finished(5);
         assert!(list.take(at(2)).is_empty());
@@ -225,7 +247,7 @@ mod tests {
         let mut list = Worklist::new();
         list.swept([], at(0));
         list.looked_at(1, Some(at(5)), true);
-        list.note(changes(&[2]));
+        list.note(&changes(&[2]));
         list.swept([3], at(1));
         assert_eq!(sorted(list.take(at(6))), [3]);
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState, TaskState};
-use updraft_metadata::{DagRun, Error, NewEvent, TaskInstance};
+use updraft_metadata::{DagRun, Error, NewEvent};
 
 use super::queue::Ready;
 use super::start::ToStart;
@@ -110,13 +110,9 @@ impl Scheduler {
             return Ok(());
         }
         let ids: Vec<i64> = runs.iter().map(|(run, _)| run.id).collect();
-        let mut instances_of: HashMap<i64, Vec<TaskInstance>> = HashMap::new();
-        for ti in self.store.list_task_instances_of_runs(&ids).await? {
-            instances_of.entry(ti.dag_run_id).or_default().push(ti);
-        }
+        self.read_instances(&ids).await?;
         let mut steps = Vec::with_capacity(runs.len());
         for (run, dag) in runs {
-            let instances = instances_of.remove(&run.id).unwrap_or_default();
             let past = if dag.tasks.values().any(|task| task.depends_on_past) {
                 let previous = self
                     .store
@@ -127,7 +123,9 @@ impl Scheduler {
             } else {
                 HashSet::new()
             };
-            let snapshots: Vec<TaskSnapshot> = instances
+            let snapshots: Vec<TaskSnapshot> = self
+                .instances
+                .of_run(run.id)
                 .iter()
                 .map(|ti| TaskSnapshot {
                     id: ti.id,
@@ -137,23 +135,31 @@ impl Scheduler {
                 })
                 .collect();
             let step = step_run(&dag, run.start_date, &snapshots, &past, now);
-            steps.push((run, dag, instances, step, !past.is_empty()));
+            steps.push((run, dag, step, !past.is_empty()));
         }
         let moves: Vec<(i64, TaskState, TaskState)> = steps
             .iter()
-            .flat_map(|(_, _, _, step, _)| step.moves.iter().copied())
+            .flat_map(|(_, _, step, _)| step.moves.iter().copied())
             .collect();
         let mut moved = self.store.set_task_states(&moves, now).await?.into_iter();
         let mut ready = Vec::new();
         // Queued and running task instances per DAG, to offer the queue only what can fit.
         let mut active: HashMap<DagId, usize> = HashMap::new();
-        for (run, dag, instances, step, waits_on_past) in steps {
-            let mut states: HashMap<i64, TaskState> =
-                instances.iter().map(|ti| (ti.id, ti.state)).collect();
+        for (run, dag, step, waits_on_past) in steps {
+            let mut stale = false;
             for (&(id, _, to), moved) in step.moves.iter().zip(moved.by_ref()) {
-                if moved {
-                    states.insert(id, to);
+                match moved {
+                    true => self.instances.moved(run.id, id, to),
+                    false => stale = true,
                 }
+            }
+            if stale {
+                // Another party moved one of its task instances first (another scheduler, or
+                // a worker's claim of a task the run's timeout skips): read it again, and look
+                // again at the next tick.
+                self.instances.forget(run.id);
+                self.worklist.touch(run.id);
+                continue;
             }
             if let Some(state) = step.finish {
                 self.finish_run(&run, state, step.reason, now).await?;
@@ -161,13 +167,13 @@ impl Scheduler {
             }
             self.worklist.looked_at(run.id, step.wake_at, waits_on_past);
             let run = Arc::new(run);
-            for ti in instances {
-                if matches!(states[&ti.id], TaskState::Queued | TaskState::Running) {
+            for ti in self.instances.of_run(run.id) {
+                if matches!(ti.state, TaskState::Queued | TaskState::Running) {
                     *active.entry(ti.dag_id.clone()).or_default() += 1;
                 }
-                if states[&ti.id] == TaskState::Scheduled {
+                if ti.state == TaskState::Scheduled {
                     ready.push(Ready {
-                        instance: ti,
+                        instance: ti.clone(),
                         run: run.clone(),
                         dag: dag.clone(),
                     });
@@ -176,6 +182,22 @@ impl Scheduler {
         }
         for run in self.queue(ready, &active, now).await? {
             self.worklist.looked_at(run, None, true);
+        }
+        Ok(())
+    }
+
+    /// Brings what this scheduler knows of the task instances of `runs` up to date: the task
+    /// instances whose tries ended are read again, and the runs it knows nothing of whole.
+    async fn read_instances(&mut self, runs: &[i64]) -> Result<(), Error> {
+        let stale = self.instances.stale(runs);
+        if !stale.is_empty() {
+            let read = self.store.get_task_instances(&stale).await?;
+            self.instances.refresh(read);
+        }
+        let unknown = self.instances.unknown(runs);
+        if !unknown.is_empty() {
+            let read = self.store.list_task_instances_of_runs(&unknown).await?;
+            self.instances.insert(&unknown, read);
         }
         Ok(())
     }
@@ -198,6 +220,7 @@ impl Scheduler {
             return Ok(());
         }
         self.runs.remove(&run.id);
+        self.instances.forget(run.id);
         self.worklist.finished(run.id);
         self.freed_by(run, now);
         tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");

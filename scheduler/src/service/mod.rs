@@ -36,10 +36,11 @@ use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions};
 use updraft_core::ids::DagId;
 use updraft_core::render::{self, RunContext};
-use updraft_core::state::BackfillState;
+use updraft_core::state::{BackfillState, DagRunState};
 use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
 
 use crate::backfill::BackfillOptions;
+use crate::instances::Instances;
 use crate::sync::SyncOptions;
 use crate::worklist::Worklist;
 use folder::Folder;
@@ -98,6 +99,8 @@ pub struct Scheduler {
     /// The unfinished runs as this scheduler last read or wrote them, by id: read at a sweep,
     /// kept by what it writes and by the runs wake-ups name.
     runs: HashMap<i64, DagRun>,
+    /// The task instances of the running runs as last read or written.
+    instances: Instances,
     /// Paused DAGs (read at a sweep; a pause wakes every scheduler with a sweep): their runs
     /// wait, as in Airflow 2.
     paused: HashSet<DagId>,
@@ -149,6 +152,7 @@ impl Scheduler {
             versions: HashMap::new(),
             worklist: Worklist::new(),
             runs: HashMap::new(),
+            instances: Instances::default(),
             paused: HashSet::new(),
             next_due: None,
             last_housekeeping: None,
@@ -216,6 +220,7 @@ impl Scheduler {
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Error> {
         if self.settings.only_run.is_some() || self.settings.only_backfill.is_some() {
             self.worklist = Worklist::new();
+            self.instances.clear();
         }
         if let Some(only) = self.settings.only_run {
             let run = self.store.get_dag_run(only).await?;
@@ -257,7 +262,8 @@ impl Scheduler {
             self.refresh_pools().await?;
         }
         let changes = self.wakeups().take_changes();
-        self.worklist.note(changes);
+        self.instances.note(&changes);
+        self.worklist.note(&changes);
         if self.folder.needs_sync() {
             self.sync(now).await?;
         }
@@ -293,16 +299,28 @@ impl Scheduler {
             .into_iter()
             .map(|run| (run.id, run))
             .collect();
+        self.instances.clear();
         self.worklist.swept(self.runs.keys().copied(), now);
         self.next_due = self.store.next_due_at().await?;
         self.backfills_moved = true;
         Ok(())
     }
 
-    /// Reads again the runs wake-ups named: a new run joins the known ones, a finished one
-    /// leaves them.
+    /// Reads again the runs wake-ups named, and those whose tries ended that this scheduler
+    /// does not know as running (another scheduler started them): a new run joins the known
+    /// ones, a finished one leaves them.
     async fn read_changed_runs(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
-        let ids: Vec<i64> = self.worklist.dirty().collect();
+        let not_running = |id: &i64| {
+            self.runs
+                .get(id)
+                .is_none_or(|run| run.state != DagRunState::Running)
+        };
+        let ids: HashSet<i64> = self
+            .worklist
+            .dirty()
+            .chain(self.worklist.moved().filter(not_running))
+            .collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
         if ids.is_empty() {
             return Ok(());
         }
@@ -323,6 +341,7 @@ impl Scheduler {
                     if let Some(run) = self.runs.remove(&id) {
                         self.freed_by(&run, now);
                     }
+                    self.instances.forget(id);
                     self.worklist.finished(id);
                 }
             }

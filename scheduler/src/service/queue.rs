@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::render::{self, Context, RunContext};
+use updraft_core::state::TaskState;
 use updraft_metadata::{DagRun, Error, TaskInstance};
 
 use super::{Scheduler, run_context};
@@ -116,12 +117,17 @@ impl Scheduler {
             .await?
             .into_iter()
             .collect();
-        waiting.extend(
-            ready
-                .iter()
-                .filter(|r| !queued.contains(&r.instance.id))
-                .map(|r| r.run.id),
-        );
+        for r in &ready {
+            match queued.contains(&r.instance.id) {
+                true => {
+                    self.instances
+                        .moved(r.run.id, r.instance.id, TaskState::Queued);
+                }
+                false => {
+                    waiting.insert(r.run.id);
+                }
+            }
+        }
         Ok(waiting)
     }
 }
