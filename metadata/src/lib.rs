@@ -51,7 +51,9 @@ pub use error::Error;
 pub use events::{EventLog, NewEvent};
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
 pub use pools::{DEFAULT_POOL, Pool};
-pub use queue::{Claim, TryEnd, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef, WorkerStatus};
+pub use queue::{
+    Claim, Stepped, TryEnd, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef, WorkerStatus,
+};
 pub use runs::{CreateOutcome, DagRun, NewDagRun, RunStart};
 pub use schema::SchemaStatus;
 pub use scratch::{ScratchDatabase, SeedRuns, seeded_run_id};

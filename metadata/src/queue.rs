@@ -6,7 +6,7 @@
 //! count-then-write): on Postgres the pool and DAG rows involved are locked first, on SQLite the
 //! transaction holds the single write lock from its start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use updraft_core::state::TaskState;
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split};
 use crate::signal::{Changes, Topic};
-use crate::tasks::TaskInstance;
+use crate::tasks::{TaskInstance, check_moves, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
 /// A task instance a worker claimed: now `running` under its try `try_number`, with what the
@@ -160,7 +160,16 @@ fn claim_on_postgres(limit: usize, only_run: bool) -> String {
     )
 }
 
-/// A `scheduled` task instance and the limits it must fit in.
+/// What [`Store::step_task_instances`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stepped {
+    /// For each move, in order, whether it moved.
+    pub moved: Vec<bool>,
+    /// The task instances queued, in the order of the requests.
+    pub queued: Vec<i64>,
+}
+
+/// A task instance to queue and the limits it must fit in.
 #[derive(Debug, Clone)]
 struct Candidate {
     id: i64,
@@ -241,73 +250,98 @@ impl Store {
         requests: &[(i64, serde_json::Value)],
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, Error> {
-        if requests.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.step_task_instances(&[], requests, now).await?.queued)
+    }
+
+    /// A scheduler's step in one transaction: the compare-and-set `moves` (as
+    /// [`Store::set_task_states`]), then the `requests` queued as
+    /// [`Store::queue_task_instances`] queues them, among them the task instances the moves
+    /// made `scheduled`. On Postgres the pools and DAGs of the requests are locked first, so
+    /// that every transaction that queues takes its locks in the same order: pools, DAGs,
+    /// task instances.
+    pub async fn step_task_instances(
+        &self,
+        moves: &[(i64, TaskState, TaskState)],
+        requests: &[(i64, serde_json::Value)],
+        now: DateTime<Utc>,
+    ) -> Result<Stepped, Error> {
+        check_moves(moves)?;
+        if moves.is_empty() && requests.is_empty() {
+            return Ok(Stepped::default());
         }
-        let ids = serde_json::json!(requests.iter().map(|(id, _)| id).collect::<Vec<_>>());
-        let mut tx = self.begin("queue task instances").await?;
-        let candidates: HashMap<i64, Candidate> = tx
-            .fetch_all(
-                query_split(
-                    "read task instances to queue",
-                    "SELECT id, dag_id, pool, pool_slots FROM task_instance \
-                     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint)) \
-                       AND state = 'scheduled'",
-                    "SELECT id, dag_id, pool, pool_slots FROM task_instance \
-                     WHERE id IN (SELECT value FROM json_each($1)) AND state = 'scheduled'",
-                )
-                .bind(&ids),
-                |row| {
-                    Ok(Candidate {
-                        id: row.get("id")?,
-                        dag_id: row.get("dag_id")?,
-                        pool: row.get("pool")?,
-                        pool_slots: row.get::<i32>("pool_slots")?.into(),
-                    })
-                },
-            )
-            .await?
-            .into_iter()
-            .map(|candidate| (candidate.id, candidate))
-            .collect();
-        let mut occupancy = occupancy(&mut tx, candidates.values()).await?;
-        let mut queued = Vec::new();
-        for (id, rendered) in requests {
-            let Some(candidate) = candidates.get(id) else {
-                continue;
-            };
-            if !occupancy.admit(candidate) {
-                continue;
-            }
-            let moved = tx
-                .execute(
-                    query(
-                        "queue a task instance",
-                        "UPDATE task_instance SET state = 'queued', queued_at = $2, \
-                             updated_at = $2, rendered_command = $3 \
-                         WHERE id = $1 AND state = 'scheduled'",
+        let mut tx = self.begin("step task instances").await?;
+        let mut candidates: HashMap<i64, Candidate> = HashMap::new();
+        if !requests.is_empty() {
+            let ids = serde_json::json!(requests.iter().map(|(id, _)| id).collect::<Vec<_>>());
+            candidates = tx
+                .fetch_all(
+                    query_split(
+                        "read task instances to queue",
+                        "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                         WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint))",
+                        "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                         WHERE id IN (SELECT value FROM json_each($1))",
                     )
-                    .bind(*id)
-                    .bind(now)
-                    .bind(rendered),
+                    .bind(&ids),
+                    |row| {
+                        Ok(Candidate {
+                            id: row.get("id")?,
+                            dag_id: row.get("dag_id")?,
+                            pool: row.get("pool")?,
+                            pool_slots: row.get::<i32>("pool_slots")?.into(),
+                        })
+                    },
                 )
-                .await?;
-            // Read before the locks were taken, it may have been queued by another scheduler
-            // since (and is counted in the occupancy already): its room is given back.
-            if moved == 1 {
-                queued.push(*id);
-            } else {
-                occupancy.release(candidate);
-            }
+                .await?
+                .into_iter()
+                .map(|candidate| (candidate.id, candidate))
+                .collect();
         }
-        if !queued.is_empty() {
+        let mut occupancy = match candidates.is_empty() {
+            true => Occupancy::default(),
+            false => occupancy(&mut tx, candidates.values()).await?,
+        };
+        let (moved, _) = move_task_states_in(&mut tx, moves, now).await?;
+        // The requests are admitted in order while there is room, and the admitted queued in
+        // one statement; one that is not `scheduled` any more (a move of this step did not
+        // happen, or another scheduler queued it first, and it is counted in the occupancy
+        // then) gives its room back to the requests after it.
+        let mut queued: HashSet<i64> = HashSet::new();
+        let mut pending: Vec<&(i64, serde_json::Value)> = requests
+            .iter()
+            .filter(|(id, _)| candidates.contains_key(id))
+            .collect();
+        while !pending.is_empty() {
+            let (admitted, rest): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|(id, _)| occupancy.admit(&candidates[id]));
+            if admitted.is_empty() {
+                break;
+            }
+            let done = queue_in(&mut tx, &admitted, now).await?;
+            for (id, _) in &admitted {
+                if !done.contains(id) {
+                    occupancy.release(&candidates[id]);
+                }
+            }
+            let released = done.len() < admitted.len();
+            queued.extend(done);
+            pending = if released { rest } else { Vec::new() };
+        }
+        let queued: Vec<i64> = requests
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| queued.contains(id))
+            .collect();
+        let wake_workers = !queued.is_empty() || kills(moves, &moved);
+        if wake_workers {
             self.notify_in(&mut tx, Topic::Workers).await?;
         }
-        tx.commit("queue task instances").await?;
-        if !queued.is_empty() {
+        tx.commit("step task instances").await?;
+        if wake_workers {
             self.wake(Topic::Workers);
         }
-        Ok(queued)
+        Ok(Stepped { moved, queued })
     }
 
     /// Claims up to `limit` queued task instances of `queues` for `worker`, highest
@@ -853,6 +887,46 @@ impl Store {
         )
         .await
     }
+}
+
+/// Moves the `scheduled` task instances of `requests` to `queued` with their rendered
+/// commands, in one statement; returns those that moved.
+async fn queue_in(
+    tx: &mut Tx,
+    requests: &[&(i64, serde_json::Value)],
+    now: DateTime<Utc>,
+) -> Result<HashSet<i64>, Error> {
+    let rows = serde_json::Value::Array(
+        requests
+            .iter()
+            .map(|(id, rendered)| serde_json::json!({ "id": id, "rendered": rendered }))
+            .collect(),
+    );
+    let queued = tx
+        .fetch_all(
+            query_split(
+                "queue task instances",
+                "UPDATE task_instance t SET state = 'queued', queued_at = $2, updated_at = $2, \
+                     rendered_command = q.rendered \
+                 FROM jsonb_to_recordset($1) AS q(id bigint, rendered jsonb) \
+                 WHERE t.id = ANY(ARRAY(SELECT (e ->> 'id')::bigint \
+                         FROM jsonb_array_elements($1) AS e)) \
+                   AND t.id = q.id AND t.state = 'scheduled' \
+                 RETURNING t.id",
+                // `NOT INDEXED`: by primary key (the rowid), never by the state index.
+                "UPDATE task_instance NOT INDEXED SET state = 'queued', queued_at = $2, \
+                     updated_at = $2, rendered_command = q.value -> 'rendered' \
+                 FROM json_each($1) AS q \
+                 WHERE task_instance.id = q.value ->> 'id' \
+                   AND task_instance.state = 'scheduled' \
+                 RETURNING task_instance.id",
+            )
+            .bind(&rows)
+            .bind(now),
+            |row| row.get::<i64>("id"),
+        )
+        .await?;
+    Ok(queued.into_iter().collect())
 }
 
 /// Reads what the candidates' pools and DAGs have in use, locking their rows on Postgres so

@@ -1,6 +1,8 @@
 //! Tables `task_instance`, `task_try`, `task_log` and `task_output`: one task in one run, its
 //! attempts, their logs, and what it handed downstream.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
@@ -284,44 +286,13 @@ impl Store {
         now: DateTime<Utc>,
         wake_schedulers: bool,
     ) -> Result<Vec<bool>, Error> {
-        if let Some(&(_, from, to)) = moves.iter().find(|(_, from, to)| !from.can_move_to(*to)) {
-            return Err(Error::IllegalTaskTransition { from, to });
-        }
+        check_moves(moves)?;
         if moves.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.begin("change task instance states").await?;
-        let mut moved = Vec::with_capacity(moves.len());
-        let mut runs = Vec::new();
-        for &(id, expected, new) in moves {
-            let run = tx
-                .fetch_optional(
-                    query(
-                        "change a task instance's state",
-                        "UPDATE task_instance SET state = $3, updated_at = $4, \
-                             queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
-                             start_date = CASE WHEN $6 THEN $4 ELSE start_date END, \
-                             end_date = CASE WHEN $6 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
-                         WHERE id = $1 AND state = $2 \
-                         RETURNING dag_run_id",
-                    )
-                    .bind(id)
-                    .bind(expected.as_str())
-                    .bind(new.as_str())
-                    .bind(now)
-                    .bind(new == TaskState::Queued)
-                    .bind(new == TaskState::Running)
-                    .bind(new.is_finished() || new == TaskState::UpForRetry),
-                    |row| row.get::<i64>("dag_run_id"),
-                )
-                .await?;
-            moved.push(run.is_some());
-            runs.extend(run);
-        }
-        let kills = moves
-            .iter()
-            .zip(&moved)
-            .any(|((_, from, _), moved)| *moved && *from == TaskState::Running);
+        let (moved, runs) = move_task_states_in(&mut tx, moves, now).await?;
+        let kills = kills(moves, &moved);
         if kills {
             self.notify_in(&mut tx, Topic::Workers).await?;
         }
@@ -668,4 +639,88 @@ pub(crate) async fn create_task_instances_in(
     )
     .await?;
     Ok(())
+}
+
+/// An error for the first move [`TaskState::can_move_to`] forbids.
+pub(crate) fn check_moves(moves: &[(i64, TaskState, TaskState)]) -> Result<(), Error> {
+    match moves.iter().find(|(_, from, to)| !from.can_move_to(*to)) {
+        Some(&(_, from, to)) => Err(Error::IllegalTaskTransition { from, to }),
+        None => Ok(()),
+    }
+}
+
+/// The compare-and-sets of [`Store::set_task_states`] in `tx`, in one statement: for each
+/// move whether it moved, and the runs of those that did.
+pub(crate) async fn move_task_states_in(
+    tx: &mut Tx,
+    moves: &[(i64, TaskState, TaskState)],
+    now: DateTime<Utc>,
+) -> Result<(Vec<bool>, Vec<i64>), Error> {
+    if moves.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let rows = serde_json::Value::Array(
+        moves
+            .iter()
+            .map(|&(id, from, to)| {
+                serde_json::json!({
+                    "id": id,
+                    "from": from.as_str(),
+                    "to": to.as_str(),
+                    "queues": to == TaskState::Queued,
+                    "starts": to == TaskState::Running,
+                    "ends": to.is_finished() || to == TaskState::UpForRetry,
+                })
+            })
+            .collect(),
+    );
+    let moved: HashMap<i64, i64> = tx
+        .fetch_all(
+            query_split(
+                "change task instance states",
+                "UPDATE task_instance t SET state = m.to, updated_at = $2, \
+                     queued_at = CASE WHEN m.queues THEN $2 ELSE t.queued_at END, \
+                     start_date = CASE WHEN m.starts THEN $2 ELSE t.start_date END, \
+                     end_date = CASE WHEN m.starts THEN NULL WHEN m.ends THEN $2 \
+                         ELSE t.end_date END \
+                 FROM jsonb_to_recordset($1) AS m(id bigint, \"from\" text, \"to\" text, \
+                     queues boolean, starts boolean, ends boolean) \
+                 WHERE t.id = ANY(ARRAY(SELECT (e ->> 'id')::bigint \
+                         FROM jsonb_array_elements($1) AS e)) \
+                   AND t.id = m.id AND t.state = m.\"from\" \
+                 RETURNING t.id, t.dag_run_id",
+                // `NOT INDEXED`: by primary key (the rowid), never by the state index.
+                "UPDATE task_instance NOT INDEXED SET state = m.value ->> 'to', updated_at = $2, \
+                     queued_at = CASE WHEN m.value ->> 'queues' THEN $2 ELSE queued_at END, \
+                     start_date = CASE WHEN m.value ->> 'starts' THEN $2 ELSE start_date END, \
+                     end_date = CASE WHEN m.value ->> 'starts' THEN NULL \
+                         WHEN m.value ->> 'ends' THEN $2 ELSE end_date END \
+                 FROM json_each($1) AS m \
+                 WHERE task_instance.id = m.value ->> 'id' \
+                   AND task_instance.state = m.value ->> 'from' \
+                 RETURNING task_instance.id, task_instance.dag_run_id",
+            )
+            .bind(&rows)
+            .bind(now),
+            |row| Ok((row.get::<i64>("id")?, row.get::<i64>("dag_run_id")?)),
+        )
+        .await?
+        .into_iter()
+        .collect();
+    let runs = moved.values().copied().collect();
+    Ok((
+        moves
+            .iter()
+            .map(|(id, _, _)| moved.contains_key(id))
+            .collect(),
+        runs,
+    ))
+}
+
+/// Whether the moves that `moved` moved a `running` task instance away: its worker kills it.
+pub(crate) fn kills(moves: &[(i64, TaskState, TaskState)], moved: &[bool]) -> bool {
+    moves
+        .iter()
+        .zip(moved)
+        .any(|((_, from, _), moved)| *moved && *from == TaskState::Running)
 }

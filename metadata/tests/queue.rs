@@ -33,6 +33,28 @@ async fn scheduled(
     max_active_tasks: i32,
     tasks: &[(&str, &str, i32, &str, i32)],
 ) -> Vec<TaskInstance> {
+    let instances = created(store, max_active_tasks, tasks).await;
+    let moves: Vec<_> = instances
+        .iter()
+        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .collect();
+    assert!(
+        store
+            .set_task_states(&moves, at(0))
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| *m)
+    );
+    instances
+}
+
+/// [`scheduled`], but the task instances are left in state `none`.
+async fn created(
+    store: &Store,
+    max_active_tasks: i32,
+    tasks: &[(&str, &str, i32, &str, i32)],
+) -> Vec<TaskInstance> {
     let dag_id = DagId::parse("sales").unwrap();
     store
         .upsert_dag(
@@ -82,23 +104,10 @@ async fn scheduled(
             rendered_command: None,
         })
         .collect();
-    let instances = store
+    store
         .create_task_instances(run.id, &new, at(0))
         .await
-        .unwrap();
-    let moves: Vec<_> = instances
-        .iter()
-        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
-        .collect();
-    assert!(
-        store
-            .set_task_states(&moves, at(0))
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| *m)
-    );
-    instances
+        .unwrap()
 }
 
 /// `count` task instances `t00`, `t01`, ... of one run, in the default pool and queue, queued
@@ -141,6 +150,73 @@ fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
 
 async fn state_of(store: &Store, id: i64) -> TaskState {
     store.get_task_instance(id).await.unwrap().unwrap().state
+}
+
+/// A scheduler's step moves task instances and queues those it made ready in one
+/// transaction, within the limits, and does not queue one whose move did not happen.
+#[tokio::test]
+async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = created(
+            &store,
+            2,
+            &[
+                ("a", DEFAULT_POOL, 1, "default", 3),
+                ("b", DEFAULT_POOL, 1, "default", 2),
+                ("c", DEFAULT_POOL, 1, "default", 1),
+            ],
+        )
+        .await;
+        // Another party moved `a` first: its move fails, and it is not queued.
+        assert!(
+            store
+                .set_task_state(tis[0].id, TaskState::None, TaskState::Skipped, at(1))
+                .await
+                .unwrap()
+        );
+        let moves: Vec<_> = tis
+            .iter()
+            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .collect();
+        let stepped = store
+            .step_task_instances(&moves, &requests(&tis), at(2))
+            .await
+            .unwrap();
+        assert_eq!(stepped.moved, [false, true, true]);
+        assert_eq!(
+            stepped.queued,
+            [tis[1].id, tis[2].id],
+            "max_active_tasks 2 has room"
+        );
+        let states: Vec<TaskState> = store
+            .list_task_instances(tis[0].dag_run_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|ti| ti.state)
+            .collect();
+        assert_eq!(
+            states,
+            [TaskState::Skipped, TaskState::Queued, TaskState::Queued]
+        );
+        // A move the state machine forbids is refused before anything is written.
+        let refused = store
+            .step_task_instances(
+                &[(tis[1].id, TaskState::Success, TaskState::Running)],
+                &[],
+                at(3),
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(updraft_metadata::Error::IllegalTaskTransition { .. })
+            ),
+            "{refused:?}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1305,8 +1305,10 @@ async fn no_op_worker(
             }
             continue;
         }
-        for claim in &claims {
-            let end = TryEnd {
+        // A worker writes the ends of the tries that ended together (one transaction).
+        let ends: Vec<TryEnd> = claims
+            .iter()
+            .map(|claim| TryEnd {
                 task_instance_id: claim.instance.id,
                 try_number: claim.instance.try_number,
                 worker_id: Some(me.id.to_owned()),
@@ -1315,9 +1317,9 @@ async fn no_op_worker(
                 next_retry_at: None,
                 outputs: Vec::new(),
                 log_tail: Vec::new(),
-            };
-            store.end_try(&end, Utc::now()).await?;
-        }
+            })
+            .collect();
+        store.end_tries(&ends, Utc::now()).await?;
     }
     Ok(())
 }

@@ -99,8 +99,8 @@ impl Scheduler {
         self.advance(to_step, now).await
     }
 
-    /// Steps running runs, writes every run's moves in one transaction, ends the runs whose
-    /// step ends them, and queues what is ready.
+    /// Steps running runs, writes every run's moves and queues what they made ready in one
+    /// transaction, and ends the runs whose step ends them.
     async fn advance(
         &mut self,
         runs: Vec<(DagRun, Arc<Dag>)>,
@@ -137,15 +137,53 @@ impl Scheduler {
             let step = step_run(&dag, run.start_date, &snapshots, &past, now);
             steps.push((run, dag, step, !past.is_empty()));
         }
+        // What is ready once the moves are written (each a compare-and-set: one that fails
+        // leaves its task instance as it was, and the store does not queue it).
+        let mut ready = Vec::new();
+        // Queued and running task instances per DAG, to offer the queue only what can fit.
+        let mut active: HashMap<DagId, usize> = HashMap::new();
+        for (run, dag, step, _) in &steps {
+            if step.finish.is_some() {
+                continue;
+            }
+            let to: HashMap<i64, TaskState> =
+                step.moves.iter().map(|&(id, _, to)| (id, to)).collect();
+            let run = Arc::new(run.clone());
+            for ti in self.instances.of_run(run.id) {
+                let state = to.get(&ti.id).copied().unwrap_or(ti.state);
+                if matches!(state, TaskState::Queued | TaskState::Running) {
+                    *active.entry(ti.dag_id.clone()).or_default() += 1;
+                }
+                if state == TaskState::Scheduled {
+                    ready.push(Ready {
+                        instance: ti.clone(),
+                        run: run.clone(),
+                        dag: dag.clone(),
+                    });
+                }
+            }
+        }
+        let offer = self.offer(ready, &active).await?;
         let moves: Vec<(i64, TaskState, TaskState)> = steps
             .iter()
             .flat_map(|(_, _, step, _)| step.moves.iter().copied())
             .collect();
-        let mut moved = self.store.set_task_states(&moves, now).await?.into_iter();
-        let mut ready = Vec::new();
-        // Queued and running task instances per DAG, to offer the queue only what can fit.
-        let mut active: HashMap<DagId, usize> = HashMap::new();
-        for (run, dag, step, waits_on_past) in steps {
+        let written = self
+            .store
+            .step_task_instances(&moves, &offer.requests, now)
+            .await?;
+        let mut moved = written.moved.into_iter();
+        let queued: HashSet<i64> = written.queued.into_iter().collect();
+        let mut waiting = offer.waiting;
+        waiting.extend(
+            offer
+                .requests
+                .iter()
+                .zip(&offer.runs)
+                .filter(|((id, _), _)| !queued.contains(id))
+                .map(|(_, &run)| run),
+        );
+        for (run, _, step, waits_on_past) in steps {
             let mut stale = false;
             for (&(id, _, to), moved) in step.moves.iter().zip(moved.by_ref()) {
                 match moved {
@@ -165,23 +203,16 @@ impl Scheduler {
                 self.finish_run(&run, state, step.reason, now).await?;
                 continue;
             }
-            self.worklist.looked_at(run.id, step.wake_at, waits_on_past);
-            let run = Arc::new(run);
-            for ti in self.instances.of_run(run.id) {
-                if matches!(ti.state, TaskState::Queued | TaskState::Running) {
-                    *active.entry(ti.dag_id.clone()).or_default() += 1;
-                }
-                if ti.state == TaskState::Scheduled {
-                    ready.push(Ready {
-                        instance: ti.clone(),
-                        run: run.clone(),
-                        dag: dag.clone(),
-                    });
-                }
-            }
+            self.worklist.looked_at(
+                run.id,
+                step.wake_at,
+                waits_on_past || waiting.contains(&run.id),
+            );
         }
-        for run in self.queue(ready, &active, now).await? {
-            self.worklist.looked_at(run, None, true);
+        for (&(id, _), &run) in offer.requests.iter().zip(&offer.runs) {
+            if queued.contains(&id) {
+                self.instances.moved(run, id, TaskState::Queued);
+            }
         }
         Ok(())
     }

@@ -1,15 +1,14 @@
-//! Queueing: ready task instances are rendered (their templates, for this try) and queued,
-//! highest priority first, within pool slots and `max_active_tasks` (checked again by the
-//! store as it queues, in one transaction).
+//! Queueing: ready task instances are rendered (their templates, for this try) and offered
+//! to the queue, highest priority first, within `max_active_tasks`; the store queues them in
+//! the transaction of the step that made them ready, checking pool slots and
+//! `max_active_tasks` again as it writes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::render::{self, Context, RunContext};
-use updraft_core::state::TaskState;
 use updraft_metadata::{DagRun, Error, TaskInstance};
 
 use super::{Scheduler, run_context};
@@ -21,17 +20,23 @@ pub(super) struct Ready {
     pub(super) dag: Arc<Dag>,
 }
 
+/// What to offer the queue: requests `(task instance id, rendered command)` in priority
+/// order, with the run of each, and the runs whose ready task instances wait for room.
+#[derive(Default)]
+pub(super) struct Offer {
+    pub(super) requests: Vec<(i64, serde_json::Value)>,
+    pub(super) runs: Vec<i64>,
+    pub(super) waiting: HashSet<i64>,
+}
+
 impl Scheduler {
-    /// Renders and queues ready task instances, highest priority first. Only as many per DAG
-    /// as its `max_active_tasks` leaves room for beside the `active` ones are rendered and
-    /// offered; the store checks every limit again as it queues. Returns the runs of the
-    /// ready task instances left waiting (for room in a pool or under `max_active_tasks`).
-    pub(super) async fn queue(
+    /// Renders the ready task instances to offer the queue, highest priority first: only as
+    /// many per DAG as its `max_active_tasks` leaves room for beside the `active` ones.
+    pub(super) async fn offer(
         &mut self,
         mut ready: Vec<Ready>,
         active: &HashMap<DagId, usize>,
-        now: DateTime<Utc>,
-    ) -> Result<HashSet<i64>, Error> {
+    ) -> Result<Offer, Error> {
         ready.sort_by_key(|r| {
             (
                 std::cmp::Reverse(r.instance.priority_weight),
@@ -39,8 +44,8 @@ impl Scheduler {
                 r.instance.id,
             )
         });
+        let mut offer = Offer::default();
         let mut room: HashMap<DagId, usize> = HashMap::new();
-        let mut waiting = HashSet::new();
         ready.retain(|r| {
             let room = room.entry(r.instance.dag_id.clone()).or_insert_with(|| {
                 let busy = active.get(&r.instance.dag_id).copied().unwrap_or(0);
@@ -49,12 +54,12 @@ impl Scheduler {
             let fits = *room > 0;
             *room = room.saturating_sub(1);
             if !fits {
-                waiting.insert(r.run.id);
+                offer.waiting.insert(r.run.id);
             }
             fits
         });
         if ready.is_empty() {
-            return Ok(waiting);
+            return Ok(offer);
         }
         if self.pools.is_empty() {
             self.refresh_pools().await?;
@@ -88,7 +93,6 @@ impl Scheduler {
             }
             contexts.insert(r.run.id, (run_context(&r.dag, &r.run), outputs));
         }
-        let mut requests = Vec::with_capacity(ready.len());
         for r in &ready {
             let Some(task) = r.dag.task(r.instance.task_id.as_str()) else {
                 continue;
@@ -109,25 +113,9 @@ impl Scheduler {
                 Ok(rendered) => serde_json::to_value(rendered).expect("rendered JSON"),
                 Err(message) => serde_json::json!({ "error": message }),
             };
-            requests.push((r.instance.id, rendered));
+            offer.requests.push((r.instance.id, rendered));
+            offer.runs.push(r.run.id);
         }
-        let queued: HashSet<i64> = self
-            .store
-            .queue_task_instances(&requests, now)
-            .await?
-            .into_iter()
-            .collect();
-        for r in &ready {
-            match queued.contains(&r.instance.id) {
-                true => {
-                    self.instances
-                        .moved(r.run.id, r.instance.id, TaskState::Queued);
-                }
-                false => {
-                    waiting.insert(r.run.id);
-                }
-            }
-        }
-        Ok(waiting)
+        Ok(offer)
     }
 }
