@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::state::TaskState;
 
 use crate::dags::lock_dags_in;
-use crate::db::{Handle, Row, Tx, query, query_split};
+use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
 use crate::signal::{Changes, Topic};
 use crate::tasks::{TaskInstance, check_moves, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
@@ -442,33 +442,50 @@ impl Store {
                 TaskInstance::from_row,
             )
             .await?;
+        if claimed.is_empty() {
+            tx.commit("claim task instances").await?;
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::json!(claimed.iter().map(|ti| ti.id).collect::<Vec<_>>());
+        tx.execute(
+            query(
+                "record task tries",
+                "INSERT INTO task_try (task_instance_id, try_number, state, worker_id, \
+                     hostname, start_date) \
+                 SELECT id, try_number, 'running', $2, $3, $4 FROM task_instance \
+                 WHERE id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&ids)
+            .bind(worker.id)
+            .bind(worker.hostname)
+            .bind(now),
+        )
+        .await?;
+        let mut found: HashMap<i64, (String, String)> = tx
+            .fetch_all(
+                query(
+                    "read the runs of claimed task instances",
+                    "SELECT t.id, r.version_hash, d.fileloc FROM task_instance t \
+                     JOIN dag_run r ON r.id = t.dag_run_id JOIN dag d ON d.dag_id = r.dag_id \
+                     WHERE t.id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(&ids),
+                |row| {
+                    Ok((
+                        row.get::<i64>("id")?,
+                        (row.get("version_hash")?, row.get("fileloc")?),
+                    ))
+                },
+            )
+            .await?
+            .into_iter()
+            .collect();
         let mut claims = Vec::with_capacity(claimed.len());
         for instance in claimed {
-            tx.execute(
-                query(
-                    "record a task try",
-                    "INSERT INTO task_try (task_instance_id, try_number, state, worker_id, \
-                         hostname, start_date) \
-                     VALUES ($1, $2, 'running', $3, $4, $5)",
-                )
-                .bind(instance.id)
-                .bind(instance.try_number)
-                .bind(worker.id)
-                .bind(worker.hostname)
-                .bind(now),
-            )
-            .await?;
-            let (version_hash, fileloc) = tx
-                .fetch_one(
-                    query(
-                        "read the run of a claimed task instance",
-                        "SELECT r.version_hash, d.fileloc FROM dag_run r \
-                         JOIN dag d ON d.dag_id = r.dag_id WHERE r.id = $1",
-                    )
-                    .bind(instance.dag_run_id),
-                    |row| Ok((row.get("version_hash")?, row.get("fileloc")?)),
-                )
-                .await?;
+            // The foreign keys keep a task instance's run and DAG.
+            let (version_hash, fileloc) = found.remove(&instance.id).ok_or_else(|| {
+                Error::NotFound(format!("the run and DAG of task instance {}", instance.id))
+            })?;
             claims.push(Claim {
                 instance,
                 version_hash,
@@ -595,10 +612,7 @@ impl Store {
             return self.end_tries_on_postgres(ends, now).await;
         }
         let mut tx = self.begin("end task tries").await?;
-        let mut moved = Vec::with_capacity(ends.len());
-        for end in ends {
-            moved.push(end_try_on_sqlite(&mut tx, end, now).await?);
-        }
+        let moved = end_tries_on_sqlite(&mut tx, ends, now).await?;
         tx.commit("end task tries").await?;
         let instances: Vec<(i64, i64)> = ends
             .iter()
@@ -1024,100 +1038,128 @@ async fn occupancy(
     Ok(occupancy)
 }
 
-/// One try's end inside [`Store::end_tries`]' SQLite transaction; true when its task instance
-/// moved.
-/// Ends one try on SQLite; returns the task instance's run when it moved.
-async fn end_try_on_sqlite(
+/// [`Store::end_tries`] on SQLite, in `tx`: one statement per part, as the parts of the
+/// Postgres statement (see [`Store::end_tries_on_postgres`]); for each end, the run of its task
+/// instance when it moved.
+async fn end_tries_on_sqlite(
     tx: &mut Tx,
-    end: &TryEnd,
+    ends: &[TryEnd],
     now: DateTime<Utc>,
-) -> Result<Option<i64>, Error> {
-    let moved = tx
-        .fetch_optional(
+) -> Result<Vec<Option<i64>>, Error> {
+    let rows = serde_json::Value::Array(
+        ends.iter()
+            .map(|end| {
+                serde_json::json!({
+                    "id": end.task_instance_id,
+                    "try": end.try_number,
+                    "worker": end.worker_id,
+                    "state": end.state.as_str(),
+                    "exit_code": end.exit_code,
+                    "next_retry_at": end.next_retry_at.map(sqlite_time),
+                    "tail": hex(&end.log_tail),
+                    "actor": match &end.worker_id {
+                        Some(worker) => format!("worker {worker}"),
+                        None => "scheduler".to_owned(),
+                    },
+                    "details": {
+                        "state": end.state,
+                        "try_number": end.try_number,
+                        "exit_code": end.exit_code,
+                    },
+                    "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
+                        |(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))
+                    )),
+                })
+            })
+            .collect(),
+    );
+    let moved: HashMap<i64, i64> = tx
+        .fetch_all(
             query(
-                "end a task instance's try",
-                "UPDATE task_instance SET state = $4, end_date = $5, updated_at = $5, \
-                     next_retry_at = $6 \
-                 WHERE id = $1 AND try_number = $2 AND state = 'running' \
-                   AND ($3 IS NULL OR worker_id = $3) \
-                 RETURNING dag_run_id",
+                "end task instances' tries",
+                // `NOT INDEXED`: by primary key (the rowid), never by the state index.
+                "UPDATE task_instance NOT INDEXED SET state = e.value ->> 'state', \
+                     end_date = $2, updated_at = $2, next_retry_at = e.value ->> 'next_retry_at' \
+                 FROM json_each($1) AS e \
+                 WHERE task_instance.id = e.value ->> 'id' \
+                   AND task_instance.try_number = e.value ->> 'try' \
+                   AND task_instance.state = 'running' \
+                   AND (e.value ->> 'worker' IS NULL \
+                     OR task_instance.worker_id = e.value ->> 'worker') \
+                 RETURNING task_instance.id, task_instance.dag_run_id",
             )
-            .bind(end.task_instance_id)
-            .bind(end.try_number)
-            .bind(end.worker_id.as_deref())
-            .bind(end.state.as_str())
-            .bind(now)
-            .bind(end.next_retry_at),
-            |row| row.get::<i64>("dag_run_id"),
+            .bind(&rows)
+            .bind(now),
+            |row| Ok((row.get::<i64>("id")?, row.get::<i64>("dag_run_id")?)),
         )
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
     tx.execute(
         query(
-            "end a task try",
-            "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
-             WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
+            "end task tries",
+            "UPDATE task_try SET state = e.value ->> 'state', \
+                 exit_code = e.value ->> 'exit_code', end_date = $2 \
+             FROM json_each($1) AS e \
+             WHERE task_try.task_instance_id = e.value ->> 'id' \
+               AND task_try.try_number = e.value ->> 'try' AND task_try.state = 'running'",
         )
-        .bind(end.task_instance_id)
-        .bind(end.try_number)
-        .bind(end.state.as_str())
-        .bind(end.exit_code)
+        .bind(&rows)
         .bind(now),
     )
     .await?;
-    if !end.log_tail.is_empty() {
+    if ends.iter().any(|end| !end.log_tail.is_empty()) {
         tx.execute(
             query(
-                "append the end of a try's log",
+                "append the ends of tries' logs",
                 "INSERT INTO task_log (task_instance_id, try_number, seq, data) \
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3 FROM task_log \
-                 WHERE task_instance_id = $1 AND try_number = $2",
+                 SELECT e.value ->> 'id', e.value ->> 'try', \
+                     COALESCE((SELECT MAX(l.seq) FROM task_log l \
+                         WHERE l.task_instance_id = e.value ->> 'id' \
+                           AND l.try_number = e.value ->> 'try'), 0) + 1, \
+                     unhex(e.value ->> 'tail') \
+                 FROM json_each($1) AS e WHERE e.value ->> 'tail' <> ''",
             )
-            .bind(end.task_instance_id)
-            .bind(end.try_number)
-            .bind(end.log_tail.as_slice()),
+            .bind(&rows),
         )
         .await?;
     }
-    if moved.is_none() {
-        return Ok(None);
-    }
-    let details = serde_json::json!({
-        "state": end.state,
-        "try_number": end.try_number,
-        "exit_code": end.exit_code,
-    });
-    let actor = match &end.worker_id {
-        Some(worker) => format!("worker {worker}"),
-        None => "scheduler".to_owned(),
-    };
-    tx.execute(
-        query(
-            "log the end of a try",
-            "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
-             SELECT $2, $3, dag_id, run_id, task_id, 'try_ended', $4 \
-             FROM task_instance WHERE id = $1",
-        )
-        .bind(end.task_instance_id)
-        .bind(now)
-        .bind(actor.as_str())
-        .bind(&details),
-    )
-    .await?;
-    for (name, value) in &end.outputs {
+    if !moved.is_empty() {
+        let ids = serde_json::json!(moved.keys().collect::<Vec<_>>());
         tx.execute(
             query(
-                "record a task output",
-                "INSERT INTO task_output (task_instance_id, name, value) \
-                 VALUES ($1, $2, $3) \
-                 ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
+                "log the ends of tries",
+                "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+                 SELECT $2, e.value ->> 'actor', t.dag_id, t.run_id, t.task_id, 'try_ended', \
+                     e.value -> 'details' \
+                 FROM json_each($1) AS e JOIN task_instance t ON t.id = e.value ->> 'id' \
+                 WHERE e.value ->> 'id' IN (SELECT value FROM json_each($3))",
             )
-            .bind(end.task_instance_id)
-            .bind(name.as_str())
-            .bind(value.as_str()),
+            .bind(&rows)
+            .bind(now)
+            .bind(&ids),
         )
         .await?;
+        if ends.iter().any(|end| !end.outputs.is_empty()) {
+            tx.execute(
+                query(
+                    "record task outputs",
+                    "INSERT INTO task_output (task_instance_id, name, value) \
+                     SELECT e.value ->> 'id', o.key, o.value \
+                     FROM json_each($1) AS e, json_each(e.value -> 'outputs') AS o \
+                     WHERE e.value ->> 'id' IN (SELECT value FROM json_each($2)) \
+                     ON CONFLICT (task_instance_id, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&rows)
+                .bind(&ids),
+            )
+            .await?;
+        }
     }
-    Ok(moved)
+    Ok(ends
+        .iter()
+        .map(|end| moved.get(&end.task_instance_id).copied())
+        .collect())
 }
 
 /// Bytes as lowercase hexadecimal text, which Postgres' `decode(text, 'hex')` reads back: how
