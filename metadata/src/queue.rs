@@ -639,24 +639,7 @@ impl Store {
         ends: &[TryEnd],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
-        let rows = serde_json::Value::Array(
-            ends.iter()
-                .map(|end| {
-                    serde_json::json!({
-                        "id": end.task_instance_id,
-                        "try": end.try_number,
-                        "worker": end.worker_id,
-                        "state": end.state.as_str(),
-                        "exit_code": end.exit_code,
-                        "next_retry_at": end.next_retry_at,
-                        "tail": hex(&end.log_tail),
-                        "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
-                            |(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))
-                        )),
-                    })
-                })
-                .collect(),
-        );
+        let rows = end_rows(ends);
         let moved: Vec<(i64, i32, i64)> = self
             .fetch_one(
                 query(
@@ -1046,33 +1029,7 @@ async fn end_tries_on_sqlite(
     ends: &[TryEnd],
     now: DateTime<Utc>,
 ) -> Result<Vec<Option<i64>>, Error> {
-    let rows = serde_json::Value::Array(
-        ends.iter()
-            .map(|end| {
-                serde_json::json!({
-                    "id": end.task_instance_id,
-                    "try": end.try_number,
-                    "worker": end.worker_id,
-                    "state": end.state.as_str(),
-                    "exit_code": end.exit_code,
-                    "next_retry_at": end.next_retry_at.map(sqlite_time),
-                    "tail": hex(&end.log_tail),
-                    "actor": match &end.worker_id {
-                        Some(worker) => format!("worker {worker}"),
-                        None => "scheduler".to_owned(),
-                    },
-                    "details": {
-                        "state": end.state,
-                        "try_number": end.try_number,
-                        "exit_code": end.exit_code,
-                    },
-                    "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
-                        |(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))
-                    )),
-                })
-            })
-            .collect(),
-    );
+    let rows = end_rows(ends);
     let moved: HashMap<i64, i64> = tx
         .fetch_all(
             query(
@@ -1160,6 +1117,38 @@ async fn end_tries_on_sqlite(
         .iter()
         .map(|end| moved.get(&end.task_instance_id).copied())
         .collect())
+}
+
+/// Try ends as a JSON array of rows, as both backends' statements read them.
+fn end_rows(ends: &[TryEnd]) -> serde_json::Value {
+    serde_json::Value::Array(
+        ends.iter()
+            .map(|end| {
+                serde_json::json!({
+                    "id": end.task_instance_id,
+                    "try": end.try_number,
+                    "worker": end.worker_id,
+                    "state": end.state.as_str(),
+                    "exit_code": end.exit_code,
+                    // The text of times SQLite stores, which Postgres reads too.
+                    "next_retry_at": end.next_retry_at.map(sqlite_time),
+                    "tail": hex(&end.log_tail),
+                    "actor": match &end.worker_id {
+                        Some(worker) => format!("worker {worker}"),
+                        None => "scheduler".to_owned(),
+                    },
+                    "details": {
+                        "state": end.state,
+                        "try_number": end.try_number,
+                        "exit_code": end.exit_code,
+                    },
+                    "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
+                        |(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))
+                    )),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Bytes as lowercase hexadecimal text, which Postgres' `decode(text, 'hex')` reads back: how
