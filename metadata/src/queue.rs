@@ -418,6 +418,27 @@ impl Store {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
+        // Between the tries of a chain a worker asks when a slot frees, before the next task
+        // is queued, and finds nothing: a read says so without waiting for the turn to write
+        // and taking SQLite's single write lock (which the end and the scheduler's step wait
+        // for). Work queued after this read wakes the worker, which claims again.
+        let found = self
+            .fetch_optional(
+                query(
+                    "look for queued task instances",
+                    "SELECT 1 AS found FROM task_instance \
+                     WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
+                       AND ($2 IS NULL OR dag_run_id = $2) \
+                     LIMIT 1",
+                )
+                .bind(queues)
+                .bind(only_run),
+                |row| row.get::<i64>("found"),
+            )
+            .await?;
+        if found.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin("claim task instances").await?;
         let claimed = tx
             .fetch_all(
@@ -963,60 +984,49 @@ async fn occupancy(
         .await?;
     }
     lock_dags_in(tx, &dags).await?;
+    // Both limits in one statement (one round trip): each row a pool (its slots and the slots
+    // in use) or a DAG (its `max_active_tasks` and its queued and running task instances).
     let mut occupancy = Occupancy::default();
-    for row in tx
+    let rows = tx
         .fetch_all(
             query_split(
-                "read pool slots",
-                "SELECT name, slots, \
+                "read pool slots and dag task limits",
+                "SELECT 'pool' AS kind, name, slots::bigint AS room, \
+                     (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
+                      WHERE t.pool = p.name AND t.state IN ('queued', 'running'))::bigint AS used \
+                 FROM pool p WHERE name = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
+                 UNION ALL \
+                 SELECT 'dag', dag_id, max_active_tasks::bigint, \
+                     (SELECT COUNT(*) FROM task_instance t \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) \
+                 FROM dag d WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
+                "SELECT 'pool' AS kind, name, slots AS room, \
                      (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
                       WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
-                 FROM pool p WHERE name = ANY(ARRAY(SELECT jsonb_array_elements_text($1)))",
-                "SELECT name, slots, \
-                     (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
-                      WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
-                 FROM pool p WHERE name IN (SELECT value FROM json_each($1))",
+                 FROM pool p WHERE name IN (SELECT value FROM json_each($1)) \
+                 UNION ALL \
+                 SELECT 'dag', dag_id, max_active_tasks, \
+                     (SELECT COUNT(*) FROM task_instance t \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) \
+                 FROM dag d WHERE dag_id IN (SELECT value FROM json_each($2))",
             )
-            .bind(&pools),
+            .bind(&pools)
+            .bind(&dags),
             |row| {
                 Ok((
+                    row.get::<String>("kind")?,
                     row.get::<String>("name")?,
-                    row.get::<i32>("slots")?.into(),
+                    row.get::<i64>("room")?,
                     row.get::<i64>("used")?,
                 ))
             },
         )
-        .await?
-    {
-        let (name, slots, used) = row;
-        occupancy.pools.insert(name, (slots, used));
-    }
-    for row in tx
-        .fetch_all(
-            query_split(
-                "read dag task limits",
-                "SELECT dag_id, max_active_tasks, \
-                     (SELECT COUNT(*) FROM task_instance t \
-                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \
-                 FROM dag d WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)))",
-                "SELECT dag_id, max_active_tasks, \
-                     (SELECT COUNT(*) FROM task_instance t \
-                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) AS active \
-                 FROM dag d WHERE dag_id IN (SELECT value FROM json_each($1))",
-            )
-            .bind(&dags),
-            |row| {
-                Ok((
-                    row.get::<String>("dag_id")?,
-                    row.get::<i32>("max_active_tasks")?.into(),
-                    row.get::<i64>("active")?,
-                ))
-            },
-        )
-        .await?
-    {
-        let (dag_id, max_active, active) = row;
-        occupancy.dags.insert(dag_id, (max_active, active));
+        .await?;
+    for (kind, name, room, used) in rows {
+        match kind.as_str() {
+            "pool" => occupancy.pools.insert(name, (room, used)),
+            _ => occupancy.dags.insert(name, (room, used)),
+        };
     }
     Ok(occupancy)
 }
