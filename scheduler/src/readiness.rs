@@ -6,7 +6,9 @@
 //! dependency order, so a skip or failure propagates through every downstream task in one
 //! pass, and derives the run's state from its leaves.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use updraft_core::dag::Dag;
 use updraft_core::ids::TaskId;
@@ -122,8 +124,11 @@ pub struct RunPlan {
 
 /// Plans a run: every `none` task instance whose rule is decided moves, in dependency order so
 /// that skips and upstream failures reach every downstream task at once. A task missing from
-/// `states` counts as `none`.
-pub fn plan_run(dag: &Dag, states: &HashMap<TaskId, TaskState>) -> RunPlan {
+/// `states` counts as `none`. The states may be keyed by task ids or by references to them.
+pub fn plan_run<K>(dag: &Dag, states: &HashMap<K, TaskState>) -> RunPlan
+where
+    K: Borrow<TaskId> + Eq + Hash,
+{
     let mut current: HashMap<&TaskId, TaskState> = dag
         .tasks
         .keys()

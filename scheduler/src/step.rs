@@ -18,11 +18,12 @@ use updraft_core::state::{DagRunState, TaskState};
 
 use crate::readiness::plan_run;
 
-/// A task instance as the step sees it.
+/// A task instance as the step sees it (its task id borrowed: a step of a run of a thousand
+/// tasks copies none of their ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskSnapshot {
+pub struct TaskSnapshot<'a> {
     pub id: i64,
-    pub task_id: TaskId,
+    pub task_id: &'a TaskId,
     pub state: TaskState,
     pub next_retry_at: Option<DateTime<Utc>>,
 }
@@ -46,7 +47,7 @@ pub struct RunStep {
 pub fn step_run(
     dag: &Dag,
     started_at: Option<DateTime<Utc>>,
-    tasks: &[TaskSnapshot],
+    tasks: &[TaskSnapshot<'_>],
     waiting_on_past: &HashSet<TaskId>,
     now: DateTime<Utc>,
 ) -> RunStep {
@@ -73,7 +74,7 @@ pub fn step_run(
         step.wake_at = Some(deadline);
     }
 
-    let mut states: HashMap<TaskId, TaskState> = HashMap::with_capacity(tasks.len());
+    let mut states: HashMap<&TaskId, TaskState> = HashMap::with_capacity(tasks.len());
     let mut ids: HashMap<&TaskId, i64> = HashMap::with_capacity(tasks.len());
     for ti in tasks {
         let mut state = ti.state;
@@ -88,8 +89,8 @@ pub fn step_run(
                 }
             }
         }
-        states.insert(ti.task_id.clone(), state);
-        ids.insert(&ti.task_id, ti.id);
+        states.insert(ti.task_id, state);
+        ids.insert(ti.task_id, ti.id);
     }
 
     let plan = plan_run(dag, &states);

@@ -34,14 +34,14 @@ fn chain(extra: &str) -> Dag {
 }
 
 /// Task instances with ids 1, 2, ... in the DAG's order.
-fn snapshot(dag: &Dag, states: &[(TaskState, Option<&str>)]) -> Vec<TaskSnapshot> {
+fn snapshot<'a>(dag: &'a Dag, states: &[(TaskState, Option<&str>)]) -> Vec<TaskSnapshot<'a>> {
     dag.tasks
         .keys()
         .zip(states)
         .enumerate()
         .map(|(i, (task, (state, retry_at)))| TaskSnapshot {
             id: i as i64 + 1,
-            task_id: task.clone(),
+            task_id: task,
             state: *state,
             next_retry_at: retry_at.map(at),
         })

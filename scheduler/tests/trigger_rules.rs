@@ -204,7 +204,10 @@ tasks:
 
 #[test]
 fn a_new_run_schedules_its_roots() {
-    let plan = plan_run(&dag(CLEANUP_AND_ALERT), &HashMap::new());
+    let plan = plan_run(
+        &dag(CLEANUP_AND_ALERT),
+        &HashMap::<TaskId, TaskState>::new(),
+    );
     assert_eq!(ids(&plan.schedule), ["extract"]);
     assert_eq!(plan.finish, None);
 }

@@ -129,7 +129,7 @@ impl Scheduler {
                 .iter()
                 .map(|ti| TaskSnapshot {
                     id: ti.id,
-                    task_id: ti.task_id.clone(),
+                    task_id: &ti.task_id,
                     state: ti.state,
                     next_retry_at: ti.next_retry_at,
                 })
