@@ -57,9 +57,14 @@ pub struct Dag {
     pub(super) graph: DerivedGraph,
 }
 
-/// The graph cache of a `Dag`. It derives from the tasks, so it takes no part in equality.
+/// The graph cache of a `Dag` and its topological order (task positions), computed once per
+/// parsed version: the scheduler asks for the order at every step of every run. They derive
+/// from the tasks, so they take no part in equality.
 #[derive(Debug, Clone, Default)]
-pub(super) struct DerivedGraph(OnceLock<DiGraph<(), ()>>);
+pub(super) struct DerivedGraph {
+    graph: OnceLock<DiGraph<(), ()>>,
+    order: OnceLock<Vec<usize>>,
+}
 
 impl PartialEq for DerivedGraph {
     fn eq(&self, _: &Self) -> bool {
@@ -209,7 +214,7 @@ impl Param {
 impl Dag {
     /// The dependency graph: node `i` is the `i`-th task, edges point downstream.
     pub fn graph(&self) -> &DiGraph<(), ()> {
-        self.graph.0.get_or_init(|| build_graph(&self.tasks))
+        self.graph.graph.get_or_init(|| build_graph(&self.tasks))
     }
 
     pub fn task(&self, id: &str) -> Option<&Task> {
@@ -271,6 +276,12 @@ impl Dag {
     /// Tasks in an order where every task comes after its upstream tasks (file order breaks
     /// ties, so the order is stable).
     pub fn topological_order(&self) -> Vec<&Task> {
+        let order = self.graph.order.get_or_init(|| self.sort_topologically());
+        order.iter().map(|&i| &self.tasks[i]).collect()
+    }
+
+    /// Task positions in [`Dag::topological_order`].
+    fn sort_topologically(&self) -> Vec<usize> {
         let graph = self.graph();
         let mut pending: Vec<usize> = graph
             .node_indices()
@@ -284,7 +295,7 @@ impl Dag {
             (0..pending.len()).filter(|&i| pending[i] == 0).collect();
         let mut order = Vec::with_capacity(pending.len());
         while let Some(i) = ready.pop_first() {
-            order.push(self.task_at(NodeIndex::new(i)));
+            order.push(i);
             for next in graph.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing) {
                 pending[next.index()] -= 1;
                 if pending[next.index()] == 0 {

@@ -201,6 +201,9 @@ mod tests {
         assert!(!folder.needs_sync());
         std::fs::write(dir.path().join("a.yaml"), "version: 1\n").unwrap();
         assert!(asks_for_sync(&mut folder));
+        // A write is several events (create, modify, close); let the last of them arrive.
+        std::thread::sleep(Duration::from_millis(200));
+        folder.needs_sync();
         // Reading the files (as a sync does) is no change.
         std::fs::read(dir.path().join("a.yaml")).unwrap();
         std::thread::sleep(Duration::from_millis(200));
