@@ -24,7 +24,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let message = format!("{error:#}");
+            eprintln!("error: {}", updraft_core::text::lines(&message));
             ExitCode::FAILURE
         }
     }

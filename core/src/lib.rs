@@ -13,3 +13,4 @@ pub mod schedule;
 pub mod state;
 pub mod suggest;
 pub mod template;
+pub mod text;

@@ -4,12 +4,12 @@
 //! Messages are lowercase and name where the problem is (`task "load": ...`); the position of
 //! each is the node it is about. This module reads no files: `load.rs` does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 
 use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
@@ -820,7 +820,7 @@ impl<'t> Decoder<'t> {
             );
             return None;
         }
-        let known: Vec<&str> = entries.iter().filter_map(|(k, _)| k.as_str()).collect();
+        let known: IndexSet<&str> = entries.iter().filter_map(|(k, _)| k.as_str()).collect();
         let mut tasks = IndexMap::with_capacity(entries.len());
         for &(key, value) in &entries {
             let name = key.as_str().unwrap_or_default();
@@ -859,7 +859,7 @@ impl<'t> Decoder<'t> {
         fields: &Fields,
         context: &str,
         index: usize,
-        known: &[&str],
+        known: &IndexSet<&str>,
     ) -> Option<Task> {
         let command = self.command(fields, pos, context, Some(index));
         let depends_on_ids = fields
@@ -984,7 +984,7 @@ impl<'t> Decoder<'t> {
     }
 
     /// Upstream task ids: a string or a list, each naming a task of the file.
-    fn depends_on(&mut self, node: &Node, context: &str, known: &[&str]) -> Vec<TaskId> {
+    fn depends_on(&mut self, node: &Node, context: &str, known: &IndexSet<&str>) -> Vec<TaskId> {
         let items: Vec<&Node> = match &node.value {
             Value::Seq(items) => items.iter().collect(),
             Value::Null => Vec::new(),
@@ -1154,6 +1154,7 @@ impl<'t> Decoder<'t> {
     ) {
         let templates = std::mem::take(&mut self.templates);
         let graph = acyclic.then(|| super::model::build_graph(tasks));
+        let mut ancestors_of: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         for usage in templates {
             let TemplateUse {
                 pos,
@@ -1179,12 +1180,19 @@ impl<'t> Decoder<'t> {
                     continue;
                 }
             };
-            let upstream: Option<BTreeSet<usize>> = match (&graph, task) {
-                (Some(graph), Some(index)) => Some(ancestors(graph, index)),
+            // A task's ancestors, found once and only for the tasks whose templates read
+            // outputs: a walk per template would make validation quadratic on large graphs.
+            let reads_outputs = variables.iter().any(|v| v.starts_with("outputs."));
+            let upstream = match (&graph, task) {
+                (Some(graph), Some(index)) if reads_outputs => Some(
+                    &*ancestors_of
+                        .entry(index)
+                        .or_insert_with(|| ancestors(graph, index)),
+                ),
                 _ => None,
             };
             for variable in variables {
-                if let Some(message) = check_variable(&variable, tasks, params, upstream.as_ref()) {
+                if let Some(message) = check_variable(&variable, tasks, params, upstream) {
                     self.error(pos, format!("{context}\"{key}\": {message}"));
                 }
             }
@@ -1254,6 +1262,7 @@ fn cycle_through(
     component: &[petgraph::graph::NodeIndex],
 ) -> Vec<petgraph::graph::NodeIndex> {
     use std::collections::VecDeque;
+    let component: HashSet<_> = component.iter().copied().collect();
     let mut previous = HashMap::new();
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {

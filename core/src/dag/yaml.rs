@@ -83,9 +83,25 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// The most that aliases may add to a document, counted as nodes plus the characters of their
+/// scalars: each alias copies its anchor's value, and a chain of anchors each listing the one
+/// before ten times grows tenfold per level (a 445-byte file expands to gigabytes). A real DAG
+/// file's anchors (shared defaults, a common `env`) add a few thousand.
+pub const MOST_ADDED_BY_ALIASES: usize = 1_000_000;
+
+/// The deepest nesting of lists and mappings a document may have.
+pub const DEEPEST_NESTING: usize = 64;
+
 /// Parses one YAML document. An empty file is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        text,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        added_by_aliases: 0,
+        documents: Vec::new(),
+        error: None,
+    };
     let mut parser = Parser::new_from_str(text);
     if let Err(error) = parser.load(&mut builder, true) {
         return Err(SyntaxError {
@@ -102,19 +118,59 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     }))
 }
 
-/// Builds nodes from parser events: a stack of open collections.
-#[derive(Default)]
-struct Builder {
+/// Builds nodes from parser events: a stack of open collections. After the first error the
+/// remaining events are ignored.
+struct Builder<'a> {
+    text: &'a str,
+    /// Each open collection with its anchor (0 for none).
     stack: Vec<(Node, usize)>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's value and its size (see [`size`]).
+    anchors: HashMap<usize, (Node, usize)>,
+    /// What the aliases so far added (see [`MOST_ADDED_BY_ALIASES`]).
+    added_by_aliases: usize,
     documents: Vec<Node>,
     error: Option<SyntaxError>,
 }
 
-impl Builder {
+/// A node's size as [`MOST_ADDED_BY_ALIASES`] counts it: its nodes and their scalars' lengths.
+fn size(node: &Node) -> usize {
+    match &node.value {
+        Value::Str(text) => 1 + text.len(),
+        Value::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(key, value)| size(key) + size(value))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+impl Builder<'_> {
+    fn fail(&mut self, pos: Pos, message: String) {
+        self.error.get_or_insert(SyntaxError { pos, message });
+    }
+
+    /// The alias written at `mark` (`*name`), as the file spells it.
+    fn alias_name(&self, mark: Marker) -> String {
+        let name: String = self
+            .text
+            .chars()
+            .skip(mark.index())
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}'))
+            .take(64)
+            .collect();
+        match name.starts_with('*') {
+            true => name,
+            false => "an alias".to_owned(),
+        }
+    }
+
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = size(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             Some((parent, _)) => match &mut parent.value {
@@ -135,13 +191,10 @@ impl Builder {
                 _ => unreachable!("only collections are pushed on the stack"),
             },
             None if self.documents.is_empty() => self.documents.push(node),
-            None => {
-                self.error.get_or_insert(SyntaxError {
-                    pos: node.pos,
-                    message: "a DAG file holds one YAML document; remove the second `---`"
-                        .to_owned(),
-                });
-            }
+            None => self.fail(
+                node.pos,
+                "a DAG file holds one YAML document; remove the second `---`".to_owned(),
+            ),
         }
     }
 }
@@ -149,9 +202,21 @@ impl Builder {
 /// Marks a map entry whose value has not arrived yet. Line 0 never occurs in a real position.
 const PENDING: Pos = Pos { line: 0, col: 0 };
 
-impl MarkedEventReceiver for Builder {
+impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
         let pos = Pos::from(mark);
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= DEEPEST_NESTING
+        {
+            self.fail(
+                pos,
+                format!("lists and mappings are nested more than {DEEPEST_NESTING} deep here"),
+            );
+            return;
+        }
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == TScalarStyle::Plain {
@@ -181,10 +246,26 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(target) => Node {
-                        pos,
-                        value: target.value.clone(),
-                    },
+                    Some((target, size)) => {
+                        self.added_by_aliases += size;
+                        if self.added_by_aliases > MOST_ADDED_BY_ALIASES {
+                            let alias = self.alias_name(mark);
+                            self.fail(
+                                pos,
+                                format!(
+                                    "the YAML aliases up to {alias} add more than \
+                                     {MOST_ADDED_BY_ALIASES} nodes and characters to the file \
+                                     (each alias copies its anchor's value; anchors that repeat \
+                                     each other grow tenfold per level): use fewer aliases"
+                                ),
+                            );
+                            return;
+                        }
+                        Node {
+                            pos,
+                            value: target.value.clone(),
+                        }
+                    }
                     None => Node {
                         pos,
                         value: Value::Null,
@@ -314,6 +395,45 @@ mod tests {
         let error = parse("a: 1\n---\nb: 2\n").unwrap_err();
         assert_eq!(error.pos.line, 3);
         assert!(error.message.contains("one YAML document"));
+    }
+
+    #[test]
+    fn refuses_aliases_that_grow_a_file_past_the_bound_and_names_the_alias() {
+        // Eight levels of ten: 10^8 nodes if expanded.
+        let mut text = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_owned();
+        for level in 1..8 {
+            let before = format!("*a{}", level - 1);
+            let items = [before.as_str(); 10].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse(&text).unwrap_err();
+        assert!(error.message.contains("*a4"), "{}", error.message);
+        assert!(error.message.contains("aliases"), "{}", error.message);
+        assert_eq!(error.pos.line, 6);
+        // Shared defaults, used often, stay well within it.
+        let mut text =
+            "defaults: &defaults {retries: 2, retry_delay: 5m, pool: etl}\ntasks:\n".to_owned();
+        for task in 0..2000 {
+            text.push_str(&format!("  t{task}: {{<<: *defaults, run: \"true\"}}\n"));
+        }
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn refuses_nesting_past_the_bound() {
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        let error = parse(&deep).unwrap_err();
+        assert!(
+            error.message.contains("nested more than 64"),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.pos, Pos { line: 1, col: 65 });
+        // Deeper still, the parser's own limit speaks first.
+        let deeper = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&deeper).is_err());
+        let fine = format!("a: {}{}", "[".repeat(60), "]".repeat(60));
+        assert!(parse(&fine).is_ok());
     }
 
     #[test]

@@ -5,17 +5,21 @@
 //! Where notifications do not work (the folder does not exist yet, a file system without
 //! them, the watch limit reached), the folder is polled instead: every tick compares each
 //! file's path, modification time and size with what it saw before.
+//!
+//! A load runs on a thread of its own. A tick waits for it up to [`LOAD_PATIENCE`], then goes
+//! on with the DAGs it has (a file on a stuck network file system must not stop the runs of
+//! the others, nor a shutdown) and takes the load's result at a later tick, when it is ready.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::Notify;
-use updraft_core::dag::{dag_files, load_paths};
+use tokio::sync::{Notify, oneshot};
+use updraft_core::dag::{FolderLoad, LoadOptions, dag_files, load_paths};
 use updraft_core::ids::DagId;
 use updraft_metadata::Error;
 
@@ -24,6 +28,15 @@ use crate::sync::sync_dags;
 
 /// The files of a polled folder as last seen: (path, modified, length).
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// How long a tick waits for a load of the DAGs folder it started.
+const LOAD_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A load of the folder under way, on its own thread.
+struct Loading {
+    answer: oneshot::Receiver<FolderLoad>,
+    began: std::time::Instant,
+}
 
 pub(super) struct Folder {
     path: PathBuf,
@@ -34,6 +47,10 @@ pub(super) struct Folder {
     wake: Arc<Notify>,
     /// How the folder is followed; `None` before the first sync.
     follow: Option<Follow>,
+    /// A load that outlasted the tick that started it.
+    loading: Option<Loading>,
+    /// How long the tick that starts a load waits for it (see [`LOAD_PATIENCE`]).
+    patience: Duration,
 }
 
 enum Follow {
@@ -50,6 +67,8 @@ impl Folder {
             changed: Arc::new(AtomicBool::new(false)),
             wake: Arc::new(Notify::new()),
             follow: None,
+            loading: None,
+            patience: LOAD_PATIENCE,
         }
     }
 
@@ -59,8 +78,12 @@ impl Folder {
     }
 
     /// Whether the folder is to be synced now: at the first call (which starts watching it),
-    /// and whenever something in it changed since the last sync.
+    /// whenever something in it changed since the last sync, and while a load is under way
+    /// (a change meanwhile is kept for the sync after it).
     pub(super) fn needs_sync(&mut self) -> bool {
+        if self.loading.is_some() {
+            return true;
+        }
         match &mut self.follow {
             None => {
                 self.follow = Some(self.start_following());
@@ -107,15 +130,73 @@ impl Folder {
     }
 }
 
+impl Folder {
+    /// The folder's DAGs: a load started now and waited for up to the patience, or the result
+    /// of the one under way if it is ready; `None` while it is not.
+    async fn load(&mut self, options: &LoadOptions) -> Option<FolderLoad> {
+        let folder = self.path.clone();
+        let options = options.clone();
+        self.load_with(move || load_paths(&[folder], &options))
+            .await
+    }
+
+    async fn load_with(
+        &mut self,
+        load: impl FnOnce() -> FolderLoad + Send + 'static,
+    ) -> Option<FolderLoad> {
+        let (mut loading, patience) = match self.loading.take() {
+            Some(loading) => (loading, Duration::ZERO),
+            None => {
+                // A thread of its own, not tokio's blocking pool: a load that never ends must
+                // not hold up the runtime's shutdown.
+                let (sender, answer) = oneshot::channel();
+                std::thread::spawn(move || {
+                    let _ = sender.send(load());
+                });
+                let began = std::time::Instant::now();
+                (Loading { answer, began }, self.patience)
+            }
+        };
+        match tokio::time::timeout(patience, &mut loading.answer).await {
+            Ok(Ok(load)) => {
+                if patience.is_zero() {
+                    tracing::info!(
+                        "the DAGs folder loaded after {:.1} s",
+                        loading.began.elapsed().as_secs_f64()
+                    );
+                }
+                Some(load)
+            }
+            Ok(Err(_)) => {
+                tracing::error!("loading the DAGs folder failed; it is loaded again");
+                self.changed.store(true, Ordering::SeqCst);
+                None
+            }
+            Err(_) => {
+                if !patience.is_zero() {
+                    tracing::warn!(
+                        "loading the DAGs folder {} takes longer than {} s (a file on a slow or \
+                         stuck file system?): the scheduler goes on with the DAGs it has, and \
+                         takes the folder's when the load ends",
+                        self.path.display(),
+                        patience.as_secs()
+                    );
+                }
+                self.loading = Some(loading);
+                None
+            }
+        }
+    }
+}
+
 impl Scheduler {
     /// Loads and syncs the DAGs folder, then records the next runs of the DAGs that are new,
-    /// changed or not planned yet (a due one is created in this tick).
+    /// changed or not planned yet (a due one is created in this tick). While a load outlasts
+    /// its patience, nothing changes.
     pub(super) async fn sync(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
-        let folder = self.settings.dags_folder.clone();
-        let load_options = self.settings.load.clone();
-        let load = tokio::task::spawn_blocking(move || load_paths(&[folder], &load_options))
-            .await
-            .expect("loading DAG files does not panic");
+        let Some(load) = self.folder.load(&self.settings.load).await else {
+            return Ok(());
+        };
         let report = sync_dags(&self.store, &load, self.settings.sync, now).await?;
         for error in &load.errors {
             tracing::warn!("{error}");
@@ -210,6 +291,42 @@ mod tests {
         assert!(!folder.needs_sync());
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         assert!(asks_for_sync(&mut folder));
+    }
+
+    #[tokio::test]
+    async fn a_load_that_outlasts_its_patience_is_taken_at_a_later_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut folder = Folder::new(dir.path().to_owned());
+        folder.patience = Duration::from_millis(50);
+        assert!(folder.needs_sync());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let slow = move || {
+            let _ = released.recv();
+            FolderLoad::default()
+        };
+        assert!(
+            folder.load_with(slow).await.is_none(),
+            "not within its patience"
+        );
+        // A change while it loads is kept for the sync after it.
+        std::fs::write(dir.path().join("a.yaml"), "version: 1\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(folder.needs_sync(), "a load is under way");
+        let never = || panic!("a second load while one is under way");
+        assert!(folder.load_with(never).await.is_none());
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let load = loop {
+            assert!(folder.needs_sync());
+            if let Some(load) = folder.load_with(|| panic!("a second load")).await {
+                break load;
+            }
+            assert!(Instant::now() < deadline, "the load's result is taken");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(load.dags.is_empty());
+        assert!(folder.needs_sync(), "the change made while it loaded");
+        assert!(!folder.needs_sync());
     }
 
     #[test]
