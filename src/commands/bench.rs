@@ -28,6 +28,7 @@ use crate::cli::BenchArgs;
 /// Every workload, in the order they run by default.
 pub const WORKLOADS: &[&str] = &[
     "parse-10k",
+    "parse-dense",
     "chain-40",
     "chain-40-cli",
     "chain-100",
@@ -138,6 +139,11 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         Floor {
             name: "parse one DAG file (20 tasks)",
             value: parse_floor(scratch.path())?.as_secs_f64(),
+            unit: "s",
+        },
+        Floor {
+            name: DENSE_FLOOR,
+            value: dense_floor(scratch.path())?.as_secs_f64(),
             unit: "s",
         },
         Floor {
@@ -255,6 +261,7 @@ fn measure(
             scale,
             floor("parse one DAG file (20 tasks)"),
         )?],
+        "parse-dense" => vec![parse_dense(scratch, scale, floor(DENSE_FLOOR))?],
         "chain-40" => vec![run(
             Shape::Chain(scaled(40, scale)),
             Executor::Processes,
@@ -515,6 +522,61 @@ fn parse_10k(scratch: &Path, scale: f64, floor: &Floor) -> Result<Figure> {
         floor: floor.name,
         ratio: seconds / (floor.value * count as f64),
         checked: format!("{count} DAGs, {tasks} tasks, 0 errors"),
+    })
+}
+
+/// The floor of `parse-dense`: a dense file of this many tasks.
+const DENSE_FLOOR_TASKS: usize = 1_000;
+const DENSE_FLOOR: &str = "parse a dense DAG file (1,000 tasks)";
+
+/// A DAG file of `tasks` tasks, each depending on the 20 before it and templated.
+fn dense_file(tasks: usize) -> String {
+    let mut text = String::from("version: 1\nid: dense\ntasks:\n");
+    for task in 0..tasks {
+        let upstream: Vec<String> = (task.saturating_sub(20)..task)
+            .map(|before| format!("t{before}"))
+            .collect();
+        text.push_str(&format!(
+            "  t{task}: {{run: \"echo {{{{ ds }}}}\", depends_on: [{}]}}\n",
+            upstream.join(", ")
+        ));
+    }
+    text
+}
+
+fn load_dense(path: &Path, tasks: usize) -> Result<()> {
+    let load = load_paths(&[path.to_owned()], &LoadOptions::default());
+    ensure!(
+        load.errors.is_empty() && load.dags.len() == 1 && load.dags[0].dag.tasks.len() == tasks,
+        "the dense file of {tasks} tasks loads"
+    );
+    Ok(())
+}
+
+fn dense_floor(scratch: &Path) -> Result<Duration> {
+    let path = scratch.join("dense-floor.yaml");
+    std::fs::write(&path, dense_file(DENSE_FLOOR_TASKS))?;
+    median(11, || load_dense(&path, DENSE_FLOOR_TASKS))
+}
+
+/// One DAG file of 20,000 tasks, each depending on the 20 before it: validation is linear in
+/// tasks and edges when it takes 20 times the floor's file of 1,000 (ratio 1).
+fn parse_dense(scratch: &Path, scale: f64, floor: &Floor) -> Result<Figure> {
+    let tasks = scaled(20_000, scale).max(DENSE_FLOOR_TASKS);
+    let path = scratch.join("dense.yaml");
+    std::fs::write(&path, dense_file(tasks))?;
+    let start = Instant::now();
+    load_dense(&path, tasks)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let times = tasks as f64 / DENSE_FLOOR_TASKS as f64;
+    Ok(Figure {
+        workload: format!("parse-dense-{tasks}"),
+        metric: "load time",
+        value: seconds,
+        unit: "s",
+        floor: floor.name,
+        ratio: seconds / (floor.value * times),
+        checked: format!("1 DAG, {tasks} tasks, {} edges", tasks * 20 - 210),
     })
 }
 
@@ -1248,7 +1310,7 @@ impl InProcess {
         let worker = Worker::new(
             store.clone(),
             updraft_executor::worker::Settings {
-                id: "bench".to_owned(),
+                name: updraft_executor::name::Name::Given("bench".to_owned()),
                 hostname: "bench".to_owned(),
                 queues: vec!["default".to_owned()],
                 concurrency: 16,
