@@ -38,11 +38,18 @@ impl Config {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        let home = match &self.home {
-            Some(home) => home.clone(),
-            None => default_home()?,
-        };
-        Ok(format!("sqlite:{}", home.join("updraft.db").display()))
+        Ok(format!(
+            "sqlite:{}",
+            self.home()?.join("updraft.db").display()
+        ))
+    }
+
+    /// The Updraft home: `--home`, `UPDRAFT_HOME`, or `~/.updraft`.
+    pub fn home(&self) -> Result<PathBuf> {
+        match &self.home {
+            Some(home) => Ok(home.clone()),
+            None => default_home(),
+        }
     }
 }
 

@@ -698,7 +698,10 @@ async fn clear_of_a_running_run_keeps_it_running() {
         let run = store.get_dag_run(seeded.running.id).await.unwrap().unwrap();
         assert_eq!(run.state, DagRunState::Running);
         // The worker's next heartbeat no longer returns the try: it kills it.
-        let running = store.heartbeat_worker(WORKER.id, at(3, 3)).await.unwrap();
+        let running = store
+            .heartbeat_worker(WORKER.id, None, at(3, 3))
+            .await
+            .unwrap();
         assert!(running.is_empty(), "{running:?}");
     })
     .await;

@@ -383,6 +383,9 @@ tasks:
             "{run_id} {task_id}: try {try_number} ended {after:.2} s after its worker died"
         );
     }
+    // Reaped, w1 is lost at once (its row says so), not only once its heartbeat is 10 s old.
+    let w1_row = world.with_store(async |store| store.get_worker("w1").await.unwrap().unwrap());
+    assert_eq!(w1_row.state, "lost");
 
     // Each try of w1 is a zombie, says its log; a retry ran on w2 where one was left.
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -2,5 +2,6 @@
 //! in their own process groups, and records their logs, outputs and outcomes.
 
 mod ends;
+pub mod name;
 pub mod process;
 pub mod worker;

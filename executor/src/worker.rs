@@ -38,18 +38,18 @@ use updraft_core::ids::DagId;
 use updraft_core::render::{Rendered, RenderedHandler};
 use updraft_core::retry::{AfterFailure, after_failure};
 use updraft_core::state::TaskState;
-use updraft_metadata::{
-    Claim, Error, Store, Topic, TryEnd, Worker as WorkerRow, WorkerRef, WorkerStatus,
-};
+use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
 
 use crate::ends::{Ends, Expected};
+use crate::name::{self, Claimant, Name};
 use crate::process::{self, Ending, OutputFolder, Spawn};
 
 /// How a worker is configured.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Stable across restarts of the same worker (its tries are found again).
-    pub id: String,
+    /// The name it takes (see [`crate::name`]); stable across restarts of the same worker, so
+    /// that its tries are found again.
+    pub name: Name,
     pub hostname: String,
     pub queues: Vec<String>,
     /// Tries run at once.
@@ -119,6 +119,10 @@ type Pids = Arc<Mutex<HashMap<(i64, i32), u32>>>;
 pub struct Worker {
     store: Store,
     settings: Settings,
+    /// The name it took, and when (its row's `started_at`, which each heartbeat checks): set
+    /// as `run` starts.
+    id: String,
+    held_since: Option<DateTime<Utc>>,
     versions: Versions,
     pids: Pids,
     /// Where the tries write `$UPDRAFT_OUTPUT`; removed with the worker.
@@ -192,11 +196,15 @@ const DATABASE_PATIENCE: Duration = Duration::from_secs(5);
 async fn patiently<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, String> {
     match tokio::time::timeout(DATABASE_PATIENCE, call).await {
         Ok(answer) => answer.map_err(|error| error.to_string()),
-        Err(_) => Err(format!(
-            "the database did not answer within {}",
-            human_duration(DATABASE_PATIENCE)
-        )),
+        Err(_) => Err(out_of_patience()),
     }
+}
+
+fn out_of_patience() -> String {
+    format!(
+        "the database did not answer within {}",
+        human_duration(DATABASE_PATIENCE)
+    )
 }
 
 /// Completes at `at`; never when `at` is `None`.
@@ -209,41 +217,40 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 impl Worker {
     pub fn new(store: Store, settings: Settings) -> Worker {
+        let id = match &settings.name {
+            Name::Given(id) | Name::FirstFree(id) => id.clone(),
+        };
         Worker {
             store,
             settings,
+            id,
+            held_since: None,
             versions: Versions::default(),
             pids: Pids::default(),
             outputs: Arc::default(),
         }
     }
 
-    /// Registers, recovers the tries of a previous life, then claims and runs tries until
-    /// `shutdown` completes; then stops claiming and waits for the running tries.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let now = Utc::now();
-        if let Some(namesake) = self.store.get_worker(&self.settings.id).await?
-            && name_taken(&namesake, &self.settings.hostname, now)
-        {
-            return Err(Error::Conflict(format!(
-                "a worker named '{}' is running on host {} (its last heartbeat is {:.1} s old): \
-                 two workers cannot share a name, give this one another (--name)",
-                namesake.id,
-                namesake.hostname,
-                (now - namesake.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0
-            )));
-        }
-        self.store
-            .register_worker(&WorkerRow {
-                id: self.settings.id.clone(),
-                hostname: self.settings.hostname.clone(),
-                queues: self.settings.queues.clone(),
+    /// Takes the worker's name (see [`crate::name`]) unless it has it already; returns it.
+    pub async fn take_name(&mut self) -> Result<&str, Error> {
+        if self.held_since.is_none() {
+            let me = Claimant {
+                hostname: &self.settings.hostname,
+                pid: std::process::id(),
+                queues: &self.settings.queues,
                 concurrency: self.settings.concurrency as i32,
-                state: "running".to_owned(),
-                started_at: now,
-                heartbeat_at: now,
-            })
-            .await?;
+            };
+            let (id, held_since) = name::take(&self.store, &self.settings.name, &me).await?;
+            self.id = id;
+            self.held_since = Some(held_since);
+        }
+        Ok(&self.id)
+    }
+
+    /// Takes its name, recovers the tries of a previous life, then claims and runs tries until
+    /// `shutdown` completes; then stops claiming and waits for the running tries.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.take_name().await?;
         self.recover().await?;
 
         let ends = Ends::start(self.store.clone());
@@ -270,7 +277,13 @@ impl Worker {
         // instant (never, without a shutdown timeout).
         let mut stopping: Option<Option<tokio::time::Instant>> = None;
         let mut health = Health::default();
+        // Set when another process took over this worker's name: claim nothing more, stop once
+        // the killed tries ended.
+        let mut taken_over = false;
         loop {
+            if taken_over && stopping.is_none() {
+                stopping = Some(None);
+            }
             if stopping.is_some() && running.is_empty() {
                 break;
             }
@@ -312,7 +325,7 @@ impl Worker {
                         .shutdown_timeout
                         .map(|timeout| tokio::time::Instant::now() + timeout);
                     stopping = Some(deadline);
-                    if let Err(error) = self.store.set_worker_state(&self.settings.id, "stopping").await {
+                    if let Err(error) = self.store.set_worker_state(&self.id, "stopping").await {
                         tracing::warn!("cannot record that the worker is stopping: {error}");
                     }
                 }
@@ -350,7 +363,7 @@ impl Worker {
                     if woken && !running.is_empty() {
                         let due = last_heartbeat + KILL_CHECK_INTERVAL;
                         if tokio::time::Instant::now() >= due {
-                            self.heartbeat(&running, &mut health).await;
+                            taken_over |= !self.heartbeat(&running, &mut health).await;
                             last_heartbeat = tokio::time::Instant::now();
                             kill_check_at = None;
                         } else {
@@ -361,21 +374,23 @@ impl Worker {
                 () = sleep_until_some(claim_at) => {}
                 () = sleep_until_some(kill_check_at) => {
                     kill_check_at = None;
-                    self.heartbeat(&running, &mut health).await;
+                    taken_over |= !self.heartbeat(&running, &mut health).await;
                     last_heartbeat = tokio::time::Instant::now();
                 }
                 _ = heartbeat.tick() => {
-                    self.heartbeat(&running, &mut health).await;
+                    taken_over |= !self.heartbeat(&running, &mut health).await;
                     last_heartbeat = tokio::time::Instant::now();
                     kill_check_at = None;
                 }
             }
         }
-        if let Err(error) = self
-            .store
-            .set_worker_state(&self.settings.id, "stopped")
-            .await
-        {
+        if taken_over {
+            return Err(Error::Conflict(format!(
+                "another process took over the worker name '{}'",
+                self.id
+            )));
+        }
+        if let Err(error) = self.store.set_worker_state(&self.id, "stopped").await {
             tracing::warn!("cannot record that the worker stopped: {error}");
         }
         Ok(())
@@ -383,7 +398,7 @@ impl Worker {
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, Error> {
         let worker = WorkerRef {
-            id: &self.settings.id,
+            id: &self.id,
             hostname: &self.settings.hostname,
         };
         self.store
@@ -400,8 +415,27 @@ impl Worker {
     /// Heartbeats; cancels the tries that are not this worker's any more. While the database
     /// does not answer, the tries go on running; when it answers again, the tries that were
     /// moved away meanwhile (reaped as zombies past the threshold, cleared, marked) are killed.
-    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>, health: &mut Health) {
-        let answer = patiently(self.store.heartbeat_worker(&self.settings.id, Utc::now())).await;
+    ///
+    /// Returns false when another process took over this worker's name (it was silent past
+    /// [`name::STALE_AFTER`]): its tries were reaped meanwhile, and the worker must stop.
+    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>, health: &mut Health) -> bool {
+        let beat = self
+            .store
+            .heartbeat_worker(&self.id, self.held_since, Utc::now());
+        let answer = match tokio::time::timeout(DATABASE_PATIENCE, beat).await {
+            Ok(Err(Error::Conflict(reason))) => {
+                tracing::error!(
+                    "{reason} while this worker was cut off from the database: it kills its \
+                     tries (they were reaped as zombies) and stops"
+                );
+                for try_ in running.values() {
+                    try_.cancel.send_replace(Some(Cancel::MovedAway));
+                }
+                return false;
+            }
+            Ok(answer) => answer.map_err(|error| error.to_string()),
+            Err(_) => Err(out_of_patience()),
+        };
         if let Some(ours) = health.check("heartbeat", answer) {
             // The pids of the tries started since, that still run (the others' went with them).
             let started: Vec<(i64, i32, u32)> =
@@ -432,6 +466,7 @@ impl Worker {
                 }
             }
         }
+        true
     }
 
     /// Ends the tries this worker's previous life left running: kills what is left of their
@@ -439,11 +474,11 @@ impl Worker {
     async fn recover(&self) -> Result<(), Error> {
         let leftovers = self
             .store
-            .heartbeat_worker(&self.settings.id, Utc::now())
+            .heartbeat_worker(&self.id, self.held_since, Utc::now())
             .await?;
         let why = format!(
             "worker {} restarted while this try ran; it is ended as a zombie",
-            self.settings.id
+            self.id
         );
         for (id, try_number) in leftovers {
             self.end_lost_try(id, try_number, &why).await?;
@@ -470,7 +505,7 @@ impl Worker {
             // The previous life died between spawning the try and recording its pid: its
             // processes are found by the mark they were started with.
             Some((None, claimed)) => {
-                let mark = try_mark(&self.settings.id, id, try_number, claimed);
+                let mark = try_mark(&self.id, id, try_number, claimed);
                 for group in process::groups_with_env(TRY_MARK, &mark) {
                     process::kill_group(group, libc::SIGKILL);
                 }
@@ -496,7 +531,7 @@ impl Worker {
                 &TryEnd {
                     task_instance_id: id,
                     try_number,
-                    worker_id: Some(self.settings.id.clone()),
+                    worker_id: Some(self.id.clone()),
                     state,
                     exit_code: None,
                     next_retry_at,
@@ -531,7 +566,7 @@ impl Worker {
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let versions = self.versions.clone();
-        let worker_id = self.settings.id.clone();
+        let worker_id = self.id.clone();
         let echo = self.settings.echo;
         let pids = self.pids.clone();
         let outputs = self.outputs.clone();
@@ -777,18 +812,6 @@ fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> O
     None
 }
 
-/// Whether a worker registered as `existing` keeps this worker (on `hostname`) from using its
-/// name. Two live workers under one name would each take the other's tries for lost ones and
-/// end them. A worker of this name on this host is a previous life of this one (restarted
-/// after a crash: its tries are recovered), and one that stopped or is lost leaves its name.
-fn name_taken(existing: &WorkerRow, hostname: &str, now: DateTime<Utc>) -> bool {
-    existing.hostname != hostname
-        && matches!(
-            existing.status(now),
-            WorkerStatus::Running | WorkerStatus::Stopping
-        )
-}
-
 /// Whether a worker with `free` of its `concurrency` slots free claims now rather than wait for
 /// more to free (see [`CLAIM_LINGER`]): a third of its slots, all of them (nothing runs), or
 /// once the first freed slot waited long enough.
@@ -930,18 +953,6 @@ async fn load_version(
 mod tests {
     use super::*;
 
-    fn registered(hostname: &str, state: &str, heartbeat_at: DateTime<Utc>) -> WorkerRow {
-        WorkerRow {
-            id: "w1".to_owned(),
-            hostname: hostname.to_owned(),
-            queues: vec!["default".to_owned()],
-            concurrency: 4,
-            state: state.to_owned(),
-            started_at: heartbeat_at,
-            heartbeat_at,
-        }
-    }
-
     #[test]
     fn a_claim_waits_for_a_third_of_the_slots_unless_nothing_runs_or_it_waited() {
         // Eight slots: claims take three or more at once.
@@ -966,23 +977,5 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(30)), "30s");
         assert_eq!(human_duration(Duration::from_secs(120)), "2m");
         assert_eq!(human_duration(Duration::from_secs(90)), "1m 30s");
-    }
-
-    #[test]
-    fn a_live_worker_of_the_same_name_on_another_host_keeps_its_name() {
-        let now = Utc::now();
-        let fresh = now - chrono::Duration::milliseconds(500);
-        assert!(name_taken(&registered("a", "running", fresh), "b", now));
-        assert!(name_taken(&registered("a", "stopping", fresh), "b", now));
-    }
-
-    #[test]
-    fn a_restart_on_the_same_host_a_stopped_or_a_lost_worker_leaves_the_name_free() {
-        let now = Utc::now();
-        let fresh = now - chrono::Duration::milliseconds(500);
-        let old = now - chrono::Duration::seconds(11);
-        assert!(!name_taken(&registered("a", "running", fresh), "a", now));
-        assert!(!name_taken(&registered("a", "stopped", fresh), "b", now));
-        assert!(!name_taken(&registered("a", "running", old), "b", now));
     }
 }

@@ -10,6 +10,7 @@ use updraft_core::dag::{LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::render::{Context, RunContext, render_task};
 use updraft_core::state::{RunType, TaskState};
+use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -20,7 +21,7 @@ use updraft_metadata::{
 /// Settings of a worker `id` on host `host` serving `default`, quick to heartbeat.
 fn settings(id: &str, host: &str) -> Settings {
     Settings {
-        id: id.to_owned(),
+        name: Name::Given(id.to_owned()),
         hostname: host.to_owned(),
         queues: vec!["default".to_owned()],
         concurrency: 4,
@@ -161,37 +162,125 @@ async fn log_of(store: &Store, id: i64, try_number: i32) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Registers `id` as held by a live process (this one: its pid is alive) on `host`.
+async fn held(store: &Store, id: &str, host: &str) -> WorkerRow {
+    let now = Utc::now();
+    let row = WorkerRow {
+        id: id.to_owned(),
+        hostname: host.to_owned(),
+        queues: vec!["default".to_owned()],
+        concurrency: 4,
+        state: "running".to_owned(),
+        started_at: now,
+        heartbeat_at: now,
+        pid: Some(std::process::id() as i32),
+    };
+    assert!(store.claim_worker_name(&row, None).await.unwrap());
+    row
+}
+
 #[tokio::test]
-async fn a_worker_refuses_the_name_of_a_live_worker_on_another_host() {
+async fn a_worker_refuses_the_name_of_a_live_worker_on_any_host_and_names_its_holder() {
     each_backend(|db| async move {
         let store = db.store().await;
-        let now = Utc::now();
-        store
-            .register_worker(&WorkerRow {
-                id: "w1".to_owned(),
-                hostname: "elsewhere".to_owned(),
-                queues: vec!["default".to_owned()],
-                concurrency: 4,
-                state: "running".to_owned(),
-                started_at: now,
-                heartbeat_at: now,
-            })
-            .await
-            .unwrap();
-        let refused = Worker::new(store.clone(), settings("w1", "here"))
-            .run(std::future::pending())
-            .await;
-        match refused {
-            Err(Error::Conflict(message)) => assert!(
-                message.starts_with("a worker named 'w1' is running on host elsewhere")
-                    && message.ends_with("give this one another (--name)"),
-                "{message}"
-            ),
-            other => panic!("expected a conflict, got {other:?}"),
+        held(&store, "w1", "elsewhere").await;
+        held(&store, "w2", "here").await;
+        let pid = std::process::id();
+        for (id, host) in [("w1", "elsewhere"), ("w2", "here")] {
+            let refused = Worker::new(store.clone(), settings(id, "here"))
+                .run(std::future::pending())
+                .await;
+            match refused {
+                Err(Error::Conflict(message)) => assert!(
+                    message.starts_with(&format!(
+                        "the worker name '{id}' is held by process {pid} on host {host}"
+                    )) && message
+                        .ends_with("give this worker another name (--name), or stop that one"),
+                    "{message}"
+                ),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            // The other worker's row is untouched.
+            let row = store.get_worker(id).await.unwrap().unwrap();
+            assert_eq!(row.hostname, host);
         }
-        // The other worker's row is untouched.
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        held(&store, "here:1", "here").await;
+        let mut first = Worker::new(
+            store.clone(),
+            Settings {
+                name: Name::FirstFree("here".to_owned()),
+                ..settings("unused", "here")
+            },
+        );
+        assert_eq!(first.take_name().await.unwrap(), "here:2");
+        let mut second = Worker::new(
+            store.clone(),
+            Settings {
+                name: Name::FirstFree("here".to_owned()),
+                ..settings("unused", "here")
+            },
+        );
+        assert_eq!(second.take_name().await.unwrap(), "here:3");
+        // Stopped, its name is free again.
+        store.set_worker_state("here:1", "stopped").await.unwrap();
+        let mut third = Worker::new(
+            store.clone(),
+            Settings {
+                name: Name::FirstFree("here".to_owned()),
+                ..settings("unused", "here")
+            },
+        );
+        assert_eq!(third.take_name().await.unwrap(), "here:1");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_name_was_taken_over_stops_with_a_conflict() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let (_stop, running) = start(Worker::new(store.clone(), settings("w1", "here")));
+        let start = Instant::now();
+        let row = loop {
+            if let Some(row) = store.get_worker("w1").await.unwrap() {
+                break row;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the worker registers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Another process takes the name over, as if this one had been silent too long.
+        let now = Utc::now();
+        let taker = WorkerRow {
+            hostname: "elsewhere".to_owned(),
+            started_at: now,
+            heartbeat_at: now,
+            ..row.clone()
+        };
+        let mut seen = row;
+        while !store.claim_worker_name(&taker, Some(&seen)).await.unwrap() {
+            seen = store.get_worker("w1").await.unwrap().unwrap();
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the worker stops")
+            .unwrap();
+        assert!(matches!(stopped, Err(Error::Conflict(_))), "{stopped:?}");
         let row = store.get_worker("w1").await.unwrap().unwrap();
-        assert_eq!(row.hostname, "elsewhere");
+        assert_eq!(
+            (row.hostname.as_str(), row.state.as_str()),
+            ("elsewhere", "running")
+        );
     })
     .await;
 }
@@ -354,7 +443,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
         let worker = Worker::new(
             store.clone(),
             Settings {
-                id: "w1".to_owned(),
+                name: Name::Given("w1".to_owned()),
                 hostname: "host".to_owned(),
                 queues: vec!["default".to_owned()],
                 concurrency: 2,

@@ -61,10 +61,12 @@ pub struct Worker {
     pub hostname: String,
     pub queues: Vec<String>,
     pub concurrency: i32,
-    /// `running`, `stopping` or `stopped`.
+    /// `running`, `stopping`, `stopped`, or `lost` (its tries were reaped as zombies).
     pub state: String,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
+    /// The process holding the worker's name, on `hostname`.
+    pub pid: Option<i32>,
 }
 
 /// A worker heartbeats every second: one whose last heartbeat is older than this is gone (killed,
@@ -72,8 +74,8 @@ pub struct Worker {
 pub const WORKER_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a worker is doing, as `workers list` and the web UI show it: its row's `state`
-/// (`running`, `stopping`, `stopped`), or `lost` when a worker that did not stop has not
-/// heartbeaten for [`WORKER_LOST_AFTER`].
+/// (`running`, `stopping`, `stopped`, or `lost` once a scheduler reaped its tries), or `lost`
+/// when a worker that did not stop has not heartbeaten for [`WORKER_LOST_AFTER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStatus {
@@ -222,6 +224,7 @@ impl Worker {
         let silent = (now - self.heartbeat_at).to_std().unwrap_or_default();
         match self.state.as_str() {
             "stopped" => WorkerStatus::Stopped,
+            "lost" => WorkerStatus::Lost,
             _ if silent > WORKER_LOST_AFTER => WorkerStatus::Lost,
             "stopping" => WorkerStatus::Stopping,
             _ => WorkerStatus::Running,
@@ -237,6 +240,7 @@ impl Worker {
             state: row.get("state")?,
             started_at: row.get("started_at")?,
             heartbeat_at: row.get("heartbeat_at")?,
+            pid: row.get("pid")?,
         })
     }
 }
@@ -563,21 +567,39 @@ impl Store {
     /// them, deadlocked with a batch of its ends locking them in another order: Postgres broke
     /// the cycle after a second by failing one of them (the `workers` benchmark hit it in
     /// about one run in three).
+    ///
+    /// `held_since` is when this process took the worker's name (the row's `started_at`): if
+    /// the row says otherwise, another process took the name over (this one was silent too
+    /// long) and the answer is [`Error::Conflict`], with nothing written.
     pub async fn heartbeat_worker(
         &self,
         worker_id: &str,
+        held_since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, i32)>, Error> {
         let mut tx = self.begin("heartbeat a worker").await?;
-        tx.execute(
-            query(
-                "heartbeat a worker",
-                "UPDATE worker SET heartbeat_at = $2 WHERE id = $1",
-            )
-            .bind(worker_id)
-            .bind(now),
-        )
-        .await?;
+        let sql = match held_since {
+            None => {
+                "UPDATE worker SET heartbeat_at = $2, \
+                     state = CASE state WHEN 'lost' THEN 'running' ELSE state END \
+                 WHERE id = $1"
+            }
+            Some(_) => {
+                "UPDATE worker SET heartbeat_at = $2, \
+                     state = CASE state WHEN 'lost' THEN 'running' ELSE state END \
+                 WHERE id = $1 AND started_at = $3"
+            }
+        };
+        let mut beat = query("heartbeat a worker", sql).bind(worker_id).bind(now);
+        if let Some(since) = held_since {
+            beat = beat.bind(since);
+        }
+        let beaten = tx.execute(beat).await?;
+        if held_since.is_some() && beaten == 0 {
+            return Err(Error::Conflict(format!(
+                "another process took over the worker name '{worker_id}'"
+            )));
+        }
         let running = tx
             .fetch_all(
                 query_split(
@@ -726,6 +748,21 @@ impl Store {
             .collect())
     }
 
+    /// Marks `lost` the running and stopping workers that have not heartbeaten since `cutoff`
+    /// (the zombie threshold's: their tries are reaped); a heartbeat makes one running again.
+    pub async fn mark_workers_lost(&self, cutoff: DateTime<Utc>) -> Result<(), Error> {
+        self.execute(
+            query(
+                "mark workers lost",
+                "UPDATE worker SET state = 'lost' \
+                 WHERE state IN ('running', 'stopping') AND heartbeat_at < $1",
+            )
+            .bind(cutoff),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Running task instances whose last heartbeat is older than `cutoff`: their workers died.
     pub async fn list_zombies(&self, cutoff: DateTime<Utc>) -> Result<Vec<TaskInstance>, Error> {
         self.fetch_all(
@@ -741,29 +778,47 @@ impl Store {
         .await
     }
 
-    /// Registers a worker (again, after a restart with the same id) as `running`.
-    pub async fn register_worker(&self, worker: &Worker) -> Result<(), Error> {
+    /// Takes the name `worker.id` for this process, as `running`: registers it when no worker
+    /// had it (`seen` is `None`), or takes it over from the row read before (`seen`), if that
+    /// row is still as it was read. Returns false when another process registered, took over
+    /// or heartbeated the name meanwhile: read it again and decide again. Deciding whether a
+    /// name may be taken is the caller's (the executor's `name::holder`).
+    pub async fn claim_worker_name(
+        &self,
+        worker: &Worker,
+        seen: Option<&Worker>,
+    ) -> Result<bool, Error> {
         let queues = serde_json::json!(worker.queues);
-        self.execute(
-            query(
+        let (what, sql) = match seen {
+            None => (
                 "register a worker",
                 "INSERT INTO worker (id, hostname, queues, concurrency, state, started_at, \
-                     heartbeat_at) \
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6) \
-                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
-                     queues = excluded.queues, concurrency = excluded.concurrency, \
-                     state = 'running', started_at = excluded.started_at, \
-                     heartbeat_at = excluded.heartbeat_at",
-            )
+                     heartbeat_at, pid) \
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) \
+                 ON CONFLICT (id) DO NOTHING",
+            ),
+            Some(_) => (
+                "take over a worker's name",
+                "UPDATE worker SET hostname = $2, queues = $3, concurrency = $4, \
+                     state = 'running', started_at = $5, heartbeat_at = $6, pid = $7 \
+                 WHERE id = $1 AND state = $8 AND started_at = $9 AND heartbeat_at = $10",
+            ),
+        };
+        let mut claim = query(what, sql)
             .bind(worker.id.as_str())
             .bind(worker.hostname.as_str())
             .bind(&queues)
             .bind(worker.concurrency)
             .bind(worker.started_at)
-            .bind(worker.heartbeat_at),
-        )
-        .await?;
-        Ok(())
+            .bind(worker.heartbeat_at)
+            .bind(worker.pid);
+        if let Some(seen) = seen {
+            claim = claim
+                .bind(seen.state.as_str())
+                .bind(seen.started_at)
+                .bind(seen.heartbeat_at);
+        }
+        Ok(self.execute(claim).await? == 1)
     }
 
     /// Sets a worker's state (`stopping` while it drains, `stopped` when it has left).

@@ -376,7 +376,7 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
     each_backend(|db| async move {
         let store = db.store().await;
         let tis = claimed_alike(&store, 2).await;
-        let mut ours = store.heartbeat_worker("w1", at(3)).await.unwrap();
+        let mut ours = store.heartbeat_worker("w1", None, at(3)).await.unwrap();
         ours.sort_unstable();
         assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
         // A user marks b failed: the worker must kill it.
@@ -388,7 +388,7 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
             [true]
         );
         assert_eq!(
-            store.heartbeat_worker("w1", at(5)).await.unwrap(),
+            store.heartbeat_worker("w1", None, at(5)).await.unwrap(),
             [(tis[0].id, 1)]
         );
         assert_eq!(
@@ -427,7 +427,7 @@ async fn a_heartbeat_does_not_wait_for_rows_another_transaction_holds() {
         .await
         .unwrap();
 
-    let heartbeat = store.heartbeat_worker("w1", at(3));
+    let heartbeat = store.heartbeat_worker("w1", None, at(3));
     let mut ours = tokio::time::timeout(StdDuration::from_secs(10), heartbeat)
         .await
         .expect("the heartbeat waited for the held row")
@@ -688,7 +688,7 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
             .claim_task_instances(other, &default_queue(), None, 1, at(2))
             .await
             .unwrap();
-        store.heartbeat_worker("w2", at(9)).await.unwrap();
+        store.heartbeat_worker("w2", None, at(9)).await.unwrap();
         let zombies = store.list_zombies(at(5)).await.unwrap();
         assert_eq!(zombies.len(), 1);
         assert_eq!(zombies[0].worker_id.as_deref(), Some("w1"));
@@ -730,9 +730,15 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             state: "running".to_owned(),
             started_at: at(0),
             heartbeat_at: at(0),
+            pid: Some(42),
         };
-        store.register_worker(&worker).await.unwrap();
-        store.heartbeat_worker("w1", at(3)).await.unwrap();
+        assert!(store.claim_worker_name(&worker, None).await.unwrap());
+        // Registered meanwhile by another process: not taken.
+        assert!(!store.claim_worker_name(&worker, None).await.unwrap());
+        store
+            .heartbeat_worker("w1", Some(at(0)), at(3))
+            .await
+            .unwrap();
         store.set_worker_state("w1", "stopping").await.unwrap();
         let listed = store.list_workers().await.unwrap();
         assert_eq!(listed.len(), 1);
@@ -741,9 +747,47 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             (listed[0].state.as_str(), listed[0].heartbeat_at),
             ("stopping", at(3))
         );
-        // Registering again (a restart) makes it running.
-        store.register_worker(&worker).await.unwrap();
-        assert_eq!(store.list_workers().await.unwrap()[0].state, "running");
+        // Taken over from the row as read before it heartbeated: refused; from the row as it
+        // is: taken, running, and the previous holder's heartbeat is refused.
+        let seen = listed[0].clone();
+        let stale = Worker {
+            heartbeat_at: at(1),
+            ..seen.clone()
+        };
+        let again = Worker {
+            started_at: at(4),
+            heartbeat_at: at(4),
+            pid: Some(43),
+            ..worker.clone()
+        };
+        assert!(!store.claim_worker_name(&again, Some(&stale)).await.unwrap());
+        assert!(store.claim_worker_name(&again, Some(&seen)).await.unwrap());
+        let taken = store.get_worker("w1").await.unwrap().unwrap();
+        assert_eq!((taken.state.as_str(), taken.pid), ("running", Some(43)));
+        assert!(matches!(
+            store.heartbeat_worker("w1", Some(at(0)), at(5)).await,
+            Err(updraft_metadata::Error::Conflict(_))
+        ));
+        store
+            .heartbeat_worker("w1", Some(at(4)), at(5))
+            .await
+            .unwrap();
+        // Its tries reaped, a worker is lost until it heartbeats again; a stopped one stays so.
+        store.mark_workers_lost(at(6)).await.unwrap();
+        let lost = store.get_worker("w1").await.unwrap().unwrap();
+        assert_eq!(lost.status(at(6)), updraft_metadata::WorkerStatus::Lost);
+        store
+            .heartbeat_worker("w1", Some(at(4)), at(7))
+            .await
+            .unwrap();
+        let back = store.get_worker("w1").await.unwrap().unwrap();
+        assert_eq!(back.status(at(7)), updraft_metadata::WorkerStatus::Running);
+        store.set_worker_state("w1", "stopped").await.unwrap();
+        store.mark_workers_lost(at(20)).await.unwrap();
+        assert_eq!(
+            store.get_worker("w1").await.unwrap().unwrap().state,
+            "stopped"
+        );
         assert_eq!(
             store.get_worker("w1").await.unwrap().map(|w| w.concurrency),
             Some(8)
@@ -758,18 +802,17 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
     each_backend(|db| async move {
         let store = db.store().await;
         for (id, hostname) in [("w1", "host-a"), ("w2", "host-b"), ("w3", "host-a")] {
-            store
-                .register_worker(&Worker {
-                    id: id.to_owned(),
-                    hostname: hostname.to_owned(),
-                    queues: default_queue(),
-                    concurrency: 4,
-                    state: "running".to_owned(),
-                    started_at: at(0),
-                    heartbeat_at: at(0),
-                })
-                .await
-                .unwrap();
+            let worker = Worker {
+                id: id.to_owned(),
+                hostname: hostname.to_owned(),
+                queues: default_queue(),
+                concurrency: 4,
+                state: "running".to_owned(),
+                started_at: at(0),
+                heartbeat_at: at(0),
+                pid: None,
+            };
+            assert!(store.claim_worker_name(&worker, None).await.unwrap());
         }
         let tis = scheduled(
             &store,
@@ -839,6 +882,7 @@ fn a_worker_that_stopped_heartbeating_is_lost_unless_it_stopped() {
         state: state.to_owned(),
         started_at: at(0),
         heartbeat_at: at(0),
+        pid: None,
     };
     let soon = at(0) + chrono::Duration::seconds(5);
     let late = at(0) + chrono::Duration::seconds(11);

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState};
+use updraft_executor::name::Name;
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
     Backfill, BackfillCreated, BackfillProgress, DagRow, DagRun, NewBackfill, Rerun, Store,
@@ -414,7 +415,10 @@ impl Embedded {
         queues.sort();
         queues.dedup();
         let worker = worker_settings(
-            format!("{host}:backfill:{backfill_id}:{}", std::process::id()),
+            Name::Given(format!(
+                "{host}:backfill:{backfill_id}:{}",
+                std::process::id()
+            )),
             host,
             queues,
             16,

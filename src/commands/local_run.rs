@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use updraft_core::dag::{Dag, load_paths};
 use updraft_core::render::{self, Context, RunContext};
 use updraft_core::state::{DagRunState, RunType};
+use updraft_executor::name::Name;
 use updraft_executor::process::{self, Ending, Spawn};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{CreateOutcome, NewDagRun};
@@ -73,7 +74,7 @@ pub fn test_dag(
         let scheduler = Scheduler::new(store.clone(), settings, hostname());
         let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
         let mut worker = worker_settings(
-            format!("{}:test:{}", hostname(), std::process::id()),
+            Name::Given(format!("{}:test:{}", hostname(), std::process::id())),
             hostname(),
             queues_of(&dag),
             16,

@@ -2,10 +2,16 @@
 //! SIGTERM, then stops claiming work, lets running tries finish (a worker: within its
 //! `--shutdown-timeout`, then it kills them) and exits.
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
+use updraft_executor::name::Name;
 use updraft_executor::worker::{self, Worker};
 use updraft_metadata::{Backend, Connections, Store, redact_url};
 use updraft_scheduler::service::{self, Scheduler};
@@ -18,6 +24,7 @@ use crate::config::Config;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
+    let _home = lock_home(&config.home()?)?;
     runtime()?.block_on(async {
         require_dags_folder(config)?;
         let store = open_store(config).await?;
@@ -48,15 +55,16 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             scheduler_settings(config, &args.scheduler),
             hostname.clone(),
         );
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             store.clone(),
             worker_settings(
-                format!("{hostname}:standalone"),
+                Name::Given(format!("{hostname}:standalone")),
                 hostname,
                 vec!["default".to_owned()],
                 args.concurrency,
             ),
         );
+        worker.take_name().await?;
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
@@ -144,19 +152,22 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
         let url = config.database_url()?;
         let store = Store::open_with(&url, Connections::Kept(worker::CONNECTIONS)).await?;
         let hostname = hostname();
-        let id = args.name.unwrap_or_else(|| hostname.clone());
+        let name = match args.name {
+            Some(name) => Name::Given(name),
+            None => Name::FirstFree(hostname.clone()),
+        };
+        let stop = stop_signal()?;
+        let mut settings = worker_settings(name, hostname, queues.clone(), args.concurrency);
+        settings.shutdown_timeout = Some(args.shutdown_timeout);
+        let mut worker = Worker::new(store.clone(), settings);
+        let id = worker.take_name().await?;
         eprintln!(
             "worker {id}: queues {}, concurrency {}, database {}",
             queues.join(","),
             args.concurrency,
             store.url()
         );
-        let stop = stop_signal()?;
-        let mut settings = worker_settings(id, hostname, queues, args.concurrency);
-        settings.shutdown_timeout = Some(args.shutdown_timeout);
-        Worker::new(store.clone(), settings)
-            .run(stopped(stop))
-            .await?;
+        worker.run(stopped(stop)).await?;
         store.close().await;
         Ok(0)
     })
@@ -170,13 +181,13 @@ pub fn scheduler_settings(config: &Config, args: &SchedulerArgs) -> service::Set
 }
 
 pub fn worker_settings(
-    id: String,
+    name: Name,
     hostname: String,
     queues: Vec<String>,
     concurrency: u32,
 ) -> worker::Settings {
     worker::Settings {
-        id,
+        name,
         hostname,
         queues,
         concurrency: concurrency as usize,
@@ -186,6 +197,42 @@ pub fn worker_settings(
         only_run: None,
         shutdown_timeout: None,
     }
+}
+
+/// Holds the lock that keeps a second `standalone` off the same home (two would share one
+/// SQLite file, one doorbell and one worker name) until the returned file is dropped. The lock
+/// (flock(2)) goes with the process however it ends; the file keeps the pid of its holder, for
+/// the message that refuses the second.
+fn lock_home(home: &Path) -> Result<File> {
+    std::fs::create_dir_all(home)
+        .with_context(|| format!("cannot create the Updraft home {}", home.display()))?;
+    let path = home.join("standalone.pid");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock(2) on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim().parse::<u32>() {
+            Ok(pid) => format!("process {pid}"),
+            Err(_) => "another process".to_owned(),
+        };
+        bail!(
+            "an updraft standalone ({holder}) already runs on the home {}: stop it first, or give \
+             this one a home of its own (--home or UPDRAFT_HOME)",
+            home.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// How long a loop waits for a wake-up before it looks anyway: 1 s. Wake-ups reach every

@@ -136,6 +136,7 @@ mod tests {
                 state: state.to_owned(),
                 started_at: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
                 heartbeat_at,
+                pid: Some(4242),
             },
             running,
         }

@@ -15,7 +15,12 @@ impl Scheduler {
         let threshold = chrono::Duration::from_std(self.settings.zombie_threshold)
             .unwrap_or(chrono::Duration::MAX);
         let cutoff = now.checked_sub_signed(threshold).unwrap_or(now);
-        for zombie in self.store.list_zombies(cutoff).await? {
+        let zombies = self.store.list_zombies(cutoff).await?;
+        if !zombies.is_empty() {
+            // Their workers are shown lost from now on, not only once their heartbeat is old.
+            self.store.mark_workers_lost(cutoff).await?;
+        }
+        for zombie in zombies {
             let Some(run) = self.store.get_dag_run(zombie.dag_run_id).await? else {
                 continue;
             };
