@@ -432,9 +432,35 @@ pub enum UsersCommand {
     },
     /// Delete a user, their sessions and their API tokens.
     Delete { username: String },
-    /// Create an API token for a user and print it (once: only its hash is kept). Scripts send
-    /// it as `Authorization: Bearer TOKEN`.
+    /// Create an API token for a user that never expires and print it (once: only its hash is
+    /// kept); `users tokens create` names it and sets an expiry. Scripts send it as
+    /// `Authorization: Bearer TOKEN`.
     Token { username: String },
+    /// List, create and revoke API tokens one at a time.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Every API token (or a user's), newest first: id, user, name, created, expires, status.
+    List {
+        username: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API token for a user and print it (once: only its hash is kept).
+    Create {
+        username: String,
+        /// What the token is for, shown in listings.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Refuse the token after this long (e.g. 30d, 12h) [default: never].
+        #[arg(long, value_parser = duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// Revoke an API token by its id (from `list`): it is refused from now on.
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

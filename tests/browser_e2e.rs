@@ -443,6 +443,15 @@ async fn a_user_triggers_watches_clears_and_pauses_a_dag_in_a_browser() {
         .await
         .unwrap();
     assert_eq!(edges.len(), 2, "extract -> gated -> load");
+    // The Content-Security-Policy allows no inline style: the boxes are coloured by app.css.
+    let fill = browser
+        .execute(
+            "return getComputedStyle(document.querySelector(\"#graph g.node[data-task='load'] rect\")).fill;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fill, json!("rgb(46, 158, 68)"), "the success colour");
     screenshot(&browser, "graph").await;
 
     // Clearing `load`: it runs again, a second try, and succeeds.

@@ -57,7 +57,7 @@ async fn users_are_created_listed_given_tokens_and_deleted() {
             home.path(),
             url,
             &["create", "ada", "--role", "viewer", "--password-stdin"],
-            "other\n",
+            "other password\n",
         );
         assert_eq!(code, 1);
         assert!(stderr.contains("user 'ada' already exists"), "{stderr}");
@@ -71,14 +71,14 @@ async fn users_are_created_listed_given_tokens_and_deleted() {
             home.path(),
             url,
             &["create", "bob", "--role", "root", "--password-stdin"],
-            "x\n",
+            "long enough\n",
         );
         assert_eq!(code, 2, "{stderr}");
         users(
             home.path(),
             url,
             &["create", "vic", "--role", "viewer", "--password-stdin"],
-            "pw\n",
+            "vic's password\n",
         );
 
         let (code, stdout, _) = users(home.path(), url, &["list", "--json"], "");
@@ -99,7 +99,10 @@ async fn users_are_created_listed_given_tokens_and_deleted() {
         assert_eq!(code, 0, "{stderr}");
         let token = token.trim();
         assert_eq!(token.len(), 64);
-        let owner = store.get_user_by_token(&token_hash(token)).await.unwrap();
+        let owner = store
+            .get_user_by_token(&token_hash(token), chrono::Utc::now())
+            .await
+            .unwrap();
         assert_eq!(owner.unwrap().username, "vic");
         let (code, _, stderr) = users(home.path(), url, &["token", "nobody"], "");
         assert_eq!(code, 1);
@@ -108,12 +111,145 @@ async fn users_are_created_listed_given_tokens_and_deleted() {
         let (code, stdout, _) = users(home.path(), url, &["delete", "vic"], "");
         assert_eq!((code, stdout.as_str()), (0, "deleted vic\n"));
         assert_eq!(
-            store.get_user_by_token(&token_hash(token)).await.unwrap(),
+            store
+                .get_user_by_token(&token_hash(token), chrono::Utc::now())
+                .await
+                .unwrap(),
             None
         );
         let (code, _, stderr) = users(home.path(), url, &["delete", "vic"], "");
         assert_eq!(code, 1);
         assert!(stderr.contains("user 'vic' not found"), "{stderr}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn short_passwords_and_names_that_are_not_ids_are_refused() {
+    each_backend(|db| async move {
+        let home = tempfile::tempdir().unwrap();
+        let store = db.store().await;
+        let url = db.url();
+        let (code, _, stderr) = users(
+            home.path(),
+            url,
+            &["create", "ada", "--role", "admin", "--password-stdin"],
+            "1234567\n",
+        );
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("the password is shorter than 8 characters"),
+            "{stderr}"
+        );
+        let long = "a".repeat(10_000);
+        for (name, message) in [
+            ("<script>", "may only hold letters, digits and _ . - @"),
+            ("ada\x1b[31m", "\"ada\\u{1b}[31m\" may only hold"),
+            (long.as_str(), "is longer than 64 characters"),
+        ] {
+            let (code, _, stderr) = users(
+                home.path(),
+                url,
+                &["create", name, "--role", "admin", "--password-stdin"],
+                "long enough\n",
+            );
+            assert_eq!(code, 1, "{stderr}");
+            assert!(stderr.contains(message), "{name:.20}: {stderr}");
+            assert!(
+                !stderr.contains('\x1b'),
+                "no raw escape reaches the terminal"
+            );
+        }
+        assert!(store.list_users().await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_are_created_with_an_expiry_listed_and_revoked_one_at_a_time() {
+    each_backend(|db| async move {
+        let home = tempfile::tempdir().unwrap();
+        let store = db.store().await;
+        let url = db.url();
+        users(
+            home.path(),
+            url,
+            &["create", "ada", "--role", "admin", "--password-stdin"],
+            "correct horse\n",
+        );
+        let (code, ci, stderr) = users(
+            home.path(),
+            url,
+            &[
+                "tokens",
+                "create",
+                "ada",
+                "--name",
+                "ci",
+                "--expires-in",
+                "30d",
+            ],
+            "",
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stderr.contains("expires 20"), "{stderr}");
+        let (_, forever, _) = users(home.path(), url, &["token", "ada"], "");
+        let now = chrono::Utc::now();
+        for token in [&ci, &forever] {
+            let owner = store
+                .get_user_by_token(&token_hash(token.trim()), now)
+                .await;
+            assert_eq!(owner.unwrap().unwrap().username, "ada");
+        }
+        let later = now + chrono::Duration::days(31);
+        assert_eq!(
+            store
+                .get_user_by_token(&token_hash(ci.trim()), later)
+                .await
+                .unwrap(),
+            None,
+            "expired after 30 days"
+        );
+
+        let (code, stdout, _) = users(home.path(), url, &["tokens", "list", "--json"], "");
+        assert_eq!(code, 0);
+        let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let rows = listed.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["name"], "ci");
+        assert!(rows[1]["expires_at"].is_string());
+        assert!(rows[0]["expires_at"].is_null());
+        assert!(
+            !stdout.contains(ci.trim()),
+            "the token itself is never listed"
+        );
+        let (_, table, _) = users(home.path(), url, &["tokens", "list", "ada"], "");
+        assert!(table.starts_with("ID  USER  NAME"), "{table}");
+
+        let id = rows[1]["id"].as_i64().unwrap().to_string();
+        let (code, stdout, stderr) = users(home.path(), url, &["tokens", "revoke", &id], "");
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, format!("revoked token {id} of ada\n"));
+        assert_eq!(
+            store
+                .get_user_by_token(&token_hash(ci.trim()), now)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            store
+                .get_user_by_token(&token_hash(forever.trim()), now)
+                .await
+                .unwrap()
+                .is_some(),
+            "the other token still works"
+        );
+        let (code, _, stderr) = users(home.path(), url, &["tokens", "revoke", &id], "");
+        assert_eq!(code, 1);
+        assert!(stderr.contains("is revoked already"), "{stderr}");
+        let (_, stdout, _) = users(home.path(), url, &["tokens", "list", "--json"], "");
+        assert!(stdout.contains("\"revoked\""), "{stdout}");
     })
     .await;
 }

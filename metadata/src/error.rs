@@ -21,6 +21,12 @@ pub enum Error {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The SQLite file could not be created (readable by its owner only).
+    #[error("cannot create the SQLite database {}: {source}", path.display())]
+    SqliteFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 
     /// The database did not answer. The URL is redacted.
     #[error("cannot connect to the database at {url}: {source}")]

@@ -62,5 +62,5 @@ pub use signal::{Changes, Topic, Wakeups};
 pub use store::{Backend, Connections, Store};
 pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry};
 pub use url::redact_url;
-pub use users::{Role, User};
+pub use users::{ApiToken, NewApiToken, Role, USERNAME_MAX, User, check_username};
 pub use views::{DagFilter, PoolUsage, RunDot, RunFilter};

@@ -379,6 +379,10 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<(SqlitePool, Option
                     source,
                 })?;
         }
+        create_private(options.get_filename()).map_err(|source| Error::SqliteFile {
+            path: options.get_filename().to_owned(),
+            source,
+        })?;
         SqlitePoolOptions::new()
     };
     // Processes that open a new file at the same moment (a scheduler and a worker started
@@ -398,6 +402,23 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<(SqlitePool, Option
                 return Ok((pool, file));
             }
         }
+    }
+}
+
+/// Creates the database file `path` readable and writable by its owner only (0600) when it
+/// does not exist, before SQLite opens it: SQLite would create it 0644, readable by every user
+/// of the machine, with the password hashes and logs inside. Its `-wal` and `-shm` files take
+/// the main file's mode. An existing file is left as it is.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => Err(error),
+        _ => Ok(()),
     }
 }
 

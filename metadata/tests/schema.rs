@@ -12,14 +12,14 @@ async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
             store.schema_status().await.unwrap(),
             SchemaStatus::Unmigrated {
                 applied: 0,
-                known: 4,
-                missing: vec![1, 2, 3, 4]
+                known: 6,
+                missing: vec![1, 2, 3, 4, 5, 6]
             }
         );
-        assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(
             store.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 4 }
+            SchemaStatus::Current { version: 6 }
         );
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
     })
@@ -34,7 +34,7 @@ async fn open_refuses_an_unmigrated_database_and_says_to_migrate() {
         assert_eq!(
             error.to_string(),
             format!(
-                "database at {} is not migrated (0 of 4 migrations applied): \
+                "database at {} is not migrated (0 of 6 migrations applied): \
                  run \"updraft db migrate\"",
                 db.url()
             )
@@ -53,18 +53,18 @@ async fn a_newer_schema_is_refused_by_open_and_by_migrate() {
         db.execute(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
                  execution_time) \
-             VALUES (5, 'from a newer updraft', TRUE, '', 0)",
+             VALUES (7, 'from a newer updraft', TRUE, '', 0)",
         )
         .await;
         let store = db.connect().await;
         assert_eq!(
             store.schema_status().await.unwrap(),
             SchemaStatus::Newer {
-                database_version: 5,
-                known_version: 4
+                database_version: 7,
+                known_version: 6
             }
         );
-        let message = "database schema version 5 is newer than this updraft (knows up to 4): \
+        let message = "database schema version 7 is newer than this updraft (knows up to 6): \
                        upgrade updraft";
         assert_eq!(
             Store::open(db.url()).await.unwrap_err().to_string(),
@@ -155,7 +155,7 @@ async fn sqlite_in_memory_works_for_one_process() {
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_status().await.unwrap(),
-        SchemaStatus::Current { version: 4 }
+        SchemaStatus::Current { version: 6 }
     );
     assert_eq!(store.list_pools().await.unwrap().len(), 1);
 }
@@ -227,7 +227,7 @@ async fn several_processes_migrating_a_new_database_at_once_all_succeed() {
         }
         assert_eq!(
             a.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 4 }
+            SchemaStatus::Current { version: 6 }
         );
         for store in [a, b, c] {
             store.close().await;

@@ -7,8 +7,8 @@ use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError, NewDagRun,
-    NewEvent, NewTaskInstance, NewTaskTry, Role, Store, TaskInstance,
+    CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError, NewApiToken,
+    NewDagRun, NewEvent, NewTaskInstance, NewTaskTry, Role, Store, TaskInstance,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -977,6 +977,166 @@ async fn the_event_log_lists_newest_first() {
 }
 
 #[tokio::test]
+async fn user_names_are_checked_like_ids() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        for name in ["ada", "ada.lovelace@example.com", "etl-bot_2"] {
+            store
+                .create_user(name, "hash", Role::Viewer, at(1, 0))
+                .await
+                .unwrap();
+        }
+        let long = "a".repeat(65);
+        for (name, message) in [
+            ("", "a user needs a name"),
+            (long.as_str(), "is longer than 64 characters"),
+            (
+                "<script>",
+                "user name \"<script>\" may only hold letters, digits and _ . - @",
+            ),
+            (
+                "ada\nforged: line",
+                "user name \"ada\\nforged: line\" may only hold",
+            ),
+            ("ad a", "may only hold"),
+        ] {
+            let error = store
+                .create_user(name, "hash", Role::Viewer, at(1, 0))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, Error::Invalid(_)), "{name:?}: {error:?}");
+            assert!(error.to_string().contains(message), "{name:?}: {error}");
+        }
+        assert_eq!(store.list_users().await.unwrap().len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_tokens_expire_are_listed_and_are_revoked_one_at_a_time() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        for name in ["ada", "bob"] {
+            store
+                .create_user(name, "hash", Role::Admin, at(1, 0))
+                .await
+                .unwrap();
+        }
+        let expiring = NewApiToken {
+            name: "ci".to_owned(),
+            expires_at: Some(at(3, 0)),
+        };
+        let ci = store
+            .create_api_token("ada", "ci-hash", &expiring, at(2, 0))
+            .await
+            .unwrap();
+        let forever = NewApiToken {
+            name: "prometheus".to_owned(),
+            expires_at: None,
+        };
+        let prometheus = store
+            .create_api_token("ada", "prometheus-hash", &forever, at(2, 0))
+            .await
+            .unwrap();
+        let bobs = store
+            .create_api_token("bob", "bob-hash", &forever, at(2, 0))
+            .await
+            .unwrap();
+        let past = NewApiToken {
+            name: String::new(),
+            expires_at: Some(at(1, 0)),
+        };
+        let error = store
+            .create_api_token("ada", "past-hash", &past, at(2, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Invalid(_)), "{error:?}");
+
+        let user = |hash: &'static str, now| {
+            let store = store.clone();
+            async move {
+                store
+                    .get_user_by_token(hash, now)
+                    .await
+                    .unwrap()
+                    .map(|user| user.username)
+            }
+        };
+        assert_eq!(user("ci-hash", at(2, 23)).await.as_deref(), Some("ada"));
+        assert_eq!(user("ci-hash", at(3, 0)).await, None, "expired");
+        assert_eq!(
+            user("prometheus-hash", at(9, 0)).await.as_deref(),
+            Some("ada")
+        );
+
+        let listed = store.list_api_tokens(Some("ada"), 10).await.unwrap();
+        assert_eq!(listed, [prometheus.clone(), ci.clone()]);
+        assert_eq!(ci.status(at(2, 0)), "active");
+        assert_eq!(ci.status(at(3, 0)), "expired");
+        assert_eq!(store.list_api_tokens(None, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            store.list_api_tokens(None, 1).await.unwrap(),
+            std::slice::from_ref(&bobs)
+        );
+
+        // Only its owner (or anyone, when no owner is named) revokes a token, once.
+        let error = store
+            .revoke_api_token(prometheus.id, Some("bob"), at(4, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::NotFound(_)), "{error:?}");
+        let revoked = store
+            .revoke_api_token(prometheus.id, Some("ada"), at(4, 0))
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(at(4, 0)));
+        assert_eq!(revoked.status(at(4, 0)), "revoked");
+        assert_eq!(user("prometheus-hash", at(4, 0)).await, None);
+        assert_eq!(user("bob-hash", at(4, 0)).await.as_deref(), Some("bob"));
+        let again = store
+            .revoke_api_token(prometheus.id, None, at(5, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(again, Error::Conflict(_)), "{again:?}");
+        let missing = store
+            .revoke_api_token(9999, None, at(5, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, Error::NotFound(_)), "{missing:?}");
+        store
+            .revoke_api_token(bobs.id, None, at(5, 0))
+            .await
+            .unwrap();
+        assert_eq!(user("bob-hash", at(5, 0)).await, None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_sqlite_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("home/updraft.db");
+    let store = Store::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The write-ahead log and the shared memory exist while the store is open.
+    for file in ["updraft.db", "updraft.db-wal", "updraft.db-shm"] {
+        let file = path.with_file_name(file);
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+}
+
+#[tokio::test]
 async fn users_are_created_found_and_deleted_by_name() {
     each_backend(|db| async move {
         let store = db.store().await;
@@ -1004,23 +1164,36 @@ async fn users_are_created_found_and_deleted_by_name() {
             .collect();
         assert_eq!(names, ["ada", "bob"]);
         assert_eq!(store.get_user("ada").await.unwrap(), Some(ada.clone()));
+        let forever = NewApiToken::default();
         store
-            .create_api_token("ada", "token-hash", at(2, 0))
+            .create_api_token("ada", "token-hash", &forever, at(2, 0))
             .await
             .unwrap();
         assert_eq!(
-            store.get_user_by_token("token-hash").await.unwrap(),
+            store
+                .get_user_by_token("token-hash", at(2, 0))
+                .await
+                .unwrap(),
             Some(ada)
         );
-        assert_eq!(store.get_user_by_token("other").await.unwrap(), None);
+        assert_eq!(
+            store.get_user_by_token("other", at(2, 0)).await.unwrap(),
+            None
+        );
         let error = store
-            .create_api_token("nobody", "t", at(2, 0))
+            .create_api_token("nobody", "t", &forever, at(2, 0))
             .await
             .unwrap_err();
         assert_eq!(error.to_string(), "user 'nobody' not found");
         store.delete_user("ada").await.unwrap();
         assert_eq!(store.get_user("ada").await.unwrap(), None);
-        assert_eq!(store.get_user_by_token("token-hash").await.unwrap(), None);
+        assert_eq!(
+            store
+                .get_user_by_token("token-hash", at(2, 0))
+                .await
+                .unwrap(),
+            None
+        );
         let error = store.delete_user("ada").await.unwrap_err();
         assert_eq!(error.to_string(), "user 'ada' not found");
     })

@@ -69,7 +69,12 @@ impl App {
             .unwrap();
         let token = format!("token-of-{name}");
         self.store
-            .create_api_token(name, &token_hash(&token), Utc::now())
+            .create_api_token(
+                name,
+                &token_hash(&token),
+                &updraft_metadata::NewApiToken::default(),
+                Utc::now(),
+            )
             .await
             .unwrap();
         token

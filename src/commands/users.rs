@@ -1,26 +1,39 @@
 //! `updraft users ...`: the users of the web UI and API, and their API tokens. Passwords are
-//! read without echo (or from stdin for scripts) and stored as argon2 hashes; a token is shown
-//! once and stored as a hash. Neither ever reaches a log.
+//! read without echo (or from stdin for scripts), must be at least [`PASSWORD_MIN`] characters
+//! and are stored as argon2 hashes; a token is shown once and stored as a hash, with an
+//! optional expiry, and is revoked one at a time. Neither ever reaches a log.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
 use serde::Serialize;
-use updraft_metadata::{Role, Store};
+use updraft_metadata::{NewApiToken, Role, Store, check_username};
 use updraft_webserver::auth::{hash_password, new_token, token_hash};
 
-use crate::cli::UsersCommand;
+use crate::cli::{TokensCommand, UsersCommand};
 use crate::commands::{open_store, print_table, rfc3339, runtime};
 use crate::config::Config;
 
 /// The user `standalone` creates when there is none.
 pub const STANDALONE_ADMIN: &str = "admin";
+/// The shortest password `users create` accepts.
+pub const PASSWORD_MIN: usize = 8;
+/// The most tokens `users tokens list` shows.
+const TOKENS_SHOWN: i64 = 1000;
 
 pub fn run(config: &Config, command: UsersCommand) -> Result<i32> {
-    // The password is read before the database is opened, so a prompt comes first.
+    // The password is read before the database is opened, so a prompt comes first; a name
+    // that cannot be a user's is refused before it.
     let password = match &command {
-        UsersCommand::Create { password_stdin, .. } => Some(read_password(*password_stdin)?),
+        UsersCommand::Create {
+            username,
+            password_stdin,
+            ..
+        } => {
+            check_username(username)?;
+            Some(read_password(*password_stdin)?)
+        }
         _ => None,
     };
     runtime()?.block_on(async {
@@ -40,15 +53,28 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<i32> {
                 0
             }
             UsersCommand::Token { username } => {
-                let token = new_token().map_err(|error| anyhow!("{error}"))?;
-                store
-                    .create_api_token(&username, &token_hash(&token), Utc::now())
-                    .await?;
-                println!("{token}");
-                eprintln!(
-                    "an API token of {username}: shown this once; send it as \
-                     `Authorization: Bearer TOKEN`"
-                );
+                create_token(&store, &username, NewApiToken::default()).await?;
+                0
+            }
+            UsersCommand::Tokens(TokensCommand::List { username, json }) => {
+                list_tokens(&store, username.as_deref(), json).await?;
+                0
+            }
+            UsersCommand::Tokens(TokensCommand::Create {
+                username,
+                name,
+                expires_in,
+            }) => {
+                let expires_at = match expires_in {
+                    Some(after) => Some(Utc::now() + chrono::Duration::from_std(after)?),
+                    None => None,
+                };
+                create_token(&store, &username, NewApiToken { name, expires_at }).await?;
+                0
+            }
+            UsersCommand::Tokens(TokensCommand::Revoke { id }) => {
+                let token = store.revoke_api_token(id, None, Utc::now()).await?;
+                println!("revoked token {id} of {}", token.username);
                 0
             }
         };
@@ -57,10 +83,12 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<i32> {
     })
 }
 
-/// Creates a user with the argon2 hash of `password` (hashed off the async threads).
+/// Creates a user with the argon2 hash of `password` (hashed off the async threads). The name
+/// is checked by the store ([`check_username`]); the password must be at least
+/// [`PASSWORD_MIN`] characters.
 pub async fn create(store: &Store, username: &str, password: &str, role: Role) -> Result<()> {
-    if password.is_empty() {
-        bail!("the password is empty");
+    if password.chars().count() < PASSWORD_MIN {
+        bail!("the password is shorter than {PASSWORD_MIN} characters");
     }
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password))
@@ -79,6 +107,66 @@ pub async fn ensure_admin(store: &Store) -> Result<Option<String>> {
     let password = new_token().map_err(|error| anyhow!("{error}"))?[..20].to_owned();
     create(store, STANDALONE_ADMIN, &password, Role::Admin).await?;
     Ok(Some(password))
+}
+
+/// Creates an API token of `username` and prints it, this once.
+async fn create_token(store: &Store, username: &str, spec: NewApiToken) -> Result<()> {
+    let token = new_token().map_err(|error| anyhow!("{error}"))?;
+    let created = store
+        .create_api_token(username, &token_hash(&token), &spec, Utc::now())
+        .await?;
+    println!("{token}");
+    let expiry = match created.expires_at {
+        Some(at) => format!("expires {}", rfc3339(at)),
+        None => "never expires".to_owned(),
+    };
+    eprintln!(
+        "API token {} of {username} ({expiry}): shown this once; send it as \
+         `Authorization: Bearer TOKEN`",
+        created.id
+    );
+    Ok(())
+}
+
+async fn list_tokens(store: &Store, username: Option<&str>, json: bool) -> Result<()> {
+    let tokens = store.list_api_tokens(username, TOKENS_SHOWN).await?;
+    let now = Utc::now();
+    if json {
+        let rows: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|token| {
+                serde_json::json!({
+                    "id": token.id,
+                    "username": token.username,
+                    "name": token.name,
+                    "created_at": rfc3339(token.created_at),
+                    "expires_at": token.expires_at.map(rfc3339),
+                    "revoked_at": token.revoked_at.map(rfc3339),
+                    "status": token.status(now),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let rows: Vec<[String; 6]> = tokens
+            .iter()
+            .map(|token| {
+                [
+                    token.id.to_string(),
+                    token.username.clone(),
+                    format!("{:?}", token.name),
+                    rfc3339(token.created_at),
+                    token.expires_at.map_or("never".to_owned(), rfc3339),
+                    token.status(now).to_owned(),
+                ]
+            })
+            .collect();
+        print_table(
+            ["ID", "USER", "NAME", "CREATED", "EXPIRES", "STATUS"],
+            &rows,
+        );
+    }
+    Ok(())
 }
 
 async fn list(store: &Store, json: bool) -> Result<i32> {

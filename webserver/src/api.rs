@@ -3,7 +3,7 @@
 //! `{"error": "..."}` with their status, also for malformed JSON, queries and paths.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -113,8 +113,16 @@ pub static ROUTES: &[ApiRoute] = &[
         handler: |m| on(m, list_runs),
         doc: Operation {
             query: &[
-                Query::text("state", "queued, running, success or failed."),
-                Query::text("run_type", "scheduled, manual or backfill."),
+                Query::choice(
+                    "state",
+                    "Only runs in this state.",
+                    &["queued", "running", "success", "failed"],
+                ),
+                Query::choice(
+                    "run_type",
+                    "Only runs of this type.",
+                    &["scheduled", "manual", "backfill"],
+                ),
                 LIMIT,
                 OFFSET,
             ],
@@ -174,8 +182,10 @@ pub static ROUTES: &[ApiRoute] = &[
                 Query::integer(
                     "offset",
                     "The last chunk already read (next_offset of the previous read); 0 from the start.",
+                    0,
+                    Some(i64::MAX),
                 ),
-                Query::integer("limit", "Chunks to read, at most 1000."),
+                Query::integer("limit", "Chunks to read, 1 to 1000.", 1, Some(LOG_CHUNKS)),
             ],
             ..Operation::read(
                 "readLog",
@@ -319,7 +329,7 @@ pub static ROUTES: &[ApiRoute] = &[
         handler: |m| on(m, list_backfills),
         doc: Operation {
             query: &[
-                Query::text("dag_id", "Only this DAG's backfills."),
+                Query::dag_id("dag_id", "Only this DAG's backfills."),
                 LIMIT,
                 OFFSET,
             ],
@@ -337,7 +347,7 @@ pub static ROUTES: &[ApiRoute] = &[
         handler: |m| on(m, list_events),
         doc: Operation {
             query: &[
-                Query::text("dag_id", "Only this DAG's events."),
+                Query::dag_id("dag_id", "Only this DAG's events."),
                 LIMIT,
                 OFFSET,
             ],
@@ -360,13 +370,47 @@ pub static ROUTES: &[ApiRoute] = &[
             "ImportErrorList",
         ),
     },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/tokens",
+        handler: |m| on(m, crate::tokens::api_list),
+        doc: Operation::read(
+            "listTokens",
+            "meta",
+            "The caller's API tokens (an admin's: everyone's), newest first; never the tokens \
+             themselves.",
+            "TokenList",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::POST,
+        path: "/tokens/{token_id}/revoke",
+        handler: |m| on(m, crate::tokens::api_revoke),
+        doc: Operation::write(
+            "revokeToken",
+            "meta",
+            "Revokes an API token of the caller (an admin: anyone's); it is refused from now \
+             on. 404 for another user's token, 409 when it is revoked already.",
+            None,
+            200,
+            "Token",
+        ),
+    },
 ];
 
-/// The API's router, from [`ROUTES`].
+/// The API's router, from [`ROUTES`]; a method a route does not serve answers a JSON 405.
 pub fn routes() -> Router<AppState> {
-    ROUTES.iter().fold(Router::new(), |router, route| {
-        router.route(route.path, (route.handler)(route.method))
-    })
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, (route.handler)(route.method))
+        })
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let body = json!({ "error": format!("method {method} is not allowed here") });
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn openapi_json() -> Json<serde_json::Value> {
@@ -388,22 +432,36 @@ async fn backfill(
     Ok((status, Json(outcome)).into_response())
 }
 
-/// A JSON body whose rejection is a JSON error.
+/// A JSON body whose rejection is a JSON error: 413 when too large, 415 without a JSON
+/// content type, 400 otherwise. The body must be an object (serde would read a struct from a
+/// `[]` too), and none of its members may be `null`: a member that is not wanted is left out.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        let serde_json::Value::Object(members) = &value else {
+            return Err(AppError::BadRequest(
+                "the body must be a JSON object".to_owned(),
+            ));
+        };
+        if let Some((name, _)) = members.iter().find(|(_, value)| value.is_null()) {
+            return Err(AppError::BadRequest(format!(
+                "{name:?} is null: leave it out for its default"
+            )));
         }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|error| AppError::BadRequest(format!("invalid body: {error}")))
     }
 }
 
 fn json_rejection(rejection: JsonRejection) -> AppError {
-    AppError::BadRequest(rejection.body_text())
+    AppError::rejected(rejection.status(), rejection.body_text())
 }
 
 /// Query parameters whose rejection is a JSON error.
@@ -421,7 +479,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 }
 
 fn query_rejection(rejection: QueryRejection) -> AppError {
-    AppError::BadRequest(rejection.body_text())
+    AppError::rejected(rejection.status(), rejection.body_text())
+}
+
+/// Path parameters whose rejection (a try number that is not a number) is a JSON error.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(AppError::rejected(
+                rejection.status(),
+                rejection.body_text(),
+            )),
+        }
+    }
 }
 
 /// A DAG as the list shows it: its row, the schedule in words, and its latest runs.
@@ -463,7 +538,7 @@ pub async fn dag_summaries(
         limit: query.limit,
         offset: query.offset,
     }
-    .bounds();
+    .bounds()?;
     let rows = state
         .store
         .list_dags_page(&query.filter(), limit + 1, offset)
@@ -636,7 +711,7 @@ pub async fn runs_page(
         limit: query.limit,
         offset: query.offset,
     }
-    .bounds();
+    .bounds()?;
     let rows = state
         .store
         .list_runs_page(dag, query.filter()?, limit + 1, offset)
@@ -728,6 +803,13 @@ async fn read_log(
     Path((id, run_id, task, try_number)): Path<(String, String, String, i32)>,
     Params(query): Params<LogQuery>,
 ) -> Result<Json<LogPiece>, AppError> {
+    let after = query.offset.unwrap_or(0);
+    let limit = query.limit.unwrap_or(LOG_CHUNKS);
+    if after < 0 || !(1..=LOG_CHUNKS).contains(&limit) {
+        return Err(AppError::BadRequest(format!(
+            "offset must be 0 or more and limit 1 to {LOG_CHUNKS}"
+        )));
+    }
     let ti = find_task_instance(&state, &id, &run_id, &task).await?;
     // The try's state is read before its log: a try that had ended by then has written its
     // last chunk, so `running: false` means nothing more will come.
@@ -739,8 +821,6 @@ async fn read_log(
             AppError::NotFound(format!("try {try_number} of task '{task}' not found"))
         })?;
     let running = attempt.end_date.is_none();
-    let after = query.offset.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(LOG_CHUNKS).clamp(1, LOG_CHUNKS);
     let chunks = state
         .store
         .read_task_log(ti.id, try_number, after, limit)
@@ -916,7 +996,7 @@ impl DagScoped {
             .transpose()
     }
 
-    fn bounds(&self) -> (i64, i64) {
+    fn bounds(&self) -> Result<(i64, i64), AppError> {
         Page {
             limit: self.limit,
             offset: self.offset,
@@ -937,7 +1017,7 @@ pub async fn backfills_page(
     state: &AppState,
     query: &DagScoped,
 ) -> Result<Paged<BackfillView>, AppError> {
-    let (limit, offset) = query.bounds();
+    let (limit, offset) = query.bounds()?;
     let rows = state
         .store
         .list_backfills_page(query.dag()?.as_ref(), limit + 1, offset)
@@ -967,7 +1047,7 @@ pub async fn events_page(
     state: &AppState,
     query: &DagScoped,
 ) -> Result<Paged<updraft_metadata::EventLog>, AppError> {
-    let (limit, offset) = query.bounds();
+    let (limit, offset) = query.bounds()?;
     let rows = state
         .store
         .list_events_page(query.dag()?.as_ref(), limit + 1, offset)

@@ -171,18 +171,24 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .map(str::to_owned);
     let caller = if let Some(token) = bearer {
         // A bad token is refused even when a session cookie came along: scripts must know.
-        let user = state.store.get_user_by_token(&token_hash(&token)).await?;
+        let user = state
+            .store
+            .get_user_by_token(&token_hash(&token), now)
+            .await?;
         match user {
             Some(user) => Caller {
                 user,
                 csrf_token: None,
             },
-            None => return Err(AppError::Unauthorized("invalid API token".to_owned())),
+            None => {
+                return Err(AppError::Unauthorized(
+                    "invalid, expired or revoked API token".to_owned(),
+                ));
+            }
         }
     } else {
         let session = match cookie(request.headers(), SESSION_COOKIE) {
@@ -207,6 +213,16 @@ async fn authenticate(
     let mut request = request;
     request.extensions_mut().insert(caller);
     Ok(Ok(request))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` are read too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 /// A redirect to the login page that comes back to this page (GET) or to the site's root.
@@ -241,10 +257,19 @@ async fn check_csrf(request: Request, expected: &str) -> Result<Request, AppErro
     if !is_form {
         return Err(refused());
     }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    let too_large = || AppError::PayloadTooLarge(format!("a form is at most {FORM_LIMIT} bytes"));
+    if declared.is_some_and(|length| length > FORM_LIMIT) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, FORM_LIMIT)
-        .await
-        .map_err(|error| AppError::BadRequest(format!("cannot read the form: {error}")))?;
+    // Without a declared length, the read fails at the limit (or when the client hangs up,
+    // and then no one reads the answer).
+    let bytes = to_bytes(body, FORM_LIMIT).await.map_err(|_| too_large())?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
         .map_err(|error| AppError::BadRequest(format!("malformed form: {error}")))?;
     let matches = fields
@@ -307,6 +332,16 @@ mod tests {
         assert!(!same_secret("abc", "abd"));
         assert!(!same_secret("abc", "abcd"));
         assert!(!same_secret("", "a"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 
     #[test]

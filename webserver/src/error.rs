@@ -22,6 +22,12 @@ pub enum AppError {
     /// The request contradicts what is stored, e.g. a run already exists.
     #[error("{0}")]
     Conflict(String),
+    /// A body larger than the server reads.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A body without `Content-Type: application/json` where JSON is expected.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Broken machinery (the database, the system's randomness).
     #[error("{0}")]
     Internal(String),
@@ -35,7 +41,22 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl AppError {
+    /// An extractor's refusal of a request (a body, query or path axum could not read), with
+    /// its status where it says more than 400 (413, 415) and axum's message.
+    pub fn rejected(status: StatusCode, message: String) -> AppError {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(message),
+            status if status.is_server_error() => AppError::Internal(message),
+            _ => AppError::BadRequest(message),
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn render_svg(rows: &[GanttRow], now: DateTime<Utc>) -> Option<String> {
             }
             let _ = write!(
                 svg,
-                r#"<rect class="bar" data-task="{id}" data-try="{n}" data-state="{state}" x="{x}" y="{y}" width="{w}" height="{BAR_HEIGHT}" rx="3" style="fill: var(--{state})"><title>{id} try {n}: {state}, {seconds:.1} s</title></rect>"#,
+                r#"<rect class="bar fill-{state}" data-task="{id}" data-try="{n}" data-state="{state}" x="{x}" y="{y}" width="{w}" height="{BAR_HEIGHT}" rx="3"><title>{id} try {n}: {state}, {seconds:.1} s</title></rect>"#,
                 id = escape(&row.task_id),
                 n = t.try_number,
                 y = top + (ROW_HEIGHT - BAR_HEIGHT) / 2.0,
@@ -160,7 +160,7 @@ mod tests {
 
     /// The `x` and `width` of every bar, in order.
     fn bars(svg: &str) -> Vec<(f64, f64)> {
-        svg.split("<rect class=\"bar\"")
+        svg.split("<rect class=\"bar ")
             .skip(1)
             .map(|bar| {
                 let number = |name: &str| -> f64 {
@@ -203,7 +203,7 @@ mod tests {
             ]
         );
         assert!(svg.contains(r#"data-task="extract" data-try="1" data-state="failed""#));
-        assert!(svg.contains("fill: var(--running)"));
+        assert!(svg.contains("bar fill-running"));
         assert!(svg.contains(r#"<a href="/try/2">"#));
         assert!(svg.contains(">report</text>"));
         assert!(svg.contains(">+10s</text>"), "{svg}");

@@ -218,7 +218,7 @@ pub fn layout(dag: &Dag) -> Layout {
 }
 
 /// Draws `layout` as an inline SVG element. Each box is filled with its task's state in
-/// `states` (the page's CSS variables `--<state>`; a task with no state is `none`) and links
+/// `states` (the class `fill-<state>` of `app.css`; a task with no state is `none`) and links
 /// to `link(task_id)` when that gives an address. Everything is escaped.
 pub fn render_svg(
     layout: &Layout,
@@ -253,7 +253,7 @@ pub fn render_svg(
         }
         let _ = write!(
             svg,
-            r##"<g class="node" data-task="{id}" data-state="{state}"><title>{id} ({state})</title><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" style="fill: var(--{state})" stroke="#475467" stroke-width="1"/><text x="{tx}" y="{ty}" dominant-baseline="middle" font-size="12">{label}</text></g>"##,
+            r##"<g class="node" data-task="{id}" data-state="{state}"><title>{id} ({state})</title><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" class="fill-{state}" stroke="#475467" stroke-width="1"/><text x="{tx}" y="{ty}" dominant-baseline="middle" font-size="12">{label}</text></g>"##,
             id = escape(&node.task_id),
             state = state,
             x = node.x,
@@ -431,7 +431,7 @@ mod tests {
         });
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains(r#"data-task="extract" data-state="success""#));
-        assert!(svg.contains("fill: var(--success)"));
+        assert!(svg.contains(r#"class="fill-success""#));
         assert!(svg.contains(r#"data-state="none""#));
         assert!(svg.contains("a_task_with_a_rather_…"));
         assert!(svg.contains("<title>a_task_with_a_rather_long_name (none)</title>"));

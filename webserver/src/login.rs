@@ -1,15 +1,20 @@
-//! The login page, logging in (a new session) and logging out.
+//! The login page, logging in (a new session) and logging out. Logins are throttled per user
+//! name and per client address (`throttle`), and every failed one is in the event log (the
+//! name tried and the address, never the password).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Form;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use chrono::Utc;
 use serde::Deserialize;
+use updraft_metadata::{NewEvent, USERNAME_MAX};
 
 use crate::AppState;
 use crate::auth::{
@@ -18,6 +23,7 @@ use crate::auth::{
 };
 use crate::error::PageError;
 use crate::pages::Layout;
+use crate::throttle::Key;
 
 /// A hash no password matches, verified against when the user does not exist, so that a login
 /// takes as long for an unknown name as for a wrong password.
@@ -85,11 +91,32 @@ pub struct Credentials {
     next: Option<String>,
 }
 
-/// `POST /login`: checks the form's CSRF token against its cookie and the password against
-/// its hash, then starts a session and sets its cookie.
+/// The client's address: the TCP peer's, or, when the peer is a proxy on this host or a
+/// private network and says whom it forwards (`X-Forwarded-For`), the last address it added.
+/// `None` when the server was not told the peer (tests calling the router directly).
+pub fn client_address(extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let proxy = match peer {
+        IpAddr::V4(ip) => ip.is_loopback() || ip.is_private(),
+        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local(),
+    };
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse().ok());
+    Some(forwarded.filter(|_| proxy).unwrap_or(peer))
+}
+
+/// `POST /login`: checks the form's CSRF token against its cookie, the throttle of the user
+/// name and the client address, and the password against its hash; then starts a session and
+/// sets its cookie. A refused attempt answers 429 with `Retry-After`, its password unread.
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     Form(form): Form<Credentials>,
 ) -> Result<Response, PageError> {
     let next = local_path(form.next.as_deref());
@@ -99,7 +126,16 @@ pub async fn login(
             "missing or wrong CSRF token: reload the login page".to_owned(),
         )));
     }
-    let user = state.store.get_user(form.username.trim()).await?;
+    let username = form.username.trim();
+    let address = client_address(&extensions, &headers);
+    let mut keys = vec![Key::User(username.to_owned())];
+    keys.extend(address.map(Key::Address));
+    let started = Instant::now();
+    let allowed = state.throttle().attempt(&keys, started);
+    if let Err(wait) = allowed {
+        return throttled(&headers, next, form.username, wait);
+    }
+    let user = state.store.get_user(username).await?;
     let hash = user
         .as_ref()
         .map_or(DUMMY_HASH.as_str(), |u| &u.password_hash);
@@ -111,7 +147,8 @@ pub async fn login(
     let user = match user {
         Some(user) if verified => user,
         _ => {
-            tracing::info!(username = %form.username, "failed login");
+            tracing::info!(username = %form.username.escape_debug(), "failed login");
+            record_failure(&state, username, address).await?;
             let mut response = login_page(
                 &headers,
                 next,
@@ -122,6 +159,7 @@ pub async fn login(
             return Ok(response);
         }
     };
+    state.throttle().succeeded(&keys, started);
     let token = new_token()?;
     let csrf = new_token()?;
     let now = Utc::now();
@@ -151,6 +189,53 @@ pub async fn login(
         Redirect::to(&next),
     )
         .into_response())
+}
+
+/// The login page again with 429 and `Retry-After` (whole seconds, rounded up).
+fn throttled(
+    headers: &HeaderMap,
+    next: String,
+    username: String,
+    wait: Duration,
+) -> Result<Response, PageError> {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = login_page(
+        headers,
+        next,
+        Some(format!("too many failed logins: try again in {seconds} s")),
+        username,
+    )?;
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Ok(response)
+}
+
+/// A failed login in the event log: the name tried (at most as long as a user name may be)
+/// and the client's address; never the password.
+async fn record_failure(
+    state: &AppState,
+    username: &str,
+    address: Option<IpAddr>,
+) -> Result<(), PageError> {
+    let tried: String = username.chars().take(USERNAME_MAX).collect();
+    state
+        .store
+        .append_event(&NewEvent {
+            at: Utc::now(),
+            actor: "anonymous".to_owned(),
+            dag_id: None,
+            run_id: None,
+            task_id: None,
+            event: "login_failed".to_owned(),
+            details: serde_json::json!({
+                "username": tried,
+                "address": address.map(|address| address.to_string()),
+            }),
+        })
+        .await?;
+    Ok(())
 }
 
 /// `POST /logout` (behind the login middleware, so with the session's CSRF token): ends the

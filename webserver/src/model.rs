@@ -8,6 +8,8 @@ use updraft_core::dag::Dag;
 use updraft_core::state::TaskState;
 use updraft_metadata::{DagRun, TaskInstance};
 
+use crate::error::AppError;
+
 /// Runs the grid shows.
 pub const GRID_RUNS: i64 = 25;
 /// The page size of lists when the request names none, and the largest one allowed.
@@ -22,10 +24,20 @@ pub struct Page {
 }
 
 impl Page {
-    /// The limit and offset to query, clamped to `1..=MAX_LIMIT` and `0..`.
-    pub fn bounds(self) -> (i64, i64) {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        (limit, self.offset.unwrap_or(0).max(0))
+    /// The limit and offset to query: a limit of `1..=MAX_LIMIT` and an offset of `0..`, as
+    /// the API's document says; anything else is refused.
+    pub fn bounds(self) -> Result<(i64, i64), AppError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(AppError::BadRequest(format!(
+                "limit {limit} is out of range: 1 to {MAX_LIMIT}"
+            )));
+        }
+        if offset < 0 {
+            return Err(AppError::BadRequest(format!("offset {offset} is negative")));
+        }
+        Ok((limit, offset))
     }
 }
 
@@ -48,7 +60,7 @@ impl<T> Paged<T> {
             items: rows,
             limit,
             offset,
-            next_offset: more.then_some(offset + limit),
+            next_offset: more.then(|| offset.saturating_add(limit)),
         }
     }
 }
@@ -209,14 +221,20 @@ mod tests {
     }
 
     #[test]
-    fn pages_know_whether_more_follow_and_clamp_their_bounds() {
+    fn pages_know_whether_more_follow_and_refuse_bounds_out_of_range() {
         let page = Paged::new(vec![1, 2, 3], 2, 4);
         assert_eq!(page.items, [1, 2]);
         assert_eq!(page.next_offset, Some(6));
         assert_eq!(Paged::new(vec![1], 2, 0).next_offset, None);
         let bounds = |limit, offset| Page { limit, offset }.bounds();
-        assert_eq!(bounds(None, None), (DEFAULT_LIMIT, 0));
-        assert_eq!(bounds(Some(0), Some(-5)), (1, 0));
-        assert_eq!(bounds(Some(10_000), Some(50)), (MAX_LIMIT, 50));
+        assert_eq!(bounds(None, None).unwrap(), (DEFAULT_LIMIT, 0));
+        assert_eq!(bounds(Some(MAX_LIMIT), Some(50)).unwrap(), (MAX_LIMIT, 50));
+        for (limit, offset) in [
+            (Some(0), None),
+            (Some(MAX_LIMIT + 1), None),
+            (None, Some(-5)),
+        ] {
+            assert!(bounds(limit, offset).is_err(), "{limit:?} {offset:?}");
+        }
     }
 }

@@ -78,6 +78,13 @@ pub struct Query {
     /// `string`, `integer` or `boolean`.
     pub kind: &'static str,
     pub description: &'static str,
+    /// The values a string may take; empty: any.
+    pub choices: &'static [&'static str],
+    /// A regular expression a string must match.
+    pub pattern: Option<&'static str>,
+    /// The bounds of an integer.
+    pub minimum: Option<i64>,
+    pub maximum: Option<i64>,
 }
 
 impl Query {
@@ -86,31 +93,98 @@ impl Query {
             name,
             kind: "string",
             description,
+            choices: &[],
+            pattern: None,
+            minimum: None,
+            maximum: None,
         }
     }
 
-    pub const fn integer(name: &'static str, description: &'static str) -> Query {
+    /// A string of `choices`, or empty (no filter).
+    pub const fn choice(
+        name: &'static str,
+        description: &'static str,
+        choices: &'static [&'static str],
+    ) -> Query {
+        Query {
+            choices,
+            ..Query::text(name, description)
+        }
+    }
+
+    /// A DAG id, or empty (no filter).
+    pub const fn dag_id(name: &'static str, description: &'static str) -> Query {
+        Query {
+            pattern: Some(OPTIONAL_ID_PATTERN),
+            ..Query::text(name, description)
+        }
+    }
+
+    /// An integer from `minimum` to `maximum` (`None`: no upper bound).
+    pub const fn integer(
+        name: &'static str,
+        description: &'static str,
+        minimum: i64,
+        maximum: Option<i64>,
+    ) -> Query {
         Query {
             name,
             kind: "integer",
             description,
+            choices: &[],
+            pattern: None,
+            minimum: Some(minimum),
+            maximum,
         }
     }
 
     pub const fn boolean(name: &'static str, description: &'static str) -> Query {
         Query {
-            name,
             kind: "boolean",
-            description,
+            ..Query::text(name, description)
         }
+    }
+
+    fn schema(&self) -> Value {
+        let mut schema = json!({ "type": self.kind });
+        if !self.choices.is_empty() {
+            let mut choices = vec![""];
+            choices.extend(self.choices);
+            schema["enum"] = json!(choices);
+        }
+        if let Some(pattern) = self.pattern {
+            schema["pattern"] = json!(pattern);
+        }
+        if let Some(minimum) = self.minimum {
+            schema["minimum"] = json!(minimum);
+        }
+        if let Some(maximum) = self.maximum {
+            schema["maximum"] = json!(maximum);
+        }
+        schema
     }
 }
 
+/// The ids of DAGs and tasks (`updraft_core::ids`).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_.-]{1,250}$";
+/// An id, or nothing.
+const OPTIONAL_ID_PATTERN: &str = "^[A-Za-z0-9_.-]{0,250}$";
+
+/// How a date of a backfill's range starts (a date, or the date of a date-time).
+const DATE_PREFIX: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}";
+
 /// The page size and start of a list.
-pub const LIMIT: Query = Query::integer("limit", "Items per page, 1 to 500 (default 25).");
+pub const LIMIT: Query = Query::integer(
+    "limit",
+    "Items per page, 1 to 500 (default 25).",
+    1,
+    Some(crate::model::MAX_LIMIT),
+);
 pub const OFFSET: Query = Query::integer(
     "offset",
     "Items to skip (next_offset of the previous page).",
+    0,
+    Some(i64::MAX),
 );
 
 /// The names in `{...}` of a path, in order.
@@ -121,22 +195,35 @@ pub fn path_parameters(path: &str) -> Vec<&str> {
 }
 
 fn path_parameter(name: &str) -> Value {
-    let (kind, description) = match name {
-        "dag_id" => ("string", "A DAG id."),
+    let (schema, description) = match name {
+        "dag_id" => (
+            json!({"type": "string", "pattern": ID_PATTERN}),
+            "A DAG id.",
+        ),
         "run_id" => (
-            "string",
+            json!({"type": "string", "minLength": 1}),
             "A run id, percent-encoded (e.g. scheduled__2024-01-01T00:00:00+00:00).",
         ),
-        "task_id" => ("string", "A task id."),
-        "try_number" => ("integer", "A try, from 1."),
-        _ => ("string", ""),
+        "task_id" => (
+            json!({"type": "string", "pattern": ID_PATTERN}),
+            "A task id.",
+        ),
+        "try_number" => (
+            json!({"type": "integer", "format": "int32", "minimum": 1}),
+            "A try, from 1.",
+        ),
+        "token_id" => (
+            json!({"type": "integer", "format": "int64", "minimum": 1}),
+            "An API token's id (as listed).",
+        ),
+        _ => (json!({"type": "string"}), ""),
     };
     json!({
         "name": name,
         "in": "path",
         "required": true,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     })
 }
 
@@ -163,7 +250,7 @@ fn operation(path: &str, doc: &Operation) -> Value {
             "in": "query",
             "required": false,
             "description": query.description,
-            "schema": {"type": query.kind},
+            "schema": query.schema(),
         })
     }));
     let mut responses = Map::new();
@@ -196,7 +283,20 @@ fn operation(path: &str, doc: &Operation) -> Value {
         );
     }
     if !path_parameters(path).is_empty() {
-        responses.insert("404".to_owned(), error("No such DAG, run, task or try."));
+        responses.insert(
+            "404".to_owned(),
+            error("No such DAG, run, task, try or token."),
+        );
+    }
+    if doc.body.is_some() {
+        responses.insert(
+            "413".to_owned(),
+            error("The body is larger than the server reads (2 MiB)."),
+        );
+        responses.insert(
+            "415".to_owned(),
+            error("The body is not sent as application/json."),
+        );
     }
     let mut operation = json!({
         "operationId": doc.id,
@@ -228,8 +328,10 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Everything the web UI shows, and its actions. Log in with a session \
                 cookie (and its CSRF token in X-CSRF-Token for POSTs) or an API token \
-                (`updraft users token NAME`) as `Authorization: Bearer TOKEN`. Errors are \
-                {\"error\": \"...\"}. Lists are paged with limit and offset.",
+                (`updraft users tokens create NAME`) as `Authorization: Bearer TOKEN` (the scheme in \
+                any case). Errors, every rejection included, are {\"error\": \"...\"}. Bodies \
+                are JSON objects whose members are never null (leave a member out for its \
+                default). Lists are paged with limit and offset.",
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}, {"session": []}],
@@ -337,7 +439,10 @@ fn schemas() -> Value {
         "priority_weight": integer(), "queued_at": nullable_time(), "start_date": nullable_time(),
         "end_date": nullable_time(), "next_retry_at": nullable_time(),
         "worker_id": nullable("string"), "hostname": nullable("string"),
-        "heartbeat_at": nullable_time(), "rendered_command": any_object(), "updated_at": time(),
+        "heartbeat_at": nullable_time(),
+        "rendered_command": {"type": "object", "nullable": true, "additionalProperties": true,
+            "description": "The command as rendered when the task instance was queued; null before."},
+        "updated_at": time(),
     }));
     let dag_row = object(json!({
         "dag_id": string(), "fileloc": string(), "is_paused": boolean(), "is_active": boolean(),
@@ -456,8 +561,8 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "required": ["from", "to"],
             "properties": {
-                "from": {"type": "string", "description": "First logical date: YYYY-MM-DD (midnight in the DAG's timezone), a date-time without offset (in the DAG's timezone) or RFC 3339.", "example": "2024-03-01"},
-                "to": {"type": "string", "description": "Last logical date, included; the same forms.", "example": "2024-03-31"},
+                "from": {"type": "string", "pattern": DATE_PREFIX, "description": "First logical date: YYYY-MM-DD (midnight in the DAG's timezone), a date-time without offset (in the DAG's timezone) or RFC 3339.", "example": "2024-03-01"},
+                "to": {"type": "string", "pattern": DATE_PREFIX, "description": "Last logical date, included; the same forms.", "example": "2024-03-31"},
                 "reprocess": {"type": "string", "enum": ["none", "failed", "all"], "default": "none", "description": "Dates with a finished run: none skips them, failed re-runs the failed ones, all every one."},
                 "max_active_runs": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "Runs of the backfill at once; default the DAG's."},
                 "run_backwards": {"type": "boolean", "default": false, "description": "Newest date first."},
@@ -508,6 +613,13 @@ fn schemas() -> Value {
         "EventPage": page("Event"),
         "ImportError": object(json!({"filename": string(), "message": string(), "at": time()})),
         "ImportErrorList": list("ImportError"),
+        "Token": object(json!({
+            "id": integer(), "username": string(), "name": string(), "created_at": time(),
+            "expires_at": {"type": "string", "format": "date-time", "nullable": true, "description": "null: never expires."},
+            "revoked_at": nullable_time(),
+            "status": states(&["active", "expired", "revoked"]),
+        })),
+        "TokenList": list("Token"),
     });
     for part in [runs, rest] {
         if let (Some(all), Value::Object(part)) = (all.as_object_mut(), part) {

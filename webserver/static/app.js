@@ -1,5 +1,6 @@
 // Updraft's one script: local times, live refresh of [data-live] parts, the live log tail,
-// and confirmations. No build step, no dependency.
+// confirmations and forms sent on change. No build step, no dependency, and no inline
+// script or handler in the pages: the Content-Security-Policy allows only this file.
 "use strict";
 
 // Times arrive as UTC in <time datetime>; show them in the viewer's zone, UTC on hover.
@@ -67,6 +68,9 @@ document.addEventListener("DOMContentLoaded", () => {
   liveRefresh();
   const log = document.getElementById("log");
   if (log) followLog(log);
+  for (const field of document.querySelectorAll("[data-autosubmit]")) {
+    field.addEventListener("change", () => field.form.submit());
+  }
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!confirm(form.dataset.confirm)) event.preventDefault();

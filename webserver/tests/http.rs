@@ -16,7 +16,8 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store, Worker,
+    CreateOutcome, DagSync, NewApiToken, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store,
+    Worker,
 };
 use updraft_webserver::auth::{hash_password, token_hash};
 use updraft_webserver::backfill::{
@@ -140,7 +141,12 @@ impl App {
             .unwrap();
         let token = format!("token-of-{name}");
         self.store
-            .create_api_token(name, &token_hash(&token), Utc::now())
+            .create_api_token(
+                name,
+                &token_hash(&token),
+                &NewApiToken::default(),
+                Utc::now(),
+            )
             .await
             .unwrap();
         Who::Script { token }
@@ -336,7 +342,10 @@ async fn everything_but_health_login_and_assets_needs_a_login() {
     each_backend(|db| async move {
         let app = App::new(db.store().await).await;
         let nobody = Who::Nobody;
-        app.get(&nobody, "/health").await.expect(StatusCode::OK);
+        // Anonymous, and unhealthy without a scheduler (see its own test).
+        app.get(&nobody, "/health")
+            .await
+            .expect(StatusCode::SERVICE_UNAVAILABLE);
         let css = app.get(&nobody, "/static/app.css").await;
         css.expect(StatusCode::OK);
         assert_eq!(css.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
@@ -374,7 +383,10 @@ async fn everything_but_health_login_and_assets_needs_a_login() {
         };
         let refused = app.get(&bad, "/api/v1/dags").await;
         refused.expect(StatusCode::UNAUTHORIZED);
-        assert_eq!(refused.json(), json!({"error": "invalid API token"}));
+        assert_eq!(
+            refused.json(),
+            json!({"error": "invalid, expired or revoked API token"})
+        );
         let stale = Who::Browser {
             cookie: "updraft_session=expired-or-forged".to_owned(),
             csrf: String::new(),
@@ -714,8 +726,9 @@ async fn every_page_renders_for_an_admin() {
                 state: "running".to_owned(),
                 started_at: now - Duration::seconds(120),
                 heartbeat_at,
+                pid: None,
             };
-            app.store.register_worker(&worker).await.unwrap();
+            assert!(app.store.claim_worker_name(&worker, None).await.unwrap());
         }
         let workers = app.get(&admin, "/workers").await;
         assert!(
@@ -1344,7 +1357,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                 }
             }
         }
-        assert_eq!(operations, 25, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(operations, 27, "{:?}", paths.keys().collect::<Vec<_>>());
         // The backfill route is documented with its body.
         let backfill = &document["paths"]["/dags/{dag_id}/backfills"]["post"];
         assert_eq!(
@@ -1534,6 +1547,454 @@ async fn a_viewer_cannot_start_a_backfill() {
                 .contains("unknown field `form`")
         );
         assert!(app.store.list_backfills(None, 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_is_ok_only_while_a_scheduler_heartbeat_is_fresh() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let health = app.get(&Who::Nobody, "/health").await;
+        health.expect(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(health.json()["status"], "unhealthy");
+        assert_eq!(health.json()["database"], "ok");
+        assert!(
+            health.json()["scheduler"]
+                .as_str()
+                .unwrap()
+                .contains("no scheduler has ever heartbeaten"),
+            "{}",
+            health.body
+        );
+
+        let now = Utc::now();
+        let stale = now - Duration::seconds(600);
+        app.store
+            .heartbeat_scheduler("s1", "host", stale, stale)
+            .await
+            .unwrap();
+        let health = app.get(&Who::Nobody, "/health").await;
+        health.expect(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            health.json()["scheduler"]
+                .as_str()
+                .unwrap()
+                .starts_with("the newest scheduler heartbeat is 600 s old"),
+            "{}",
+            health.body
+        );
+
+        app.store
+            .heartbeat_scheduler("s1", "host", stale, now)
+            .await
+            .unwrap();
+        let health = app.get(&Who::Nobody, "/health").await;
+        health.expect(StatusCode::OK);
+        assert_eq!(health.json()["status"], "ok");
+        assert_eq!(health.json()["scheduler"], "ok");
+
+        // A database that does not answer.
+        app.store.close().await;
+        let health = app.get(&Who::Nobody, "/health").await;
+        health.expect(StatusCode::SERVICE_UNAVAILABLE);
+        assert_ne!(health.json()["database"], "ok", "{}", health.body);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let admin = app.browser("ada", Role::Admin).await;
+        let script = app.script("sam", Role::Admin).await;
+        let answers = [
+            ("page", app.get(&admin, "/dags").await),
+            ("api", app.get(&script, "/api/v1/dags").await),
+            ("api error", app.get(&script, "/api/v1/dags/nope").await),
+            ("login", app.get(&Who::Nobody, "/login").await),
+            ("redirect", app.get(&Who::Nobody, "/dags").await),
+            ("health", app.get(&Who::Nobody, "/health").await),
+            ("not found", app.get(&admin, "/nothing").await),
+            ("static", app.get(&Who::Nobody, "/static/app.js").await),
+        ];
+        for (what, reply) in &answers {
+            let header = |name: &str| {
+                reply
+                    .headers
+                    .get(name)
+                    .map(|value| value.to_str().unwrap().to_owned())
+                    .unwrap_or_else(|| panic!("{what}: no {name}"))
+            };
+            assert_eq!(header("x-frame-options"), "DENY", "{what}");
+            assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+            assert_eq!(header("referrer-policy"), "same-origin", "{what}");
+            let policy = header("content-security-policy");
+            for part in [
+                "frame-ancestors 'none'",
+                "script-src 'self'",
+                "style-src 'self'",
+            ] {
+                assert!(policy.contains(part), "{what}: {policy}");
+            }
+            assert!(!policy.contains("unsafe-inline"), "{what}: {policy}");
+            let cache = header("cache-control");
+            match *what {
+                "static" => assert_eq!(cache, "public, max-age=3600"),
+                _ => assert_eq!(cache, "no-store", "{what}"),
+            }
+        }
+        // No page carries an inline script, handler or style, which the policy would block.
+        let run = app
+            .run(1, [TaskState::Success, TaskState::Running, TaskState::None])
+            .await
+            .0;
+        for path in [
+            "/dags".to_owned(),
+            "/dags/etl?tab=graph".to_owned(),
+            "/dags/etl?tab=grid".to_owned(),
+            format!("/dags/etl/runs/{run}?tab=gantt"),
+            format!("/dags/etl/runs/{run}"),
+            "/tokens".to_owned(),
+            "/login".to_owned(),
+        ] {
+            let page = app.get(&admin, &path).await;
+            assert!(page.status.is_success(), "{path}: {}", page.status);
+            let html = page.body.to_lowercase();
+            for inline in [
+                "<script>",
+                "style=",
+                " onchange=",
+                " onclick=",
+                " onsubmit=",
+                "<style",
+            ] {
+                assert!(!html.contains(inline), "{path} holds {inline}");
+            }
+        }
+    })
+    .await;
+}
+
+/// A login form post from `address`, with a fresh CSRF token.
+async fn login_from(app: &App, address: [u8; 4], username: &str, password: &str) -> Reply {
+    let form = app.get(&Who::Nobody, "/login").await;
+    let csrf = hidden_field(&form.body, "csrf_token");
+    let body = serde_urlencoded::to_string([
+        ("username", username),
+        ("password", password),
+        ("csrf_token", &csrf),
+        ("next", "/dags"),
+    ])
+    .unwrap();
+    let mut request = request(&Who::Nobody, Method::POST, "/login", Some(body));
+    let headers = request.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    headers.insert(
+        header::COOKIE,
+        format!("updraft_login_csrf={csrf}").parse().unwrap(),
+    );
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            address, 40000,
+        ))));
+    app.send(request).await
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_user_and_address_and_logged() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let hash = hash_password("right password").unwrap();
+        app.store
+            .create_user("ada", &hash, Role::Admin, Utc::now())
+            .await
+            .unwrap();
+        let attacker = [203, 0, 113, 7];
+        for _ in 0..3 {
+            login_from(&app, attacker, "ada", "guess")
+                .await
+                .expect(StatusCode::UNAUTHORIZED);
+        }
+        // The fourth guess comes too soon: refused without looking at the password, even
+        // the right one.
+        for password in ["guess", "right password"] {
+            let refused = login_from(&app, attacker, "ada", password).await;
+            refused.expect(StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(refused.headers[header::RETRY_AFTER], "1");
+            assert!(
+                refused.body.contains("too many failed logins"),
+                "{}",
+                refused.body
+            );
+            assert!(
+                refused
+                    .cookies()
+                    .iter()
+                    .all(|c| !c.starts_with("updraft_session="))
+            );
+        }
+        // From elsewhere too: the user name is throttled, not only the address.
+        login_from(&app, [198, 51, 100, 1], "ada", "right password")
+            .await
+            .expect(StatusCode::TOO_MANY_REQUESTS);
+        // One address guessing many names is throttled after ten failures.
+        for n in 0..7 {
+            login_from(&app, attacker, &format!("user{n}"), "guess")
+                .await
+                .expect(StatusCode::UNAUTHORIZED);
+        }
+        login_from(&app, attacker, "someone", "guess")
+            .await
+            .expect(StatusCode::TOO_MANY_REQUESTS);
+
+        // Once the wait is over, the right password logs in and starts the name again.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let welcome = login_from(&app, [198, 51, 100, 1], "ada", "right password").await;
+        welcome.expect(StatusCode::SEE_OTHER);
+
+        // Each failure is in the event log, with the name and address, never the password.
+        let events = app.store.list_events(None, 100).await.unwrap();
+        let failed: Vec<_> = events
+            .iter()
+            .filter(|e| e.event == "login_failed")
+            .collect();
+        assert_eq!(failed.len(), 10, "{events:?}");
+        assert!(failed.iter().all(|e| e.actor == "anonymous"));
+        assert_eq!(failed.last().unwrap().details["username"], "ada");
+        assert_eq!(failed.last().unwrap().details["address"], "203.0.113.7");
+        assert!(!format!("{events:?}").contains("guess"), "{events:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_tokens_expire_and_are_listed_and_revoked_one_at_a_time() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let admin = app.script("ada", Role::Admin).await;
+        let viewer = app.script("vic", Role::Viewer).await;
+        // `bearer` in any case.
+        let Who::Script { token } = &viewer else {
+            unreachable!()
+        };
+        for scheme in ["bearer", "BEARER", "Bearer"] {
+            let request = Request::builder()
+                .uri("/api/v1/me")
+                .header(header::AUTHORIZATION, format!("{scheme} {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let me = app.send(request).await;
+            me.expect(StatusCode::OK);
+            assert_eq!(me.json()["username"], "vic", "{scheme}");
+        }
+
+        // An expiring token works until its expiry, then gets a JSON 401.
+        let now = Utc::now();
+        let soon = NewApiToken {
+            name: "ci".to_owned(),
+            expires_at: Some(now + Duration::milliseconds(300)),
+        };
+        app.store
+            .create_api_token("vic", &token_hash("soon"), &soon, now)
+            .await
+            .unwrap();
+        let soon = Who::Script {
+            token: "soon".to_owned(),
+        };
+        app.get(&soon, "/api/v1/me").await.expect(StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let expired = app.get(&soon, "/api/v1/me").await;
+        expired.expect(StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            expired.json(),
+            json!({"error": "invalid, expired or revoked API token"})
+        );
+
+        // A viewer lists and revokes their own tokens only; an admin everyone's.
+        let listed = app.get(&viewer, "/api/v1/tokens").await;
+        listed.expect(StatusCode::OK);
+        let items = listed.json()["items"].as_array().unwrap().clone();
+        let statuses: Vec<(&str, &str)> = items
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap(), t["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(statuses, [("ci", "expired"), ("", "active")]);
+        assert!(!listed.body.contains("hash"), "{}", listed.body);
+        let all = app.get(&admin, "/api/v1/tokens").await;
+        assert_eq!(all.json()["items"].as_array().unwrap().len(), 3);
+        let admins = all.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["username"] == "ada")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let vics = items[1]["id"].as_i64().unwrap();
+        app.post_json(
+            &viewer,
+            &format!("/api/v1/tokens/{admins}/revoke"),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::NOT_FOUND);
+        app.get(&admin, "/api/v1/me").await.expect(StatusCode::OK);
+        let revoked = app
+            .post_json(&admin, &format!("/api/v1/tokens/{vics}/revoke"), json!({}))
+            .await;
+        revoked.expect(StatusCode::OK);
+        assert_eq!(revoked.json()["status"], "revoked");
+        let refused = app.get(&viewer, "/api/v1/me").await;
+        refused.expect(StatusCode::UNAUTHORIZED);
+        assert!(refused.json()["error"].is_string());
+        app.post_json(&admin, &format!("/api/v1/tokens/{vics}/revoke"), json!({}))
+            .await
+            .expect(StatusCode::CONFLICT);
+        let kinds: Vec<(String, String)> = app.events().await;
+        assert!(kinds.contains(&("ada".to_owned(), "token_revoked".to_owned())));
+
+        // The page: a browser creates a token, sees it once, and revokes it.
+        let browser = app.browser("bea", Role::Viewer).await;
+        let page = app
+            .post_form(
+                &browser,
+                "/tokens",
+                &[("name", "laptop"), ("expires_in_days", "30")],
+            )
+            .await;
+        page.expect(StatusCode::OK);
+        let shown = page.body.split("<code class=\"mono\">").nth(1).unwrap();
+        let secret = &shown[..64];
+        let bea = Who::Script {
+            token: secret.to_owned(),
+        };
+        let me = app.get(&bea, "/api/v1/me").await;
+        me.expect(StatusCode::OK);
+        let listed = app.get(&bea, "/api/v1/tokens").await;
+        let token = &listed.json()["items"][0];
+        assert_eq!(token["name"], "laptop");
+        assert!(token["expires_at"].is_string());
+        let id = token["id"].as_i64().unwrap();
+        let list = app.get(&browser, "/tokens").await;
+        assert!(list.body.contains("laptop") && !list.body.contains(secret));
+        // A token cannot mint another.
+        app.post_form(&bea, "/tokens", &[("name", "x"), ("expires_in_days", "0")])
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        app.post_form(&browser, &format!("/tokens/{id}/revoke"), &[])
+            .await
+            .expect(StatusCode::SEE_OTHER);
+        app.get(&bea, "/api/v1/me")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_rejection_of_the_api_is_json() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let (run_id, _) = app
+            .run(1, [TaskState::Success, TaskState::None, TaskState::None])
+            .await;
+        let admin = app.script("ada", Role::Admin).await;
+        let bad = |reply: Reply, status: StatusCode| {
+            assert_eq!(reply.status, status, "{}", reply.body);
+            assert_eq!(
+                reply.headers[header::CONTENT_TYPE],
+                "application/json",
+                "{}",
+                reply.body
+            );
+            reply.json()["error"].as_str().unwrap().to_owned()
+        };
+        let log = format!("/api/v1/dags/etl/runs/{run_id}/tasks/extract/tries/x/log");
+        bad(app.get(&admin, &log).await, StatusCode::BAD_REQUEST);
+        for query in ["limit=0", "limit=1001", "offset=-1"] {
+            let log = format!("/api/v1/dags/etl/runs/{run_id}/tasks/extract/tries/1/log?{query}");
+            bad(app.get(&admin, &log).await, StatusCode::BAD_REQUEST);
+        }
+        for query in ["limit=0", "limit=501", "offset=-1", "limit=x"] {
+            let path = format!("/api/v1/dags?{query}");
+            bad(app.get(&admin, &path).await, StatusCode::BAD_REQUEST);
+        }
+        let wrong_method = app.get(&admin, "/api/v1/tokens/1/revoke").await;
+        assert_eq!(wrong_method.headers[header::ALLOW], "POST");
+        bad(wrong_method, StatusCode::METHOD_NOT_ALLOWED);
+        // Bodies: `null` members and non-objects are refused; nothing is triggered.
+        for body in [
+            json!({"conf": null}),
+            json!({"logical_date": null}),
+            json!([]),
+            json!("text"),
+            json!(null),
+        ] {
+            let error = bad(
+                app.post_json(&admin, "/api/v1/dags/etl/trigger", body.clone()).await,
+                StatusCode::BAD_REQUEST,
+            );
+            assert!(error.contains("null") || error.contains("object"), "{body}: {error}");
+        }
+        assert!(
+            app.store
+                .list_dag_runs(&app.dag.id, None, 10, 0)
+                .await
+                .unwrap()
+                .len()
+                == 1
+        );
+        // Too large: 413; not JSON: 415; malformed: 400.
+        let huge = json!({"conf": {"x": "a".repeat(3 << 20)}});
+        bad(
+            app.post_json(&admin, "/api/v1/dags/etl/trigger", huge).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        );
+        let mut plain = request(
+            &admin,
+            Method::POST,
+            "/api/v1/dags/etl/trigger",
+            Some("{}".to_owned()),
+        );
+        plain
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        bad(app.send(plain).await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let mut broken = request(
+            &admin,
+            Method::POST,
+            "/api/v1/dags/etl/trigger",
+            Some("{".to_owned()),
+        );
+        broken
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        bad(app.send(broken).await, StatusCode::BAD_REQUEST);
+        // The document says what these answers are.
+        let document = app.get(&admin, "/api/v1/openapi.json").await.json();
+        let trigger = &document["paths"]["/dags/{dag_id}/trigger"]["post"];
+        assert!(trigger["responses"].get("413").is_some());
+        let ti = &document["components"]["schemas"]["TaskInstance"]["properties"];
+        assert_eq!(ti["rendered_command"]["nullable"], true);
+        let log = &document["paths"]
+            ["/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/tries/{try_number}/log"]["get"];
+        let try_number = &log["parameters"][3]["schema"];
+        assert_eq!(try_number["minimum"], 1);
+        assert_eq!(log["parameters"][0]["schema"]["pattern"], "^[A-Za-z0-9_.-]{1,250}$");
+        let dags = &document["paths"]["/dags"]["get"]["parameters"];
+        let limit = dags
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!((limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()), (json!(1), json!(500)));
     })
     .await;
 }
