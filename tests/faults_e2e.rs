@@ -118,20 +118,34 @@ fn standalone_killed_mid_run_resumes_every_run_once_and_kills_its_orphans() {
     }
 
     // Each try the dead process left running was ended by the restarted worker, which says so
-    // in that try's log, and a new try ran.
+    // in that try's log: adopted as it ended when its command had ended meanwhile (it ran to its
+    // end once), else ended as a zombie and run again.
     for (run_id, task_id, try_number) in &leftovers {
         let states = world.task_states("chain", run_id);
         let (state, now) = &states[task_id];
         assert_eq!(state, "success", "{run_id} {task_id}");
-        assert!(
-            *now > *try_number,
-            "{run_id} {task_id}: try {try_number} was left running, yet try_number is {now}"
-        );
+        let record = &records[&(run_id.clone(), task_id.clone())];
+        let ended = record.try_(*try_number).is_some_and(|t| t.end.is_some());
         let log = world.log("chain", run_id, task_id, *try_number);
-        assert!(
-            log.contains("restarted while this try ran; it is ended as a zombie"),
-            "{run_id} {task_id} try {try_number}: {log}"
-        );
+        if ended {
+            assert_eq!(
+                now, try_number,
+                "{run_id} {task_id}: adopted, not run again"
+            );
+            assert!(
+                log.contains("so the try is success and the command is not run again"),
+                "{run_id} {task_id} try {try_number}: {log}"
+            );
+        } else {
+            assert!(
+                *now > *try_number,
+                "{run_id} {task_id}: try {try_number} was left running, yet try_number is {now}"
+            );
+            assert!(
+                log.contains("restarted while this try ran; it is ended as a zombie"),
+                "{run_id} {task_id} try {try_number}: {log}"
+            );
+        }
     }
 
     // The fresh try's processes were killed by the restarted worker before their sleep ended,
@@ -152,6 +166,60 @@ fn standalone_killed_mid_run_resumes_every_run_once_and_kills_its_orphans() {
 
     let_the_scheduler_run(Duration::from_secs(1));
     assert_eq!(world.runs("chain").len(), 6);
+}
+
+#[test]
+fn a_command_that_ends_while_its_standalone_is_dead_is_adopted_not_run_again() {
+    let world = World::new();
+    // No retry: a try ended as a zombie would fail the run. The command outlives the standalone
+    // by 2 s, writes an output, and exits 0 before the standalone is back.
+    world.dag(
+        "once",
+        r#"
+version: 1
+env:
+  WORK: "@WORK@"
+tasks:
+  slow:
+    run: sh "$WORK/task.sh" 2 && echo rows=42 >> "$UPDRAFT_OUTPUT"
+    outputs: [rows]
+  after:
+    depends_on: slow
+    run: echo "{{ outputs.slow.rows }}" > "$WORK/after"
+"#,
+    );
+    let mut first = world.standalone("standalone.1", &[]);
+    let run_id = world.trigger("once");
+    let (_, try_) = started(&world, "slow", &[&first]);
+    first.kill9();
+    wait_for("the orphaned command to end", RUN_DEADLINE, || {
+        let record = world.record(&run_id, "slow")?;
+        record.try_(try_.number)?.end.map(|_| ())
+    });
+    let second = world.standalone("standalone.2", &[]);
+    let runs = world.finished_runs("once", 1, &[&second]);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
+    let states = world.task_states("once", &run_id);
+    assert_eq!(
+        states["slow"],
+        ("success".to_owned(), 1),
+        "adopted: one try"
+    );
+    let record = world.record(&run_id, "slow").unwrap();
+    assert_eq!(
+        record.tries.len(),
+        1,
+        "the command ran once: {}",
+        record.text
+    );
+    let log = world.log("once", &run_id, "slow", 1);
+    assert!(
+        log.contains("the command had exited with code 0, so the try is success and the command is not run again"),
+        "{log}"
+    );
+    // Its output was adopted too: the downstream task read it.
+    let after = std::fs::read_to_string(world.work.join("after")).unwrap();
+    assert_eq!(after.trim(), "42");
 }
 
 #[test]
@@ -181,10 +249,21 @@ fn standalone_killed_as_its_tries_start_leaves_no_orphan_running() {
     let run_id = runs[0]["run_id"].as_str().unwrap();
     assert_eq!(runs[0]["state"], "success", "{runs:?}\n{}", second.stderr());
     let states = world.task_states("burst", run_id);
+    let records = world.records();
     for (_, task_id, try_number) in &leftovers {
-        assert_eq!(states[task_id], ("success".to_owned(), try_number + 1));
+        // Killed and run again, or, when its command ended before the new standalone settled
+        // it (a slow restart), adopted as it ended.
+        let record = &records[&(run_id.to_owned(), task_id.clone())];
+        let ended = record.try_(*try_number).is_some_and(|t| t.end.is_some());
+        let expected = if ended { *try_number } else { try_number + 1 };
+        assert_eq!(
+            states[task_id],
+            ("success".to_owned(), expected),
+            "{}",
+            record.text
+        );
     }
-    for ((run_id, task_id), record) in world.records() {
+    for ((run_id, task_id), record) in records {
         record.assert_one_try_at_a_time(&task_id);
         for try_ in record.tries.iter().filter(|t| t.end.is_none()) {
             for pid in try_.pids {

@@ -6,6 +6,7 @@
 //! is always a parameter). Its only I/O is reading the DAG files it is pointed at (`dag::load`).
 
 pub mod dag;
+pub mod hash;
 pub mod ids;
 pub mod render;
 pub mod retry;

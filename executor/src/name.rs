@@ -34,6 +34,9 @@ pub enum Name {
     Given(String),
     /// The first free of `<prefix>:1`, `<prefix>:2`, ...
     FirstFree(String),
+    /// A `standalone`'s: it holds the lock of its home, so a holder on this host whose process
+    /// is gone was the previous life of this one, and its name is free at once.
+    OfHome(String),
 }
 
 /// This process, as it takes a name.
@@ -56,10 +59,14 @@ pub enum Verdict {
 }
 
 /// Whether a process on `hostname` may take the name `existing` holds, at `now`.
+///
+/// `gone_after` is how long a holder on this host whose process is gone must have been silent
+/// ([`GONE_AFTER`], or zero for [`Name::OfHome`]).
 pub fn holder(
     existing: &WorkerRow,
     hostname: &str,
     now: DateTime<Utc>,
+    gone_after: Duration,
     alive: impl Fn(i32) -> bool,
 ) -> Verdict {
     let silent = (now - existing.heartbeat_at).to_std().unwrap_or_default();
@@ -68,7 +75,7 @@ pub fn holder(
     }
     let gone_here = existing.hostname == hostname && existing.pid.is_some_and(|pid| !alive(pid));
     if gone_here {
-        return match GONE_AFTER.checked_sub(silent) {
+        return match gone_after.checked_sub(silent) {
             Some(wait) if !wait.is_zero() => Verdict::Soon(wait),
             _ => Verdict::Free,
         };
@@ -99,9 +106,10 @@ pub async fn take(
     name: &Name,
     me: &Claimant<'_>,
 ) -> Result<(String, DateTime<Utc>), Error> {
-    let (prefix, numbered) = match name {
-        Name::Given(id) => (id.as_str(), false),
-        Name::FirstFree(prefix) => (prefix.as_str(), true),
+    let (prefix, numbered, gone_after) = match name {
+        Name::Given(id) => (id.as_str(), false, GONE_AFTER),
+        Name::FirstFree(prefix) => (prefix.as_str(), true, GONE_AFTER),
+        Name::OfHome(id) => (id.as_str(), false, Duration::ZERO),
     };
     let mut number = 1;
     loop {
@@ -112,7 +120,7 @@ pub async fn take(
         let now = Utc::now();
         let existing = store.get_worker(&id).await?;
         let verdict = match &existing {
-            Some(row) => holder(row, me.hostname, now, process_alive),
+            Some(row) => holder(row, me.hostname, now, gone_after, process_alive),
             None => Verdict::Free,
         };
         match verdict {
@@ -185,7 +193,7 @@ mod tests {
         let now = now();
         let alive = |_| true;
         let held_by = |row: &WorkerRow, host: &str, alive: fn(i32) -> bool| match holder(
-            row, host, now, alive,
+            row, host, now, GONE_AFTER, alive,
         ) {
             Verdict::Held(reason) => reason,
             other => panic!("expected held, got {other:?}"),
@@ -202,8 +210,9 @@ mod tests {
     #[test]
     fn a_stopped_a_stale_or_a_dead_holder_on_this_host_frees_the_name() {
         let now = now();
-        let verdict =
-            |row: &WorkerRow, host: &str, alive: fn(i32) -> bool| holder(row, host, now, alive);
+        let verdict = |row: &WorkerRow, host: &str, alive: fn(i32) -> bool| {
+            holder(row, host, now, GONE_AFTER, alive)
+        };
         let alive: fn(i32) -> bool = |_| true;
         let dead: fn(i32) -> bool = |_| false;
         assert_eq!(
@@ -225,6 +234,12 @@ mod tests {
             Verdict::Soon(wait) => assert!(wait == Duration::from_secs(2), "{wait:?}"),
             other => panic!("expected soon, got {other:?}"),
         }
+        // A standalone holds its home's lock: its previous life's name is free at once.
+        let previous = held("a", "running", 1_000, Some(42));
+        assert_eq!(
+            holder(&previous, "a", now, Duration::ZERO, dead),
+            Verdict::Free
+        );
     }
 
     #[test]

@@ -31,6 +31,14 @@
 //!   same name replaces the earlier one (the name keeps its first place), and a value is
 //!   everything after the first `=` but a trailing `\r`. A value with a NUL byte is a warning
 //!   too: Postgres stores no NUL in text, and would refuse the try's whole end.
+//! - **A try records its own exit** ([`TryFiles`]): its shell writes `$?` to a file from an
+//!   `EXIT` trap (`exec:` commands run under a shell for it), so a try whose worker died while
+//!   it ran leaves its outcome behind, and the worker's next life adopts it instead of running
+//!   the command again. The files are on a file system that outlives the worker (`/dev/shm`
+//!   where there is one), in a private folder per worker name ([`TryFolder`]); the shell that
+//!   was already there is the supervisor, so a try costs no process more (an `exec:` one, a
+//!   shell). A command that replaces its shell (`exec prog` as its last word) or sets its own
+//!   `EXIT` trap records nothing: its try is one that did not finish, retried.
 //! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
 
 use std::collections::HashMap;
@@ -74,8 +82,8 @@ pub struct Spawn {
     pub working_dir: PathBuf,
     /// From the start of the process; `None` runs it as long as it takes.
     pub timeout: Option<Duration>,
-    /// Where `$UPDRAFT_OUTPUT` points.
-    pub outputs: Arc<OutputFolder>,
+    /// Where `$UPDRAFT_OUTPUT` points, and where a try records its exit.
+    pub files: Files,
     /// How long the group has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
 }
@@ -106,6 +114,134 @@ pub struct Finished {
     /// The process's pid, which is also its process group id; `None` when it did not start.
     pub pid: Option<u32>,
 }
+
+/// Where a process's files go.
+#[derive(Debug, Clone)]
+pub enum Files {
+    /// A new path in this folder for `$UPDRAFT_OUTPUT`, removed once read (handlers, `tasks
+    /// test`); no exit record.
+    Scratch(Arc<OutputFolder>),
+    /// A try's files, which stay until the caller removes them (once its end is stored).
+    Try(TryFiles),
+}
+
+/// The files of one try: `$UPDRAFT_OUTPUT`, and the exit status its shell records.
+#[derive(Debug, Clone)]
+pub struct TryFiles {
+    pub output: PathBuf,
+    pub exit: PathBuf,
+}
+
+impl TryFiles {
+    /// The exit status the try's shell recorded; `None` when it recorded none (it still runs,
+    /// or never ended by itself).
+    pub fn recorded_exit(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(&self.exit).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// The outputs the try wrote, and a warning for each bad line.
+    pub fn outputs(&self) -> (Vec<(String, String)>, Vec<String>) {
+        match std::fs::read(&self.output) {
+            Ok(bytes) => parse_outputs(&String::from_utf8_lossy(&bytes)),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Removes both files (those that exist).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.output);
+        let _ = std::fs::remove_file(&self.exit);
+    }
+}
+
+/// A worker's folder of try files, named after the worker and its database, so that its next
+/// life finds what a try left (and a namesake of another installation on the host does not):
+/// `/dev/shm/updraft-<uid>/<name>@<hash of the database URL>` (a tmpfs, where creating and
+/// removing a file per try costs next to nothing, and which outlives the worker but not the
+/// machine), or the same under the temporary folder where there is no `/dev/shm`. Made on
+/// first use, owner only.
+#[derive(Debug, Clone)]
+pub struct TryFolder {
+    path: PathBuf,
+}
+
+impl TryFolder {
+    /// `database` is the store's URL as shown (its password redacted).
+    pub fn of_worker(database: &str, name: &str) -> TryFolder {
+        let base = match Path::new("/dev/shm").is_dir() {
+            true => PathBuf::from("/dev/shm"),
+            false => std::env::temp_dir(),
+        };
+        // SAFETY: getuid(2) cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '-' | '_' => c.to_string(),
+                c => format!("%{:02X}", c as u32),
+            })
+            .collect();
+        let database = updraft_core::hash::fnv1a(database.as_bytes());
+        TryFolder {
+            path: base
+                .join(format!("updraft-{uid}"))
+                .join(format!("{name}@{database:016x}")),
+        }
+    }
+
+    /// The files of try `try_number` of task instance `id`; the folder is made if missing.
+    pub fn files(&self, id: i64, try_number: i32) -> io::Result<TryFiles> {
+        self.make()?;
+        Ok(self.files_at(id, try_number))
+    }
+
+    /// Removes every try's files (what is left of tries a previous life did not settle).
+    pub fn clear(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The files of a try, if the folder exists; nothing is made.
+    pub fn files_at(&self, id: i64, try_number: i32) -> TryFiles {
+        TryFiles {
+            output: self.path.join(format!("{id}-{try_number}.output")),
+            exit: self.path.join(format!("{id}-{try_number}.exit")),
+        }
+    }
+
+    /// Makes the folder (and its parent) for this user alone; refuses one another user owns.
+    fn make(&self) -> io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if self.path.is_dir() {
+            return Ok(());
+        }
+        let parent = self.path.parent().expect("the folder has a parent");
+        for folder in [parent, &self.path] {
+            match std::fs::DirBuilder::new().mode(0o700).create(folder) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(error),
+            }
+            let metadata = std::fs::symlink_metadata(folder)?;
+            // SAFETY: getuid(2) cannot fail and touches no memory.
+            let uid = unsafe { libc::getuid() };
+            if !metadata.is_dir() || metadata.uid() != uid || metadata.mode() & 0o077 != 0 {
+                return Err(io::Error::other(format!(
+                    "{} is not a private folder of this user",
+                    folder.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shell's `EXIT` trap that records a try's exit status (see the module's decisions).
+const RECORD_EXIT: &str = "trap 'printf \"%s\\n\" \"$?\" > \"$UPDRAFT_TRY_EXIT\"' EXIT";
 
 /// A private folder (mode 0700, made on first use, removed when dropped) where the processes a
 /// caller starts write their outputs: each gets a path of its own in it (see the module's
@@ -170,7 +306,7 @@ pub async fn run(
     };
     let (ending, ()) = tokio::join!(supervised, pump(pipe, &log, group_gone_rx));
     guard.armed = false;
-    let outputs = read_outputs(&output_file, &log).await;
+    let outputs = read_outputs(&output_file, matches!(spawn.files, Files::Scratch(_)), &log).await;
     Finished {
         ending,
         outputs,
@@ -196,11 +332,30 @@ pub fn kill_group(pgid: u32, signal: i32) -> bool {
 /// never among them.
 pub fn groups_with_env(name: &str, value: &str) -> Vec<u32> {
     let wanted = format!("{name}={value}").into_bytes();
+    groups_with_env_entry(|entry| (entry == wanted).then_some(()))
+        .into_iter()
+        .map(|(group, ())| group)
+        .collect()
+}
+
+/// The process groups of the running processes of this user whose `name` in their environment
+/// starts with `prefix`, each with that value (one per group and value).
+pub fn groups_with_env_prefix(name: &str, prefix: &str) -> Vec<(u32, String)> {
+    let wanted = format!("{name}={prefix}").into_bytes();
+    let skip = name.len() + 1;
+    groups_with_env_entry(|entry| {
+        entry
+            .starts_with(&wanted)
+            .then(|| String::from_utf8_lossy(&entry[skip..]).into_owned())
+    })
+}
+
+fn groups_with_env_entry<T: Ord>(wanted: impl Fn(&[u8]) -> Option<T>) -> Vec<(u32, T)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let own = std::process::id();
-    let mut groups: Vec<u32> = entries
+    let mut groups: Vec<(u32, T)> = entries
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
@@ -208,15 +363,13 @@ pub fn groups_with_env(name: &str, value: &str) -> Vec<u32> {
                 return None;
             }
             let environ = std::fs::read(entry.path().join("environ")).ok()?;
-            if !environ.split(|&b| b == 0).any(|entry| entry == wanted) {
-                return None;
-            }
+            let found = environ.split(|&b| b == 0).find_map(&wanted)?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let (_, rest) = stat.rsplit_once(')')?;
             let mut fields = rest.split_whitespace();
             let state = fields.next()?;
             let pgrp = fields.nth(1)?.parse().ok()?;
-            (!matches!(state, "Z" | "X")).then_some(pgrp)
+            (!matches!(state, "Z" | "X")).then_some((pgrp, found))
         })
         .collect();
     groups.sort_unstable();
@@ -284,30 +437,53 @@ struct Started {
 
 /// Starts the child, or says why it could not be started.
 fn start(spawn: &Spawn) -> Result<Started, String> {
-    let output_file = spawn
-        .outputs
-        .new_path()
-        .map_err(|error| format!("cannot create a folder for the outputs: {error}"))?;
+    let (output_file, exit_file) = match &spawn.files {
+        Files::Scratch(folder) => (
+            folder
+                .new_path()
+                .map_err(|error| format!("cannot create a folder for the outputs: {error}"))?,
+            None,
+        ),
+        Files::Try(files) => (files.output.clone(), Some(files.exit.clone())),
+    };
     let pipe_error = |error: io::Error| format!("cannot create a pipe for the output: {error}");
     let (reader, writer) = io::pipe().map_err(pipe_error)?;
     let stderr = writer.try_clone().map_err(pipe_error)?;
     let pipe = pipe::Receiver::from_owned_fd(reader.into()).map_err(pipe_error)?;
 
-    let argv: Vec<&str> = match &spawn.command {
-        // By path: the task's own `PATH` (from `env`) must not decide which shell runs it.
-        Command::Run(text) => vec!["/bin/sh", "-c", text],
-        Command::Exec(argv) => argv.iter().map(String::as_str).collect(),
+    // By path: the task's own `PATH` (from `env`) must not decide which shell runs it. The
+    // trap goes on the command's first line, so that the line numbers of its errors stay.
+    let script;
+    let argv: Vec<&str> = match (&spawn.command, &exit_file) {
+        (Command::Run(text), None) => vec!["/bin/sh", "-c", text],
+        (Command::Exec(argv), None) => argv.iter().map(String::as_str).collect(),
+        (Command::Run(text), Some(_)) => {
+            script = format!("{RECORD_EXIT}; {text}");
+            vec!["/bin/sh", "-c", &script]
+        }
+        (Command::Exec(argv), Some(_)) => {
+            script = format!("{RECORD_EXIT}; \"$@\"");
+            ["/bin/sh", "-c", &script, "sh"]
+                .into_iter()
+                .chain(argv.iter().map(String::as_str))
+                .collect()
+        }
     };
     let Some((program, args)) = argv.split_first() else {
         return Err("cannot start an empty command".to_owned());
     };
     // The command (with the parent's copies of the pipe's write end) is dropped at the end of
     // this statement, so the pipe ends when the child's side of it closes.
-    let child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .current_dir(&spawn.working_dir)
         .envs(spawn.env.iter().map(|(name, value)| (name, value)))
-        .env("UPDRAFT_OUTPUT", &output_file)
+        .env("UPDRAFT_OUTPUT", &output_file);
+    if let Some(exit_file) = &exit_file {
+        command.env("UPDRAFT_TRY_EXIT", exit_file);
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(stderr)
@@ -467,8 +643,12 @@ async fn pump(
 }
 
 /// The outputs the process wrote to `$UPDRAFT_OUTPUT` (none when it wrote no file), whose file
-/// is then removed; bad lines are warnings in the log.
-async fn read_outputs(path: &Path, log: &mpsc::Sender<Vec<u8>>) -> Vec<(String, String)> {
+/// is then removed when `remove` says so; bad lines are warnings in the log.
+async fn read_outputs(
+    path: &Path,
+    remove: bool,
+    log: &mpsc::Sender<Vec<u8>>,
+) -> Vec<(String, String)> {
     // Most processes write none: a look at the folder, on this thread, tells.
     if matches!(std::fs::exists(path), Ok(false)) {
         return Vec::new();
@@ -481,7 +661,7 @@ async fn read_outputs(path: &Path, log: &mpsc::Sender<Vec<u8>>) -> Vec<(String, 
             return Vec::new();
         }
     };
-    if let Err(error) = tokio::fs::remove_file(path).await {
+    if remove && let Err(error) = tokio::fs::remove_file(path).await {
         note(log, &format!("cannot remove $UPDRAFT_OUTPUT: {error}")).await;
     }
     let (outputs, warnings) = parse_outputs(&String::from_utf8_lossy(&bytes));

@@ -42,7 +42,7 @@ use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
 
 use crate::ends::{Ends, Expected};
 use crate::name::{self, Claimant, Name};
-use crate::process::{self, Ending, OutputFolder, Spawn};
+use crate::process::{self, Ending, Files, OutputFolder, Spawn, TryFolder};
 
 /// How a worker is configured.
 #[derive(Debug, Clone)]
@@ -125,8 +125,11 @@ pub struct Worker {
     held_since: Option<DateTime<Utc>>,
     versions: Versions,
     pids: Pids,
-    /// Where the tries write `$UPDRAFT_OUTPUT`; removed with the worker.
+    /// Where the handlers write `$UPDRAFT_OUTPUT`; removed with the worker.
     outputs: Arc<OutputFolder>,
+    /// Where the tries write theirs and record their exits: the folder of the worker's name,
+    /// which its next life reads.
+    tries: TryFolder,
 }
 
 /// A try running in this worker: its cancel switch, `None` until it is to be killed.
@@ -218,21 +221,26 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 impl Worker {
     pub fn new(store: Store, settings: Settings) -> Worker {
         let id = match &settings.name {
-            Name::Given(id) | Name::FirstFree(id) => id.clone(),
+            Name::Given(id) | Name::FirstFree(id) | Name::OfHome(id) => id.clone(),
         };
+        let database = store.url().to_owned();
         Worker {
             store,
             settings,
-            id,
             held_since: None,
             versions: Versions::default(),
             pids: Pids::default(),
             outputs: Arc::default(),
+            tries: TryFolder::of_worker(&database, &id),
+            id,
         }
     }
 
-    /// Takes the worker's name (see [`crate::name`]) unless it has it already; returns it.
-    pub async fn take_name(&mut self) -> Result<&str, Error> {
+    /// Takes the worker's name (see [`crate::name`]) and ends what its previous life left
+    /// running (adopting the outcome of a command that ended meanwhile), unless it did so
+    /// already; returns the name. `standalone` calls it before its scheduler starts, so that
+    /// the scheduler does not take those tries for zombies first.
+    pub async fn register(&mut self) -> Result<&str, Error> {
         if self.held_since.is_none() {
             let me = Claimant {
                 hostname: &self.settings.hostname,
@@ -241,17 +249,18 @@ impl Worker {
                 concurrency: self.settings.concurrency as i32,
             };
             let (id, held_since) = name::take(&self.store, &self.settings.name, &me).await?;
+            self.tries = TryFolder::of_worker(self.store.url(), &id);
             self.id = id;
             self.held_since = Some(held_since);
+            self.recover().await?;
         }
         Ok(&self.id)
     }
 
-    /// Takes its name, recovers the tries of a previous life, then claims and runs tries until
-    /// `shutdown` completes; then stops claiming and waits for the running tries.
+    /// Registers (see [`Worker::register`]), then claims and runs tries until `shutdown`
+    /// completes; then stops claiming and waits for the running tries.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        self.take_name().await?;
-        self.recover().await?;
+        self.register().await?;
 
         let ends = Ends::start(self.store.clone());
         let mut wakeups = self.store.subscribe(Topic::Workers);
@@ -483,11 +492,50 @@ impl Worker {
         for (id, try_number) in leftovers {
             self.end_lost_try(id, try_number, &why).await?;
         }
+        // What still runs of a previous life's tries in this database belongs to tries a
+        // scheduler reaped (and retried elsewhere) while this worker was away: it must not run
+        // beside them. (A namesake of another database claimed its tries at other instants.)
+        // The files such tries left have nobody to adopt them.
+        let mut killed = 0;
+        for (group, mark) in process::groups_with_env_prefix(TRY_MARK, &format!("{} ", self.id)) {
+            if self.marks_a_try_here(&mark).await? {
+                process::kill_group(group, libc::SIGKILL);
+                killed += 1;
+            }
+        }
+        if killed > 0 {
+            tracing::warn!(
+                "killed {killed} process group(s) of tries that were reaped while worker {} was \
+                 away",
+                self.id
+            );
+        }
+        self.tries.clear();
         Ok(())
     }
 
+    /// Whether a [`TRY_MARK`] names a try of this database that this worker claimed on this
+    /// host (see [`try_mark`]).
+    async fn marks_a_try_here(&self, mark: &str) -> Result<bool, Error> {
+        let mut parts = mark.split(' ').skip(1).map(str::parse::<i64>);
+        let (Some(Ok(id)), Some(Ok(try_number)), Some(Ok(claimed)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(false);
+        };
+        let tries = self.store.list_task_tries(id).await?;
+        Ok(tries.iter().any(|t| {
+            i64::from(t.try_number) == try_number
+                && t.start_date.timestamp_micros() == claimed
+                && t.worker_id.as_deref() == Some(self.id.as_str())
+                && t.hostname.as_deref() == Some(self.settings.hostname.as_str())
+        }))
+    }
+
     /// Ends a try the database says this worker runs but which it does not run (any more):
-    /// kills what is left of its processes on this host, then fails or retries it.
+    /// kills what is left of its processes on this host; then, if its command had ended and
+    /// recorded its exit (see [`process::TryFiles`]), records that outcome (its command is not run
+    /// again), else fails or retries it.
     async fn end_lost_try(&self, id: i64, try_number: i32, why: &str) -> Result<(), Error> {
         let now = Utc::now();
         let Some(instance) = self.store.get_task_instance(id).await? else {
@@ -512,20 +560,40 @@ impl Worker {
             }
             None => {}
         }
-        let message = format!("\nupdraft: {why}\n");
-        self.store
-            .append_task_log(id, try_number, message.as_bytes())
-            .await?;
+        // Read after the kill: a command that ended before it recorded its exit then.
+        let files = self.tries.files_at(id, try_number);
+        let recorded = files.recorded_exit();
         // A DAG version that cannot be read leaves nothing to retry with: the try fails.
         let task = match self.task_of(&instance.dag_id, id).await {
             Ok(task) => task,
             Err(Error::NotFound(_) | Error::Corrupt { .. }) => None,
             Err(error) => return Err(error),
         };
-        let (state, next_retry_at) = match &task {
-            Some(task) => after_try_failed(task, try_number, instance.max_tries, now),
-            None => (TaskState::Failed, None),
+        let mut outputs = Vec::new();
+        let mut message = format!("\nupdraft: {why}\n");
+        let (state, next_retry_at) = match (&task, recorded) {
+            (Some(task), Some(code)) => {
+                let (state, at) = after_exit(task, code, try_number, instance.max_tries, now);
+                message = format!(
+                    "\nupdraft: worker {} was not there when this try's command ended; the \
+                     command had exited with code {code}, so the try is {state} and the command \
+                     is not run again (what it printed after its worker died is not in this \
+                     log)\n",
+                    self.id
+                );
+                let (read, warnings) = files.outputs();
+                outputs = read;
+                for warning in warnings {
+                    message.push_str(&format!("updraft: {warning}\n"));
+                }
+                (state, at)
+            }
+            (Some(task), None) => after_try_failed(task, try_number, instance.max_tries, now),
+            (None, _) => (TaskState::Failed, None),
         };
+        self.store
+            .append_task_log(id, try_number, message.as_bytes())
+            .await?;
         self.store
             .end_try(
                 &TryEnd {
@@ -533,14 +601,15 @@ impl Worker {
                     try_number,
                     worker_id: Some(self.id.clone()),
                     state,
-                    exit_code: None,
+                    exit_code: recorded.filter(|_| task.is_some()),
                     next_retry_at,
-                    outputs: Vec::new(),
+                    outputs,
                     log_tail: Vec::new(),
                 },
                 now,
             )
             .await?;
+        files.remove();
         Ok(())
     }
 
@@ -570,6 +639,7 @@ impl Worker {
         let echo = self.settings.echo;
         let pids = self.pids.clone();
         let outputs = self.outputs.clone();
+        let tries = self.tries.clone();
         let expected = ends.expect();
         async move {
             let try_ = Try {
@@ -582,6 +652,7 @@ impl Worker {
                 claim,
                 pids,
                 outputs,
+                tries,
             };
             try_.run(&versions, cancelled).await;
         }
@@ -600,7 +671,10 @@ struct Try {
     echo: bool,
     claim: Claim,
     pids: Pids,
+    /// For the try's handler.
     outputs: Arc<OutputFolder>,
+    /// For the try itself (see [`process::TryFiles`]).
+    tries: TryFolder,
 }
 
 impl Try {
@@ -688,13 +762,29 @@ impl Try {
             let mark = try_mark(&self.worker_id, ti.id, ti.try_number, claimed);
             env.push((TRY_MARK.to_owned(), mark));
         }
+        // Without its folder of files a try runs all the same, but a death of its worker
+        // meanwhile leaves nothing to adopt: it would run again.
+        let files = match self.tries.files(ti.id, ti.try_number) {
+            Ok(files) => Some(files),
+            Err(error) => {
+                let note = format!(
+                    "updraft: cannot record this try's exit beside the worker ({error}); if the \
+                     worker dies while it runs, it runs again\n"
+                );
+                let _ = log.send(note.into_bytes()).await;
+                None
+            }
+        };
         let spawn = Spawn {
             command: rendered.command.clone(),
             env,
             working_dir,
             timeout: task.timeout,
             kill_grace: task.kill_grace,
-            outputs: self.outputs.clone(),
+            files: match &files {
+                Some(files) => Files::Try(files.clone()),
+                None => Files::Scratch(self.outputs.clone()),
+            },
         };
         let (id, try_number) = (ti.id, ti.try_number);
         let log_for_cancel = log.clone();
@@ -730,9 +820,9 @@ impl Try {
 
         let now = Utc::now();
         let (state, next_retry_at, exit_code) = match finished.ending {
-            Ending::Exited(0) => (TaskState::Success, None, Some(0)),
-            Ending::Exited(code) if task.skip_on_exit_code.contains(&code) => {
-                (TaskState::Skipped, None, Some(code))
+            Ending::Exited(code) => {
+                let (state, at) = after_exit(&task, code, try_number, ti.max_tries, now);
+                (state, at, Some(code))
             }
             // Stopped with its worker: a failure of the try, retried where tries remain (as
             // Airflow's task runner treats SIGTERM).
@@ -741,13 +831,9 @@ impl Try {
                 (state, at, None)
             }
             Ending::Cancelled => (TaskState::Failed, None, None),
-            ref ending => {
-                let code = match ending {
-                    Ending::Exited(code) => Some(*code),
-                    _ => None,
-                };
+            _ => {
                 let (state, at) = after_try_failed(&task, try_number, ti.max_tries, now);
-                (state, at, code)
+                (state, at, None)
             }
         };
         let _ = log
@@ -767,6 +853,10 @@ impl Try {
         let tail = shipper.await.unwrap_or_default();
         self.end(state, exit_code, next_retry_at, outputs, tail)
             .await;
+        // Stored: nothing is left to adopt.
+        if let Some(files) = files {
+            files.remove();
+        }
     }
 
     /// Frees the try's slot, then records the outcome with the end of its log, together with
@@ -819,6 +909,22 @@ fn claim_is_due(free: usize, concurrency: usize, lingered: bool) -> bool {
     free >= concurrency.div_ceil(3) || free == concurrency || lingered
 }
 
+/// What a try of `task` whose command exited with `code` ends as: success on 0, skipped on one
+/// of its `skip_on_exit_code`, else failed or up for retry.
+fn after_exit(
+    task: &Task,
+    code: i32,
+    try_number: i32,
+    max_tries: i32,
+    now: DateTime<Utc>,
+) -> (TaskState, Option<DateTime<Utc>>) {
+    match code {
+        0 => (TaskState::Success, None),
+        code if task.skip_on_exit_code.contains(&code) => (TaskState::Skipped, None),
+        _ => after_try_failed(task, try_number, max_tries, now),
+    }
+}
+
 /// What happens after a try of `task` failed: up for retry while tries remain, else failed.
 pub fn after_try_failed(
     task: &Task,
@@ -858,7 +964,7 @@ async fn run_handler(
         working_dir: folder.to_path_buf(),
         timeout: None,
         kill_grace: Duration::from_secs(5),
-        outputs: outputs.clone(),
+        files: Files::Scratch(outputs.clone()),
     };
     let finished = process::run(spawn, log.clone(), std::future::pending(), |_| {}).await;
     let _ = log

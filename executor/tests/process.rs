@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use updraft_core::dag::Command;
-use updraft_executor::process::{self, Ending, Finished, OutputFolder, Spawn};
+use updraft_executor::process::{self, Ending, Files, Finished, OutputFolder, Spawn};
 
 /// What a test looks at after a run.
 struct Ran {
@@ -33,7 +33,7 @@ fn spawn_in(dir: &Path, command: Command) -> Spawn {
         working_dir: dir.to_path_buf(),
         timeout: None,
         kill_grace: Duration::from_millis(300),
-        outputs: Arc::default(),
+        files: Files::Scratch(Arc::default()),
     }
 }
 
@@ -236,7 +236,7 @@ async fn the_output_file_exists_only_if_written_and_its_folder_goes_with_its_own
     let dir = TempDir::new().unwrap();
     let folder = Arc::new(OutputFolder::default());
     let with_folder = |command: &str| Spawn {
-        outputs: folder.clone(),
+        files: Files::Scratch(folder.clone()),
         ..spawn_in(dir.path(), sh(command))
     };
     let silent = run(with_folder(r#"printf '%s' "$UPDRAFT_OUTPUT""#)).await;
@@ -428,4 +428,60 @@ async fn groups_are_found_by_the_environment_their_processes_started_with() {
         assert!(gone(pid).await, "process {pid} survived");
     }
     assert!(process::groups_with_env("UPDRAFT_TEST_MARK", &mark).is_empty());
+}
+
+#[tokio::test]
+async fn a_try_records_its_exit_and_keeps_its_outputs_for_its_worker_to_adopt() {
+    let dir = TempDir::new().unwrap();
+    let folder = process::TryFolder::of_worker("test", &format!("test:{}", std::process::id()));
+    let cases = [
+        (sh("echo rows=3 >> \"$UPDRAFT_OUTPUT\"; true"), 0),
+        (sh("exit 7"), 7),
+        (sh("false; echo after"), 0),
+        (sh("sh -c 'exit 4'"), 4),
+        (
+            Command::Exec(vec!["sh".into(), "-c".into(), "exit 5".into()]),
+            5,
+        ),
+    ];
+    for (number, (command, code)) in cases.into_iter().enumerate() {
+        let files = folder.files(42, number as i32 + 1).unwrap();
+        let ran = run(Spawn {
+            files: Files::Try(files.clone()),
+            ..spawn_in(dir.path(), command.clone())
+        })
+        .await;
+        assert_eq!(ran.finished.ending, Ending::Exited(code), "{command:?}");
+        assert_eq!(files.recorded_exit(), Some(code), "{command:?}");
+        if number == 0 {
+            assert_eq!(ran.finished.outputs, [("rows".to_owned(), "3".to_owned())]);
+            assert_eq!(files.outputs().0, ran.finished.outputs, "kept for adoption");
+        }
+        files.remove();
+        assert_eq!(files.recorded_exit(), None);
+    }
+    // The trap shares the command's first line: an error names the line the user wrote.
+    let files = folder.files(43, 1).unwrap();
+    let ran = run(Spawn {
+        files: Files::Try(files.clone()),
+        ..spawn_in(dir.path(), sh("true\nno_such_command_here"))
+    })
+    .await;
+    assert!(
+        ran.log.contains("2: no_such_command_here: not found"),
+        "{}",
+        ran.log
+    );
+    assert_eq!(files.recorded_exit(), Some(127));
+    files.remove();
+    // A try killed by a signal records nothing: it did not finish.
+    let files = folder.files(44, 1).unwrap();
+    let ran = run(Spawn {
+        files: Files::Try(files.clone()),
+        timeout: Some(Duration::from_millis(200)),
+        ..spawn_in(dir.path(), sh("sleep 5"))
+    })
+    .await;
+    assert!(matches!(ran.finished.ending, Ending::TimedOut(_)));
+    assert_eq!(files.recorded_exit(), None);
 }

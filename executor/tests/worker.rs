@@ -1,5 +1,6 @@
 //! The worker loop against a real database (both backends).
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -14,7 +15,7 @@ use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, Store, TaskInstance,
+    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, Store, TaskInstance, TryEnd,
     Worker as WorkerRow, WorkerRef,
 };
 
@@ -220,7 +221,7 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
                 ..settings("unused", "here")
             },
         );
-        assert_eq!(first.take_name().await.unwrap(), "here:2");
+        assert_eq!(first.register().await.unwrap(), "here:2");
         let mut second = Worker::new(
             store.clone(),
             Settings {
@@ -228,7 +229,7 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
                 ..settings("unused", "here")
             },
         );
-        assert_eq!(second.take_name().await.unwrap(), "here:3");
+        assert_eq!(second.register().await.unwrap(), "here:3");
         // Stopped, its name is free again.
         store.set_worker_state("here:1", "stopped").await.unwrap();
         let mut third = Worker::new(
@@ -238,7 +239,7 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
                 ..settings("unused", "here")
             },
         );
-        assert_eq!(third.take_name().await.unwrap(), "here:1");
+        assert_eq!(third.register().await.unwrap(), "here:1");
     })
     .await;
 }
@@ -584,6 +585,81 @@ async fn an_end_the_database_refuses_is_recorded_as_failed_and_holds_back_no_oth
             log_of(&store, tis[1].id, 1).await.lines().next(),
             Some("fine")
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets_their_files() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let folder = tempfile::tempdir().unwrap();
+        let name = format!("w-{}-{}", std::process::id(), db.backend());
+        let yaml = "version: 1\nid: reaped\ntasks:\n  only: {run: \"true\"}\n";
+        queued(&store, folder.path(), yaml).await;
+        // A previous life claimed the try; a scheduler reaped it while the worker was away.
+        let worker_ref = WorkerRef {
+            id: &name,
+            hostname: "here",
+        };
+        let queues = ["default".to_owned()];
+        let claim = store
+            .claim_task_instances(worker_ref, &queues, None, 1, Utc::now())
+            .await
+            .unwrap()
+            .remove(0);
+        let ti = &claim.instance;
+        let reaped = TryEnd {
+            task_instance_id: ti.id,
+            try_number: ti.try_number,
+            worker_id: None,
+            state: TaskState::Failed,
+            exit_code: None,
+            next_retry_at: None,
+            outputs: Vec::new(),
+            log_tail: Vec::new(),
+        };
+        assert!(store.end_try(&reaped, Utc::now()).await.unwrap());
+        let claimed = ti.start_date.unwrap().timestamp_micros();
+        let orphan = |claimed: i64| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(
+                    "UPDRAFT_WORKER_TRY",
+                    format!("{name} {} {} {claimed}", ti.id, ti.try_number),
+                )
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        // Its process still runs; so does one of a namesake in another database (claimed at
+        // another instant), which is not this worker's to kill.
+        let mut ours = orphan(claimed);
+        let mut namesakes = orphan(claimed + 1);
+        let stale = updraft_executor::process::TryFolder::of_worker(store.url(), &name)
+            .files(ti.id, ti.try_number)
+            .unwrap();
+        std::fs::write(&stale.exit, "0\n").unwrap();
+        let mut worker = Worker::new(store.clone(), settings(&name, "here"));
+        worker.register().await.unwrap();
+        let start = Instant::now();
+        while ours.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the orphan is killed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            namesakes.try_wait().unwrap().is_none(),
+            "the namesake's runs on"
+        );
+        namesakes.kill().unwrap();
+        namesakes.wait().unwrap();
+        assert_eq!(stale.recorded_exit(), None, "its files are gone");
+        // The reaped try keeps the outcome the scheduler gave it.
+        let after = store.get_task_instance(ti.id).await.unwrap().unwrap();
+        assert_eq!(after.state, TaskState::Failed);
     })
     .await;
 }

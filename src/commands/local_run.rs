@@ -12,7 +12,7 @@ use updraft_core::dag::{Dag, load_paths};
 use updraft_core::render::{self, Context, RunContext};
 use updraft_core::state::{DagRunState, RunType};
 use updraft_executor::name::Name;
-use updraft_executor::process::{self, Ending, Spawn};
+use updraft_executor::process::{self, Ending, Files, Spawn};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{CreateOutcome, NewDagRun};
 use updraft_scheduler::service::Scheduler;
@@ -177,7 +177,7 @@ pub fn test_task(
         },
         timeout: task.timeout,
         kill_grace: task.kill_grace,
-        outputs: Arc::default(),
+        files: Files::Scratch(Arc::default()),
     };
     runtime()?.block_on(async {
         let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);

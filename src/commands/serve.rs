@@ -58,13 +58,13 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let mut worker = Worker::new(
             store.clone(),
             worker_settings(
-                Name::Given(format!("{hostname}:standalone")),
+                Name::OfHome(format!("{hostname}:standalone")),
                 hostname,
                 vec!["default".to_owned()],
                 args.concurrency,
             ),
         );
-        worker.take_name().await?;
+        worker.register().await?;
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
@@ -160,7 +160,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
         let mut settings = worker_settings(name, hostname, queues.clone(), args.concurrency);
         settings.shutdown_timeout = Some(args.shutdown_timeout);
         let mut worker = Worker::new(store.clone(), settings);
-        let id = worker.take_name().await?;
+        let id = worker.register().await?;
         eprintln!(
             "worker {id}: queues {}, concurrency {}, database {}",
             queues.join(","),

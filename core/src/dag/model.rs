@@ -5,6 +5,7 @@
 //! acyclic, exactly one command per task. DAGs are stored as JSON in `dag_version`, so every
 //! type here serializes, and the graph, which derives from `depends_on`, is rebuilt on demand.
 
+use crate::hash::fnv1a;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -327,13 +328,6 @@ pub(super) fn build_graph(tasks: &IndexMap<TaskId, Task>) -> DiGraph<(), ()> {
         }
     }
     graph
-}
-
-/// 64-bit FNV-1a: stable across builds and platforms, unlike `std`'s hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Durations as humantime text (`30s`, `1h 30m`) in the stored JSON.
