@@ -524,6 +524,59 @@ tasks:
     runtime.block_on(store.close());
 }
 
+#[test]
+fn a_worker_restarted_under_its_name_adopts_what_finished_while_it_was_dead() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    // No retry, and a zombie threshold far longer than the outage: the restarted worker, not
+    // the reaper, settles the try, from what its command recorded.
+    world.dag(
+        "once",
+        r#"
+version: 1
+env:
+  WORK: "@WORK@"
+tasks:
+  slow:
+    run: sh "$WORK/task.sh" 2 && echo rows=7 >> "$UPDRAFT_OUTPUT"
+    outputs: [rows]
+"#,
+    );
+    let scheduler = world.start("scheduler", &["scheduler", "--zombie-threshold", "60s"], 0);
+    let mut w1 = world.start("w1", &["worker", "--name", "w1"], 0);
+    let run_id = world.trigger("once");
+    let (_, try_) = started(&world, "slow", &[&scheduler, &w1]);
+    w1.kill9();
+    wait_for("the orphaned command to end", RUN_DEADLINE, || {
+        world
+            .record(&run_id, "slow")?
+            .try_(try_.number)?
+            .end
+            .map(|_| ())
+    });
+    let w1 = world.start("w1.2", &["worker", "--name", "w1"], 0);
+    let runs = world.finished_runs("once", 1, &[&scheduler, &w1]);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
+    let instances = world.instances("once", &run_id);
+    let (instance, tries) = &instances["slow"];
+    assert_eq!(instance.try_number, 1, "adopted: one try");
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].exit_code, Some(0));
+    assert_eq!(
+        world.record(&run_id, "slow").unwrap().tries.len(),
+        1,
+        "ran once"
+    );
+    let outputs =
+        world.with_store(async |store| store.list_task_outputs(instance.dag_run_id).await.unwrap());
+    let outputs: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o.value.as_str()))
+        .collect();
+    assert_eq!(outputs, [("rows", "7")], "its output was adopted");
+}
+
 // --- 3. Postgres stopped under the processes ---------------------------------------------------
 
 #[test]

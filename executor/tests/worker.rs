@@ -214,31 +214,20 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
     each_backend(|db| async move {
         let store = db.store().await;
         held(&store, "here:1", "here").await;
-        let mut first = Worker::new(
-            store.clone(),
-            Settings {
-                name: Name::FirstFree("here".to_owned()),
-                ..settings("unused", "here")
-            },
-        );
+        let unnamed = || {
+            Worker::new(
+                store.clone(),
+                Settings {
+                    name: Name::FirstFree("here".to_owned()),
+                    ..settings("unused", "here")
+                },
+            )
+        };
+        let (mut first, mut second, mut third) = (unnamed(), unnamed(), unnamed());
         assert_eq!(first.register().await.unwrap(), "here:2");
-        let mut second = Worker::new(
-            store.clone(),
-            Settings {
-                name: Name::FirstFree("here".to_owned()),
-                ..settings("unused", "here")
-            },
-        );
         assert_eq!(second.register().await.unwrap(), "here:3");
         // Stopped, its name is free again.
         store.set_worker_state("here:1", "stopped").await.unwrap();
-        let mut third = Worker::new(
-            store.clone(),
-            Settings {
-                name: Name::FirstFree("here".to_owned()),
-                ..settings("unused", "here")
-            },
-        );
         assert_eq!(third.register().await.unwrap(), "here:1");
     })
     .await;
