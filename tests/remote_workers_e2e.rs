@@ -410,8 +410,8 @@ tasks:
     // A cleared task instance runs again: its second try starts on the worker.
     let second = try_started(&world, &run_id, "cleared", 2);
 
-    // The run cancelled, as the web UI's action does: the run fails, its unfinished task
-    // instances are skipped; both running tries are killed.
+    // The run cancelled, as the web UI's action does: the run fails, its running task
+    // instances fail and the other unfinished ones are skipped; both running tries are killed.
     let deaths = [
         watch_death(&world, &run_id, "cancelled", &tries[2].1),
         watch_death(&world, &run_id, "cleared", &second),
@@ -435,8 +435,13 @@ tasks:
             .await
             .unwrap()
             .into_iter()
-            .filter(|ti| ti.state.can_move_to(TaskState::Skipped))
-            .map(|ti| (ti.id, ti.state, TaskState::Skipped))
+            .filter_map(|ti| {
+                Some((
+                    ti.id,
+                    ti.state,
+                    ti.state.when_run_marked(DagRunState::Failed)?,
+                ))
+            })
             .collect();
         store.set_task_states(&moves, now).await.unwrap();
         asked
@@ -466,7 +471,8 @@ tasks:
     }
     let states = world.task_states("victims", &run_id);
     assert_eq!(states["marked"], ("failed".to_owned(), 1));
-    assert_eq!(states["cleared"], ("skipped".to_owned(), 2));
-    assert_eq!(states["cancelled"], ("skipped".to_owned(), 1));
+    assert_eq!(states["cleared"], ("failed".to_owned(), 2));
+    // Running when its run was cancelled: failed, as its try's log says.
+    assert_eq!(states["cancelled"], ("failed".to_owned(), 1));
     drop(scheduler);
 }

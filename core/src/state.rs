@@ -193,11 +193,80 @@ impl TaskState {
             Removed => !matches!(self, Running),
         }
     }
+
+    /// What a task instance becomes when a user marks its run `run`, as Airflow's
+    /// `set_dag_run_state_to_success` and `set_dag_run_state_to_failed` do: marked success,
+    /// every task instance that is not success becomes success (a removed one stays); marked
+    /// failed (or cancelled), a running one fails and the other unfinished ones are skipped.
+    /// `None` when it stays as it is.
+    pub fn when_run_marked(self, run: DagRunState) -> Option<TaskState> {
+        use TaskState::*;
+        let to = match (run, self) {
+            (DagRunState::Success, Success | Removed) => return Option::None,
+            (DagRunState::Success, _) => Success,
+            (DagRunState::Failed, Running) => Failed,
+            (DagRunState::Failed, state) if state.is_finished() => return Option::None,
+            (DagRunState::Failed, _) => Skipped,
+            (DagRunState::Queued | DagRunState::Running, _) => return Option::None,
+        };
+        self.can_move_to(to).then_some(to)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marking_a_run_moves_its_task_instances_as_airflow_does() {
+        use TaskState::*;
+        let all = [
+            None,
+            Scheduled,
+            Queued,
+            Running,
+            Success,
+            Failed,
+            Skipped,
+            UpstreamFailed,
+            UpForRetry,
+            Removed,
+        ];
+        let after = |run| -> Vec<Option<TaskState>> {
+            all.iter().map(|ti| ti.when_run_marked(run)).collect()
+        };
+        assert_eq!(
+            after(DagRunState::Success),
+            [
+                Some(Success),
+                Some(Success),
+                Some(Success),
+                Some(Success),
+                Option::None,
+                Some(Success),
+                Some(Success),
+                Some(Success),
+                Some(Success),
+                Option::None,
+            ]
+        );
+        assert_eq!(
+            after(DagRunState::Failed),
+            [
+                Some(Skipped),
+                Some(Skipped),
+                Some(Skipped),
+                Some(Failed),
+                Option::None,
+                Option::None,
+                Option::None,
+                Option::None,
+                Some(Skipped),
+                Option::None,
+            ]
+        );
+        assert!(after(DagRunState::Queued).iter().all(Option::is_none));
+    }
 
     #[test]
     fn names_round_trip() {

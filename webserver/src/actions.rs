@@ -347,7 +347,9 @@ pub async fn mark_task(
     Ok(new)
 }
 
-/// Marks a run success or failed; its task instances stay as they are.
+/// Marks a run success or failed, and its task instances as Airflow does (see
+/// [`TaskState::when_run_marked`]): marked success, every one becomes success; marked failed,
+/// a running one fails (its worker kills its try) and the unfinished others are skipped.
 pub async fn mark_run(
     store: &Store,
     caller: &Caller,
@@ -372,25 +374,62 @@ pub async fn mark_run(
             "run '{run_id}' changed state meanwhile: reload and try again"
         )));
     }
+    let moved = mark_task_instances(store, run.id, new, now).await?;
     store
         .append_event(&NewEvent {
             run_id: Some(run_id.to_owned()),
-            details: json!({ "from": run.state }),
+            details: json!({ "from": run.state, "task_instances": moved }),
             ..event(caller, mark.event(), dag_id, now)
         })
         .await?;
     Ok(new)
 }
 
+/// How many task instances a run's mark moved to each state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct MarkedTasks {
+    success: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+/// Moves the task instances of run `run` as marking it `to` does.
+async fn mark_task_instances(
+    store: &Store,
+    run: i64,
+    to: DagRunState,
+    now: DateTime<Utc>,
+) -> Result<MarkedTasks, AppError> {
+    let moves: Vec<(i64, TaskState, TaskState)> = store
+        .list_task_instances(run)
+        .await?
+        .into_iter()
+        .filter_map(|ti| Some((ti.id, ti.state, ti.state.when_run_marked(to)?)))
+        .collect();
+    let moved = store.set_task_states(&moves, now).await?;
+    let mut marked = MarkedTasks::default();
+    for (&(_, _, to), moved) in moves.iter().zip(moved) {
+        match (moved, to) {
+            (true, TaskState::Success) => marked.success += 1,
+            (true, TaskState::Failed) => marked.failed += 1,
+            (true, _) => marked.skipped += 1,
+            (false, _) => {}
+        }
+    }
+    Ok(marked)
+}
+
 /// What a cancel changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Cancelled {
-    /// Unfinished task instances moved to `skipped` (a running one's worker kills its try).
+    /// Running task instances moved to `failed` (each one's worker kills its try).
+    pub task_instances_failed: usize,
+    /// The other unfinished task instances, moved to `skipped`.
     pub task_instances_skipped: usize,
 }
 
-/// Cancels an unfinished run: it fails at once, and its unfinished task instances are skipped
-/// (as a run timeout does), so nothing more of it runs.
+/// Cancels an unfinished run: it fails at once, as marking it failed does (its running task
+/// instances fail, the other unfinished ones are skipped), so nothing more of it runs.
 pub async fn cancel_run(
     store: &Store,
     caller: &Caller,
@@ -414,25 +453,19 @@ pub async fn cancel_run(
             "run '{run_id}' changed state meanwhile: reload and try again"
         )));
     }
-    let moves: Vec<(i64, TaskState, TaskState)> = store
-        .list_task_instances(run.id)
-        .await?
-        .into_iter()
-        .filter(|ti| ti.state.can_move_to(TaskState::Skipped))
-        .map(|ti| (ti.id, ti.state, TaskState::Skipped))
-        .collect();
-    let moved = store.set_task_states(&moves, now).await?;
-    let skipped = moved.iter().filter(|moved| **moved).count();
+    let moved = mark_task_instances(store, run.id, DagRunState::Failed, now).await?;
+    let cancelled = Cancelled {
+        task_instances_failed: moved.failed,
+        task_instances_skipped: moved.skipped,
+    };
     store
         .append_event(&NewEvent {
             run_id: Some(run_id.to_owned()),
-            details: json!({ "from": run.state, "task_instances_skipped": skipped }),
+            details: json!({ "from": run.state, "task_instances": moved }),
             ..event(caller, "cancel", dag_id, now)
         })
         .await?;
-    Ok(Cancelled {
-        task_instances_skipped: skipped,
-    })
+    Ok(cancelled)
 }
 
 #[cfg(test)]

@@ -537,7 +537,10 @@ fn schemas() -> Value {
             "properties": {"state": states(&["success", "failed"])},
         },
         "Marked": object(json!({"run_id": string(), "task_id": string(), "state": string()})),
-        "Cancelled": object(json!({"task_instances_skipped": integer()})),
+        "Cancelled": object(json!({
+            "task_instances_failed": integer(),
+            "task_instances_skipped": integer(),
+        })),
         "ClearRequest": {
             "type": "object",
             "additionalProperties": false,

@@ -1214,8 +1214,11 @@ async fn marking_and_cancelling_move_states_and_are_logged() {
             .post_json(&admin, &format!("{run}/cancel"), json!({}))
             .await;
         cancelled.expect(StatusCode::OK);
-        assert_eq!(cancelled.json()["task_instances_skipped"], 2);
-        assert_eq!(app.ti_state(ids[1]).await, TaskState::Skipped);
+        // As Airflow marks a run failed: the running task instance fails (its worker kills
+        // its try, whose log says failed), the unfinished one is skipped.
+        assert_eq!(cancelled.json()["task_instances_failed"], 1);
+        assert_eq!(cancelled.json()["task_instances_skipped"], 1);
+        assert_eq!(app.ti_state(ids[1]).await, TaskState::Failed);
         assert_eq!(app.ti_state(ids[2]).await, TaskState::Skipped);
         let stored = app
             .store
@@ -1244,14 +1247,18 @@ async fn marking_and_cancelling_move_states_and_are_logged() {
             .unwrap()
             .unwrap();
         assert_eq!(stored.state, DagRunState::Success);
+        // Marked success, the run's failed and skipped task instances are success too.
+        for id in &ids {
+            assert_eq!(app.ti_state(*id).await, TaskState::Success);
+        }
         app.post_form(
             &browser,
             &format!("{page_run}/tasks/load/mark"),
-            &[("state", "success")],
+            &[("state", "failed")],
         )
         .await
         .expect(StatusCode::SEE_OTHER);
-        assert_eq!(app.ti_state(ids[2]).await, TaskState::Success);
+        assert_eq!(app.ti_state(ids[2]).await, TaskState::Failed);
         app.post_form(
             &browser,
             &format!("{page_run}/mark"),
@@ -1274,11 +1281,15 @@ async fn marking_and_cancelling_move_states_and_are_logged() {
         assert_eq!(
             seen,
             [
-                ("ada", "mark_success", Some("load")),
+                ("ada", "mark_failed", Some("load")),
                 ("ada", "mark_success", None),
                 ("ci", "cancel", None),
                 ("ci", "mark_failed", Some("extract")),
             ]
+        );
+        assert_eq!(
+            events[1].details["task_instances"],
+            json!({"success": 3, "failed": 0, "skipped": 0})
         );
         assert!(
             events
