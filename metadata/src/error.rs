@@ -103,6 +103,13 @@ impl Error {
         })
     }
 
+    /// Whether Postgres broke a cycle of lock waits by failing this transaction (`40P01`):
+    /// rolled back whole, it may be tried again as it is.
+    pub fn is_deadlock(&self) -> bool {
+        self.database_error()
+            .is_some_and(|error| error.code().as_deref() == Some("40P01"))
+    }
+
     fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
         match self {
             Error::Database {

@@ -54,6 +54,9 @@ pub struct TryEnd {
     pub log_tail: Vec<u8>,
 }
 
+/// How many times a transaction that Postgres failed to break a deadlock is tried again.
+pub(crate) const DEADLOCK_RETRIES: u32 = 3;
+
 /// A registered worker (table `worker`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Worker {
@@ -263,7 +266,26 @@ impl Store {
     /// made `scheduled`. On Postgres the pools and DAGs of the requests are locked first, so
     /// that every transaction that queues takes its locks in the same order: pools, DAGs,
     /// task instances.
+    ///
+    /// A transaction Postgres fails to break a cycle of lock waits (another scheduler's
+    /// transaction holding what this one waits for) is tried again, at most
+    /// [`DEADLOCK_RETRIES`] times.
     pub async fn step_task_instances(
+        &self,
+        moves: &[(i64, TaskState, TaskState)],
+        requests: &[(i64, serde_json::Value)],
+        now: DateTime<Utc>,
+    ) -> Result<Stepped, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.step_task_instances_once(moves, requests, now).await {
+                Err(error) if error.is_deadlock() && attempt < DEADLOCK_RETRIES => attempt += 1,
+                stepped => return stepped,
+            }
+        }
+    }
+
+    async fn step_task_instances_once(
         &self,
         moves: &[(i64, TaskState, TaskState)],
         requests: &[(i64, serde_json::Value)],

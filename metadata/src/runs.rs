@@ -10,6 +10,7 @@ use updraft_core::state::{DagRunState, RunType};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Query, Row, query, query_split};
+use crate::queue::DEADLOCK_RETRIES;
 use crate::tasks::create_task_instances_in;
 use crate::{Error, NewTaskInstance, Store};
 
@@ -315,7 +316,24 @@ impl Store {
     /// backfills', in id order, on Postgres; SQLite's transaction holds the single write lock),
     /// so schedulers starting runs at the same time take turns and never exceed a limit
     /// together.
+    ///
+    /// A transaction Postgres fails to break a cycle of lock waits is tried again, as
+    /// [`Store::step_task_instances`] does.
     pub async fn start_dag_runs(
+        &self,
+        starts: &[RunStart<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.start_dag_runs_once(starts, now).await {
+                Err(error) if error.is_deadlock() && attempt < DEADLOCK_RETRIES => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_dag_runs_once(
         &self,
         starts: &[RunStart<'_>],
         now: DateTime<Utc>,
