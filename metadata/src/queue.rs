@@ -15,7 +15,7 @@ use updraft_core::state::TaskState;
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
 use crate::signal::{Changes, Topic};
-use crate::tasks::{TaskInstance, check_moves, kills, move_task_states_in};
+use crate::tasks::{TaskInstance, check_moves, id_and_run, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
 /// A task instance a worker claimed: now `running` under its try `try_number`, with what the
@@ -1134,7 +1134,7 @@ async fn end_tries_on_sqlite(
             )
             .bind(&rows)
             .bind(now),
-            |row| Ok((row.get::<i64>("id")?, row.get::<i64>("dag_run_id")?)),
+            id_and_run,
         )
         .await?
         .into_iter()

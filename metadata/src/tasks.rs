@@ -702,7 +702,7 @@ pub(crate) async fn move_task_states_in(
             )
             .bind(&rows)
             .bind(now),
-            |row| Ok((row.get::<i64>("id")?, row.get::<i64>("dag_run_id")?)),
+            id_and_run,
         )
         .await?
         .into_iter()
@@ -715,6 +715,12 @@ pub(crate) async fn move_task_states_in(
             .collect(),
         runs,
     ))
+}
+
+/// A task instance's id and its run's, from a row that has both (a `RETURNING` of the moves
+/// and the ends).
+pub(crate) fn id_and_run(row: &Row<'_>) -> Result<(i64, i64), Error> {
+    Ok((row.get("id")?, row.get("dag_run_id")?))
 }
 
 /// Whether the moves that `moved` moved a `running` task instance away: its worker kills it.
