@@ -120,3 +120,41 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Backend;
+    use crate::db::query;
+    use crate::testing::{TestDatabase, backends};
+
+    /// Two transactions that lock two pools in opposite orders: Postgres fails one of them,
+    /// and that error says it is a deadlock, to be tried again (and is not "refused").
+    #[tokio::test]
+    async fn a_lock_cycle_on_postgres_is_a_deadlock() {
+        if !backends().contains(&Backend::Postgres) {
+            return;
+        }
+        let db = TestDatabase::new(Backend::Postgres).await;
+        let store = db.store().await;
+        store.set_pool("a", 1, None).await.unwrap();
+        store.set_pool("b", 1, None).await.unwrap();
+        let lock = |name: &'static str| {
+            query(
+                "lock a pool",
+                "SELECT name FROM pool WHERE name = $1 FOR UPDATE",
+            )
+            .bind(name)
+        };
+        let mut first = store.begin("first").await.unwrap();
+        let mut second = store.begin("second").await.unwrap();
+        first.execute(lock("a")).await.unwrap();
+        second.execute(lock("b")).await.unwrap();
+        let (one, two) = tokio::join!(first.execute(lock("b")), second.execute(lock("a")));
+        let error = match (one, two) {
+            (Err(error), Ok(_)) | (Ok(_), Err(error)) => error,
+            other => panic!("one of them fails: {other:?}"),
+        };
+        assert!(error.is_deadlock(), "{error}");
+        assert!(!error.is_refused(), "{error}");
+    }
+}
