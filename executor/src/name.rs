@@ -134,9 +134,16 @@ pub async fn take(
                 continue;
             }
             Verdict::Held(reason) => {
-                let advice = match numbered {
-                    true => format!("{MOST_NUMBERED} workers run on this host already"),
-                    false => "give this worker another name (--name), or stop that one".to_owned(),
+                let advice = match name {
+                    Name::FirstFree(_) => {
+                        format!("{MOST_NUMBERED} workers run on this host already")
+                    }
+                    Name::Given(_) => {
+                        "give this worker another name (--name), or stop that one".to_owned()
+                    }
+                    Name::OfHome(_) => "another standalone on this host uses the same database: \
+                                        stop it, or give this one a database of its own"
+                        .to_owned(),
                 };
                 return Err(Error::Conflict(format!("{reason}: {advice}")));
             }

@@ -205,6 +205,19 @@ async fn a_worker_refuses_the_name_of_a_live_worker_on_any_host_and_names_its_ho
             let row = store.get_worker(id).await.unwrap().unwrap();
             assert_eq!(row.hostname, host);
         }
+        // A standalone has no --name: it is told what to do instead.
+        held(&store, "box:standalone", "box").await;
+        let standalone = Settings {
+            name: Name::OfHome("box:standalone".to_owned()),
+            ..settings("unused", "box")
+        };
+        match Worker::new(store.clone(), standalone).register().await {
+            Err(Error::Conflict(message)) => assert!(
+                message.ends_with("stop it, or give this one a database of its own"),
+                "{message}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
     })
     .await;
 }

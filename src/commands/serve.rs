@@ -34,21 +34,8 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let address = listener.local_addr()?;
         let dags_folder = std::fs::canonicalize(&config.dags_folder)?;
         let admin_password = crate::commands::users::ensure_admin(&store).await?;
-        // Handled before the banner says it runs, so a stop right after it is a clean one.
-        let stop = stop_signal()?;
-        println!("Updraft standalone is running");
-        println!("  web server:   http://{address}");
-        println!("  database:     {}", store.url());
-        println!("  DAGs folder:  {}", dags_folder.display());
-        println!("  stop with Ctrl-C");
-        if let Some(password) = admin_password {
-            println!(
-                "  created user \"{}\" with password {password} (shown once; change users with \
-                 `updraft users`)",
-                crate::commands::users::STANDALONE_ADMIN
-            );
-        }
-
+        // Its worker takes its name and settles what a previous life left running before the
+        // banner says it runs (a refusal comes first) and before its scheduler starts.
         let hostname = hostname();
         let scheduler = Scheduler::new(
             store.clone(),
@@ -65,6 +52,21 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             ),
         );
         worker.register().await?;
+        // Handled before the banner says it runs, so a stop right after it is a clean one.
+        let stop = stop_signal()?;
+        println!("Updraft standalone is running");
+        println!("  web server:   http://{address}");
+        println!("  database:     {}", store.url());
+        println!("  DAGs folder:  {}", dags_folder.display());
+        println!("  stop with Ctrl-C");
+        if let Some(password) = admin_password {
+            println!(
+                "  created user \"{}\" with password {password} (shown once; change users with \
+                 `updraft users`)",
+                crate::commands::users::STANDALONE_ADMIN
+            );
+        }
+
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
