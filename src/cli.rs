@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use updraft_scheduler::backfill::Reprocess;
+use updraft_core::backfill::Reprocess;
+use updraft_core::time::WrittenTime;
+
+use crate::args;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,12 +99,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
     /// A running try whose worker has not heartbeaten for this long is failed or retried.
-    #[arg(long, env = "UPDRAFT_ZOMBIE_THRESHOLD", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "UPDRAFT_ZOMBIE_THRESHOLD", default_value = "30s", value_parser = args::duration)]
     pub zombie_threshold: std::time::Duration,
     /// The longest wait between two scheduling passes when nothing wakes the scheduler
     /// [default: 1s; every process's changes wake it, by LISTEN/NOTIFY on Postgres and by a
     /// socket beside the file on SQLite].
-    #[arg(long, env = "UPDRAFT_POLL_INTERVAL", value_parser = duration)]
+    #[arg(long, env = "UPDRAFT_POLL_INTERVAL", value_parser = args::duration)]
     pub poll_interval: Option<std::time::Duration>,
 }
 
@@ -145,7 +148,7 @@ pub struct WorkerArgs {
     /// On SIGTERM or Ctrl-C the worker claims nothing more and waits this long for its running
     /// tries; then it kills them (each gets its `kill_grace`), records them failed or up for
     /// retry, and exits.
-    #[arg(long, env = "UPDRAFT_SHUTDOWN_TIMEOUT", default_value = "5m", value_parser = duration)]
+    #[arg(long, env = "UPDRAFT_SHUTDOWN_TIMEOUT", default_value = "5m", value_parser = args::duration)]
     pub shutdown_timeout: std::time::Duration,
 }
 
@@ -166,11 +169,6 @@ fn worker_name(text: &str) -> Result<String, String> {
         return Err("a worker name cannot contain spaces or control characters".to_owned());
     }
     Ok(text.to_owned())
-}
-
-/// A duration with its unit: 500ms, 30s, 5m.
-fn duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 30s or 5m)"))
 }
 
 #[derive(Debug, Args)]
@@ -221,10 +219,10 @@ pub enum DagsCommand {
     /// next --count runs.
     NextRuns {
         dag_id: String,
-        /// The moment to plan at: RFC 3339 (2024-03-01T12:00:00Z) or a date (UTC midnight)
-        /// [default: now].
-        #[arg(long)]
-        now: Option<String>,
+        /// The moment to plan at: RFC 3339 (2024-03-01T12:00:00Z), or a date or date-time in
+        /// the DAG's timezone [default: now].
+        #[arg(long, value_parser = args::time)]
+        now: Option<WrittenTime>,
         /// How many future runs to print after the due ones.
         #[arg(long, default_value_t = 5)]
         count: usize,
@@ -235,11 +233,12 @@ pub enum DagsCommand {
     Trigger {
         dag_id: String,
         /// The run's conf: a JSON object; its keys override the DAG's params.
-        #[arg(long)]
-        conf: Option<String>,
-        /// The run's logical date: RFC 3339 or a date [default: now].
-        #[arg(long)]
-        logical_date: Option<String>,
+        #[arg(long, value_parser = args::conf)]
+        conf: Option<serde_json::Value>,
+        /// The run's logical date: RFC 3339, or a date (midnight) or date-time in the DAG's
+        /// timezone [default: now].
+        #[arg(long, value_parser = args::time)]
+        logical_date: Option<WrittenTime>,
         /// Follow the run until it ends; exit 1 if it failed.
         #[arg(long)]
         wait: bool,
@@ -251,12 +250,12 @@ pub enum DagsCommand {
     /// Run one whole DAG run in this process (no scheduler needed), task logs on stdout.
     Test {
         dag_id: String,
-        /// RFC 3339 or a date [default: now].
-        #[arg(long)]
-        logical_date: Option<String>,
+        /// RFC 3339, or a date (midnight) or date-time in the DAG's timezone [default: now].
+        #[arg(long, value_parser = args::time)]
+        logical_date: Option<WrittenTime>,
         /// The run's conf: a JSON object.
-        #[arg(long)]
-        conf: Option<String>,
+        #[arg(long, value_parser = args::conf)]
+        conf: Option<serde_json::Value>,
     },
     /// Run a DAG over a range of past dates: one backfill run per schedule interval.
     ///
@@ -291,8 +290,8 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub run_backwards: bool,
     /// Every run's conf: a JSON object; its keys override the DAG's params.
-    #[arg(long)]
-    pub conf: Option<String>,
+    #[arg(long, value_parser = args::conf)]
+    pub conf: Option<serde_json::Value>,
     /// Print each interval and whether it would be created, re-run or skipped, and why;
     /// change nothing.
     #[arg(long)]
@@ -355,9 +354,9 @@ pub enum TasksCommand {
     Test {
         dag_id: String,
         task_id: String,
-        /// RFC 3339 or a date [default: now].
-        #[arg(long)]
-        logical_date: Option<String>,
+        /// RFC 3339, or a date (midnight) or date-time in the DAG's timezone [default: now].
+        #[arg(long, value_parser = args::time)]
+        logical_date: Option<WrittenTime>,
     },
     /// Reset task instances so that they run again with a fresh retry budget.
     Clear {
@@ -371,12 +370,13 @@ pub enum TasksCommand {
         /// Also the tasks upstream of those.
         #[arg(long)]
         upstream: bool,
-        /// Only runs with a logical date at or after this (RFC 3339 or a date).
-        #[arg(long)]
-        from: Option<String>,
-        /// Only runs with a logical date at or before this.
-        #[arg(long)]
-        to: Option<String>,
+        /// Only runs with a logical date at or after this: RFC 3339, or a date (midnight) or
+        /// date-time in the DAG's timezone.
+        #[arg(long, value_parser = args::time)]
+        from: Option<WrittenTime>,
+        /// Only runs with a logical date at or before this; the same forms.
+        #[arg(long, value_parser = args::time)]
+        to: Option<WrittenTime>,
         /// Only task instances that failed or were upstream_failed.
         #[arg(long)]
         only_failed: bool,
@@ -456,7 +456,7 @@ pub enum TokensCommand {
         #[arg(long, default_value = "")]
         name: String,
         /// Refuse the token after this long (e.g. 30d, 12h) [default: never].
-        #[arg(long, value_parser = duration)]
+        #[arg(long, value_parser = args::duration)]
         expires_in: Option<std::time::Duration>,
     },
     /// Revoke an API token by its id (from `list`): it is refused from now on.

@@ -1,9 +1,11 @@
 //! The `updraft` binary: parses the command line and wires the parts together. No logic of its
 //! own lives here beyond presenting results.
 
+mod args;
 mod cli;
 mod commands;
 mod config;
+mod term;
 
 use std::process::ExitCode;
 

@@ -713,7 +713,7 @@ fn a_paused_dag_and_a_catchup_false_dag_backfill_all_the_same() {
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains(
-            "note: DAG \"daily\" is paused; a backfill is explicit, so its runs run all the same"
+            "warning: DAG \"daily\" is paused; a backfill is explicit, so its runs run all the same"
         ),
         "{stderr}"
     );
@@ -823,7 +823,8 @@ fn every_bad_input_gets_a_precise_message_and_exit_2() {
                 "--conf",
                 "[1]",
             ],
-            "error: --conf must be a JSON object, e.g. '{\"region\": \"eu\"}'\n",
+            "error: invalid value '[1]' for '--conf <CONF>': not a JSON object; write e.g. \
+             '{\"region\": \"eu\"}'\n\nFor more information, try '--help'.\n",
         ),
         (
             &[

@@ -163,8 +163,11 @@ fn next_runs_refuses_a_bad_now() {
         Path::new("dags"),
         &["next-runs", "sales_daily", "--now", "yesterday"],
     );
-    assert_eq!(code, 1);
-    assert!(stderr.contains("--now: bad time \"yesterday\""), "{stderr}");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid value 'yesterday' for '--now <NOW>': not a time"),
+        "{stderr}"
+    );
 }
 
 #[test]

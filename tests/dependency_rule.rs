@@ -1,7 +1,8 @@
 //! The dependency rule of DESIGN §1, checked on the real manifests through `cargo metadata`:
-//! `core` depends on no other part, `metadata` on `core` only, and `scheduler`, `executor`,
-//! `webserver` on `core` and `metadata`, never on each other (they meet in the database).
-//! Only the `updraft` binary wires parts together.
+//! `core` depends on no other part, `metadata` on `core` only, `ops` (the users' actions) on
+//! `core` and `metadata`, `scheduler` and `executor` on `core` and `metadata`, `webserver` on
+//! those and `ops`; the scheduler, executor and webserver never on each other (they meet in
+//! the database). Only the `updraft` binary wires parts together.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -10,14 +11,19 @@ use std::process::Command;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("updraft-core", &[]),
     ("updraft-metadata", &["updraft-core"]),
+    ("updraft-ops", &["updraft-core", "updraft-metadata"]),
     ("updraft-scheduler", &["updraft-core", "updraft-metadata"]),
     ("updraft-executor", &["updraft-core", "updraft-metadata"]),
-    ("updraft-webserver", &["updraft-core", "updraft-metadata"]),
+    (
+        "updraft-webserver",
+        &["updraft-core", "updraft-metadata", "updraft-ops"],
+    ),
     (
         "updraft",
         &[
             "updraft-core",
             "updraft-metadata",
+            "updraft-ops",
             "updraft-scheduler",
             "updraft-executor",
             "updraft-webserver",

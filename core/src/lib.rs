@@ -5,6 +5,8 @@
 //! Architecture invariant: this crate knows no database, no async runtime and no clock (`now`
 //! is always a parameter). Its only I/O is reading the DAG files it is pointed at (`dag::load`).
 
+pub mod actor;
+pub mod backfill;
 pub mod dag;
 pub mod hash;
 pub mod ids;
@@ -15,3 +17,4 @@ pub mod state;
 pub mod suggest;
 pub mod template;
 pub mod text;
+pub mod time;

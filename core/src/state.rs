@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Defines a closed set of names with `as_str`, `FromStr`, `Display`, `ALL` and serde as the name.
@@ -120,6 +121,19 @@ named_enum!(
     }
 );
 
+impl RunType {
+    /// The run id of a run of this type: `<type>__<logical date in RFC 3339>`, Airflow's form
+    /// (`scheduled__2024-03-01T00:00:00+00:00`).
+    pub fn run_id(self, logical_date: DateTime<Utc>) -> String {
+        format!("{}__{}", self.as_str(), logical_date.to_rfc3339())
+    }
+}
+
+/// The run id of a test run (`updraft dags test`, `tasks test`): `test__<time in RFC 3339>`.
+pub fn test_run_id(at: DateTime<Utc>) -> String {
+    format!("test__{}", at.to_rfc3339())
+}
+
 named_enum!(
     /// The state of a backfill: `running` <-> `paused`, then `completed` (every run finished)
     /// or `cancelled` (by a user: its queued runs failed, its running ones finished).
@@ -216,6 +230,26 @@ impl TaskState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_are_their_type_and_their_logical_date() {
+        let at = DateTime::parse_from_rfc3339("2024-03-01T06:00:00+01:00")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            RunType::Scheduled.run_id(at),
+            "scheduled__2024-03-01T05:00:00+00:00"
+        );
+        assert_eq!(
+            RunType::Manual.run_id(at),
+            "manual__2024-03-01T05:00:00+00:00"
+        );
+        assert_eq!(
+            RunType::Backfill.run_id(at),
+            "backfill__2024-03-01T05:00:00+00:00"
+        );
+        assert_eq!(test_run_id(at), "test__2024-03-01T05:00:00+00:00");
+    }
 
     #[test]
     fn marking_a_run_moves_its_task_instances_as_airflow_does() {

@@ -38,6 +38,7 @@ use updraft_core::ids::DagId;
 use updraft_core::render::{Rendered, RenderedHandler};
 use updraft_core::retry::{AfterFailure, after_failure};
 use updraft_core::state::TaskState;
+use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
 
 use crate::ends::{Ends, Expected};
@@ -173,19 +174,6 @@ impl Health {
                 None
             }
         }
-    }
-}
-
-/// A duration as the log says it: `500ms`, `30s`, `1m 30s`.
-fn human_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    if seconds == 0 {
-        return format!("{}ms", duration.as_millis());
-    }
-    match (seconds / 60, seconds % 60) {
-        (0, s) => format!("{s}s"),
-        (m, 0) => format!("{m}m"),
-        (m, s) => format!("{m}m {s}s"),
     }
 }
 
@@ -1075,13 +1063,5 @@ mod tests {
         assert!(claim_is_due(1, 2, false));
         assert!(!claim_is_due(1, 4, false));
         assert!(claim_is_due(2, 4, false));
-    }
-
-    #[test]
-    fn durations_in_the_log_read_as_written_on_the_command_line() {
-        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(human_duration(Duration::from_secs(90)), "1m 30s");
     }
 }

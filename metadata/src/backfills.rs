@@ -13,8 +13,6 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{BackfillState, DagRunState};
 
 use crate::db::{Row, Tx, query};
-use crate::runs::insert_run;
-use crate::signal::Topic;
 use crate::{DagRun, Error, NewDagRun, Store};
 
 /// A row of `backfill`.
@@ -36,7 +34,8 @@ pub struct Backfill {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// A backfill to create: the input of [`Store::create_backfill`]. It starts `running`.
+/// A backfill to create: the input of [`Change::create_backfill`](crate::Change::create_backfill).
+/// It starts `running`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewBackfill {
     pub dag_id: DagId,
@@ -54,7 +53,7 @@ pub struct Rerun {
     pub expected: DagRunState,
 }
 
-/// What [`Store::create_backfill`] did.
+/// What a backfill's creation did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackfillCreated {
     pub backfill: Backfill,
@@ -116,17 +115,7 @@ impl Backfill {
 }
 
 impl Store {
-    /// Creates a backfill and its runs in one transaction: the `backfill` row (`running`), a
-    /// `queued` run for each of `runs` (their `backfill_id` set to the new backfill), and for
-    /// each of `reruns` still in its expected state: the run back to `queued`, linked to the
-    /// backfill, and every one of its task instances back to `none` with a fresh retry budget
-    /// (`max_tries = try_number + retries`, the retries of its task in `retries`, 0 for a task
-    /// not named), as [`Store::clear_task_instances`] does. The event log records it, with
-    /// `created_by` as the actor.
-    ///
-    /// A run whose date is taken meanwhile, or a re-run whose state changed, is skipped and
-    /// reported in [`BackfillCreated::taken`]. [`Error::NotFound`] when the DAG or the runs'
-    /// version is not stored; [`Error::Invalid`] when `from_date` is after `to_date`.
+    /// [`Change::create_backfill`](crate::Change::create_backfill) alone, without an event.
     pub async fn create_backfill(
         &self,
         backfill: &NewBackfill,
@@ -135,110 +124,12 @@ impl Store {
         retries: &[(TaskId, i32)],
         now: DateTime<Utc>,
     ) -> Result<BackfillCreated, Error> {
-        if backfill.from_date > backfill.to_date {
-            return Err(Error::Invalid(format!(
-                "a backfill's from date {} is after its to date {}",
-                backfill.from_date, backfill.to_date
-            )));
-        }
-        let mut tx = self.begin("create a backfill").await?;
-        let inserted = tx
-            .fetch_one(
-                query(
-                    "create a backfill",
-                    "INSERT INTO backfill (dag_id, from_date, to_date, options, state, \
-                         created_by, created_at) \
-                     VALUES ($1, $2, $3, $4, 'running', $5, $6) \
-                     RETURNING *",
-                )
-                .bind(backfill.dag_id.as_str())
-                .bind(backfill.from_date)
-                .bind(backfill.to_date)
-                .bind(&backfill.options)
-                .bind(backfill.created_by.as_str())
-                .bind(now),
-                Backfill::from_row,
-            )
-            .await;
-        let created_backfill = match inserted {
-            Ok(created) => created,
-            Err(error) if error.is_foreign_key_violation() => {
-                return Err(Error::NotFound(format!("dag '{}'", backfill.dag_id)));
-            }
-            Err(error) => return Err(error),
-        };
-        let id = created_backfill.id;
-        let mut taken = Vec::new();
-        let mut created = 0;
-        for run in runs {
-            let run = NewDagRun {
-                backfill_id: Some(id),
-                ..run.clone()
-            };
-            let insert = insert_run(&run, now);
-            match tx.fetch_optional(insert, |row| row.get::<i64>("id")).await {
-                Ok(Some(_)) => created += 1,
-                Ok(None) => taken.push(run.logical_date),
-                Err(error) if error.is_foreign_key_violation() => {
-                    return Err(Error::NotFound(format!(
-                        "dag '{}' with version '{}'",
-                        run.dag_id, run.version_hash
-                    )));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        let mut rerun = 0;
-        for again in reruns {
-            match rerun_in(&mut tx, again, id, retries, now).await? {
-                Some(_) => rerun += 1,
-                None => {
-                    let date = tx
-                        .fetch_optional(
-                            query(
-                                "read a dag run",
-                                "SELECT logical_date FROM dag_run WHERE id = $1",
-                            )
-                            .bind(again.dag_run_id),
-                            |row| row.get::<DateTime<Utc>>("logical_date"),
-                        )
-                        .await?;
-                    taken.extend(date);
-                }
-            }
-        }
-        let details = serde_json::json!({
-            "backfill_id": id,
-            "from_date": backfill.from_date,
-            "to_date": backfill.to_date,
-            "options": backfill.options,
-            "created": created,
-            "rerun": rerun,
-        });
-        append_event_in(
-            &mut tx,
-            now,
-            &backfill.created_by,
-            &backfill.dag_id,
-            "backfill_create",
-            &details,
-        )
-        .await?;
-        self.notify_in(&mut tx, Topic::Scheduler).await?;
-        if rerun > 0 {
-            self.notify_in(&mut tx, Topic::Workers).await?;
-        }
-        tx.commit("create a backfill").await?;
-        self.wake(Topic::Scheduler);
-        if rerun > 0 {
-            self.wake(Topic::Workers);
-        }
-        Ok(BackfillCreated {
-            backfill: created_backfill,
-            created,
-            rerun,
-            taken,
-        })
+        let mut change = self.change("create a backfill").await?;
+        let created = change
+            .create_backfill(backfill, runs, reruns, retries, now)
+            .await?;
+        change.commit_unrecorded().await?;
+        Ok(created)
     }
 
     pub async fn get_backfill(&self, id: i64) -> Result<Option<Backfill>, Error> {
@@ -362,72 +253,19 @@ impl Store {
         Ok(progress)
     }
 
-    /// Compare-and-set of a backfill's state by a user (`actor`): pause, resume or cancel.
-    /// Cancelling ends the backfill's `queued` runs `failed` in the same transaction (its
-    /// running runs finish). A move `BackfillState::can_move_to` forbids is an error before
-    /// any write. The event log records `backfill_<new state>`.
+    /// [`Change::set_backfill_state`](crate::Change::set_backfill_state) alone, without an
+    /// event.
     pub async fn set_backfill_state(
         &self,
         id: i64,
         expected: BackfillState,
         new: BackfillState,
-        actor: &str,
         now: DateTime<Utc>,
     ) -> Result<BackfillMove, Error> {
-        if !expected.can_move_to(new) {
-            return Err(Error::Invalid(format!(
-                "a backfill cannot move from {expected} to {new}"
-            )));
-        }
-        let mut tx = self.begin("change a backfill's state").await?;
-        let dag_id = tx
-            .fetch_optional(
-                query(
-                    "change a backfill's state",
-                    "UPDATE backfill SET state = $3, \
-                         completed_at = CASE WHEN $5 THEN $4 ELSE completed_at END \
-                     WHERE id = $1 AND state = $2 \
-                     RETURNING dag_id",
-                )
-                .bind(id)
-                .bind(expected.as_str())
-                .bind(new.as_str())
-                .bind(now)
-                .bind(new.is_finished()),
-                |row| row.id::<DagId>("dag_id"),
-            )
-            .await?;
-        let Some(dag_id) = dag_id else {
-            return Ok(BackfillMove::default());
-        };
-        let mut runs_failed = 0;
-        if new == BackfillState::Cancelled {
-            runs_failed = tx
-                .execute(
-                    query(
-                        "fail a cancelled backfill's queued runs",
-                        "UPDATE dag_run SET state = 'failed', end_date = $2 \
-                         WHERE backfill_id = $1 AND state = 'queued'",
-                    )
-                    .bind(id)
-                    .bind(now),
-                )
-                .await?;
-        }
-        let event = format!("backfill_{new}");
-        let details = serde_json::json!({
-            "backfill_id": id,
-            "from": expected,
-            "runs_failed": runs_failed,
-        });
-        append_event_in(&mut tx, now, actor, &dag_id, &event, &details).await?;
-        self.notify_in(&mut tx, Topic::Scheduler).await?;
-        tx.commit("change a backfill's state").await?;
-        self.wake(Topic::Scheduler);
-        Ok(BackfillMove {
-            moved: true,
-            runs_failed,
-        })
+        let mut change = self.change("change a backfill's state").await?;
+        let moved = change.set_backfill_state(id, expected, new, now).await?;
+        change.commit_unrecorded().await?;
+        Ok(moved)
     }
 
     /// Marks a `running` backfill `completed` when none of its runs is queued or running any
@@ -470,7 +308,7 @@ impl Store {
 
 /// Clears run `again.dag_run_id` for backfill `backfill_id` if it is still in its expected
 /// state; returns its id, or `None` when its state changed.
-async fn rerun_in(
+pub(crate) async fn rerun_in(
     tx: &mut Tx,
     again: &Rerun,
     backfill_id: i64,

@@ -7,7 +7,6 @@ use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
 use crate::db::{Handle, Query, Row, Tx, query, query_split};
-use crate::signal::Topic;
 use crate::{Error, Store};
 
 /// A row of `dag`: a DAG as last synced from its file, with the state users give it (paused)
@@ -262,27 +261,11 @@ impl Store {
         })
     }
 
-    /// Pauses or unpauses a DAG, and wakes the schedulers (its runs wait or go on, its next
-    /// run is due or not). Idempotent; [`Error::NotFound`] for an unknown DAG.
+    /// [`Change::set_paused`](crate::Change::set_paused) alone, without an event.
     pub async fn set_paused(&self, dag_id: &DagId, paused: bool) -> Result<(), Error> {
-        let mut tx = self.begin("pause a dag").await?;
-        let changed = tx
-            .execute(
-                query(
-                    "pause a dag",
-                    "UPDATE dag SET is_paused = $2 WHERE dag_id = $1",
-                )
-                .bind(dag_id.as_str())
-                .bind(paused),
-            )
-            .await?;
-        if changed == 0 {
-            return Err(Error::NotFound(format!("dag '{dag_id}'")));
-        }
-        self.notify_in(&mut tx, Topic::Scheduler).await?;
-        tx.commit("pause a dag").await?;
-        self.wake(Topic::Scheduler);
-        Ok(())
+        let mut change = self.change("pause a dag").await?;
+        change.set_paused(dag_id, paused).await?;
+        change.commit_unrecorded().await
     }
 
     /// Records the next run the scheduler will create for a DAG (`None`: no further run).

@@ -18,6 +18,7 @@
 //! - Database URLs appear in messages only with their password redacted ([`redact_url`]).
 
 mod backfills;
+mod change;
 mod clear;
 mod dags;
 mod db;
@@ -44,6 +45,7 @@ mod views;
 pub use backfills::{
     Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun,
 };
+pub use change::Change;
 pub use clear::ClearReport;
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use due::{DueBatch, DueDag};

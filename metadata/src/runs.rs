@@ -64,7 +64,7 @@ impl NewDagRun {
     ) -> NewDagRun {
         NewDagRun {
             dag_id,
-            run_id: format!("manual__{}", logical_date.to_rfc3339()),
+            run_id: RunType::Manual.run_id(logical_date),
             run_type: RunType::Manual,
             logical_date,
             data_interval_start: logical_date,
@@ -143,59 +143,16 @@ pub(crate) fn insert_run<'a>(run: &'a NewDagRun, now: DateTime<Utc>) -> Query<'a
 }
 
 impl Store {
-    /// Creates a `queued` run, queued at `now`. A run with the same `run_id`, or a scheduled or
-    /// backfill run with the same logical date, is [`CreateOutcome::AlreadyExists`]: restarts,
-    /// catch-up and backfill never duplicate a run, while manual runs may share a date.
-    /// [`Error::NotFound`] when the DAG or its version is not stored.
+    /// [`Change::create_dag_run`](crate::Change::create_dag_run) alone, without an event.
     pub async fn create_dag_run(
         &self,
         run: &NewDagRun,
         now: DateTime<Utc>,
     ) -> Result<CreateOutcome<DagRun>, Error> {
-        match self
-            .fetch_optional(insert_run(run, now), DagRun::from_row)
-            .await
-        {
-            Ok(Some(created)) => {
-                if self.backend() == crate::Backend::Postgres {
-                    let notify = query(
-                        "notify the scheduler",
-                        "SELECT pg_notify('updraft_scheduler', $1)",
-                    );
-                    self.execute(notify.bind(created.id.to_string().as_str()))
-                        .await?;
-                }
-                self.wake_runs(&[created.id]);
-                return Ok(CreateOutcome::Created(created));
-            }
-            Ok(None) => {}
-            Err(error) if error.is_foreign_key_violation() => {
-                return Err(Error::NotFound(format!(
-                    "dag '{}' with version '{}'",
-                    run.dag_id, run.version_hash
-                )));
-            }
-            Err(error) => return Err(error),
-        }
-        let existing = query(
-            "find the run in the way",
-            "SELECT * FROM dag_run \
-             WHERE dag_id = $1 \
-               AND (run_id = $2 OR ($3 AND run_type <> 'manual' AND logical_date = $4)) \
-             ORDER BY id LIMIT 1",
-        )
-        .bind(run.dag_id.as_str())
-        .bind(run.run_id.as_str())
-        .bind(run.run_type != RunType::Manual)
-        .bind(run.logical_date);
-        match self.fetch_optional(existing, DagRun::from_row).await? {
-            Some(existing) => Ok(CreateOutcome::AlreadyExists(existing)),
-            // The conflicting run was deleted in between.
-            None => Err(Error::Conflict(format!(
-                "dag run '{}' of dag '{}' conflicted with a run that no longer exists: retry",
-                run.run_id, run.dag_id
-            ))),
-        }
+        let mut change = self.change("create a dag run").await?;
+        let created = change.create_dag_run(run, now).await?;
+        change.commit_unrecorded().await?;
+        Ok(created)
     }
 
     pub async fn get_dag_run(&self, id: i64) -> Result<Option<DagRun>, Error> {
@@ -458,11 +415,8 @@ impl Store {
             .collect())
     }
 
-    /// Compare-and-set of a run's state: moves run `id` from `expected` to `new` and returns
-    /// true, or returns false (and writes nothing) when its state is not `expected` any more.
-    /// A move `DagRunState::can_move_to` forbids is an error before any write. Stamps `now` as
-    /// `queued_at` (clearing `start_date`, `end_date`), `start_date`, or `end_date` by the new
-    /// state. A move wakes the schedulers for the run (a mark, a cancel).
+    /// [`Change::set_dag_run_state`](crate::Change::set_dag_run_state) alone, without an
+    /// event: the move wakes the schedulers for the run.
     pub async fn set_dag_run_state(
         &self,
         id: i64,
@@ -470,40 +424,9 @@ impl Store {
         new: DagRunState,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        if !expected.can_move_to(new) {
-            return Err(Error::IllegalDagRunTransition {
-                from: expected,
-                to: new,
-            });
-        }
-        let mut tx = self.begin("change a dag run's state").await?;
-        let changed = tx
-            .execute(
-                query(
-                    "change a dag run's state",
-                    "UPDATE dag_run SET state = $3, \
-                         queued_at = CASE WHEN $5 THEN $4 ELSE queued_at END, \
-                         start_date = CASE WHEN $5 THEN NULL WHEN $6 THEN $4 \
-                             ELSE start_date END, \
-                         end_date = CASE WHEN $5 THEN NULL WHEN $7 THEN $4 ELSE end_date END \
-                     WHERE id = $1 AND state = $2",
-                )
-                .bind(id)
-                .bind(expected.as_str())
-                .bind(new.as_str())
-                .bind(now)
-                .bind(new == DagRunState::Queued)
-                .bind(new == DagRunState::Running)
-                .bind(new.is_finished()),
-            )
-            .await?;
-        if changed == 1 {
-            self.notify_runs_in(&mut tx, &[id]).await?;
-        }
-        tx.commit("change a dag run's state").await?;
-        if changed == 1 {
-            self.wake_runs(&[id]);
-        }
-        Ok(changed == 1)
+        let mut change = self.change("change a dag run's state").await?;
+        let moved = change.set_dag_run_state(id, expected, new, now).await?;
+        change.commit_unrecorded().await?;
+        Ok(moved)
     }
 }

@@ -259,9 +259,9 @@ impl Store {
         new: TaskState,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        let moved = self
-            .move_task_states(&[(id, expected, new)], now, true)
-            .await?;
+        let mut change = self.change("change a task instance's state").await?;
+        let moved = change.set_task_states(&[(id, expected, new)], now).await?;
+        change.commit_unrecorded().await?;
         Ok(moved == [true])
     }
 
@@ -275,36 +275,19 @@ impl Store {
         moves: &[(i64, TaskState, TaskState)],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
-        self.move_task_states(moves, now, false).await
-    }
-
-    /// [`Store::set_task_states`], waking the schedulers for the runs of the moved task
-    /// instances when `wake_schedulers` (a user's mark).
-    async fn move_task_states(
-        &self,
-        moves: &[(i64, TaskState, TaskState)],
-        now: DateTime<Utc>,
-        wake_schedulers: bool,
-    ) -> Result<Vec<bool>, Error> {
         check_moves(moves)?;
         if moves.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.begin("change task instance states").await?;
-        let (moved, runs) = move_task_states_in(&mut tx, moves, now).await?;
+        let (moved, _) = move_task_states_in(&mut tx, moves, now).await?;
         let kills = kills(moves, &moved);
         if kills {
             self.notify_in(&mut tx, Topic::Workers).await?;
         }
-        if wake_schedulers {
-            self.notify_runs_in(&mut tx, &runs).await?;
-        }
         tx.commit("change task instance states").await?;
         if kills {
             self.wake(Topic::Workers);
-        }
-        if wake_schedulers {
-            self.wake_runs(&runs);
         }
         Ok(moved)
     }

@@ -5,12 +5,12 @@
 //! runs have finished.
 
 use chrono::{DateTime, Utc};
+use updraft_core::backfill::{BackfillOptions, Reprocess, decide, intervals};
 use updraft_core::dag::LoadOptions;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
-use updraft_metadata::{DagRun, NewBackfill, Store};
-use updraft_scheduler::backfill::{BackfillOptions, Reprocess, decide, intervals, new_runs};
+use updraft_metadata::{DagRun, NewBackfill, NewDagRun, Store};
 use updraft_scheduler::service::{Scheduler, Settings};
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -46,7 +46,21 @@ async fn backfill(store: &Store, from: u32, to: u32, options: BackfillOptions) -
         .unwrap()
         .runs;
     let decisions = decide(&runs, &[], Reprocess::None, now());
-    let runs = new_runs(&dag.id, &row.version_hash, &decisions, &options.conf);
+    let runs: Vec<NewDagRun> = decisions
+        .iter()
+        .map(|decision| NewDagRun {
+            dag_id: dag.id.clone(),
+            run_id: RunType::Backfill.run_id(decision.interval.logical_date),
+            run_type: RunType::Backfill,
+            logical_date: decision.interval.logical_date,
+            data_interval_start: decision.interval.data_interval_start,
+            data_interval_end: decision.interval.data_interval_end,
+            run_after: decision.interval.run_after,
+            conf: options.conf.clone(),
+            version_hash: row.version_hash.clone(),
+            backfill_id: None,
+        })
+        .collect();
     let new = NewBackfill {
         dag_id: dag.id.clone(),
         from_date: from,
@@ -142,7 +156,6 @@ async fn backfill_runs_start_within_their_own_limits_and_the_backfill_completes(
                 forwards,
                 BackfillState::Running,
                 BackfillState::Paused,
-                "test",
                 now(),
             )
             .await
@@ -163,7 +176,6 @@ async fn backfill_runs_start_within_their_own_limits_and_the_backfill_completes(
                 forwards,
                 BackfillState::Paused,
                 BackfillState::Running,
-                "test",
                 now(),
             )
             .await

@@ -1,49 +1,40 @@
 //! `updraft dags backfill` and `updraft backfills ...`: run a DAG over a range of past dates,
 //! and follow, pause, resume or cancel such a backfill.
 //!
-//! What a backfill does is decided by `updraft_scheduler::backfill` (pure); this module reads
-//! what it needs, prints the plan, asks, writes the backfill in one transaction
-//! (`Store::create_backfill`) and follows it. The runs belong to the scheduler: a closed
+//! What a backfill does is planned and written by `updraft_ops::backfill`; this module prints
+//! the plan, asks, and follows the backfill. The runs belong to the scheduler: a closed
 //! terminal or a Ctrl-C only stops the following. When no scheduler is alive, this process
 //! runs a scheduler and a worker limited to the backfill until it ends.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
-use std::sync::Arc;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use updraft_core::backfill::{Action, BackfillOptions, Decision, MAX_RUNS_WITHOUT_YES};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState};
+use updraft_core::time::local;
 use updraft_executor::name::Name;
 use updraft_executor::worker::Worker;
-use updraft_metadata::{
-    Backfill, BackfillCreated, BackfillProgress, DagRow, DagRun, NewBackfill, Rerun, Store,
-};
-use updraft_scheduler::backfill::{
-    self as plan, Action, BackfillError, BackfillOptions, Counts, Decision, ExistingRun,
-    MAX_RUNS_WITHOUT_YES, Reprocess,
-};
+use updraft_metadata::{Backfill, BackfillProgress, DagRow, DagRun, Store};
+use updraft_ops as ops;
+use updraft_ops::backfill::{Ask, Face, Planned};
 use updraft_scheduler::service::Scheduler;
-use updraft_webserver::backfill::{
-    BackfillPlan, BackfillRequest, BackfillStarted, Backfills, BoxFuture, PlannedInterval,
-};
-use updraft_webserver::{AppError, actions};
 
-use super::dags::{actor, stored_dag};
-use super::local_run::{check_params, parse_conf};
+use super::dags::stored_dag;
 use super::serve::{hostname, scheduler_settings, stopped, worker_settings};
-use super::tasks::usage_error;
-use super::{human_duration, open_store, print_table, rfc3339, runtime};
+use super::{open_store, runtime};
 use crate::cli::{BackfillArgs, BackfillsCommand, SchedulerArgs};
 use crate::config::Config;
+use crate::term::{actor, confirm, duration as human_duration, print_table, rfc3339, usage_error};
 
 /// A scheduler whose last heartbeat is older than this is taken for dead: the command then
 /// runs the backfill itself. Schedulers heartbeat every 2 s.
@@ -60,13 +51,9 @@ const SKIPPED_SHOWN: usize = 10;
 
 /// `updraft dags backfill`.
 pub fn backfill(config: &Config, args: BackfillArgs) -> Result<i32> {
-    let conf = match parse_conf(args.conf.as_deref()) {
-        Ok(conf) => conf,
-        Err(error) => return Ok(usage_error(error)),
-    };
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(config))?;
-    let code = backfill_with(&runtime, &store, config, &args, conf);
+    let code = backfill_with(&runtime, &store, config, args);
     runtime.block_on(store.close());
     code
 }
@@ -77,8 +64,7 @@ fn backfill_with(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
     config: &Config,
-    args: &BackfillArgs,
-    conf: serde_json::Value,
+    args: BackfillArgs,
 ) -> Result<i32> {
     let (row, dag) = match runtime.block_on(stored_dag(config, store, &args.dag_id)) {
         Ok(found) => found,
@@ -98,17 +84,19 @@ fn backfill_with(
     };
     let tz = dag.timetable.timezone;
     let ask = Ask {
-        from: ("--from", &args.from),
-        to: ("--to", &args.to),
+        from: args.from.clone(),
+        to: args.to.clone(),
         reprocess: args.reprocess,
         max_active_runs: args.max_active_runs,
         run_backwards: args.run_backwards,
-        conf,
+        conf: args.conf.clone().unwrap_or_else(|| serde_json::json!({})),
         limit: (!args.yes).then_some(MAX_RUNS_WITHOUT_YES),
+        face: Face::Cli,
     };
-    let planned = match runtime.block_on(plan(store, &dag, ask, Utc::now()))? {
+    let planned = match runtime.block_on(ops::backfill::plan(store, &row, &dag, ask, Utc::now())) {
         Ok(planned) => planned,
-        Err(refusal) => return Ok(usage_error(refusal)),
+        Err(ops::Error::Invalid(message)) => return Ok(usage_error(message)),
+        Err(error) => return Err(error.into()),
     };
     let (decisions, counts) = (&planned.decisions, planned.counts);
 
@@ -116,8 +104,8 @@ fn backfill_with(
         "Backfill of DAG {}: {} interval(s) from {} to {} ({})",
         dag.id,
         decisions.len(),
-        plan::local(planned.first, tz),
-        plan::local(planned.last, tz),
+        local(planned.first, tz),
+        local(planned.last, tz),
         dag.timetable.describe()
     );
     println!(
@@ -126,9 +114,6 @@ fn backfill_with(
     );
     for warning in &planned.warnings {
         eprintln!("warning: {warning}");
-    }
-    if row.is_paused {
-        eprintln!("note: {}", paused_note(&dag.id));
     }
     if args.dry_run {
         print_decisions(decisions, tz);
@@ -156,149 +141,6 @@ fn backfill_with(
     runtime.block_on(create_and_follow(store, config, &row, &dag, &planned))
 }
 
-fn paused_note(dag_id: &DagId) -> String {
-    format!("DAG \"{dag_id}\" is paused; a backfill is explicit, so its runs run all the same")
-}
-
-// --- planning and creating: the one path of the CLI and the web ----------------------------
-
-/// A backfill as asked, before anything is parsed: the CLI's flags, or the web's form or JSON.
-pub struct Ask<'a> {
-    /// The field's name in messages (`--from`, `from`) and the text given.
-    pub from: (&'static str, &'a str),
-    pub to: (&'static str, &'a str),
-    pub reprocess: Reprocess,
-    pub max_active_runs: Option<u32>,
-    pub run_backwards: bool,
-    /// A JSON object, checked against the DAG's params.
-    pub conf: serde_json::Value,
-    /// At most this many runs; `None` (the CLI's `--yes`): any number.
-    pub limit: Option<usize>,
-}
-
-/// A planned backfill: each interval's decision, and what [`create`] writes.
-pub struct Planned {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    /// The oldest and newest logical dates of the intervals.
-    pub first: DateTime<Utc>,
-    pub last: DateTime<Utc>,
-    pub warnings: Vec<String>,
-    pub decisions: Vec<Decision>,
-    pub counts: Counts,
-    pub options: BackfillOptions,
-}
-
-/// Why a backfill cannot be made as asked: bad input (the CLI exits 2, the web answers 400).
-#[derive(Debug)]
-pub enum Refusal {
-    /// The conf does not fit the DAG's params.
-    Params(String),
-    Plan(BackfillError),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Params(message) => f.write_str(message),
-            Refusal::Plan(error) => error.fmt(f),
-        }
-    }
-}
-
-/// Plans a backfill of `dag`: checks the conf, reads the dates in the DAG's timezone, lists
-/// the intervals and decides each against the runs that hold their dates. Changes nothing.
-/// The outer error is broken machinery (the database), the inner one bad input.
-pub async fn plan(
-    store: &Store,
-    dag: &Dag,
-    ask: Ask<'_>,
-    now: DateTime<Utc>,
-) -> Result<std::result::Result<Planned, Refusal>> {
-    if let Err(error) = check_params(dag, &ask.conf) {
-        return Ok(Err(Refusal::Params(format!("{error:#}"))));
-    }
-    let tz = dag.timetable.timezone;
-    let dates = plan::parse_date(ask.from.0, ask.from.1, tz)
-        .and_then(|from| Ok((from, plan::parse_date(ask.to.0, ask.to.1, tz)?)));
-    let (from, to) = match dates {
-        Ok(dates) => dates,
-        Err(error) => return Ok(Err(Refusal::Plan(error))),
-    };
-    let intervals = match plan::intervals(dag, from, to, ask.run_backwards, ask.limit, now) {
-        Ok(intervals) => intervals,
-        Err(error) => return Ok(Err(Refusal::Plan(error))),
-    };
-    let (first, last) = intervals.runs.iter().fold((to, from), |(low, high), run| {
-        (low.min(run.logical_date), high.max(run.logical_date))
-    });
-    let existing: Vec<ExistingRun> = store
-        .list_dated_runs(&dag.id, first, last)
-        .await?
-        .iter()
-        .map(ExistingRun::from)
-        .collect();
-    let decisions = plan::decide(&intervals.runs, &existing, ask.reprocess, now);
-    Ok(Ok(Planned {
-        from,
-        to,
-        first,
-        last,
-        warnings: intervals.warnings,
-        counts: Counts::of(&decisions),
-        decisions,
-        options: BackfillOptions {
-            reprocess: ask.reprocess,
-            max_active_runs: ask.max_active_runs,
-            run_backwards: ask.run_backwards,
-            conf: ask.conf,
-        },
-    }))
-}
-
-/// Writes a planned backfill: its row, its new runs and its re-runs in one transaction, and
-/// the event log row with `created_by` as the actor (`Store::create_backfill`).
-pub async fn create(
-    store: &Store,
-    row: &DagRow,
-    dag: &Dag,
-    planned: &Planned,
-    created_by: String,
-    now: DateTime<Utc>,
-) -> std::result::Result<BackfillCreated, updraft_metadata::Error> {
-    let decisions = &planned.decisions;
-    let runs = plan::new_runs(&dag.id, &row.version_hash, decisions, &planned.options.conf);
-    let reruns: Vec<Rerun> = decisions
-        .iter()
-        .filter(|decision| decision.action == Action::Rerun)
-        .filter_map(|decision| decision.existing.as_ref())
-        .map(|run| Rerun {
-            dag_run_id: run.id,
-            expected: run.state,
-        })
-        .collect();
-    let retries: Vec<_> = dag
-        .tasks
-        .values()
-        .map(|task| {
-            (
-                task.id.clone(),
-                i32::try_from(task.retries).unwrap_or(i32::MAX),
-            )
-        })
-        .collect();
-    let backfill = NewBackfill {
-        dag_id: dag.id.clone(),
-        from_date: planned.from,
-        to_date: planned.to,
-        options: planned.options.to_json(),
-        created_by,
-    };
-    store
-        .create_backfill(&backfill, &runs, &reruns, &retries, now)
-        .await
-}
-
 /// Writes the backfill, then follows it to its end (running it here when no scheduler is
 /// alive); returns the exit code.
 async fn create_and_follow(
@@ -315,7 +157,7 @@ async fn create_and_follow(
         interrupt: signal(SignalKind::interrupt())?,
         terminate: signal(SignalKind::terminate())?,
     };
-    let created = create(store, row, dag, planned, actor(), Utc::now()).await?;
+    let created = ops::backfill::create(store, &actor(), row, dag, planned, Utc::now()).await?;
     let id = created.backfill.id;
     println!(
         "backfill {id} created: {} new run(s), {} re-run(s)",
@@ -324,7 +166,7 @@ async fn create_and_follow(
     for date in &created.taken {
         eprintln!(
             "warning: {} was taken by another run meanwhile: skipped",
-            plan::local(*date, tz)
+            local(*date, tz)
         );
     }
     let total = created.created + created.rerun;
@@ -591,8 +433,8 @@ fn print_decisions(decisions: &[Decision], tz: Tz) {
         .iter()
         .map(|decision| {
             [
-                plan::local(decision.interval.logical_date, tz),
-                plan::local(decision.interval.data_interval_end, tz),
+                local(decision.interval.logical_date, tz),
+                local(decision.interval.data_interval_end, tz),
                 decision.action.as_str().to_owned(),
                 decision.reason.clone(),
             ]
@@ -610,7 +452,7 @@ fn print_skipped(decisions: &[Decision], tz: Tz) {
     for decision in skipped.iter().take(SKIPPED_SHOWN) {
         println!(
             "  skip {}: {}",
-            plan::local(decision.interval.logical_date, tz),
+            local(decision.interval.logical_date, tz),
             decision.reason
         );
     }
@@ -620,18 +462,6 @@ fn print_skipped(decisions: &[Decision], tz: Tz) {
             skipped.len() - SKIPPED_SHOWN
         );
     }
-}
-
-/// Asks `question [y/N]` on the terminal; only `y` or `yes` is a yes.
-fn confirm(question: &str) -> Result<bool> {
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 // --- updraft backfills ---------------------------------------------------------------------
@@ -868,35 +698,23 @@ async fn show(store: &Store, id: i64, json: bool) -> Result<i32> {
 
 /// `pause`, `resume` or `cancel`: moves the backfill from its current state to `new`.
 async fn change(store: &Store, id: i64, new: BackfillState) -> Result<i32> {
-    let backfill = match find(store, id).await? {
-        Ok(backfill) => backfill,
-        Err(code) => return Ok(code),
-    };
+    if let Err(code) = find(store, id).await? {
+        return Ok(code);
+    }
     let verb = match new {
         BackfillState::Paused => "paused",
         BackfillState::Running => "resumed",
         _ => "cancelled",
     };
-    if !backfill.state.can_move_to(new) {
-        let allowed = match new {
-            BackfillState::Paused => "only a running backfill can be paused",
-            BackfillState::Running => "only a paused backfill can be resumed",
-            _ => "only a running or paused backfill can be cancelled",
-        };
-        eprintln!("error: backfill {id} is {}: {allowed}", backfill.state);
-        return Ok(1);
-    }
     let before = store.backfill_progress(id).await?;
-    let moved = store
-        .set_backfill_state(id, backfill.state, new, &actor(), Utc::now())
-        .await?;
-    if !moved.moved {
-        eprintln!(
-            "error: backfill {id} changed meanwhile (it was {}); see `updraft backfills show {id}`",
-            backfill.state
-        );
-        return Ok(1);
-    }
+    let moved = match ops::backfill::set_state(store, &actor(), id, new, Utc::now()).await {
+        Ok(moved) => moved,
+        Err(ops::Error::Conflict(message) | ops::Error::NotFound(message)) => {
+            eprintln!("error: {message}");
+            return Ok(1);
+        }
+        Err(error) => return Err(error.into()),
+    };
     match new {
         BackfillState::Paused => println!(
             "backfill {id} {verb}: no more of its runs start ({} running finish); resume it with \
@@ -911,163 +729,3 @@ async fn change(store: &Store, id: i64, new: BackfillState) -> Result<i32> {
     }
     Ok(0)
 }
-
-// --- the web's backfills ---------------------------------------------------------------------
-
-/// The web server's [`Backfills`]: the same [`plan`] and [`create`] as `updraft dags
-/// backfill`, over DAGs already in the database (the web server reads no DAG files), never
-/// more than 10,000 runs (the CLI's `--yes` has no counterpart on the web).
-pub struct WebBackfills;
-
-/// The implementation `router` and `serve` take.
-pub fn web_backfills() -> Arc<dyn Backfills> {
-    Arc::new(WebBackfills)
-}
-
-impl WebBackfills {
-    async fn planned(
-        store: &Store,
-        dag_id: &DagId,
-        request: &BackfillRequest,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<(DagRow, Dag, Planned), AppError> {
-        let (row, dag) = actions::load_dag(store, dag_id).await?;
-        let reprocess = match request.reprocess.as_deref() {
-            None => Reprocess::None,
-            Some(text) => text
-                .parse::<Reprocess>()
-                .map_err(|error| AppError::BadRequest(format!("reprocess: {error}")))?,
-        };
-        if let Some(n) = request.max_active_runs
-            && !(1..=10_000).contains(&n)
-        {
-            return Err(AppError::BadRequest(format!(
-                "max_active_runs must be from 1 to 10000, not {n}"
-            )));
-        }
-        let conf = request
-            .conf
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({}));
-        if !conf.is_object() {
-            return Err(AppError::BadRequest(format!(
-                "conf must be a JSON object, found {conf}"
-            )));
-        }
-        let ask = Ask {
-            from: ("from", &request.from),
-            to: ("to", &request.to),
-            reprocess,
-            max_active_runs: request.max_active_runs,
-            run_backwards: request.run_backwards,
-            conf,
-            limit: Some(MAX_RUNS_WITHOUT_YES),
-        };
-        match plan(store, &dag, ask, now).await {
-            Ok(Ok(planned)) => Ok((row, dag, planned)),
-            Ok(Err(refusal)) => Err(AppError::BadRequest(web_message(&refusal))),
-            Err(error) => Err(AppError::Internal(format!("{error:#}"))),
-        }
-    }
-}
-
-/// A refusal in the web's words: its fields are `from` and `to`, and it has no `--yes`.
-fn web_message(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::Plan(BackfillError::ReversedRange { from, to }) => {
-            format!("from {from} is after to {to}")
-        }
-        Refusal::Plan(BackfillError::TooManyRuns {
-            dag_id,
-            from,
-            to,
-            limit,
-        }) => format!(
-            "the range from {from} to {to} yields more than {limit} runs of DAG \"{dag_id}\"; \
-             narrow it, or use `updraft dags backfill {dag_id} --yes` for more"
-        ),
-        Refusal::Plan(BackfillError::BackwardsDependsOnPast { dag_id, tasks }) => format!(
-            "DAG \"{dag_id}\" has tasks with depends_on_past ({tasks}): run backwards, each run \
-             would wait for an earlier one that has not run; leave out run_backwards"
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// The plan as the web shows it.
-fn plan_view(row: &DagRow, dag: &Dag, planned: &Planned) -> BackfillPlan {
-    let mut warnings = planned.warnings.clone();
-    if row.is_paused {
-        warnings.push(paused_note(&dag.id));
-    }
-    BackfillPlan {
-        dag_id: dag.id.clone(),
-        from: planned.from,
-        to: planned.to,
-        timezone: dag.timetable.timezone.name().to_owned(),
-        schedule: dag.timetable.describe(),
-        create: planned.counts.create,
-        rerun: planned.counts.rerun,
-        skip: planned.counts.skip,
-        warnings,
-        intervals: planned
-            .decisions
-            .iter()
-            .map(|decision| PlannedInterval {
-                logical_date: decision.interval.logical_date,
-                data_interval_start: decision.interval.data_interval_start,
-                data_interval_end: decision.interval.data_interval_end,
-                action: decision.action.as_str().to_owned(),
-                reason: decision.reason.clone(),
-                run_id: decision.existing.as_ref().map(|run| run.run_id.clone()),
-            })
-            .collect(),
-    }
-}
-
-impl Backfills for WebBackfills {
-    fn plan<'a>(
-        &'a self,
-        store: &'a Store,
-        dag_id: &'a DagId,
-        request: &'a BackfillRequest,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, std::result::Result<BackfillPlan, AppError>> {
-        Box::pin(async move {
-            let (row, dag, planned) = WebBackfills::planned(store, dag_id, request, now).await?;
-            Ok(plan_view(&row, &dag, &planned))
-        })
-    }
-
-    fn start<'a>(
-        &'a self,
-        store: &'a Store,
-        dag_id: &'a DagId,
-        request: &'a BackfillRequest,
-        created_by: &'a str,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, std::result::Result<BackfillStarted, AppError>> {
-        Box::pin(async move {
-            let (row, dag, planned) = WebBackfills::planned(store, dag_id, request, now).await?;
-            if planned.counts.runs() == 0 {
-                return Err(AppError::Conflict(format!(
-                    "nothing to backfill: every one of the {} interval(s) is skipped (see the \
-                     dry run for why)",
-                    planned.decisions.len()
-                )));
-            }
-            let created = create(store, &row, &dag, &planned, created_by.to_owned(), now).await?;
-            Ok(BackfillStarted {
-                backfill: created.backfill,
-                created: created.created,
-                rerun: created.rerun,
-                taken: created.taken,
-                plan: plan_view(&row, &dag, &planned),
-            })
-        })
-    }
-}
-
-#[cfg(test)]
-#[path = "backfill_web_tests.rs"]
-mod web_tests;

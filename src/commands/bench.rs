@@ -12,14 +12,15 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DurationRound, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
+use updraft_core::backfill::Reprocess;
 use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
-    Backend, CreateOutcome, DagRow, NewBackfill, NewDagRun, ScratchDatabase, Store, Topic, TryEnd,
-    WorkerRef,
+    Backend, CreateOutcome, DagRow, NewDagRun, ScratchDatabase, Store, Topic, TryEnd, WorkerRef,
 };
-use updraft_scheduler::backfill::{self as plan, BackfillOptions, ExistingRun, Reprocess};
+use updraft_ops::backfill::{Ask, Face};
+use updraft_ops::{self as ops, Actor};
 use updraft_scheduler::service::{self, Scheduler};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
@@ -1200,30 +1201,20 @@ async fn backfill(
         let now = Utc::now();
         let from = dag.timetable.start_date.expect("a start date");
         let to = from + chrono::Duration::days(runs as i64 - 1);
-        let intervals = plan::intervals(&dag, from, to, false, None, now)?;
-        let existing: Vec<ExistingRun> = store
-            .list_dated_runs(&dag.id, from, to)
-            .await?
-            .iter()
-            .map(ExistingRun::from)
-            .collect();
-        let decisions = plan::decide(&intervals.runs, &existing, Reprocess::None, now);
-        let new_runs = plan::new_runs(
-            &dag.id,
-            &dag.version_hash(),
-            &decisions,
-            &serde_json::json!({}),
-        );
-        let backfill = NewBackfill {
-            dag_id: dag.id.clone(),
-            from_date: from,
-            to_date: to,
-            options: BackfillOptions::default().to_json(),
-            created_by: "bench".to_owned(),
+        let row = store.get_dag(&dag.id).await?.expect("the DAG is synced");
+        let ask = Ask {
+            from: from.to_rfc3339(),
+            to: to.to_rfc3339(),
+            reprocess: Reprocess::None,
+            max_active_runs: None,
+            run_backwards: false,
+            conf: serde_json::json!({}),
+            limit: None,
+            face: Face::Cli,
         };
-        let created = store
-            .create_backfill(&backfill, &new_runs, &[], &[], now)
-            .await?;
+        let planned = ops::backfill::plan(&store, &row, &dag, ask, now).await?;
+        let actor = Actor::Cli("bench".to_owned());
+        let created = ops::backfill::create(&store, &actor, &row, &dag, &planned, now).await?;
         ensure!(
             created.created == runs,
             "expected {runs} backfill runs, created {}",
@@ -1543,7 +1534,7 @@ async fn ui_grid(
         )
         .await?;
     let cookie = format!("{}={token}", updraft_webserver::auth::SESSION_COOKIE);
-    let router = updraft_webserver::router(store.clone(), super::backfill::web_backfills());
+    let router = updraft_webserver::router(store.clone());
 
     let newest = runs as i64;
     let middle = seeded_run_id(newest / 2 + 1);

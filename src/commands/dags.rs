@@ -14,14 +14,17 @@ use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, TaskState};
 use updraft_core::suggest::did_you_mean;
-use updraft_metadata::{CreateOutcome, DagRow, NewDagRun, NewEvent, Store};
+use updraft_core::time::WrittenTime;
+use updraft_metadata::{DagRow, Store};
+use updraft_ops as ops;
+use updraft_ops::dags::Trigger;
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
+use crate::args::in_zone;
 use crate::cli::DagsCommand;
-use crate::commands::{
-    backfill, human_duration, local_run, open_store, parse_time, print_table, runtime,
-};
+use crate::commands::{backfill, local_run, open_store, runtime};
 use crate::config::Config;
+use crate::term::{actor, duration as human_duration, print_table};
 
 pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
     match command {
@@ -37,26 +40,20 @@ pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
             now,
             count,
             json,
-        } => next_runs(config, &dag_id, now.as_deref(), count, json),
+        } => next_runs(config, &dag_id, now, count, json),
         DagsCommand::Trigger {
             dag_id,
             conf,
             logical_date,
             wait,
-        } => trigger(
-            config,
-            &dag_id,
-            conf.as_deref(),
-            logical_date.as_deref(),
-            wait,
-        ),
+        } => trigger(config, &dag_id, conf, logical_date, wait),
         DagsCommand::Pause { dag_id } => set_paused(config, &dag_id, true),
         DagsCommand::Unpause { dag_id } => set_paused(config, &dag_id, false),
         DagsCommand::Test {
             dag_id,
             logical_date,
             conf,
-        } => local_run::test_dag(config, &dag_id, logical_date.as_deref(), conf.as_deref()),
+        } => local_run::test_dag(config, &dag_id, logical_date, conf),
         DagsCommand::Backfill(args) => backfill::backfill(config, args),
     }
 }
@@ -102,54 +99,22 @@ pub(crate) async fn stored_dag(
     Ok((row, dag))
 }
 
-/// The user named in the event log for actions from this terminal.
-pub fn actor() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|user| !user.is_empty())
-        .unwrap_or_else(|| "cli".to_owned())
-}
-
 fn trigger(
     config: &Config,
     dag_id: &str,
-    conf: Option<&str>,
-    logical_date: Option<&str>,
+    conf: Option<serde_json::Value>,
+    logical_date: Option<WrittenTime>,
     wait: bool,
 ) -> Result<i32> {
-    let conf = local_run::parse_conf(conf)?;
-    let logical_date = match logical_date {
-        Some(text) => parse_time("--logical-date", text)?,
-        None => Utc::now(),
-    };
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let (row, dag) = stored_dag(config, &store, dag_id).await?;
-        local_run::check_params(&dag, &conf)?;
-        let now = Utc::now();
-        let run = NewDagRun::manual(
-            row.dag_id.clone(),
-            row.version_hash.clone(),
-            logical_date,
-            conf.clone(),
-            now,
-        );
-        let run = match store.create_dag_run(&run, now).await? {
-            CreateOutcome::Created(run) => run,
-            CreateOutcome::AlreadyExists(run) => {
-                bail!("DAG \"{dag_id}\" already has a run \"{}\"", run.run_id)
-            }
-        };
-        store
-            .append_event(&NewEvent {
-                at: now,
-                actor: actor(),
-                dag_id: Some(row.dag_id.clone()),
-                run_id: Some(run.run_id.clone()),
-                task_id: None,
-                event: "trigger".to_owned(),
-                details: serde_json::json!({ "conf": conf }),
-            })
+        let logical_date = logical_date
+            .map(|written| in_zone("--logical-date", written, dag.timetable.timezone))
+            .transpose()
+            .map_err(|message| anyhow!(message))?;
+        let request = Trigger { conf, logical_date };
+        let run = ops::dags::trigger(&store, &actor(), &row.dag_id, &request, Utc::now())
             .await?;
         println!("{}", run.run_id);
         if row.is_paused {
@@ -201,19 +166,7 @@ fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<i32> {
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let (row, _) = stored_dag(config, &store, dag_id).await?;
-        store.set_paused(&row.dag_id, paused).await?;
-        let event = if paused { "pause" } else { "unpause" };
-        store
-            .append_event(&NewEvent {
-                at: Utc::now(),
-                actor: actor(),
-                dag_id: Some(row.dag_id.clone()),
-                run_id: None,
-                task_id: None,
-                event: event.to_owned(),
-                details: serde_json::json!({}),
-            })
-            .await?;
+        ops::dags::set_paused(&store, &actor(), &row.dag_id, paused, Utc::now()).await?;
         println!(
             "DAG {dag_id} is {}",
             if paused { "paused" } else { "unpaused" }
@@ -436,15 +389,17 @@ fn validate(config: &Config, paths: Vec<PathBuf>) -> Result<i32> {
 fn next_runs(
     config: &Config,
     dag_id: &str,
-    now: Option<&str>,
+    now: Option<WrittenTime>,
     count: usize,
     json: bool,
 ) -> Result<i32> {
+    let dag = find_dag(config, dag_id)?;
     let now = match now {
-        Some(text) => parse_time("--now", text)?,
+        Some(written) => {
+            in_zone("--now", written, dag.timetable.timezone).map_err(|message| anyhow!(message))?
+        }
         None => Utc::now(),
     };
-    let dag = find_dag(config, dag_id)?;
     let due = dag.timetable.due_runs(now);
     let upcoming = dag.timetable.upcoming(due.last(), now, count);
 

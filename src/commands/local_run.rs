@@ -10,7 +10,8 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use updraft_core::dag::{Dag, load_paths};
 use updraft_core::render::{self, Context, RunContext};
-use updraft_core::state::{DagRunState, RunType};
+use updraft_core::state::{DagRunState, RunType, test_run_id};
+use updraft_core::time::WrittenTime;
 use updraft_executor::name::Name;
 use updraft_executor::process::{self, Ending, Files, Spawn};
 use updraft_executor::worker::Worker;
@@ -18,27 +19,31 @@ use updraft_metadata::{CreateOutcome, NewDagRun};
 use updraft_scheduler::service::Scheduler;
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
+use crate::args::in_zone;
 use crate::cli::SchedulerArgs;
 use crate::commands::dags::find_dag;
 use crate::commands::serve::{hostname, scheduler_settings, stopped, worker_settings};
-use crate::commands::{human_duration, open_store, parse_time, print_table, rfc3339, runtime};
+use crate::commands::{open_store, runtime};
 use crate::config::Config;
+use crate::term::{duration as human_duration, print_table};
+use updraft_ops::dags::check_conf;
 
 /// `dags test`: one manual run of the DAG, stepped by an in-process scheduler and run by an
 /// in-process worker that claim nothing but this run. Exit 0 when it succeeds, 1 when not.
 pub fn test_dag(
     config: &Config,
     dag_id: &str,
-    logical_date: Option<&str>,
-    conf: Option<&str>,
+    logical_date: Option<WrittenTime>,
+    conf: Option<serde_json::Value>,
 ) -> Result<i32> {
+    let conf = conf.unwrap_or_else(|| serde_json::json!({}));
+    let dag = find_dag(config, dag_id)?;
     let logical_date = match logical_date {
-        Some(text) => parse_time("--logical-date", text)?,
+        Some(written) => in_zone("--logical-date", written, dag.timetable.timezone)
+            .map_err(|message| anyhow!(message))?,
         None => Utc::now(),
     };
-    let conf = parse_conf(conf)?;
-    let dag = find_dag(config, dag_id)?;
-    check_params(&dag, &conf)?;
+    check_conf(&dag, &conf)?;
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let load = load_paths(std::slice::from_ref(&config.dags_folder), &config.load);
@@ -54,7 +59,7 @@ pub fn test_dag(
         let now = Utc::now();
         let run = NewDagRun {
             dag_id: dag.id.clone(),
-            run_id: format!("test__{}", now.to_rfc3339()),
+            run_id: test_run_id(now),
             run_type: RunType::Manual,
             logical_date,
             data_interval_start: logical_date,
@@ -132,13 +137,14 @@ pub fn test_task(
     config: &Config,
     dag_id: &str,
     task_id: &str,
-    logical_date: Option<&str>,
+    logical_date: Option<WrittenTime>,
 ) -> Result<i32> {
+    let dag = find_dag(config, dag_id)?;
     let logical_date = match logical_date {
-        Some(text) => parse_time("--logical-date", text)?,
+        Some(written) => in_zone("--logical-date", written, dag.timetable.timezone)
+            .map_err(|message| anyhow!(message))?,
         None => Utc::now(),
     };
-    let dag = find_dag(config, dag_id)?;
     let Some(task) = dag.task(task_id) else {
         let known: Vec<&str> = dag.tasks.keys().map(|id| id.as_str()).collect();
         let hint = updraft_core::suggest::did_you_mean(task_id, known.iter().copied());
@@ -149,7 +155,7 @@ pub fn test_task(
         .map_err(|problems| anyhow!("params: {}", problems.join("; ")))?;
     let run = RunContext {
         dag_id: dag.id.clone(),
-        run_id: format!("test__{}", rfc3339(logical_date)),
+        run_id: test_run_id(logical_date),
         run_type: RunType::Manual,
         logical_date,
         data_interval_start: logical_date,
@@ -201,25 +207,6 @@ pub fn test_task(
         println!("{}", process::describe(&finished.ending));
         Ok(if ok { 0 } else { 1 })
     })
-}
-
-/// `--conf`: a JSON object.
-pub fn parse_conf(conf: Option<&str>) -> Result<serde_json::Value> {
-    let Some(text) = conf else {
-        return Ok(serde_json::json!({}));
-    };
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
-        Ok(_) => bail!("--conf must be a JSON object, e.g. '{{\"region\": \"eu\"}}'"),
-        Err(error) => bail!("--conf is not valid JSON: {error}"),
-    }
-}
-
-/// Refuses a conf that does not fit the DAG's params, naming every problem.
-pub fn check_params(dag: &Dag, conf: &serde_json::Value) -> Result<()> {
-    render::effective_params(dag, conf)
-        .map(|_| ())
-        .map_err(|problems| anyhow!("bad params for DAG \"{}\": {}", dag.id, problems.join("; ")))
 }
 
 /// Every queue a DAG's tasks use: the test worker serves them all.

@@ -7,10 +7,11 @@ use updraft_core::ids::DagId;
 use updraft_core::suggest::did_you_mean;
 use updraft_metadata::{DagRow, DagRun, Store, TaskInstance};
 
-use super::tasks::usage_error;
-use super::{human_duration, open_store, print_table, rfc3339, runtime};
+use super::{open_store, runtime};
 use crate::cli::RunsCommand;
 use crate::config::Config;
+use crate::term::usage_error;
+use crate::term::{duration as human_duration, print_table, rfc3339};
 
 /// Runs `updraft runs ...` and returns the exit code.
 pub fn run(config: &Config, command: RunsCommand) -> Result<i32> {

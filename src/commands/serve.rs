@@ -70,7 +70,6 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
-            crate::commands::backfill::web_backfills(),
             stopped(stop.clone()),
         ));
         let scheduler = tokio::spawn(scheduler.run(stopped(stop.clone())));
@@ -96,13 +95,7 @@ pub fn webserver(config: &Config, args: WebserverArgs) -> Result<i32> {
             println!("  no user yet: create one with `updraft users create NAME --role admin`");
         }
         let stop = stop_signal()?;
-        updraft_webserver::serve(
-            listener,
-            store.clone(),
-            crate::commands::backfill::web_backfills(),
-            stopped(stop),
-        )
-        .await?;
+        updraft_webserver::serve(listener, store.clone(), stopped(stop)).await?;
         store.close().await;
         Ok(0)
     })

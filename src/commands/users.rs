@@ -12,8 +12,9 @@ use updraft_metadata::{NewApiToken, Role, Store, check_username};
 use updraft_webserver::auth::{hash_password, new_token, token_hash};
 
 use crate::cli::{TokensCommand, UsersCommand};
-use crate::commands::{open_store, print_table, rfc3339, runtime};
+use crate::commands::{open_store, runtime};
 use crate::config::Config;
+use crate::term::{print_table, rfc3339};
 
 /// The user `standalone` creates when there is none.
 pub const STANDALONE_ADMIN: &str = "admin";

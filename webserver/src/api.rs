@@ -15,13 +15,15 @@ use serde_json::json;
 use updraft_core::state::{DagRunState, RunType};
 use updraft_metadata::{Backfill, DagFilter, DagRow, RunDot, RunFilter, TaskTry};
 
-use crate::actions::{self, ClearRequest, Mark, TriggerRequest, dag_id, find_run, task_id};
+use crate::actions::{self, ClearRequest, dag_id, find_run, task_id};
 use crate::auth::Caller;
-use crate::backfill::BackfillRequest;
 use crate::error::AppError;
 use crate::model::{GRID_RUNS, Page, Paged, grid};
 use crate::openapi::{LIMIT, OFFSET, Operation, Query};
 use crate::{AppState, format};
+use updraft_ops::backfill::BackfillRequest;
+use updraft_ops::dags::Trigger;
+use updraft_ops::mark::{Cancelled, Mark};
 
 /// Log chunks a log read returns when it names no limit, and at most.
 const LOG_CHUNKS: i64 = 1000;
@@ -424,7 +426,7 @@ async fn backfill(
     Body(request): Body<BackfillRequest>,
 ) -> Result<Response, AppError> {
     let outcome =
-        crate::backfill::backfill(&state, &caller, &dag_id(&id)?, &request, Utc::now()).await?;
+        actions::backfill(&state.store, &caller, &dag_id(&id)?, &request, Utc::now()).await?;
     let status = match outcome.dry_run {
         true => axum::http::StatusCode::OK,
         false => axum::http::StatusCode::CREATED,
@@ -840,7 +842,7 @@ async fn trigger(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(request): Body<TriggerRequest>,
+    Body(request): Body<Trigger>,
 ) -> Result<Response, AppError> {
     let run = actions::trigger(&state.store, &caller, &dag_id(&id)?, &request, Utc::now()).await?;
     Ok((axum::http::StatusCode::CREATED, Json(run)).into_response())
@@ -892,7 +894,7 @@ async fn cancel_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((id, run_id)): Path<(String, String)>,
-) -> Result<Json<actions::Cancelled>, AppError> {
+) -> Result<Json<Cancelled>, AppError> {
     let cancelled =
         actions::cancel_run(&state.store, &caller, &dag_id(&id)?, &run_id, Utc::now()).await?;
     Ok(Json(cancelled))

@@ -1,14 +1,5 @@
-//! Starting a backfill from the UI and the API, with the CLI's options (`updraft dags
-//! backfill`): the request, the plan (each interval and whether it would be created, re-run or
-//! skipped, and why), the action, and the page with its form.
-//!
-//! The planner is `updraft_scheduler::backfill`, and the dependency rule keeps this crate from
-//! depending on the scheduler. So the web server only defines what it needs, [`Backfills`],
-//! and the binary hands `router` the implementation the CLI uses too
-//! (`src/commands/backfill.rs`): one path for a backfill, whoever asks.
-
-use std::future::Future;
-use std::pin::Pin;
+//! The backfill form page: the options of `updraft dags backfill` as a form, its preview (the
+//! plan of `updraft_ops::backfill`) and its start.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -17,10 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use updraft_core::ids::DagId;
-use updraft_metadata::{Backfill, Store};
+use chrono::Utc;
+use serde::Deserialize;
+use updraft_ops::backfill::{BackfillPlan, BackfillRequest};
 
 use crate::AppState;
 use crate::actions::{self, dag_id};
@@ -28,163 +18,6 @@ use crate::auth::Caller;
 use crate::error::{AppError, PageError};
 use crate::format::query_string;
 use crate::pages::Layout;
-
-/// A future of a [`Backfills`] method (the trait is used as `dyn`, so its futures are boxed).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Plans and starts backfills: implemented by the binary over the scheduler's planner.
-///
-/// Errors are [`AppError`]s: `BadRequest` with a precise message for bad input (unparsable
-/// or reversed dates, an unknown reprocess mode, a conf that does not fit the params, a range
-/// without intervals, a manual-only DAG, more than 10,000 runs), `NotFound` for an unknown
-/// DAG, `Conflict` for a start with nothing to run.
-pub trait Backfills: Send + Sync {
-    /// The dry run: what a backfill of `dag_id` as `request` asks would do. Changes nothing.
-    fn plan<'a>(
-        &'a self,
-        store: &'a Store,
-        dag_id: &'a DagId,
-        request: &'a BackfillRequest,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<BackfillPlan, AppError>>;
-
-    /// Plans and creates the backfill (its runs and re-runs in one transaction, the event
-    /// log row with `created_by` as actor); the scheduler runs it.
-    fn start<'a>(
-        &'a self,
-        store: &'a Store,
-        dag_id: &'a DagId,
-        request: &'a BackfillRequest,
-        created_by: &'a str,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<BackfillStarted, AppError>>;
-}
-
-/// What a backfill asks for: the options of `updraft dags backfill`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackfillRequest {
-    /// First logical date: `YYYY-MM-DD` (midnight in the DAG's timezone), a date-time
-    /// without offset (in the DAG's timezone), or RFC 3339.
-    pub from: String,
-    /// Last logical date, inclusive; the same forms.
-    pub to: String,
-    /// `none` (default), `failed` or `all`: which dates that have a finished run run again.
-    #[serde(default)]
-    pub reprocess: Option<String>,
-    /// Runs of this backfill running at once, 1 to 10,000; default: the DAG's.
-    #[serde(default)]
-    pub max_active_runs: Option<u32>,
-    /// Newest logical date first.
-    #[serde(default)]
-    pub run_backwards: bool,
-    /// Every run's conf: a JSON object whose keys override the DAG's params.
-    #[serde(default)]
-    pub conf: Option<serde_json::Value>,
-    /// Only say what would happen.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// One interval of a planned backfill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedInterval {
-    pub logical_date: DateTime<Utc>,
-    pub data_interval_start: DateTime<Utc>,
-    pub data_interval_end: DateTime<Utc>,
-    /// `create`, `re-run` or `skip`.
-    pub action: String,
-    /// Why, in words: "no run yet", "run scheduled__... failed".
-    pub reason: String,
-    /// The run that holds the date, if any.
-    pub run_id: Option<String>,
-}
-
-/// What a backfill would do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackfillPlan {
-    pub dag_id: DagId,
-    /// The range asked for, as instants.
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    /// The DAG's timezone, in which dates without offset were read.
-    pub timezone: String,
-    /// The DAG's schedule in words.
-    pub schedule: String,
-    pub create: usize,
-    pub rerun: usize,
-    pub skip: usize,
-    /// What the user should know: dates outside start_date/end_date, a paused DAG.
-    pub warnings: Vec<String>,
-    /// Every interval, in the order its runs start.
-    pub intervals: Vec<PlannedInterval>,
-}
-
-/// A backfill that was started.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackfillStarted {
-    pub backfill: Backfill,
-    /// New runs.
-    pub created: usize,
-    /// Existing runs cleared and run again.
-    pub rerun: usize,
-    /// Dates another run took between the plan and the write: skipped, never duplicated.
-    pub taken: Vec<DateTime<Utc>>,
-    pub plan: BackfillPlan,
-}
-
-/// The answer of `POST /api/v1/dags/{dag_id}/backfills`: the plan, and on a start the
-/// backfill.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackfillOutcome {
-    pub dry_run: bool,
-    /// `None` on a dry run.
-    pub backfill: Option<Backfill>,
-    pub created: usize,
-    pub rerun: usize,
-    pub taken: Vec<DateTime<Utc>>,
-    pub plan: BackfillPlan,
-}
-
-/// Plans (a dry run, which changes nothing and so is a read, as a clear's dry run) or starts
-/// (admins only) a backfill of `dag_id`.
-pub async fn backfill(
-    state: &AppState,
-    caller: &Caller,
-    dag_id: &DagId,
-    request: &BackfillRequest,
-    now: DateTime<Utc>,
-) -> Result<BackfillOutcome, AppError> {
-    if request.dry_run {
-        let plan = state
-            .backfills
-            .plan(&state.store, dag_id, request, now)
-            .await?;
-        return Ok(BackfillOutcome {
-            dry_run: true,
-            backfill: None,
-            created: 0,
-            rerun: 0,
-            taken: Vec::new(),
-            plan,
-        });
-    }
-    caller.require_admin()?;
-    let started = state
-        .backfills
-        .start(&state.store, dag_id, request, &caller.user.username, now)
-        .await?;
-    Ok(BackfillOutcome {
-        dry_run: false,
-        backfill: Some(started.backfill),
-        created: started.created,
-        rerun: started.rerun,
-        taken: started.taken,
-        plan: started.plan,
-    })
-}
-
-// --- the page -------------------------------------------------------------------------------
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/dags/{dag_id}/backfill", get(form).post(submit))
@@ -301,7 +134,7 @@ async fn submit(
     let id = dag_id(&id)?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     let outcome = match form.request() {
-        Ok(request) => backfill(&state, &caller, &id, &request, Utc::now()).await,
+        Ok(request) => actions::backfill(&state.store, &caller, &id, &request, Utc::now()).await,
         Err(problems) => Err(AppError::BadRequest(problems.join("; "))),
     };
     let (status, errors, plan) = match outcome {

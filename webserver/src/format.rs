@@ -9,39 +9,8 @@ pub fn iso(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// A duration for people: `0.4s`, `12s`, `3m 4s`, `2h 5m`, `3d 4h`. Only the two largest
-/// units count past a minute.
-pub fn human_duration(seconds: f64) -> String {
-    if seconds < 0.0 || !seconds.is_finite() {
-        return String::new();
-    }
-    if seconds < 10.0 {
-        return format!("{seconds:.1}s");
-    }
-    let total = seconds.round() as u64;
-    let (days, hours, minutes, secs) = (
-        total / 86_400,
-        total / 3600 % 24,
-        total / 60 % 60,
-        total % 60,
-    );
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, _) => format!("{minutes}m {secs}s"),
-        (0, _, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h"),
-    }
-}
-
-/// The duration between two times, empty when either is missing (not started, not ended).
-pub fn duration_between(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
-    match (start, end) {
-        (Some(start), Some(end)) => {
-            human_duration((end - start).num_milliseconds() as f64 / 1000.0)
-        }
-        _ => String::new(),
-    }
-}
+/// A duration for people (`updraft_core::time`), empty when either end is missing.
+pub use updraft_core::time::duration_between;
 
 /// `a=1&b=x%20y` from the pairs whose value is not empty.
 pub fn query_string(pairs: &[(&str, &str)]) -> String {
@@ -58,19 +27,6 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(human_duration(0.43), "0.4s");
-        assert_eq!(human_duration(12.4), "12s");
-        assert_eq!(human_duration(184.0), "3m 4s");
-        assert_eq!(human_duration(7500.0), "2h 5m");
-        assert_eq!(
-            human_duration(3.0 * 86_400.0 + 4.0 * 3600.0 + 59.0),
-            "3d 4h"
-        );
-        assert_eq!(human_duration(-1.0), "");
-    }
 
     #[test]
     fn a_duration_needs_both_ends() {

@@ -49,16 +49,12 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use updraft_metadata::Store;
 
-pub use backfill::Backfills;
 pub use error::AppError;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    /// Plans and starts backfills: the binary's, over the scheduler's planner (the
-    /// dependency rule keeps this crate from calling it).
-    pub backfills: Arc<dyn Backfills>,
     /// The failed logins of this process (see `throttle`: kept in memory, per web server).
     throttle: Arc<Mutex<throttle::Throttle>>,
 }
@@ -73,11 +69,10 @@ impl AppState {
     }
 }
 
-/// The routes, over `store`; backfills are planned and started by `backfills`.
-pub fn router(store: Store, backfills: Arc<dyn Backfills>) -> Router {
+/// The routes, over `store`.
+pub fn router(store: Store) -> Router {
     let state = AppState {
         store,
-        backfills,
         throttle: Arc::default(),
     };
     let protected = Router::new()
@@ -106,10 +101,9 @@ pub fn router(store: Store, backfills: Arc<dyn Backfills>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     store: Store,
-    backfills: Arc<dyn Backfills>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store, backfills).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(store).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -20,7 +20,7 @@ use updraft_core::state::TaskState;
 use updraft_metadata::{DagRow, DagRun, EventLog, ImportError, TaskInstance, TaskTry, WorkerLoad};
 
 use crate::AppState;
-use crate::actions::{self, ClearOutcome, ClearRequest, Mark, TriggerRequest, dag_id, task_id};
+use crate::actions::{self, ClearOutcome, ClearRequest, dag_id, task_id};
 use crate::api::{
     self, BackfillView, DagQuery, DagScoped, DagSummary, NextRun, Params, PoolView, RunQuery,
 };
@@ -30,6 +30,8 @@ use crate::format::{duration_between, iso, query_string};
 use crate::gantt::{self, GanttRow, GanttTry};
 use crate::graph;
 use crate::model::{Grid, Paged};
+use updraft_ops::dags::Trigger;
+use updraft_ops::mark::Mark;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -612,7 +614,7 @@ async fn trigger(
         None
     });
     if errors.is_empty() {
-        let request = TriggerRequest {
+        let request = Trigger {
             conf: Some(conf),
             logical_date,
         };

@@ -2,8 +2,6 @@
 //! backends: the auth rules (401, 403, CSRF, roles), every page and API route, escaping of
 //! DAG-supplied text, and each action's effect in the database.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -20,10 +18,7 @@ use updraft_metadata::{
     Worker,
 };
 use updraft_webserver::auth::{hash_password, token_hash};
-use updraft_webserver::backfill::{
-    BackfillPlan, BackfillRequest, BackfillStarted, Backfills, BoxFuture,
-};
-use updraft_webserver::{AppError, router};
+use updraft_webserver::router;
 
 /// extract -> transform -> load, with typed params; its description is hostile HTML.
 const ETL: &str = r#"
@@ -39,34 +34,6 @@ tasks:
   transform: {run: "echo transform", depends_on: extract}
   load: {run: "echo load", depends_on: transform, retries: 2}
 "#;
-
-/// The backfill planner lives in the scheduler crate, which this crate may not use: the
-/// binary implements [`Backfills`], and its own tests drive the backfill routes with it. These
-/// tests reach the routes only where the web server answers before planning (a viewer's 403).
-struct PlannerInTheBinary;
-
-impl Backfills for PlannerInTheBinary {
-    fn plan<'a>(
-        &'a self,
-        _: &'a Store,
-        _: &'a DagId,
-        _: &'a BackfillRequest,
-        _: chrono::DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<BackfillPlan, AppError>> {
-        Box::pin(async { Err(AppError::Internal("planned by the binary".to_owned())) })
-    }
-
-    fn start<'a>(
-        &'a self,
-        _: &'a Store,
-        _: &'a DagId,
-        _: &'a BackfillRequest,
-        _: &'a str,
-        _: chrono::DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<BackfillStarted, AppError>> {
-        Box::pin(async { Err(AppError::Internal("started by the binary".to_owned())) })
-    }
-}
 
 struct App {
     router: Router,
@@ -102,7 +69,7 @@ impl App {
         };
         store.upsert_dag(&sync, Utc::now()).await.unwrap();
         App {
-            router: router(store.clone(), Arc::new(PlannerInTheBinary)),
+            router: router(store.clone()),
             store,
             dag,
         }

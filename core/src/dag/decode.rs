@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use indexmap::{IndexMap, IndexSet};
 
@@ -397,21 +397,7 @@ impl<'t> Decoder<'t> {
             );
             return None;
         };
-        let parsed = if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
-            Some(instant.with_timezone(&Utc))
-        } else if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            local_to_utc(tz, date.and_hms_opt(0, 0, 0).expect("midnight exists"))
-        } else {
-            [
-                "%Y-%m-%dT%H:%M:%S",
-                "%Y-%m-%d %H:%M:%S",
-                "%Y-%m-%dT%H:%M",
-                "%Y-%m-%d %H:%M",
-            ]
-            .iter()
-            .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-            .and_then(|local| local_to_utc(tz, local))
-        };
+        let parsed = crate::time::parse_time(text, tz);
         if parsed.is_none() {
             self.error(
                 node.pos,
@@ -1298,16 +1284,6 @@ fn ancestors(graph: &petgraph::graph::DiGraph<(), ()>, index: usize) -> BTreeSet
         }
     }
     seen
-}
-
-fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-    // A local time in a DST gap moves forward past it, as the schedule does.
-    (0..=2)
-        .find_map(|hours| {
-            tz.from_local_datetime(&(local + chrono::Duration::hours(hours)))
-                .earliest()
-        })
-        .map(|instant| instant.with_timezone(&Utc))
 }
 
 /// `300s or 5m` for 300, `45s` for 45: the same duration with units.

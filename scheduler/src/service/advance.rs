@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use updraft_core::actor::Actor;
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState, TaskState};
@@ -242,23 +243,19 @@ impl Scheduler {
         reason: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        if !self
-            .store
+        // The run's end and its event are written together.
+        let mut change = self.store.change("finish a dag run").await?;
+        if !change
             .set_dag_run_state(run.id, run.state, state, now)
             .await?
         {
             self.worklist.touch(run.id);
             return Ok(());
         }
-        self.runs.remove(&run.id);
-        self.instances.forget(run.id);
-        self.worklist.finished(run.id);
-        self.freed_by(run, now);
-        tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");
-        self.store
-            .append_event(&NewEvent {
+        change
+            .commit(&NewEvent {
                 at: now,
-                actor: "scheduler".to_owned(),
+                actor: Actor::Scheduler.to_string(),
                 dag_id: Some(run.dag_id.clone()),
                 run_id: Some(run.run_id.clone()),
                 task_id: None,
@@ -266,6 +263,11 @@ impl Scheduler {
                 details: serde_json::json!({ "state": state, "reason": reason }),
             })
             .await?;
+        self.runs.remove(&run.id);
+        self.instances.forget(run.id);
+        self.worklist.finished(run.id);
+        self.freed_by(run, now);
+        tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");
         if let Some(dag) = self
             .versions
             .get(&(run.dag_id.clone(), run.version_hash.clone()))

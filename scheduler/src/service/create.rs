@@ -135,7 +135,7 @@ impl Scheduler {
 fn scheduled_run(due: &DueDag, interval: &RunInterval) -> NewDagRun {
     NewDagRun {
         dag_id: due.dag.dag_id.clone(),
-        run_id: format!("scheduled__{}", interval.logical_date.to_rfc3339()),
+        run_id: RunType::Scheduled.run_id(interval.logical_date),
         run_type: RunType::Scheduled,
         logical_date: interval.logical_date,
         data_interval_start: interval.data_interval_start,

@@ -39,11 +39,11 @@ use updraft_core::render::{self, RunContext};
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
 
-use crate::backfill::BackfillOptions;
 use crate::instances::Instances;
 use crate::sync::SyncOptions;
 use crate::worklist::Worklist;
 use folder::Folder;
+use updraft_core::backfill::BackfillOptions;
 
 /// What the scheduler is told by its configuration.
 #[derive(Debug, Clone)]

@@ -1,19 +1,15 @@
 //! What a backfill creates, re-runs or skips, and what it refuses. Pure: no database, no
 //! clock.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use updraft_core::dag::{Dag, LoadOptions, decode};
-use updraft_core::ids::DagId;
-use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, RunType};
-use updraft_metadata::DagRun;
-use updraft_scheduler::backfill::{
+use updraft_core::backfill::{
     Action, BackfillError, BackfillOptions, Counts, ExistingRun, MAX_RUNS_WITHOUT_YES, Reprocess,
-    decide, intervals, new_runs, parse_date, run_id, start_order,
+    decide, intervals, parse_date,
 };
+use updraft_core::dag::{Dag, LoadOptions, decode};
+use updraft_core::schedule::RunInterval;
+use updraft_core::state::DagRunState;
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -492,15 +488,6 @@ fn decisions_keep_the_order_and_count_by_action() {
             skip: 1
         }
     );
-    let dag_id = DagId::parse("sales").unwrap();
-    let conf = serde_json::json!({"region": "eu"});
-    let new = new_runs(&dag_id, "v1", &decisions, &conf);
-    assert_eq!(new.len(), 3);
-    assert_eq!(new[0].run_id, "backfill__2024-01-05T00:00:00+00:00");
-    assert_eq!(new[0].run_id, run_id(interval(5).logical_date));
-    assert_eq!(new[0].run_type, RunType::Backfill);
-    assert_eq!(new[0].data_interval_end, interval(5).data_interval_end);
-    assert_eq!(new[0].conf, conf);
 }
 
 #[test]
@@ -524,43 +511,4 @@ fn options_round_trip_and_default_to_the_dags_limit() {
     assert_eq!(unreadable.max_active_runs_or(16), 16);
     assert_eq!("all".parse::<Reprocess>(), Ok(Reprocess::All));
     assert!("some".parse::<Reprocess>().is_err());
-}
-
-fn run(id: i64, day: u32, backfill_id: Option<i64>) -> DagRun {
-    let interval = interval(day);
-    DagRun {
-        id,
-        dag_id: DagId::parse("sales").unwrap(),
-        run_id: format!("r{id}"),
-        run_type: RunType::Backfill,
-        logical_date: interval.logical_date,
-        data_interval_start: interval.data_interval_start,
-        data_interval_end: interval.data_interval_end,
-        run_after: interval.run_after,
-        state: DagRunState::Queued,
-        conf: serde_json::json!({}),
-        version_hash: "v1".to_owned(),
-        queued_at: None,
-        start_date: None,
-        end_date: None,
-        backfill_id,
-    }
-}
-
-#[test]
-fn a_backward_backfill_starts_its_newest_runs_first_in_its_own_places() {
-    // Oldest first, as the scheduler lists them: backfill 7 backwards, 8 forwards.
-    let runs = [
-        run(1, 1, Some(7)),
-        run(2, 2, None),
-        run(3, 3, Some(7)),
-        run(4, 4, Some(8)),
-        run(5, 5, Some(7)),
-        run(6, 6, Some(8)),
-    ];
-    let order = start_order(&runs, &HashSet::from([7]));
-    let ids: Vec<i64> = order.iter().map(|&index| runs[index].id).collect();
-    assert_eq!(ids, [5, 2, 3, 4, 1, 6]);
-    let forwards = start_order(&runs, &HashSet::new());
-    assert_eq!(forwards, [0, 1, 2, 3, 4, 5]);
 }

@@ -1,6 +1,5 @@
-//! The backfill routes of the web server with the binary's implementation (the planner is in
-//! the scheduler crate, which the web server may not use): the router through tower
-//! `oneshot`, on both backends, each effect checked in the database.
+//! The backfill routes of the web server: the router through tower `oneshot`, on both
+//! backends, each effect checked in the database.
 
 use axum::Router;
 use axum::body::Body;
@@ -14,8 +13,6 @@ use updraft_core::state::RunType;
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{DagSync, Role, Store};
 use updraft_webserver::auth::token_hash;
-
-use super::web_backfills;
 
 /// A daily DAG, and a manual-only one.
 const DAILY: &str = "\
@@ -56,7 +53,7 @@ impl App {
             store.upsert_dag(&sync, Utc::now()).await.unwrap();
         }
         App {
-            router: updraft_webserver::router(store.clone(), web_backfills()),
+            router: updraft_webserver::router(store.clone()),
             store,
         }
     }

@@ -1,0 +1,59 @@
+//! clap's value parsers for what several commands take: times, durations, conf.
+
+use updraft_core::time::{TIME_FORMS, WrittenTime};
+
+/// A time of a flag, read later in the DAG's timezone: RFC 3339, `YYYY-MM-DD` (midnight in the
+/// DAG's timezone) or a date-time without offset (in the DAG's timezone).
+pub fn time(text: &str) -> Result<WrittenTime, String> {
+    WrittenTime::parse(text).ok_or_else(|| format!("not a time; write {TIME_FORMS}"))
+}
+
+/// The instant `written` (the value of `flag`) means in `tz`; a message for the user when it
+/// means none (a date at the end of the calendar).
+pub fn in_zone(
+    flag: &str,
+    written: WrittenTime,
+    tz: chrono_tz::Tz,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    written
+        .in_zone(tz)
+        .ok_or_else(|| format!("{flag}: {written:?} is no time in {}", tz.name()))
+}
+
+/// A duration with its unit: 500ms, 30s, 5m.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 30s or 5m)"))
+}
+
+/// `--conf`: a JSON object.
+pub fn conf(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err("not a JSON object; write e.g. '{\"region\": \"eu\"}'".to_owned()),
+        Err(error) => Err(format!("not valid JSON: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_kept_as_written_until_a_timezone_reads_it() {
+        let written = time("2024-03-01").unwrap();
+        assert!(matches!(written, WrittenTime::Wall(_)));
+        assert!(matches!(
+            time("2024-03-01T00:00:00Z").unwrap(),
+            WrittenTime::Instant(_)
+        ));
+        let refused = time("tomorrow").unwrap_err();
+        assert!(refused.contains("RFC 3339"), "{refused}");
+    }
+
+    #[test]
+    fn a_conf_is_a_json_object() {
+        assert_eq!(conf(r#"{"a": 1}"#), Ok(serde_json::json!({"a": 1})));
+        assert!(conf("[1]").unwrap_err().contains("not a JSON object"));
+        assert!(conf("{").unwrap_err().contains("not valid JSON"));
+    }
+}

@@ -1,0 +1,73 @@
+//! What the commands show on the terminal and ask there: tables, times, durations,
+//! confirmations, usage errors.
+
+use std::fmt::Display;
+use std::io::Write;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+/// A time as the CLI prints it: RFC 3339 in UTC, to the second.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The duration from `start` to `end` as the CLI prints it (`updraft_core::time`); empty
+/// while either is missing.
+pub fn duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
+    updraft_core::time::duration_between(start, end)
+}
+
+/// Prints `error: message` for a command line that cannot be right, and returns exit code 2
+/// (clap's code for the same kind of mistake).
+pub fn usage_error(message: impl Display) -> i32 {
+    eprintln!("error: {message}");
+    2
+}
+
+/// Asks `question [y/N]` on the terminal; only `y` or `yes` is a yes.
+pub fn confirm(question: &str) -> Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let format_row = |cells: Vec<&str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        line.trim_end().to_owned()
+    };
+    println!("{}", format_row(header.to_vec()));
+    for row in rows {
+        println!("{}", format_row(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Who acts from this terminal: its user (`$USER`), or `cli`.
+pub fn actor() -> updraft_ops::Actor {
+    updraft_ops::Actor::Cli(
+        std::env::var("USER")
+            .ok()
+            .filter(|user| !user.is_empty())
+            .unwrap_or_else(|| "cli".to_owned()),
+    )
+}
