@@ -1,8 +1,9 @@
 //! The dependency rule of DESIGN §1, checked on the real manifests through `cargo metadata`:
-//! `core` depends on no other part, `metadata` on `core` only, `ops` (the users' actions) on
-//! `core` and `metadata`, `scheduler` and `executor` on `core` and `metadata`, `webserver` on
-//! those and `ops`; the scheduler, executor and webserver never on each other (they meet in
-//! the database). Only the `updraft` binary wires parts together.
+//! `core` depends on no other part, `metadata` and `process` (running one command) on `core`
+//! only, `ops` (the users' actions) on `core` and `metadata`, `scheduler` and `executor` on
+//! `core`, `metadata` and `process`, `webserver` on `core`, `metadata` and `ops`; the
+//! scheduler, executor and webserver never on each other (they meet in the database). Only the
+//! `updraft` binary wires parts together.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,8 +13,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("updraft-core", &[]),
     ("updraft-metadata", &["updraft-core"]),
     ("updraft-ops", &["updraft-core", "updraft-metadata"]),
-    ("updraft-scheduler", &["updraft-core", "updraft-metadata"]),
-    ("updraft-executor", &["updraft-core", "updraft-metadata"]),
+    ("updraft-process", &["updraft-core"]),
+    (
+        "updraft-scheduler",
+        &["updraft-core", "updraft-metadata", "updraft-process"],
+    ),
+    (
+        "updraft-executor",
+        &["updraft-core", "updraft-metadata", "updraft-process"],
+    ),
     (
         "updraft-webserver",
         &["updraft-core", "updraft-metadata", "updraft-ops"],
@@ -24,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "updraft-core",
             "updraft-metadata",
             "updraft-ops",
+            "updraft-process",
             "updraft-scheduler",
             "updraft-executor",
             "updraft-webserver",

@@ -10,6 +10,7 @@ pub mod backfill;
 pub mod dag;
 pub mod hash;
 pub mod ids;
+pub mod plan;
 pub mod render;
 pub mod retry;
 pub mod schedule;

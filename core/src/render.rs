@@ -83,8 +83,8 @@ pub struct Context<'a> {
     pub outputs: Outputs,
 }
 
-/// A task's command, environment and handlers for one try, ready to execute. Stored as JSON in
-/// `task_instance.rendered_command`, so a worker on another machine runs exactly this.
+/// A task's command, environment and handlers for one try, ready to execute: the heart of its
+/// [`TryPlan`](crate::plan::TryPlan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rendered {
     pub command: Command,
@@ -107,7 +107,7 @@ pub struct RenderedHandler {
 }
 
 /// A template that failed to render, and which field of the task or handler it was.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct RenderError {
     /// `run`, `exec[1]`, `env.TARGET`, `working_dir`, `on_failure.run`, ...

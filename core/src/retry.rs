@@ -2,8 +2,48 @@
 
 use std::time::Duration;
 
-use crate::dag::Task;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::dag::model::{humantime_opt, humantime_serde_compat};
+use crate::dag::{Task, defaults};
+use crate::state::TaskState;
+
+/// How a task's failed tries are retried: the keys of its definition the decision reads,
+/// carried in each try's plan so that a worker decides without the DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Tries after the first one.
+    pub retries: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_delay: Duration,
+    pub retry_exponential_backoff: bool,
+    #[serde(with = "humantime_opt")]
+    pub max_retry_delay: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// A DAG file's defaults: no retry, then `retry_delay` 5 minutes.
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            retries: 0,
+            retry_delay: defaults::RETRY_DELAY,
+            retry_exponential_backoff: false,
+            max_retry_delay: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn of(task: &Task) -> RetryPolicy {
+        RetryPolicy {
+            retries: task.retries,
+            retry_delay: task.retry_delay,
+            retry_exponential_backoff: task.retry_exponential_backoff,
+            max_retry_delay: task.max_retry_delay,
+        }
+    }
+}
 
 /// What happens after a try fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,11 +54,11 @@ pub enum AfterFailure {
     Fail,
 }
 
-/// Decides after try `try_number` of `task` failed at `failed_at`. `max_tries` is the try
-/// number after which no retry is left (Airflow's `max_tries`): `retries` at first, and
-/// `try_number + retries` after the task instance is cleared, which gives it a fresh budget.
+/// Decides after try `try_number` failed at `failed_at`. `max_tries` is the try number after
+/// which no retry is left (Airflow's `max_tries`): `retries` at first, and `try_number +
+/// retries` after the task instance is cleared, which gives it a fresh budget.
 pub fn after_failure(
-    task: &Task,
+    policy: &RetryPolicy,
     try_number: u32,
     max_tries: u32,
     failed_at: DateTime<Utc>,
@@ -27,8 +67,8 @@ pub fn after_failure(
         return AfterFailure::Fail;
     }
     // The retry about to happen, counted from the last clear: 1 for the first.
-    let retry = task.retries.saturating_sub(max_tries - try_number).max(1);
-    let delay = retry_delay(task, retry);
+    let retry = policy.retries.saturating_sub(max_tries - try_number).max(1);
+    let delay = retry_delay(policy, retry);
     let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     AfterFailure::RetryAt(
         failed_at
@@ -37,16 +77,35 @@ pub fn after_failure(
     )
 }
 
+/// The state a failed try leaves its task instance in, and when it is retried: the one
+/// decision of a worker whose try failed and of a scheduler that reaps a zombie's try.
+pub fn after_failed_try(
+    policy: &RetryPolicy,
+    try_number: i32,
+    max_tries: i32,
+    now: DateTime<Utc>,
+) -> (TaskState, Option<DateTime<Utc>>) {
+    match after_failure(
+        policy,
+        try_number.max(0) as u32,
+        max_tries.max(0) as u32,
+        now,
+    ) {
+        AfterFailure::RetryAt(at) => (TaskState::UpForRetry, Some(at)),
+        AfterFailure::Fail => (TaskState::Failed, None),
+    }
+}
+
 /// The wait before retry `n` (1 for the first retry): `retry_delay`, or with exponential
 /// backoff `retry_delay * 2^(n-1)`, never more than `max_retry_delay`.
-pub fn retry_delay(task: &Task, n: u32) -> Duration {
-    let delay = if task.retry_exponential_backoff {
+pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
+    let delay = if policy.retry_exponential_backoff {
         let factor = 2u32.saturating_pow(n.saturating_sub(1));
-        task.retry_delay.saturating_mul(factor)
+        policy.retry_delay.saturating_mul(factor)
     } else {
-        task.retry_delay
+        policy.retry_delay
     };
-    match task.max_retry_delay {
+    match policy.max_retry_delay {
         Some(cap) => delay.min(cap),
         None => delay,
     }
@@ -57,10 +116,10 @@ mod tests {
     use super::*;
     use crate::dag::{LoadOptions, decode};
 
-    fn task(keys: &str) -> Task {
+    fn task(keys: &str) -> RetryPolicy {
         let text = format!("tasks:\n  t: {{run: x, {keys}}}\n");
         let dag = decode("t.yaml", &text, &LoadOptions::default()).unwrap();
-        dag.task("t").unwrap().clone()
+        RetryPolicy::of(dag.task("t").unwrap())
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -98,6 +157,28 @@ mod tests {
             AfterFailure::RetryAt(at("2024-01-01T00:00:20Z"))
         );
         assert_eq!(after_failure(&task, 6, 5, failed), AfterFailure::Fail);
+    }
+
+    #[test]
+    fn a_failed_try_is_up_for_retry_while_tries_remain() {
+        let policy = task("retries: 1, retry_delay: 1m");
+        let now = at("2024-01-01T00:00:00Z");
+        assert_eq!(
+            after_failed_try(&policy, 1, 1, now),
+            (TaskState::UpForRetry, Some(at("2024-01-01T00:01:00Z")))
+        );
+        assert_eq!(
+            after_failed_try(&policy, 2, 1, now),
+            (TaskState::Failed, None)
+        );
+    }
+
+    #[test]
+    fn a_policy_survives_the_stored_json() {
+        let policy = task("retries: 3, retry_delay: 90s, max_retry_delay: 1h");
+        let json = serde_json::to_value(policy).unwrap();
+        assert_eq!(json["retry_delay"], "1m 30s");
+        assert_eq!(serde_json::from_value::<RetryPolicy>(json).unwrap(), policy);
     }
 
     #[test]

@@ -3,5 +3,4 @@
 
 mod ends;
 pub mod name;
-pub mod process;
 pub mod worker;

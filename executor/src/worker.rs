@@ -33,17 +33,16 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use updraft_core::dag::{Dag, Task};
-use updraft_core::ids::DagId;
-use updraft_core::render::{Rendered, RenderedHandler};
-use updraft_core::retry::{AfterFailure, after_failure};
+use updraft_core::plan::{Planned, TryPlan};
+use updraft_core::render::RenderedHandler;
+use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::state::TaskState;
 use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
 
 use crate::ends::{Ends, Expected};
 use crate::name::{self, Claimant, Name};
-use crate::process::{self, Ending, Files, OutputFolder, Spawn, TryFolder};
+use updraft_process::{self as process, Ending, Files, OutputFolder, Spawn, TryFolder};
 
 /// How a worker is configured.
 #[derive(Debug, Clone)]
@@ -86,8 +85,6 @@ const KILL_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// A log buffer this large is shipped at once.
 const LOG_FLUSH_BYTES: usize = 64 * 1024;
-/// Pause between attempts to write an outcome while the database is unreachable.
-const RETRY_WRITE_DELAY: Duration = Duration::from_millis(500);
 
 /// Set in the environment of every try's process: which worker's try it is. The pid of a try
 /// is recorded only after its process started; a worker that died in between left a process
@@ -108,9 +105,6 @@ fn try_mark(
     )
 }
 
-/// Parsed DAG versions, shared by the tries of a worker.
-type Versions = Arc<Mutex<HashMap<(DagId, String), Arc<Dag>>>>;
-
 /// The process ids of started tries that the database does not know yet, by (task instance,
 /// try): recorded together at the next heartbeat, so that a try costs no write of its own for
 /// its pid (most tries end sooner, and their entry goes with them).
@@ -124,7 +118,6 @@ pub struct Worker {
     /// as `run` starts.
     id: String,
     held_since: Option<DateTime<Utc>>,
-    versions: Versions,
     pids: Pids,
     /// Where the handlers write `$UPDRAFT_OUTPUT`; removed with the worker.
     outputs: Arc<OutputFolder>,
@@ -216,7 +209,6 @@ impl Worker {
             store,
             settings,
             held_since: None,
-            versions: Versions::default(),
             pids: Pids::default(),
             outputs: Arc::default(),
             tries: TryFolder::of_worker(&database, &id),
@@ -551,17 +543,12 @@ impl Worker {
         // Read after the kill: a command that ended before it recorded its exit then.
         let files = self.tries.files_at(id, try_number);
         let recorded = files.recorded_exit();
-        // A DAG version that cannot be read leaves nothing to retry with: the try fails.
-        let task = match self.task_of(&instance.dag_id, id).await {
-            Ok(task) => task,
-            Err(Error::NotFound(_) | Error::Corrupt { .. }) => None,
-            Err(error) => return Err(error),
-        };
+        let plan = plan_of(instance.rendered_command.as_ref()).ok();
         let mut outputs = Vec::new();
         let mut message = format!("\nupdraft: {why}\n");
-        let (state, next_retry_at) = match (&task, recorded) {
-            (Some(task), Some(code)) => {
-                let (state, at) = after_exit(task, code, try_number, instance.max_tries, now);
+        let (state, next_retry_at) = match (&plan, recorded) {
+            (Some(plan), Some(code)) => {
+                let (state, at) = plan.after_exit(code, try_number, instance.max_tries, now);
                 message = format!(
                     "\nupdraft: worker {} was not there when this try's command ended; the \
                      command had exited with code {code}, so the try is {state} and the command \
@@ -576,8 +563,11 @@ impl Worker {
                 }
                 (state, at)
             }
-            (Some(task), None) => after_try_failed(task, try_number, instance.max_tries, now),
-            (None, _) => (TaskState::Failed, None),
+            (Some(plan), None) => plan.after_failure(try_number, instance.max_tries, now),
+            // Without its plan, the task instance's own budget of tries still decides.
+            (None, _) => {
+                after_failed_try(&RetryPolicy::default(), try_number, instance.max_tries, now)
+            }
         };
         self.store
             .append_task_log(id, try_number, message.as_bytes())
@@ -589,7 +579,7 @@ impl Worker {
                     try_number,
                     worker_id: Some(self.id.clone()),
                     state,
-                    exit_code: recorded.filter(|_| task.is_some()),
+                    exit_code: recorded.filter(|_| plan.is_some()),
                     next_retry_at,
                     outputs,
                     log_tail: Vec::new(),
@@ -601,18 +591,6 @@ impl Worker {
         Ok(())
     }
 
-    /// The task definition of task instance `id` from its run's DAG version.
-    async fn task_of(&self, dag_id: &DagId, id: i64) -> Result<Option<Task>, Error> {
-        let Some(instance) = self.store.get_task_instance(id).await? else {
-            return Ok(None);
-        };
-        let Some(run) = self.store.get_dag_run(instance.dag_run_id).await? else {
-            return Ok(None);
-        };
-        let dag = load_version(&self.store, &self.versions, dag_id, &run.version_hash).await?;
-        Ok(dag.task(instance.task_id.as_str()).cloned())
-    }
-
     /// The future that runs one claimed try to its end.
     fn job(
         &self,
@@ -622,7 +600,6 @@ impl Worker {
         cancelled: watch::Receiver<Option<Cancel>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
-        let versions = self.versions.clone();
         let worker_id = self.id.clone();
         let echo = self.settings.echo;
         let pids = self.pids.clone();
@@ -642,7 +619,7 @@ impl Worker {
                 outputs,
                 tries,
             };
-            try_.run(&versions, cancelled).await;
+            try_.run(cancelled).await;
         }
     }
 }
@@ -666,7 +643,7 @@ struct Try {
 }
 
 impl Try {
-    async fn run(self, versions: &Versions, cancelled: watch::Receiver<Option<Cancel>>) {
+    async fn run(self, cancelled: watch::Receiver<Option<Cancel>>) {
         let ti = &self.claim.instance;
         let (log, log_rx) = mpsc::channel::<Vec<u8>>(256);
         let shipper = tokio::spawn(ship_log(
@@ -676,46 +653,24 @@ impl Try {
             self.echo.then(|| ti.task_id.to_string()),
             log_rx,
         ));
-        let dag = loop {
-            match load_version(&self.store, versions, &ti.dag_id, &self.claim.version_hash).await {
-                Ok(dag) => break Some(dag),
-                Err(error @ (Error::NotFound(_) | Error::Corrupt { .. })) => {
-                    let _ = log.send(format!("updraft: {error}\n").into_bytes()).await;
-                    break None;
-                }
-                Err(error) => {
-                    tracing::warn!("cannot read the DAG of a claimed try, retrying: {error}");
-                    tokio::time::sleep(RETRY_WRITE_DELAY).await;
-                }
+        let plan = match plan_of(ti.rendered_command.as_ref()) {
+            Ok(plan) => plan,
+            // Without its plan, the try fails; its task instance's own budget of tries still
+            // says whether it is retried (after the default delay).
+            Err(why) => {
+                let policy = RetryPolicy::default();
+                let outcome = after_failed_try(&policy, ti.try_number, ti.max_tries, Utc::now());
+                return self.did_not_start(&why, outcome, log, shipper).await;
             }
         };
-        let task = dag
-            .as_ref()
-            .and_then(|dag| dag.task(ti.task_id.as_str()).cloned());
-        let rendered = task
-            .as_ref()
-            .and_then(|_| rendered(ti.rendered_command.as_ref(), &log));
-        let (task, rendered) = match (task, rendered) {
-            (Some(task), Some(rendered)) => (task, rendered),
-            (task, _) => {
-                // Templates that do not render fail the try like any other failure, so retries
-                // apply (Airflow renders inside the try and `handle_failure` retries it). A
-                // try whose DAG version or task is gone cannot be retried.
-                let (state, next_retry_at) = match &task {
-                    Some(task) => after_try_failed(task, ti.try_number, ti.max_tries, Utc::now()),
-                    None => (TaskState::Failed, None),
-                };
-                let then = match next_retry_at {
-                    Some(at) => format!("up for retry at {}", at.to_rfc3339()),
-                    None => state.to_string(),
-                };
-                let _ = log
-                    .send(format!("updraft: the try did not start; {then}\n").into_bytes())
-                    .await;
-                drop(log);
-                let tail = shipper.await.unwrap_or_default();
-                self.end(state, None, next_retry_at, Vec::new(), tail).await;
-                return;
+        let rendered = match &plan.command {
+            Planned::Ready(rendered) => (**rendered).clone(),
+            // Templates that do not render fail the try like any other failure, so retries
+            // apply (Airflow renders inside the try and `handle_failure` retries it).
+            Planned::RenderError(error) => {
+                let why = format!("cannot render the task's templates: {error}");
+                let outcome = plan.after_failure(ti.try_number, ti.max_tries, Utc::now());
+                return self.did_not_start(&why, outcome, log, shipper).await;
             }
         };
         let folder = dag_folder(&self.claim.fileloc);
@@ -767,8 +722,8 @@ impl Try {
             command: rendered.command.clone(),
             env,
             working_dir,
-            timeout: task.timeout,
-            kill_grace: task.kill_grace,
+            timeout: plan.timeout,
+            kill_grace: plan.kill_grace,
             files: match &files {
                 Some(files) => Files::Try(files.clone()),
                 None => Files::Scratch(self.outputs.clone()),
@@ -809,18 +764,18 @@ impl Try {
         let now = Utc::now();
         let (state, next_retry_at, exit_code) = match finished.ending {
             Ending::Exited(code) => {
-                let (state, at) = after_exit(&task, code, try_number, ti.max_tries, now);
+                let (state, at) = plan.after_exit(code, try_number, ti.max_tries, now);
                 (state, at, Some(code))
             }
             // Stopped with its worker: a failure of the try, retried where tries remain (as
             // Airflow's task runner treats SIGTERM).
             Ending::Cancelled if matches!(*cancelled.borrow(), Some(Cancel::Shutdown(_))) => {
-                let (state, at) = after_try_failed(&task, try_number, ti.max_tries, now);
+                let (state, at) = plan.after_failure(try_number, ti.max_tries, now);
                 (state, at, None)
             }
             Ending::Cancelled => (TaskState::Failed, None, None),
             _ => {
-                let (state, at) = after_try_failed(&task, try_number, ti.max_tries, now);
+                let (state, at) = plan.after_failure(try_number, ti.max_tries, now);
                 (state, at, None)
             }
         };
@@ -845,6 +800,25 @@ impl Try {
         if let Some(files) = files {
             files.remove();
         }
+    }
+
+    /// Ends a try that did not start, saying `why` in its log.
+    async fn did_not_start(
+        self,
+        why: &str,
+        (state, next_retry_at): (TaskState, Option<DateTime<Utc>>),
+        log: mpsc::Sender<Vec<u8>>,
+        shipper: tokio::task::JoinHandle<Vec<u8>>,
+    ) {
+        let then = match next_retry_at {
+            Some(at) => format!("up for retry at {}", at.to_rfc3339()),
+            None => state.to_string(),
+        };
+        let message = format!("updraft: {why}\nupdraft: the try did not start; {then}\n");
+        let _ = log.send(message.into_bytes()).await;
+        drop(log);
+        let tail = shipper.await.unwrap_or_default();
+        self.end(state, None, next_retry_at, Vec::new(), tail).await;
     }
 
     /// Frees the try's slot, then records the outcome with the end of its log, together with
@@ -873,21 +847,10 @@ impl Try {
     }
 }
 
-/// The rendered command of a claimed try; a render error (stored by the scheduler in its
-/// place) is written to the log and the try fails.
-fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> Option<Rendered> {
-    let message = match value {
-        None => "updraft: the task instance has no rendered command".to_owned(),
-        Some(value) => match value.get("error").and_then(|e| e.as_str()) {
-            Some(error) => format!("updraft: cannot render the task's templates: {error}"),
-            None => match Rendered::deserialize(value) {
-                Ok(rendered) => return Some(rendered),
-                Err(error) => format!("updraft: unreadable rendered command: {error}"),
-            },
-        },
-    };
-    let _ = log.try_send(format!("{message}\n").into_bytes());
-    None
+/// The plan of a claimed try (see [`TryPlan`]), or why it has none this worker can read.
+fn plan_of(value: Option<&serde_json::Value>) -> Result<TryPlan, String> {
+    let value = value.ok_or("the task instance has no plan")?;
+    TryPlan::deserialize(value).map_err(|error| format!("unreadable plan: {error}"))
 }
 
 /// Whether a worker with `free` of its `concurrency` slots free claims now rather than wait for
@@ -895,35 +858,6 @@ fn rendered(value: Option<&serde_json::Value>, log: &mpsc::Sender<Vec<u8>>) -> O
 /// once the first freed slot waited long enough.
 fn claim_is_due(free: usize, concurrency: usize, lingered: bool) -> bool {
     free >= concurrency.div_ceil(3) || free == concurrency || lingered
-}
-
-/// What a try of `task` whose command exited with `code` ends as: success on 0, skipped on one
-/// of its `skip_on_exit_code`, else failed or up for retry.
-fn after_exit(
-    task: &Task,
-    code: i32,
-    try_number: i32,
-    max_tries: i32,
-    now: DateTime<Utc>,
-) -> (TaskState, Option<DateTime<Utc>>) {
-    match code {
-        0 => (TaskState::Success, None),
-        code if task.skip_on_exit_code.contains(&code) => (TaskState::Skipped, None),
-        _ => after_try_failed(task, try_number, max_tries, now),
-    }
-}
-
-/// What happens after a try of `task` failed: up for retry while tries remain, else failed.
-pub fn after_try_failed(
-    task: &Task,
-    try_number: i32,
-    max_tries: i32,
-    now: DateTime<Utc>,
-) -> (TaskState, Option<DateTime<Utc>>) {
-    match after_failure(task, try_number.max(0) as u32, max_tries.max(0) as u32, now) {
-        AfterFailure::RetryAt(at) => (TaskState::UpForRetry, Some(at)),
-        AfterFailure::Fail => (TaskState::Failed, None),
-    }
 }
 
 /// The last line of a try's log: how it ended and what follows.
@@ -950,8 +884,8 @@ async fn run_handler(
         command: handler.command.clone(),
         env: handler.env.clone().into_iter().collect(),
         working_dir: folder.to_path_buf(),
-        timeout: None,
-        kill_grace: Duration::from_secs(5),
+        timeout: Some(process::HANDLER_TIMEOUT),
+        kill_grace: process::HANDLER_KILL_GRACE,
         files: Files::Scratch(outputs.clone()),
     };
     let finished = process::run(spawn, log.clone(), std::future::pending(), |_| {}).await;
@@ -1022,25 +956,6 @@ fn dag_folder(fileloc: &str) -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// A DAG version from the cache, or read and parsed from the database.
-async fn load_version(
-    store: &Store,
-    versions: &Versions,
-    dag_id: &DagId,
-    version_hash: &str,
-) -> Result<Arc<Dag>, Error> {
-    let key = (dag_id.clone(), version_hash.to_owned());
-    if let Some(dag) = versions.lock().expect("versions lock").get(&key) {
-        return Ok(dag.clone());
-    }
-    let dag = Arc::new(store.load_dag(dag_id, version_hash).await?);
-    versions
-        .lock()
-        .expect("versions lock")
-        .insert(key, dag.clone());
-    Ok(dag)
 }
 
 #[cfg(test)]

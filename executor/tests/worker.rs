@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use updraft_core::dag::{LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::render::{Context, RunContext, render_task};
+use updraft_core::plan::TryPlan;
+use updraft_core::render::{Context, RunContext};
 use updraft_core::state::{RunType, TaskState};
 use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
@@ -128,8 +129,8 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
                 try_number: 1,
                 outputs: Default::default(),
             };
-            let rendered = render_task(&dag, task, &context).unwrap();
-            (ti.id, serde_json::to_value(rendered).unwrap())
+            let plan = TryPlan::new(&dag, task, &context);
+            (ti.id, serde_json::to_value(plan).unwrap())
         })
         .collect();
     store.queue_task_instances(&requests, now).await.unwrap();
@@ -638,7 +639,7 @@ async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets
         // another instant), which is not this worker's to kill.
         let mut ours = orphan(claimed);
         let mut namesakes = orphan(claimed + 1);
-        let stale = updraft_executor::process::TryFolder::of_worker(store.url(), &name)
+        let stale = updraft_process::TryFolder::of_worker(store.url(), &name)
             .files(ti.id, ti.try_number)
             .unwrap();
         std::fs::write(&stale.exit, "0\n").unwrap();

@@ -18,13 +18,11 @@ use crate::signal::{Changes, Topic};
 use crate::tasks::{TaskInstance, check_moves, id_and_run, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
-/// A task instance a worker claimed: now `running` under its try `try_number`, with what the
-/// worker needs to find the task's definition and folder.
+/// A task instance a worker claimed: now `running` under its try `try_number` (its plan in
+/// `rendered_command`), with the folder its command runs in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     pub instance: TaskInstance,
-    /// The DAG version its run started with.
-    pub version_hash: String,
     /// The DAG file of its DAG (commands run in its folder).
     pub fileloc: String,
 }
@@ -160,8 +158,7 @@ fn claim_on_postgres(limit: usize, only_run: bool) -> String {
          tries AS (INSERT INTO task_try (task_instance_id, try_number, state, worker_id, \
              hostname, start_date) \
            SELECT id, try_number, 'running', $2, $3, $4 FROM claimed) \
-         SELECT c.*, r.version_hash, d.fileloc FROM claimed c \
-         JOIN dag_run r ON r.id = c.dag_run_id JOIN dag d ON d.dag_id = r.dag_id"
+         SELECT c.*, d.fileloc FROM claimed c JOIN dag d ON d.dag_id = c.dag_id"
     )
 }
 
@@ -409,7 +406,6 @@ impl Store {
                         .fetch_all(claim, |row| {
                             Ok(Claim {
                                 instance: TaskInstance::from_row(row)?,
-                                version_hash: row.get("version_hash")?,
                                 fileloc: row.get("fileloc")?,
                             })
                         })
@@ -508,21 +504,16 @@ impl Store {
             .bind(now),
         )
         .await?;
-        let mut found: HashMap<i64, (String, String)> = tx
+        let mut found: HashMap<i64, String> = tx
             .fetch_all(
                 query(
                     "read the runs of claimed task instances",
-                    "SELECT t.id, r.version_hash, d.fileloc FROM task_instance t \
-                     JOIN dag_run r ON r.id = t.dag_run_id JOIN dag d ON d.dag_id = r.dag_id \
+                    "SELECT t.id, d.fileloc FROM task_instance t \
+                     JOIN dag d ON d.dag_id = t.dag_id \
                      WHERE t.id IN (SELECT value FROM json_each($1))",
                 )
                 .bind(&ids),
-                |row| {
-                    Ok((
-                        row.get::<i64>("id")?,
-                        (row.get("version_hash")?, row.get("fileloc")?),
-                    ))
-                },
+                |row| Ok((row.get::<i64>("id")?, row.get("fileloc")?)),
             )
             .await?
             .into_iter()
@@ -530,14 +521,10 @@ impl Store {
         let mut claims = Vec::with_capacity(claimed.len());
         for instance in claimed {
             // The foreign keys keep a task instance's run and DAG.
-            let (version_hash, fileloc) = found.remove(&instance.id).ok_or_else(|| {
-                Error::NotFound(format!("the run and DAG of task instance {}", instance.id))
+            let fileloc = found.remove(&instance.id).ok_or_else(|| {
+                Error::NotFound(format!("the DAG of task instance {}", instance.id))
             })?;
-            claims.push(Claim {
-                instance,
-                version_hash,
-                fileloc,
-            });
+            claims.push(Claim { instance, fileloc });
         }
         tx.commit("claim task instances").await?;
         Ok(claims)

@@ -1,8 +1,13 @@
 //! Connecting, migrating and the schema check, on both backends.
 
 use chrono::{DateTime, TimeZone, Utc};
+use updraft_core::ids::{DagId, TaskId};
+use updraft_core::state::TaskState;
 use updraft_metadata::testing::{TestDatabase, each_backend};
-use updraft_metadata::{Backend, Error, NewEvent, SchemaStatus, Store};
+use updraft_metadata::{
+    Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, SchemaStatus,
+    Store,
+};
 
 #[tokio::test]
 async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
@@ -12,14 +17,14 @@ async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
             store.schema_status().await.unwrap(),
             SchemaStatus::Unmigrated {
                 applied: 0,
-                known: 6,
-                missing: vec![1, 2, 3, 4, 5, 6]
+                known: 7,
+                missing: vec![1, 2, 3, 4, 5, 6, 7]
             }
         );
-        assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(
             store.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 6 }
+            SchemaStatus::Current { version: 7 }
         );
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
     })
@@ -34,7 +39,7 @@ async fn open_refuses_an_unmigrated_database_and_says_to_migrate() {
         assert_eq!(
             error.to_string(),
             format!(
-                "database at {} is not migrated (0 of 6 migrations applied): \
+                "database at {} is not migrated (0 of 7 migrations applied): \
                  run \"updraft db migrate\"",
                 db.url()
             )
@@ -53,18 +58,18 @@ async fn a_newer_schema_is_refused_by_open_and_by_migrate() {
         db.execute(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
                  execution_time) \
-             VALUES (7, 'from a newer updraft', TRUE, '', 0)",
+             VALUES (8, 'from a newer updraft', TRUE, '', 0)",
         )
         .await;
         let store = db.connect().await;
         assert_eq!(
             store.schema_status().await.unwrap(),
             SchemaStatus::Newer {
-                database_version: 7,
-                known_version: 6
+                database_version: 8,
+                known_version: 7
             }
         );
-        let message = "database schema version 7 is newer than this updraft (knows up to 6): \
+        let message = "database schema version 8 is newer than this updraft (knows up to 7): \
                        upgrade updraft";
         assert_eq!(
             Store::open(db.url()).await.unwrap_err().to_string(),
@@ -155,7 +160,7 @@ async fn sqlite_in_memory_works_for_one_process() {
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_status().await.unwrap(),
-        SchemaStatus::Current { version: 6 }
+        SchemaStatus::Current { version: 7 }
     );
     assert_eq!(store.list_pools().await.unwrap().len(), 1);
 }
@@ -227,11 +232,79 @@ async fn several_processes_migrating_a_new_database_at_once_all_succeed() {
         }
         assert_eq!(
             a.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 6 }
+            SchemaStatus::Current { version: 7 }
         );
         for store in [a, b, c] {
             store.close().await;
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migration_7_sends_what_an_earlier_version_queued_back_to_be_planned() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let now = Utc::now();
+        let dag_id = DagId::parse("d").unwrap();
+        let sync = DagSync {
+            dag_id: dag_id.clone(),
+            fileloc: "d.yaml".to_owned(),
+            owner: "o".to_owned(),
+            description: None,
+            tags: Vec::new(),
+            schedule: None,
+            timezone: "UTC".to_owned(),
+            max_active_runs: 16,
+            max_active_tasks: 16,
+            paused_on_creation: false,
+            version_hash: "v1".to_owned(),
+            serialized: serde_json::json!({}),
+            source: String::new(),
+        };
+        store.upsert_dag(&sync, now).await.unwrap();
+        let run = NewDagRun::manual(dag_id, "v1".to_owned(), now, serde_json::json!({}), now);
+        let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await.unwrap() else {
+            panic!("a new run");
+        };
+        let task = |id: &str| NewTaskInstance {
+            task_id: TaskId::parse(id).unwrap(),
+            max_tries: 0,
+            pool: "default_pool".to_owned(),
+            pool_slots: 1,
+            queue: "default".to_owned(),
+            priority_weight: 1,
+            rendered_command: None,
+        };
+        let instances = store
+            .create_task_instances(run.id, &[task("queued"), task("waiting")], now)
+            .await
+            .unwrap();
+        let queued = instances[0].id;
+        store
+            .set_task_states(&[(queued, TaskState::None, TaskState::Scheduled)], now)
+            .await
+            .unwrap();
+        // What an earlier version stored: a bare rendered command.
+        let legacy = serde_json::json!({"command": {"run": "true"}, "env": {}});
+        store
+            .queue_task_instances(&[(queued, legacy)], now)
+            .await
+            .unwrap();
+
+        db.execute(match db.backend() {
+            Backend::Postgres => include_str!("../../migrations/postgres/0007_try_plans.sql"),
+            Backend::Sqlite => include_str!("../../migrations/sqlite/0007_try_plans.sql"),
+        })
+        .await;
+        let after = store
+            .get_task_instances(&[queued, instances[1].id])
+            .await
+            .unwrap();
+        assert_eq!(after[0].state, TaskState::Scheduled);
+        assert_eq!(after[0].rendered_command, None);
+        assert_eq!(after[0].queued_at, None);
+        assert_eq!(after[1].state, TaskState::None, "only queued ones move");
     })
     .await;
 }

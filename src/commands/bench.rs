@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use updraft_core::backfill::Reprocess;
 use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
+use updraft_core::plan::TryPlan;
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
@@ -1733,7 +1734,7 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
         let context = service::run_context(dag, &run).map_err(anyhow::Error::msg)?;
         for ti in &instances {
             let task = dag.task(ti.task_id.as_str()).expect("a task of the DAG");
-            let rendered = render::render_task(
+            let plan = TryPlan::new(
                 dag,
                 task,
                 &render::Context {
@@ -1742,8 +1743,8 @@ async fn workers(databases: &Databases, scratch: &Path, count: usize) -> Result<
                     try_number: 1,
                     outputs: render::Outputs::new(),
                 },
-            )?;
-            requests.push((ti.id, serde_json::to_value(rendered)?));
+            );
+            requests.push((ti.id, serde_json::to_value(plan)?));
         }
         run_ids.push(run.id);
     }

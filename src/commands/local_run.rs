@@ -13,9 +13,9 @@ use updraft_core::render::{self, Context, RunContext};
 use updraft_core::state::{DagRunState, RunType, test_run_id};
 use updraft_core::time::WrittenTime;
 use updraft_executor::name::Name;
-use updraft_executor::process::{self, Ending, Files, Spawn};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{CreateOutcome, NewDagRun};
+use updraft_process::{self as process, Ending, Files, Spawn};
 use updraft_scheduler::service::Scheduler;
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 

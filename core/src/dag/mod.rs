@@ -2,7 +2,7 @@
 
 mod decode;
 mod load;
-mod model;
+pub(crate) mod model;
 pub mod yaml;
 
 pub use decode::{

@@ -331,7 +331,7 @@ pub(super) fn build_graph(tasks: &IndexMap<TaskId, Task>) -> DiGraph<(), ()> {
 }
 
 /// Durations as humantime text (`30s`, `1h 30m`) in the stored JSON.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -346,7 +346,7 @@ mod humantime_serde_compat {
     }
 }
 
-mod humantime_opt {
+pub(crate) mod humantime_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

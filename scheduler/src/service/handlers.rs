@@ -1,14 +1,22 @@
 //! The DAG's handlers: `on_success`/`on_failure` of a run, run by the scheduler when the run
-//! ends.
+//! ends, through the same process module as tasks: in their own process group, within
+//! `HANDLER_TIMEOUT`, their output in the scheduler's log.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use updraft_core::dag::{Command, Dag};
+use tokio::sync::mpsc;
+use updraft_core::dag::Dag;
 use updraft_core::render;
 use updraft_core::state::DagRunState;
 use updraft_metadata::DagRun;
+use updraft_process::{self as process, Files, HANDLER_KILL_GRACE, HANDLER_TIMEOUT, Spawn};
 
 use super::run_context;
+
+/// The output of a handler kept for the scheduler's log: its first bytes, enough for an
+/// error message, not a flood.
+const HANDLER_OUTPUT_SHOWN: usize = 64 * 1024;
 
 /// Runs a DAG's `on_success`/`on_failure` handler for a run that ended in `state`, in the DAG
 /// file's folder, in the background; its output goes to the scheduler's log.
@@ -24,38 +32,36 @@ pub(super) fn run_dag_handler(dag: &Dag, run: &DagRun, state: DagRunState) {
             return;
         }
     };
-    let folder = Path::new(&dag.fileloc)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let dag_id = dag.id.clone();
+    let spawn = Spawn {
+        command: handler.command,
+        env: handler.env.into_iter().collect(),
+        working_dir: Path::new(&dag.fileloc)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        timeout: Some(HANDLER_TIMEOUT),
+        kill_grace: HANDLER_KILL_GRACE,
+        files: Files::Scratch(Arc::default()),
+    };
+    let (dag_id, run_id) = (dag.id.clone(), run.run_id.clone());
     tokio::spawn(async move {
-        let mut command = match &handler.command {
-            Command::Run(line) => {
-                let mut command = tokio::process::Command::new("sh");
-                command.arg("-c").arg(line);
-                command
+        let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);
+        let collect = tokio::spawn(async move {
+            let mut output = Vec::new();
+            while let Some(chunk) = chunks.recv().await {
+                let room = HANDLER_OUTPUT_SHOWN.saturating_sub(output.len());
+                output.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-            Command::Exec(argv) => {
-                let mut command = tokio::process::Command::new(&argv[0]);
-                command.args(&argv[1..]);
-                command
-            }
-        };
-        command
-            .current_dir(&folder)
-            .envs(handler.env.iter())
-            .stdin(std::process::Stdio::null())
-            .process_group(0);
-        match command.output().await {
-            Ok(output) => tracing::info!(
-                %dag_id,
-                status = %output.status,
-                output = %String::from_utf8_lossy(&output.stdout),
-                errors = %String::from_utf8_lossy(&output.stderr),
-                "DAG handler ran"
-            ),
-            Err(error) => tracing::warn!(%dag_id, "cannot start the DAG's handler: {error}"),
-        }
+            output
+        });
+        let finished = process::run(spawn, log, std::future::pending(), |_| {}).await;
+        let output = collect.await.unwrap_or_default();
+        tracing::info!(
+            %dag_id,
+            %run_id,
+            ending = %process::describe(&finished.ending),
+            output = %String::from_utf8_lossy(&output),
+            "the DAG's {state} handler ran"
+        );
     });
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
-use updraft_core::render::{self, Context, RunContext};
+use updraft_core::plan::TryPlan;
+use updraft_core::render::{self, Context, RenderError, RunContext};
 use updraft_metadata::{DagRun, Error, TaskInstance};
 
 use super::{Scheduler, run_context};
@@ -20,7 +21,7 @@ pub(super) struct Ready {
     pub(super) dag: Arc<Dag>,
 }
 
-/// What to offer the queue: requests `(task instance id, rendered command)` in priority
+/// What to offer the queue: requests `(task instance id, its try's plan)` in priority
 /// order, with the run of each, and the runs whose ready task instances wait for room.
 #[derive(Default)]
 pub(super) struct Offer {
@@ -99,21 +100,31 @@ impl Scheduler {
             };
             let (run_context, outputs) = &contexts[&r.run.id];
             // A template that cannot render fails the try that would run it, with the reason
-            // in its log: the worker reads it from the rendered command.
-            let rendered = run_context.as_ref().map_err(Clone::clone).and_then(|run| {
-                let context = Context {
-                    run,
-                    task_id: r.instance.task_id.clone(),
-                    try_number: (r.instance.try_number + 1) as u32,
-                    outputs: outputs.clone(),
-                };
-                render::render_task(&r.dag, task, &context).map_err(|error| error.to_string())
-            });
-            let rendered = match rendered {
-                Ok(rendered) => serde_json::to_value(rendered).expect("rendered JSON"),
-                Err(message) => serde_json::json!({ "error": message }),
+            // in its log: the worker reads it from the plan.
+            let plan = match run_context {
+                Ok(run) => {
+                    let context = Context {
+                        run,
+                        task_id: r.instance.task_id.clone(),
+                        try_number: (r.instance.try_number + 1) as u32,
+                        outputs: outputs.clone(),
+                    };
+                    TryPlan::new(&r.dag, task, &context)
+                }
+                // The run's conf does not fit the DAG's params (a DAG changed since).
+                Err(message) => TryPlan::with(
+                    task,
+                    Err(RenderError {
+                        field: "params".to_owned(),
+                        message: message
+                            .strip_prefix("params: ")
+                            .unwrap_or(message)
+                            .to_owned(),
+                    }),
+                ),
             };
-            offer.requests.push((r.instance.id, rendered));
+            let plan = serde_json::to_value(plan).expect("a plan is JSON");
+            offer.requests.push((r.instance.id, plan));
             offer.runs.push(r.run.id);
         }
         Ok(offer)

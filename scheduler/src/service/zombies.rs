@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
-use updraft_core::retry::{AfterFailure, after_failure};
+use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::state::TaskState;
 use updraft_metadata::{Error, TaskInstance, TryEnd};
 
@@ -69,22 +69,20 @@ impl Scheduler {
     }
 }
 
-/// What a zombie's try ends in: up for retry while tries remain, else failed.
+/// What a zombie's try ends in: up for retry while tries remain, else failed (the worker's
+/// own decision for a failed try, `after_failed_try`).
 fn after_zombie(
     dag: &Dag,
     zombie: &TaskInstance,
     now: DateTime<Utc>,
 ) -> (TaskState, Option<DateTime<Utc>>) {
-    let Some(task) = dag.task(zombie.task_id.as_str()) else {
-        return (TaskState::Failed, None);
-    };
-    match after_failure(
-        task,
-        zombie.try_number.max(0) as u32,
-        zombie.max_tries.max(0) as u32,
-        now,
-    ) {
-        AfterFailure::RetryAt(at) => (TaskState::UpForRetry, Some(at)),
-        AfterFailure::Fail => (TaskState::Failed, None),
+    match dag.task(zombie.task_id.as_str()) {
+        Some(task) => after_failed_try(
+            &RetryPolicy::of(task),
+            zombie.try_number,
+            zombie.max_tries,
+            now,
+        ),
+        None => (TaskState::Failed, None),
     }
 }

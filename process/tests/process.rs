@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use updraft_core::dag::Command;
-use updraft_executor::process::{self, Ending, Files, Finished, OutputFolder, Spawn};
+use updraft_process::{self as process, Ending, Files, Finished, OutputFolder, Spawn};
 
 /// What a test looks at after a run.
 struct Ran {

@@ -269,6 +269,12 @@ impl OutputFolder {
     }
 }
 
+/// A handler (a task's or a DAG's `on_success`, `on_failure`, `on_retry`) still running after
+/// this long is stopped: a handler that hangs must not pile up beside its worker or scheduler.
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a stopped handler has between SIGTERM and SIGKILL.
+pub const HANDLER_KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs `spawn` to its end, sending its output to `log` as it comes. `on_start` gets the pid as
 /// soon as the process exists; when `cancel` completes, the process group is stopped.
 pub async fn run(
