@@ -666,3 +666,39 @@ async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_worker_runs_and_judges_a_try_by_its_plan_whatever_became_of_its_dag() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let folder = tempfile::tempdir().unwrap();
+        let yaml = "version: 1\nid: planned\ntasks:\n  \
+                    skips: {run: 'exit 3', skip_on_exit_code: [3]}\n  \
+                    slow: {run: 'sleep 30', timeout: 1s, kill_grace: 1s}\n";
+        let tis = queued(&store, folder.path(), yaml).await;
+        // The stored DAG is unreadable now (as after a broken upgrade or a hand edit): the
+        // worker needs none of it, every try has its plan.
+        db.execute("UPDATE dag_version SET serialized = '{}'").await;
+        let (stop, worker) = start(Worker::new(store.clone(), settings("w1", "here")));
+        let skips = wait_until(&store, tis[0].id, "the try to end", |ti| {
+            ti.state.is_finished()
+        })
+        .await;
+        let slow = wait_until(&store, tis[1].id, "the try to time out", |ti| {
+            ti.state.is_finished()
+        })
+        .await;
+        stop.send_replace(true);
+        worker.await.unwrap().unwrap();
+        assert_eq!(
+            skips.state,
+            TaskState::Skipped,
+            "{}",
+            log_of(&store, tis[0].id, 1).await
+        );
+        let log = log_of(&store, tis[1].id, 1).await;
+        assert_eq!(slow.state, TaskState::Failed, "{log}");
+        assert!(log.contains("timed out after 1s"), "{log}");
+    })
+    .await;
+}

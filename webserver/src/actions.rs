@@ -35,10 +35,6 @@ pub fn dag_id(text: &str) -> Result<DagId, AppError> {
     DagId::parse(text).map_err(|error| AppError::BadRequest(format!("bad DAG id: {error}")))
 }
 
-pub fn task_id(text: &str) -> Result<TaskId, AppError> {
-    TaskId::parse(text).map_err(|error| AppError::BadRequest(format!("bad task id: {error}")))
-}
-
 fn actor(caller: &Caller) -> Actor {
     Actor::User(caller.user.username.clone())
 }

@@ -2,34 +2,34 @@
 //! `?limit=&offset=` and answer `{"items", "limit", "offset", "next_offset"}`; errors are
 //! `{"error": "..."}` with their status, also for malformed JSON, queries and paths.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use updraft_core::state::{DagRunState, RunType};
-use updraft_metadata::{Backfill, DagFilter, DagRow, RunDot, RunFilter, TaskTry};
+use updraft_core::ids::{DagId, TaskId};
+use updraft_metadata::TaskTry;
 
-use crate::actions::{self, ClearRequest, dag_id, find_run, task_id};
+use crate::AppState;
+use crate::actions::{self, ClearRequest, find_run};
+use crate::apidoc::{LIMIT, OFFSET, Operation, Query};
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::model::{GRID_RUNS, Page, Paged, grid};
-use crate::openapi::{LIMIT, OFFSET, Operation, Query};
-use crate::{AppState, format};
+use crate::extract::{Body, Params, Path};
+use crate::model::Paged;
+use crate::reads::BackfillView;
+use crate::reads::{
+    DagQuery, DagScoped, DagSummary, RunQuery, backfills_page, build_grid, dag_summaries,
+    events_page, find_task_instance, next_runs, pools, runs_page,
+};
 use updraft_ops::backfill::BackfillRequest;
 use updraft_ops::dags::Trigger;
 use updraft_ops::mark::{Cancelled, Mark};
 
 /// Log chunks a log read returns when it names no limit, and at most.
 const LOG_CHUNKS: i64 = 1000;
-/// Runs shown as state dots per DAG in the DAG list.
-pub const DOTS: i64 = 10;
-
 /// One route of the API: how the router serves it and how `openapi.json` describes it. The
 /// router and the document are both built from [`ROUTES`], so they cannot disagree.
 pub struct ApiRoute {
@@ -44,12 +44,6 @@ pub struct ApiRoute {
 
 /// Every route of the API.
 pub static ROUTES: &[ApiRoute] = &[
-    ApiRoute {
-        method: MethodFilter::GET,
-        path: "/openapi.json",
-        handler: |m| on(m, openapi_json),
-        doc: Operation::read("getOpenApi", "meta", "This document.", "OpenApi"),
-    },
     ApiRoute {
         method: MethodFilter::GET,
         path: "/me",
@@ -415,157 +409,18 @@ async fn method_not_allowed(method: axum::http::Method) -> Response {
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn openapi_json() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
-}
-
 async fn backfill(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Body(request): Body<BackfillRequest>,
 ) -> Result<Response, AppError> {
-    let outcome =
-        actions::backfill(&state.store, &caller, &dag_id(&id)?, &request, Utc::now()).await?;
+    let outcome = actions::backfill(&state.store, &caller, &id, &request, Utc::now()).await?;
     let status = match outcome.dry_run {
         true => axum::http::StatusCode::OK,
         false => axum::http::StatusCode::CREATED,
     };
     Ok((status, Json(outcome)).into_response())
-}
-
-/// A JSON body whose rejection is a JSON error: 413 when too large, 415 without a JSON
-/// content type, 400 otherwise. The body must be an object (serde would read a struct from a
-/// `[]` too), and none of its members may be `null`: a member that is not wanted is left out.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = AppError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
-        let Json(value) = Json::<serde_json::Value>::from_request(request, state)
-            .await
-            .map_err(json_rejection)?;
-        let serde_json::Value::Object(members) = &value else {
-            return Err(AppError::BadRequest(
-                "the body must be a JSON object".to_owned(),
-            ));
-        };
-        if let Some((name, _)) = members.iter().find(|(_, value)| value.is_null()) {
-            return Err(AppError::BadRequest(format!(
-                "{name:?} is null: leave it out for its default"
-            )));
-        }
-        serde_json::from_value(value)
-            .map(Body)
-            .map_err(|error| AppError::BadRequest(format!("invalid body: {error}")))
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> AppError {
-    AppError::rejected(rejection.status(), rejection.body_text())
-}
-
-/// Query parameters whose rejection is a JSON error.
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Params(value)),
-            Err(rejection) => Err(query_rejection(rejection)),
-        }
-    }
-}
-
-fn query_rejection(rejection: QueryRejection) -> AppError {
-    AppError::rejected(rejection.status(), rejection.body_text())
-}
-
-/// Path parameters whose rejection (a try number that is not a number) is a JSON error.
-pub struct Path<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Path(value)),
-            Err(rejection) => Err(AppError::rejected(
-                rejection.status(),
-                rejection.body_text(),
-            )),
-        }
-    }
-}
-
-/// A DAG as the list shows it: its row, the schedule in words, and its latest runs.
-#[derive(Debug, Serialize)]
-pub struct DagSummary {
-    #[serde(flatten)]
-    pub row: DagRow,
-    pub schedule_description: String,
-    pub recent_runs: Vec<RunDot>,
-}
-
-/// The filters of the DAG list.
-#[derive(Debug, Default, Deserialize)]
-pub struct DagQuery {
-    pub search: Option<String>,
-    pub tag: Option<String>,
-    pub paused: Option<bool>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl DagQuery {
-    pub fn filter(&self) -> DagFilter {
-        let text = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
-        DagFilter {
-            search: text(&self.search),
-            tag: text(&self.tag),
-            paused: self.paused,
-        }
-    }
-}
-
-/// A page of the DAG list with each DAG's summary.
-pub async fn dag_summaries(
-    state: &AppState,
-    query: &DagQuery,
-) -> Result<Paged<DagSummary>, AppError> {
-    let (limit, offset) = Page {
-        limit: query.limit,
-        offset: query.offset,
-    }
-    .bounds()?;
-    let rows = state
-        .store
-        .list_dags_page(&query.filter(), limit + 1, offset)
-        .await?;
-    let page = Paged::new(rows, limit, offset);
-    let mut items = Vec::with_capacity(page.items.len());
-    for row in page.items {
-        let recent_runs = state.store.recent_runs(&row.dag_id, DOTS).await?;
-        let schedule_description = match state.store.load_dag(&row.dag_id, &row.version_hash).await
-        {
-            Ok(dag) => dag.timetable.describe(),
-            Err(_) => row.schedule.clone().unwrap_or_default(),
-        };
-        items.push(DagSummary {
-            row,
-            schedule_description,
-            recent_runs,
-        });
-    }
-    Ok(Paged {
-        items,
-        limit: page.limit,
-        offset: page.offset,
-        next_offset: page.next_offset,
-    })
 }
 
 async fn list_dags(
@@ -575,42 +430,11 @@ async fn list_dags(
     Ok(Json(dag_summaries(&state, &query).await?))
 }
 
-/// The next runs of a DAG from `now`, as the scheduler will create them.
-#[derive(Debug, Serialize)]
-pub struct NextRun {
-    pub logical_date: String,
-    pub data_interval_start: String,
-    pub data_interval_end: String,
-    pub run_after: String,
-}
-
-pub fn next_runs(dag: &updraft_core::dag::Dag, row: &DagRow, count: usize) -> Vec<NextRun> {
-    let now = Utc::now();
-    let first = row
-        .next_run
-        .or_else(|| dag.timetable.next_dagrun_info(None, now));
-    let Some(first) = first else {
-        return Vec::new();
-    };
-    std::iter::once(first)
-        .chain(
-            dag.timetable
-                .upcoming(Some(&first), now, count.saturating_sub(1)),
-        )
-        .map(|run| NextRun {
-            logical_date: format::iso(run.logical_date),
-            data_interval_start: format::iso(run.data_interval_start),
-            data_interval_end: format::iso(run.data_interval_end),
-            run_after: format::iso(run.run_after),
-        })
-        .collect()
-}
-
 async fn get_dag(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let (row, dag) = actions::load_dag(&state.store, &dag_id(&id)?).await?;
+    let (row, dag) = actions::load_dag(&state.store, &id).await?;
     let tasks: Vec<serde_json::Value> = dag
         .tasks
         .values()
@@ -636,9 +460,8 @@ async fn get_dag(
 
 async fn dag_source(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let id = dag_id(&id)?;
     let (row, _) = actions::load_dag(&state.store, &id).await?;
     let version = state
         .store
@@ -653,128 +476,49 @@ async fn dag_source(
     })))
 }
 
-/// The grid of a DAG: its latest runs by its tasks.
-pub async fn build_grid(
-    state: &AppState,
-    dag: &updraft_core::dag::Dag,
-) -> Result<crate::model::Grid, AppError> {
-    let runs = state
-        .store
-        .list_dag_runs(&dag.id, None, GRID_RUNS, 0)
-        .await?;
-    let ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
-    let instances = state.store.list_task_instances_of_runs(&ids).await?;
-    Ok(grid(dag, &runs, &instances))
-}
-
 async fn dag_grid(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<Json<crate::model::Grid>, AppError> {
-    let (_, dag) = actions::load_dag(&state.store, &dag_id(&id)?).await?;
+    let (_, dag) = actions::load_dag(&state.store, &id).await?;
     Ok(Json(build_grid(&state, &dag).await?))
-}
-
-/// The filters of a run list.
-#[derive(Debug, Default, Deserialize)]
-pub struct RunQuery {
-    pub state: Option<String>,
-    pub run_type: Option<String>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl RunQuery {
-    pub fn filter(&self) -> Result<RunFilter, AppError> {
-        let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
-            Some(text) => Some(
-                text.parse::<DagRunState>()
-                    .map_err(|error| AppError::BadRequest(error.to_string()))?,
-            ),
-            None => None,
-        };
-        let run_type = match self.run_type.as_deref().filter(|s| !s.is_empty()) {
-            Some(text) => Some(
-                text.parse::<RunType>()
-                    .map_err(|error| AppError::BadRequest(error.to_string()))?,
-            ),
-            None => None,
-        };
-        Ok(RunFilter { state, run_type })
-    }
-}
-
-pub async fn runs_page(
-    state: &AppState,
-    dag: &updraft_core::ids::DagId,
-    query: &RunQuery,
-) -> Result<Paged<updraft_metadata::DagRun>, AppError> {
-    let (limit, offset) = Page {
-        limit: query.limit,
-        offset: query.offset,
-    }
-    .bounds()?;
-    let rows = state
-        .store
-        .list_runs_page(dag, query.filter()?, limit + 1, offset)
-        .await?;
-    Ok(Paged::new(rows, limit, offset))
 }
 
 async fn list_runs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Params(query): Params<RunQuery>,
 ) -> Result<Json<Paged<updraft_metadata::DagRun>>, AppError> {
-    let id = dag_id(&id)?;
     actions::load_dag(&state.store, &id).await?;
     Ok(Json(runs_page(&state, &id, &query).await?))
 }
 
 async fn get_run(
     State(state): State<AppState>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<Json<updraft_metadata::DagRun>, AppError> {
-    Ok(Json(find_run(&state.store, &dag_id(&id)?, &run_id).await?))
+    Ok(Json(find_run(&state.store, &id, &run_id).await?))
 }
 
 async fn list_task_instances(
     State(state): State<AppState>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let run = find_run(&state.store, &dag_id(&id)?, &run_id).await?;
+    let run = find_run(&state.store, &id, &run_id).await?;
     let items = state.store.list_task_instances(run.id).await?;
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn find_task_instance(
-    state: &AppState,
-    id: &str,
-    run_id: &str,
-    task: &str,
-) -> Result<updraft_metadata::TaskInstance, AppError> {
-    let (id, task) = (dag_id(id)?, task_id(task)?);
-    state
-        .store
-        .find_task_instance(&id, run_id, &task)
-        .await?
-        .ok_or_else(|| {
-            AppError::NotFound(format!(
-                "task '{task}' of run '{run_id}' of dag '{id}' not found"
-            ))
-        })
-}
-
 async fn get_task_instance(
     State(state): State<AppState>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
 ) -> Result<Json<updraft_metadata::TaskInstance>, AppError> {
     Ok(Json(find_task_instance(&state, &id, &run_id, &task).await?))
 }
 
 async fn list_tries(
     State(state): State<AppState>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let ti = find_task_instance(&state, &id, &run_id, &task).await?;
     let items: Vec<TaskTry> = state.store.list_task_tries(ti.id).await?;
@@ -802,7 +546,7 @@ pub struct LogPiece {
 
 async fn read_log(
     State(state): State<AppState>,
-    Path((id, run_id, task, try_number)): Path<(String, String, String, i32)>,
+    Path((id, run_id, task, try_number)): Path<(DagId, String, TaskId, i32)>,
     Params(query): Params<LogQuery>,
 ) -> Result<Json<LogPiece>, AppError> {
     let after = query.offset.unwrap_or(0);
@@ -841,28 +585,28 @@ async fn read_log(
 async fn trigger(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Body(request): Body<Trigger>,
 ) -> Result<Response, AppError> {
-    let run = actions::trigger(&state.store, &caller, &dag_id(&id)?, &request, Utc::now()).await?;
+    let run = actions::trigger(&state.store, &caller, &id, &request, Utc::now()).await?;
     Ok((axum::http::StatusCode::CREATED, Json(run)).into_response())
 }
 
 async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    actions::set_paused(&state.store, &caller, &dag_id(&id)?, true, Utc::now()).await?;
+    actions::set_paused(&state.store, &caller, &id, true, Utc::now()).await?;
     Ok(Json(json!({ "dag_id": id, "is_paused": true })))
 }
 
 async fn unpause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    actions::set_paused(&state.store, &caller, &dag_id(&id)?, false, Utc::now()).await?;
+    actions::set_paused(&state.store, &caller, &id, false, Utc::now()).await?;
     Ok(Json(json!({ "dag_id": id, "is_paused": false })))
 }
 
@@ -875,13 +619,13 @@ struct MarkRequest {
 async fn mark_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
     Body(request): Body<MarkRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let new = actions::mark_run(
         &state.store,
         &caller,
-        &dag_id(&id)?,
+        &id,
         &run_id,
         request.state,
         Utc::now(),
@@ -893,25 +637,24 @@ async fn mark_run(
 async fn cancel_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<Json<Cancelled>, AppError> {
-    let cancelled =
-        actions::cancel_run(&state.store, &caller, &dag_id(&id)?, &run_id, Utc::now()).await?;
+    let cancelled = actions::cancel_run(&state.store, &caller, &id, &run_id, Utc::now()).await?;
     Ok(Json(cancelled))
 }
 
 async fn mark_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Body(request): Body<MarkRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let new = actions::mark_task(
         &state.store,
         &caller,
-        &dag_id(&id)?,
+        &id,
         &run_id,
-        &task_id(&task)?,
+        &task,
         request.state,
         Utc::now(),
     )
@@ -924,51 +667,20 @@ async fn mark_task(
 async fn clear(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Body(request): Body<ClearRequest>,
 ) -> Result<Json<actions::ClearOutcome>, AppError> {
     let outcome = actions::clear(
         &state.store,
         &caller,
-        &dag_id(&id)?,
+        &id,
         &run_id,
-        &task_id(&task)?,
+        &task,
         &request,
         Utc::now(),
     )
     .await?;
     Ok(Json(outcome))
-}
-
-/// A pool with the slots in use.
-#[derive(Debug, Serialize)]
-pub struct PoolView {
-    #[serde(flatten)]
-    pub pool: updraft_metadata::Pool,
-    pub running_slots: i64,
-    pub queued_slots: i64,
-}
-
-pub async fn pools(state: &AppState) -> Result<Vec<PoolView>, AppError> {
-    let usage = state.store.pool_usage().await?;
-    Ok(state
-        .store
-        .list_pools()
-        .await?
-        .into_iter()
-        .map(|pool| {
-            let used = usage
-                .iter()
-                .find(|(name, _)| *name == pool.name)
-                .map(|(_, usage)| *usage)
-                .unwrap_or_default();
-            PoolView {
-                pool,
-                running_slots: used.running,
-                queued_slots: used.queued,
-            }
-        })
-        .collect())
 }
 
 async fn list_pools(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
@@ -981,80 +693,11 @@ async fn list_workers(State(state): State<AppState>) -> Result<Json<serde_json::
     ))
 }
 
-/// `?dag_id=&limit=&offset=` of the backfill and event lists.
-#[derive(Debug, Default, Deserialize)]
-pub struct DagScoped {
-    pub dag_id: Option<String>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl DagScoped {
-    pub fn dag(&self) -> Result<Option<updraft_core::ids::DagId>, AppError> {
-        self.dag_id
-            .as_deref()
-            .filter(|id| !id.is_empty())
-            .map(dag_id)
-            .transpose()
-    }
-
-    fn bounds(&self) -> Result<(i64, i64), AppError> {
-        Page {
-            limit: self.limit,
-            offset: self.offset,
-        }
-        .bounds()
-    }
-}
-
-/// A backfill with its progress.
-#[derive(Debug, Serialize)]
-pub struct BackfillView {
-    #[serde(flatten)]
-    pub backfill: Backfill,
-    pub progress: updraft_metadata::BackfillProgress,
-}
-
-pub async fn backfills_page(
-    state: &AppState,
-    query: &DagScoped,
-) -> Result<Paged<BackfillView>, AppError> {
-    let (limit, offset) = query.bounds()?;
-    let rows = state
-        .store
-        .list_backfills_page(query.dag()?.as_ref(), limit + 1, offset)
-        .await?;
-    let page = Paged::new(rows, limit, offset);
-    let mut items = Vec::with_capacity(page.items.len());
-    for backfill in page.items {
-        let progress = state.store.backfill_progress(backfill.id).await?;
-        items.push(BackfillView { backfill, progress });
-    }
-    Ok(Paged {
-        items,
-        limit,
-        offset,
-        next_offset: page.next_offset,
-    })
-}
-
 async fn list_backfills(
     State(state): State<AppState>,
     Params(query): Params<DagScoped>,
 ) -> Result<Json<Paged<BackfillView>>, AppError> {
     Ok(Json(backfills_page(&state, &query).await?))
-}
-
-pub async fn events_page(
-    state: &AppState,
-    query: &DagScoped,
-) -> Result<Paged<updraft_metadata::EventLog>, AppError> {
-    let (limit, offset) = query.bounds()?;
-    let rows = state
-        .store
-        .list_events_page(query.dag()?.as_ref(), limit + 1, offset)
-        .await?;
-    Ok(Paged::new(rows, limit, offset))
 }
 
 async fn list_events(

@@ -3,19 +3,21 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use chrono::Utc;
 use serde::Deserialize;
+use updraft_core::ids::DagId;
 use updraft_ops::backfill::{BackfillPlan, BackfillRequest};
 
 use crate::AppState;
-use crate::actions::{self, dag_id};
+use crate::actions;
 use crate::auth::Caller;
 use crate::error::{AppError, PageError};
+use crate::extract::Path;
 use crate::format::query_string;
 use crate::pages::Layout;
 
@@ -107,9 +109,8 @@ impl BackfillPage {
 async fn form(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<BackfillPage, PageError> {
-    let id = dag_id(&id)?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     Ok(BackfillPage {
         layout: Layout::of(&caller, format!("Backfill {id}"), "dags"),
@@ -128,10 +129,9 @@ async fn form(
 async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Form(form): Form<BackfillForm>,
 ) -> Result<Response, PageError> {
-    let id = dag_id(&id)?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     let outcome = match form.request() {
         Ok(request) => actions::backfill(&state.store, &caller, &id, &request, Utc::now()).await,

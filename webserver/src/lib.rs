@@ -20,10 +20,12 @@
 
 pub mod actions;
 mod api;
+mod apidoc;
 mod assets;
 pub mod auth;
 pub mod backfill;
 mod error;
+mod extract;
 pub mod format;
 pub mod gantt;
 pub mod graph;
@@ -33,6 +35,7 @@ mod metrics;
 mod model;
 pub mod openapi;
 mod pages;
+mod reads;
 pub mod throttle;
 mod tokens;
 
@@ -81,7 +84,10 @@ pub fn router(store: Store) -> Router {
         .merge(pages::routes())
         .merge(backfill::routes())
         .merge(tokens::routes())
-        .nest("/api/v1", api::routes())
+        .nest(
+            "/api/v1",
+            api::routes().route("/openapi.json", get(openapi::serve)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_login,

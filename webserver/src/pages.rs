@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -16,20 +16,22 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use updraft_core::dag::{Dag, ParamType};
+use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::TaskState;
 use updraft_metadata::{DagRow, DagRun, EventLog, ImportError, TaskInstance, TaskTry, WorkerLoad};
 
 use crate::AppState;
-use crate::actions::{self, ClearOutcome, ClearRequest, dag_id, task_id};
-use crate::api::{
-    self, BackfillView, DagQuery, DagScoped, DagSummary, NextRun, Params, PoolView, RunQuery,
-};
+use crate::actions::{self, ClearOutcome, ClearRequest};
 use crate::auth::Caller;
 use crate::error::{AppError, PageError};
+use crate::extract::{Params, Path};
 use crate::format::{duration_between, iso, query_string};
 use crate::gantt::{self, GanttRow, GanttTry};
 use crate::graph;
 use crate::model::{Grid, Paged};
+use crate::reads::{
+    self, BackfillView, DagQuery, DagScoped, DagSummary, NextRun, PoolView, RunQuery,
+};
 use updraft_ops::dags::Trigger;
 use updraft_ops::mark::Mark;
 
@@ -204,7 +206,7 @@ async fn dags(
         limit: None,
         offset: form.offset,
     };
-    let page = api::dag_summaries(&state, &query).await?;
+    let page = reads::dag_summaries(&state, &query).await?;
     let search = form.search.unwrap_or_default();
     let tag = form.tag.unwrap_or_default();
     let paused = form.paused.unwrap_or_default();
@@ -307,10 +309,9 @@ const TABS: [&str; 5] = ["grid", "graph", "runs", "code", "details"];
 async fn dag(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Params(form): Params<DagForm>,
 ) -> Result<DagPage, PageError> {
-    let id = dag_id(&id)?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     let tab = form.tab.clone().unwrap_or_else(|| "grid".to_owned());
     if !TABS.contains(&tab.as_str()) {
@@ -319,7 +320,7 @@ async fn dag(
         );
     }
     let grid = match tab.as_str() {
-        "grid" => Some(api::build_grid(&state, &dag).await?),
+        "grid" => Some(reads::build_grid(&state, &dag).await?),
         _ => None,
     };
     let run_state = form.state.clone().unwrap_or_default();
@@ -332,7 +333,7 @@ async fn dag(
                 limit: None,
                 offset: form.offset,
             };
-            let page = api::runs_page(&state, &id, &query).await?;
+            let page = reads::runs_page(&state, &id, &query).await?;
             let link = |offset: i64| {
                 let offset = offset.to_string();
                 format!(
@@ -360,7 +361,7 @@ async fn dag(
             .map(|version| version.source),
         _ => None,
     };
-    let next_runs = api::next_runs(&dag, &row, 5);
+    let next_runs = reads::next_runs(&dag, &row, 5);
     let graph = match tab.as_str() {
         "graph" => Some(graph_view(&state, &dag, form.run.as_deref()).await?),
         _ => None,
@@ -432,10 +433,9 @@ fn back(next: Option<&str>, default: String) -> Redirect {
 async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Form(form): Form<Back>,
 ) -> Result<Redirect, PageError> {
-    let id = dag_id(&id)?;
     actions::set_paused(&state.store, &caller, &id, true, Utc::now()).await?;
     Ok(back(form.next.as_deref(), dag_url(id.as_str())))
 }
@@ -443,10 +443,9 @@ async fn pause(
 async fn unpause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Form(form): Form<Back>,
 ) -> Result<Redirect, PageError> {
-    let id = dag_id(&id)?;
     actions::set_paused(&state.store, &caller, &id, false, Utc::now()).await?;
     Ok(back(form.next.as_deref(), dag_url(id.as_str())))
 }
@@ -576,9 +575,8 @@ fn logical_date_of_form(text: &str) -> Result<Option<DateTime<Utc>>, String> {
 async fn trigger_form(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
 ) -> Result<TriggerPage, PageError> {
-    let id = dag_id(&id)?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     Ok(TriggerPage {
         layout: Layout::of(&caller, format!("Trigger {id}"), "dags"),
@@ -593,10 +591,9 @@ async fn trigger_form(
 async fn trigger(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(id): Path<DagId>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let id = dag_id(&id)?;
     caller.require_admin()?;
     let (row, dag) = actions::load_dag(&state.store, &id).await?;
     let date_text = form
@@ -656,9 +653,8 @@ struct RunPage {
 async fn run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<RunPage, PageError> {
-    let id = dag_id(&id)?;
     let run = actions::find_run(&state.store, &id, &run_id).await?;
     let instances = state.store.list_task_instances(run.id).await?;
     let mut tries: HashMap<i64, Vec<TaskTry>> = HashMap::new();
@@ -709,10 +705,9 @@ struct MarkForm {
 async fn mark_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
     Form(form): Form<MarkForm>,
 ) -> Result<Redirect, PageError> {
-    let id = dag_id(&id)?;
     actions::mark_run(&state.store, &caller, &id, &run_id, form.state, Utc::now()).await?;
     Ok(Redirect::to(&run_url(id.as_str(), &run_id)))
 }
@@ -720,9 +715,8 @@ async fn mark_run(
 async fn cancel_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id)): Path<(String, String)>,
+    Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<Redirect, PageError> {
-    let id = dag_id(&id)?;
     actions::cancel_run(&state.store, &caller, &id, &run_id, Utc::now()).await?;
     Ok(Redirect::to(&run_url(id.as_str(), &run_id)))
 }
@@ -730,10 +724,9 @@ async fn cancel_run(
 async fn mark_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Form(form): Form<MarkForm>,
 ) -> Result<Redirect, PageError> {
-    let (id, task) = (dag_id(&id)?, task_id(&task)?);
     actions::mark_task(
         &state.store,
         &caller,
@@ -787,10 +780,9 @@ struct ClearPage {
 async fn clear_confirm(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Params(form): Params<ClearForm>,
 ) -> Result<ClearPage, PageError> {
-    let (id, task) = (dag_id(&id)?, task_id(&task)?);
     let request = form.request(true);
     let outcome = actions::clear(
         &state.store,
@@ -815,10 +807,9 @@ async fn clear_confirm(
 async fn clear(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Form(form): Form<ClearForm>,
 ) -> Result<Redirect, PageError> {
-    let (id, task) = (dag_id(&id)?, task_id(&task)?);
     let request = form.request(false);
     actions::clear(
         &state.store,
@@ -855,10 +846,10 @@ struct TryForm {
 async fn task_try(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, run_id, task)): Path<(String, String, String)>,
+    Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
     Params(form): Params<TryForm>,
 ) -> Result<TaskPage, PageError> {
-    let ti = api::find_task_instance(&state, &id, &run_id, &task).await?;
+    let ti = reads::find_task_instance(&state, &id, &run_id, &task).await?;
     let tries = state.store.list_task_tries(ti.id).await?;
     let selected = match form.try_number {
         Some(number) => Some(
@@ -899,7 +890,7 @@ async fn pools(
 ) -> Result<PoolsPage, PageError> {
     Ok(PoolsPage {
         layout: Layout::of(&caller, "Pools", "pools"),
-        pools: api::pools(&state).await?,
+        pools: reads::pools(&state).await?,
     })
 }
 
@@ -951,7 +942,7 @@ async fn backfills(
     Extension(caller): Extension<Caller>,
     Params(query): Params<DagScoped>,
 ) -> Result<BackfillsPage, PageError> {
-    let page = api::backfills_page(&state, &query).await?;
+    let page = reads::backfills_page(&state, &query).await?;
     let (previous, next) = pager("/backfills", query.dag_id.as_deref().unwrap_or(""), &page);
     Ok(BackfillsPage {
         layout: Layout::of(&caller, "Backfills", "backfills"),
@@ -976,7 +967,7 @@ async fn events(
     Extension(caller): Extension<Caller>,
     Params(query): Params<DagScoped>,
 ) -> Result<EventsPage, PageError> {
-    let page = api::events_page(&state, &query).await?;
+    let page = reads::events_page(&state, &query).await?;
     let dag = query.dag_id.clone().unwrap_or_default();
     let (previous, next) = pager("/events", &dag, &page);
     Ok(EventsPage {

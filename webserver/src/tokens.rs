@@ -19,9 +19,9 @@ use serde_json::json;
 use updraft_metadata::{ApiToken, NewApiToken, NewEvent};
 
 use crate::AppState;
-use crate::api::Path;
 use crate::auth::{Caller, new_token, token_hash};
 use crate::error::{AppError, PageError};
+use crate::extract::Path;
 use crate::pages::Layout;
 
 /// The most tokens a list shows.

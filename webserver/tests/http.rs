@@ -1976,3 +1976,30 @@ async fn every_rejection_of_the_api_is_json() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_bad_id_in_a_path_is_refused_as_a_page_or_as_json_by_where_it_was_asked() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let admin = app.browser("ada", Role::Admin).await;
+        // `!` is no character of an id: the extractor refuses it before any handler runs.
+        let page = app.get(&admin, "/dags/no!such").await;
+        page.expect(StatusCode::BAD_REQUEST);
+        assert!(
+            page.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains("no!such"), "{}", page.body);
+        let api = app.get(&admin, "/api/v1/dags/no!such/runs").await;
+        api.expect(StatusCode::BAD_REQUEST);
+        assert_eq!(api.headers[header::CONTENT_TYPE], "application/json");
+        assert!(api.json()["error"].as_str().unwrap().contains("no!such"));
+        let task = app.get(&admin, "/dags/etl/runs/r/tasks/no!such").await;
+        task.expect(StatusCode::BAD_REQUEST);
+    })
+    .await;
+}
