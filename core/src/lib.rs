@@ -13,6 +13,7 @@ pub mod ids;
 pub mod render;
 pub mod retry;
 pub mod schedule;
+pub mod scope;
 pub mod state;
 pub mod suggest;
 pub mod template;

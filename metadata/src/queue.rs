@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use updraft_core::scope::Scope;
 use updraft_core::state::TaskState;
 
 use crate::dags::lock_dags_in;
@@ -120,31 +121,38 @@ pub struct WorkerLoad {
 const MOST_CLAIMED_AT_ONCE: usize = 32;
 
 /// The claim statements on Postgres, by how many task instances they take (1 to
-/// [`MOST_CLAIMED_AT_ONCE`]), without and then with a run to keep to: see [`claim_on_postgres`].
-static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
-    let claims = |only_run| {
+/// [`MOST_CLAIMED_AT_ONCE`]), for a worker of [`Scope::Everything`], of a run and of a
+/// backfill: see [`claim_on_postgres`].
+static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 3]> = LazyLock::new(|| {
+    let claims = |scope| {
         (1..=MOST_CLAIMED_AT_ONCE)
-            .map(|limit| claim_on_postgres(limit, only_run))
+            .map(|limit| claim_on_postgres(limit, scope))
             .collect()
     };
-    [claims(false), claims(true)]
+    [
+        claims(Scope::Everything),
+        claims(Scope::Run(0)),
+        claims(Scope::Backfill(0)),
+    ]
 });
 
 /// The claim of up to `limit` task instances on Postgres, in one statement: each queue (`$1`, a
 /// JSON array) read on its own in the order of its partial index (`task_instance_queued_idx`),
 /// so that a claim reads a few rows per queue however long the queues are (with `queue IN
 /// (...)` the planner reads and sorts the whole queue: 5 ms for 5,000 queued rows); the claimed
-/// rows' tries recorded; their runs' versions and DAG files returned. With `only_run`, only the
-/// task instances of run `$5` (`dags test`).
+/// rows' tries recorded; their runs' versions and DAG files returned. A worker limited to a
+/// run or a backfill claims only the task instances of run `$5`, or of the runs of backfill
+/// `$5` (the id in `scope` is not written, only which kind it is).
 ///
-/// The limit is written into the text, one statement per limit, and so is whether a run is
-/// kept to: Postgres plans a prepared statement anew at every call while a plan for the values
-/// at hand looks cheaper than the generic one, which it did with `LIMIT $n` or with `$5 IS NULL
-/// OR ...` (planning cost as much as running it). Without them it plans once per connection.
-fn claim_on_postgres(limit: usize, only_run: bool) -> String {
-    let run = match only_run {
-        false => "",
-        true => " AND dag_run_id = $5",
+/// The limit is written into the text, one statement per limit, and so is the kind of scope:
+/// Postgres plans a prepared statement anew at every call while a plan for the values at hand
+/// looks cheaper than the generic one, which it did with `LIMIT $n` or with `$5 IS NULL OR ...`
+/// (planning cost as much as running it). Without them it plans once per connection.
+fn claim_on_postgres(limit: usize, scope: Scope) -> String {
+    let run = match scope {
+        Scope::Everything => "",
+        Scope::Run(_) => " AND dag_run_id = $5",
+        Scope::Backfill(_) => " AND dag_run_id IN (SELECT id FROM dag_run WHERE backfill_id = $5)",
     };
     format!(
         "WITH claimed AS (UPDATE task_instance SET state = 'running', \
@@ -372,7 +380,8 @@ impl Store {
 
     /// Claims up to `limit` queued task instances of `queues` for `worker`, highest
     /// `priority_weight` first, then oldest queued: each becomes `running` under a new try
-    /// (recorded in `task_try`). `only_run` restricts the claim to one run (`dags test`).
+    /// (recorded in `task_try`). A `scope` other than [`Scope::Everything`] restricts the
+    /// claim to one run's task instances (`dags test`) or one backfill's.
     /// On Postgres concurrent claimers skip each other's rows
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
     ///
@@ -382,7 +391,7 @@ impl Store {
         &self,
         worker: WorkerRef<'_>,
         queues: &[String],
-        only_run: Option<i64>,
+        scope: Scope,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
@@ -392,7 +401,11 @@ impl Store {
                 // One statement per [`MOST_CLAIMED_AT_ONCE`] task instances (one round trip,
                 // its own transaction): the claims, their tries' rows, and what the worker
                 // needs of their runs and DAG.
-                let statements = &CLAIMS_ON_POSTGRES[usize::from(only_run.is_some())];
+                let (statements, kept_to) = match scope {
+                    Scope::Everything => (&CLAIMS_ON_POSTGRES[0], None),
+                    Scope::Run(run) => (&CLAIMS_ON_POSTGRES[1], Some(run)),
+                    Scope::Backfill(backfill) => (&CLAIMS_ON_POSTGRES[2], Some(backfill)),
+                };
                 let mut claims: Vec<Claim> = Vec::new();
                 while claims.len() < limit {
                     let asked = (limit - claims.len()).min(MOST_CLAIMED_AT_ONCE);
@@ -401,8 +414,8 @@ impl Store {
                         .bind(worker.id)
                         .bind(worker.hostname)
                         .bind(now);
-                    let claim = match only_run {
-                        Some(run) => claim.bind(run),
+                    let claim = match kept_to {
+                        Some(id) => claim.bind(id),
                         None => claim,
                     };
                     let claimed = self
@@ -423,7 +436,7 @@ impl Store {
                 claims
             }
             Backend::Sqlite => {
-                self.claim_on_sqlite(worker, &queues, only_run, limit, now)
+                self.claim_on_sqlite(worker, &queues, scope, limit, now)
                     .await?
             }
         };
@@ -440,10 +453,15 @@ impl Store {
         &self,
         worker: WorkerRef<'_>,
         queues: &serde_json::Value,
-        only_run: Option<i64>,
+        scope: Scope,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
+        let (run, backfill) = match scope {
+            Scope::Everything => (None, None),
+            Scope::Run(run) => (Some(run), None),
+            Scope::Backfill(backfill) => (None, Some(backfill)),
+        };
         // Between the tries of a chain a worker asks when a slot frees, before the next task
         // is queued, and finds nothing: a read says so without waiting for the turn to write
         // and taking SQLite's single write lock (which the end and the scheduler's step wait
@@ -455,10 +473,13 @@ impl Store {
                     "SELECT 1 AS found FROM task_instance \
                      WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
                        AND ($2 IS NULL OR dag_run_id = $2) \
+                       AND ($3 IS NULL OR dag_run_id IN \
+                         (SELECT id FROM dag_run WHERE backfill_id = $3)) \
                      LIMIT 1",
                 )
                 .bind(queues)
-                .bind(only_run),
+                .bind(run)
+                .bind(backfill),
                 |row| row.get::<i64>("found"),
             )
             .await?;
@@ -476,6 +497,8 @@ impl Store {
                      WHERE id IN (SELECT id FROM task_instance \
                          WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
                            AND ($6 IS NULL OR dag_run_id = $6) \
+                           AND ($7 IS NULL OR dag_run_id IN \
+                             (SELECT id FROM dag_run WHERE backfill_id = $7)) \
                          ORDER BY priority_weight DESC, queued_at, id \
                          LIMIT $2) \
                      RETURNING *",
@@ -485,7 +508,8 @@ impl Store {
                 .bind(worker.id)
                 .bind(worker.hostname)
                 .bind(now)
-                .bind(only_run),
+                .bind(run)
+                .bind(backfill),
                 TaskInstance::from_row,
             )
             .await?;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use updraft_core::backfill::{Action, BackfillOptions, Decision, MAX_RUNS_WITHOUT_YES};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
+use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_core::time::local;
 use updraft_executor::name::Name;
@@ -249,14 +250,14 @@ impl Embedded {
             poll_interval: None,
         };
         let mut settings = scheduler_settings(config, &args);
-        settings.only_backfill = Some(backfill_id);
+        settings.scope = Scope::Backfill(backfill_id);
         let host = hostname();
         let scheduler = Scheduler::new(store.clone(), settings, host.clone());
         let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
         let mut queues: Vec<String> = dag.tasks.values().map(|t| t.queue.clone()).collect();
         queues.sort();
         queues.dedup();
-        let worker = worker_settings(
+        let mut worker = worker_settings(
             Name::Given(format!(
                 "{host}:backfill:{backfill_id}:{}",
                 std::process::id()
@@ -265,6 +266,7 @@ impl Embedded {
             queues,
             16,
         );
+        worker.scope = Scope::Backfill(backfill_id);
         let worker = tokio::spawn(Worker::new(store.clone(), worker).run(stopped(stopping)));
         Embedded {
             stop,

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use updraft_core::backfill::Reprocess;
 use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
+use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_executor::worker::Worker;
 use updraft_metadata::{
@@ -1308,7 +1309,7 @@ impl InProcess {
                 poll_interval: Duration::from_millis(200),
                 heartbeat_interval: Duration::from_secs(1),
                 echo: false,
-                only_run: None,
+                scope: Scope::Everything,
                 shutdown_timeout: None,
             },
         );
@@ -1349,7 +1350,7 @@ async fn no_op_worker(
     let queues = ["default".to_owned()];
     while !*stop.borrow() {
         let claims = store
-            .claim_task_instances(me, &queues, None, 64, Utc::now())
+            .claim_task_instances(me, &queues, Scope::Everything, 64, Utc::now())
             .await?;
         if claims.is_empty() {
             tokio::select! {

@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use updraft_core::dag::{Dag, load_paths};
 use updraft_core::render::{self, Context, RunContext};
+use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, test_run_id};
 use updraft_core::time::WrittenTime;
 use updraft_executor::name::Name;
@@ -75,7 +76,7 @@ pub fn test_dag(
 
         let (stop, stopping) = watch::channel(false);
         let mut settings = scheduler_settings(config, &default_scheduler_args());
-        settings.only_run = Some(run.id);
+        settings.scope = Scope::Run(run.id);
         let scheduler = Scheduler::new(store.clone(), settings, hostname());
         let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
         let mut worker = worker_settings(
@@ -85,7 +86,7 @@ pub fn test_dag(
             16,
         );
         worker.echo = true;
-        worker.only_run = Some(run.id);
+        worker.scope = Scope::Run(run.id);
         let worker = tokio::spawn(Worker::new(store.clone(), worker).run(stopped(stopping)));
 
         let finished = loop {

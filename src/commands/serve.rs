@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
+use updraft_core::scope::Scope;
 use updraft_executor::name::Name;
 use updraft_executor::worker::{self, Worker};
 use updraft_metadata::{Backend, Connections, Store, redact_url};
@@ -189,7 +190,7 @@ pub fn worker_settings(
         poll_interval: POLL_INTERVAL,
         heartbeat_interval: HEARTBEAT_INTERVAL,
         echo: false,
-        only_run: None,
+        scope: Scope::Everything,
         shutdown_timeout: None,
     }
 }
