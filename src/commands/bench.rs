@@ -124,7 +124,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         backend,
         postgres_url: args.postgres_url.clone(),
     };
-    let runtime = crate::commands::runtime()?;
+    let runtime = crate::wiring::runtime()?;
     let scratch = tempfile::tempdir()?;
     let mut floors = vec![
         Floor {
