@@ -85,6 +85,5 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Workers(command) => workers::run(config, command),
         Command::Db(command) => db::run(config, command),
         Command::Users(command) => users::run(config, command),
-        Command::Bench(args) => commands::bench::run(args),
     }
 }

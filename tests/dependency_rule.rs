@@ -2,7 +2,7 @@
 //! `core` depends on no other part, `metadata` on `core` only, `ops` (the users' actions) on
 //! `core` and `metadata`, `scheduler` and `executor` on `core` and `metadata`, `webserver` on
 //! those and `ops`; the scheduler, executor and webserver never on each other (they meet in
-//! the database). Only the `updraft` binary wires parts together.
+//! the database). Only the binaries, `updraft` and `updraft-bench`, wire parts together.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -20,6 +20,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "updraft",
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-ops",
+            "updraft-scheduler",
+            "updraft-executor",
+            "updraft-webserver",
+        ],
+    ),
+    // The benchmarks wire the parts as `updraft` does, in a binary of their own.
+    (
+        "updraft-bench",
         &[
             "updraft-core",
             "updraft-metadata",

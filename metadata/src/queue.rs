@@ -955,7 +955,7 @@ impl Store {
     }
 }
 
-/// The raw claim floor of `updraft bench workers`: the rate at which the database hands out
+/// The raw claim floor of `updraft-bench workers`: the rate at which the database hands out
 /// rows with `FOR UPDATE SKIP LOCKED` alone, on a table of its own in a scratch database, with
 /// none of a real claim's bookkeeping (try rows, the run's version, heartbeats, logs, ends).
 impl Store {

@@ -1,5 +1,5 @@
 //! Throwaway databases: a fresh SQLite file, or a fresh database on a Postgres server, removed
-//! when dropped. `updraft bench` measures on them, and the tests' harness
+//! when dropped. `updraft-bench` measures on them, and the tests' harness
 //! (`updraft_metadata::testing`, feature `testing`) gives one to each test.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -175,7 +175,7 @@ pub fn seeded_run_id(n: i64) -> String {
 
 impl Store {
     /// Bulk-inserts finished runs and their task instances for measuring reads at scale
-    /// (`updraft bench ui-grid`), in one transaction. The database generates the rows
+    /// (`updraft-bench ui-grid`), in one transaction. The database generates the rows
     /// (`generate_series` on Postgres, a recursive CTE on SQLite): a million task instances
     /// are two statements, not a million round trips. Runs are `scheduled`, `success`, with a
     /// data interval of `step`; tries and logs are not made. Returns the task instances made.

@@ -3,7 +3,6 @@
 //! `wiring`, `embedded`, `accounts`).
 
 pub mod backfill;
-pub mod bench;
 pub mod dags;
 pub mod db;
 pub mod pools;

@@ -136,7 +136,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
     }
     // One thread: a worker waits on processes and the database, and on two cores a second
     // runtime thread costs it a fifth more CPU per try in wake-ups between threads (measured
-    // with `updraft bench workers`).
+    // with `updraft-bench workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
