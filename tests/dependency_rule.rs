@@ -143,3 +143,42 @@ fn core_stays_free_of_io_crates() {
         );
     }
 }
+
+#[test]
+fn the_updraft_binary_carries_no_scratch_code() {
+    // Features as the binary is built alone (`cargo build -p updraft`); a build of the whole
+    // workspace unifies them with updraft-bench's.
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "updraft",
+            "-e",
+            "normal",
+            "--format",
+            "{p} features: {f}",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let metadata: Vec<&str> = tree
+        .lines()
+        .filter(|line| line.starts_with("updraft-metadata "))
+        .collect();
+    assert!(!metadata.is_empty(), "the tree lists updraft-metadata");
+    for line in metadata {
+        assert!(
+            !line.contains("scratch") && !line.contains("testing"),
+            "updraft must not enable updraft-metadata's scratch or testing feature: {line}"
+        );
+    }
+}

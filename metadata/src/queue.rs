@@ -257,9 +257,10 @@ impl Worker {
 }
 
 impl Store {
-    /// Moves `scheduled` task instances to `queued`, in the order given (the caller's priority
-    /// order), each with its rendered command, as far as their pools' slots and their DAGs'
-    /// `max_active_tasks` allow; returns the ids queued. The others stay `scheduled`.
+    /// Moves `scheduled` task instances to `queued` as [`Store::step_task_instances`] does,
+    /// without moves; returns the ids queued. The scheduler queues in its steps; the bench and
+    /// the tests queue by hand (feature `scratch`).
+    #[cfg(feature = "scratch")]
     pub async fn queue_task_instances(
         &self,
         requests: &[(i64, serde_json::Value)],
@@ -269,11 +270,12 @@ impl Store {
     }
 
     /// A scheduler's step in one transaction: the compare-and-set `moves` (as
-    /// [`Store::set_task_states`]), then the `requests` queued as
-    /// [`Store::queue_task_instances`] queues them, among them the task instances the moves
-    /// made `scheduled`. On Postgres the pools and DAGs of the requests are locked first, so
-    /// that every transaction that queues takes its locks in the same order: pools, DAGs,
-    /// task instances.
+    /// [`Store::set_task_states`]), then the `requests`, among them the task instances the
+    /// moves made `scheduled`: each `scheduled` one moves to `queued` with its rendered
+    /// command, in the order given (the caller's priority order), as far as its pool's slots
+    /// and its DAG's `max_active_tasks` allow; the others stay `scheduled`. On Postgres the
+    /// pools and DAGs of the requests are locked first, so that every transaction that queues
+    /// takes its locks in the same order: pools, DAGs, task instances.
     ///
     /// A transaction Postgres fails to break a cycle of lock waits (another scheduler's
     /// transaction holding what this one waits for) is tried again, at most
@@ -881,6 +883,10 @@ impl Store {
         Ok(())
     }
 
+    /// Every registered worker. The CLI and the web read them with their load
+    /// ([`Store::list_worker_loads`]); the bench and the tests read them so (feature
+    /// `scratch`).
+    #[cfg(feature = "scratch")]
     pub async fn list_workers(&self) -> Result<Vec<Worker>, Error> {
         self.fetch_all(
             query("list workers", "SELECT * FROM worker ORDER BY hostname, id"),
@@ -950,59 +956,6 @@ impl Store {
                 "SELECT MAX(heartbeat_at) AS at FROM scheduler",
             ),
             |row| row.get("at"),
-        )
-        .await
-    }
-}
-
-/// The raw claim floor of `updraft-bench workers`: the rate at which the database hands out
-/// rows with `FOR UPDATE SKIP LOCKED` alone, on a table of its own in a scratch database, with
-/// none of a real claim's bookkeeping (try rows, the run's version, heartbeats, logs, ends).
-impl Store {
-    /// Creates table `claim_floor` with `rows` rows waiting to be claimed. Postgres only.
-    pub async fn prepare_claim_floor(&self, rows: i64) -> Result<(), Error> {
-        if self.backend() != crate::Backend::Postgres {
-            return Err(Error::Invalid(
-                "the SKIP LOCKED claim floor is measured on Postgres".to_owned(),
-            ));
-        }
-        let mut tx = self.begin("prepare the claim floor").await?;
-        tx.execute(query(
-            "create the claim floor's table",
-            "CREATE TABLE claim_floor (id BIGINT PRIMARY KEY, claimed_by TEXT)",
-        ))
-        .await?;
-        // Partial, as the queue's index of task instances is (`task_instance_queued_idx`).
-        tx.execute(query(
-            "index the claim floor's table",
-            "CREATE INDEX claim_floor_unclaimed ON claim_floor (id) WHERE claimed_by IS NULL",
-        ))
-        .await?;
-        tx.execute(
-            query(
-                "fill the claim floor's table",
-                "INSERT INTO claim_floor (id) SELECT generate_series(1, $1::bigint)",
-            )
-            .bind(rows),
-        )
-        .await?;
-        tx.commit("prepare the claim floor").await
-    }
-
-    /// Claims one unclaimed row of `claim_floor` for `claimer` (the lowest id, skipping rows
-    /// other claimers hold locked), as a worker claims a queued task instance; `None` when
-    /// none is left.
-    pub async fn claim_floor_row(&self, claimer: &str) -> Result<Option<i64>, Error> {
-        self.fetch_optional(
-            query(
-                "claim a row of the claim floor",
-                "UPDATE claim_floor SET claimed_by = $1 \
-                 WHERE id = (SELECT id FROM claim_floor WHERE claimed_by IS NULL \
-                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id",
-            )
-            .bind(claimer),
-            |row| row.get("id"),
         )
         .await
     }
