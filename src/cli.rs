@@ -91,8 +91,6 @@ pub enum Command {
     /// Manage the users of the web UI and API, and their API tokens.
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Measure workloads beside floors measured in the same run.
-    Bench(BenchArgs),
 }
 
 /// Flags of the scheduler, in `updraft scheduler` and `updraft standalone`.
@@ -169,33 +167,6 @@ fn worker_name(text: &str) -> Result<String, String> {
         return Err("a worker name cannot contain spaces or control characters".to_owned());
     }
     Ok(text.to_owned())
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Workloads to run [default: all].
-    pub workloads: Vec<String>,
-    /// Shrink every workload by this factor (0 < scale <= 1), e.g. 0.01 for a smoke run.
-    #[arg(long, default_value_t = 1.0)]
-    pub scale: f64,
-    /// Run each workload this many times, each run on a fresh database, and report each
-    /// figure's median and spread (min-max).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
-    /// Print one JSON document instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// The metadata backend the workloads run on (each on a fresh database).
-    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
-    pub backend: String,
-    /// A Postgres server where the user may create databases: for `--backend postgres` (a
-    /// scratch database per workload, dropped afterwards) and the Postgres commit floor.
-    #[arg(
-        long,
-        env = "UPDRAFT_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub postgres_url: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use updraft_core::dag::{LoadOptions, load_paths};
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -162,7 +163,7 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: &[(TaskState, &str)]
         }
         let queues = ["default".to_owned()];
         let claims = store
-            .claim_task_instances(WORKER, &queues, Some(ti.dag_run_id), 1, now)
+            .claim_task_instances(WORKER, &queues, Scope::Run(ti.dag_run_id), 1, now)
             .await
             .unwrap();
         assert_eq!(

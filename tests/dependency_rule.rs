@@ -3,7 +3,7 @@
 //! only, `ops` (the users' actions) on `core` and `metadata`, `scheduler` and `executor` on
 //! `core`, `metadata` and `process`, `webserver` on `core`, `metadata` and `ops`; the
 //! scheduler, executor and webserver never on each other (they meet in the database). Only the
-//! `updraft` binary wires parts together.
+//! binaries, `updraft` and `updraft-bench`, wire parts together.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -28,6 +28,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "updraft",
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-ops",
+            "updraft-process",
+            "updraft-scheduler",
+            "updraft-executor",
+            "updraft-webserver",
+        ],
+    ),
+    // The benchmarks wire the parts as `updraft` does, in a binary of their own.
+    (
+        "updraft-bench",
         &[
             "updraft-core",
             "updraft-metadata",
@@ -137,6 +150,45 @@ fn core_stays_free_of_io_crates() {
         assert!(
             !tree.lines().any(|line| line.starts_with(forbidden)),
             "updraft-core must not depend on {forbidden}(DESIGN §1: core is pure)"
+        );
+    }
+}
+
+#[test]
+fn the_updraft_binary_carries_no_scratch_code() {
+    // Features as the binary is built alone (`cargo build -p updraft`); a build of the whole
+    // workspace unifies them with updraft-bench's.
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "updraft",
+            "-e",
+            "normal",
+            "--format",
+            "{p} features: {f}",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let metadata: Vec<&str> = tree
+        .lines()
+        .filter(|line| line.starts_with("updraft-metadata "))
+        .collect();
+    assert!(!metadata.is_empty(), "the tree lists updraft-metadata");
+    for line in metadata {
+        assert!(
+            !line.contains("scratch") && !line.contains("testing"),
+            "updraft must not enable updraft-metadata's scratch or testing feature: {line}"
         );
     }
 }

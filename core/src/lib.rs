@@ -14,6 +14,7 @@ pub mod plan;
 pub mod render;
 pub mod retry;
 pub mod schedule;
+pub mod scope;
 pub mod state;
 pub mod suggest;
 pub mod template;

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use updraft_core::plan::{Planned, TryPlan};
 use updraft_core::render::RenderedHandler;
 use updraft_core::retry::{RetryPolicy, after_failed_try};
+use updraft_core::scope::Scope;
 use updraft_core::state::TaskState;
 use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
@@ -58,8 +59,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// Also print every try's log to stdout, prefixed with its task (`dags test`).
     pub echo: bool,
-    /// Claim only the task instances of this run (`dags test`).
-    pub only_run: Option<i64>,
+    /// Whose task instances it claims: any, or only one run's or one backfill's.
+    pub scope: Scope,
     /// Once asked to stop, how long running tries may go on before they are killed (and end
     /// failed or up for retry); `None` waits for them however long they take.
     pub shutdown_timeout: Option<Duration>,
@@ -394,7 +395,7 @@ impl Worker {
             .claim_task_instances(
                 worker,
                 &self.settings.queues,
-                self.settings.only_run,
+                self.settings.scope,
                 limit,
                 Utc::now(),
             )

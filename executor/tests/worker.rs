@@ -11,6 +11,7 @@ use updraft_core::dag::{LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{Context, RunContext};
+use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskState};
 use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
@@ -30,7 +31,7 @@ fn settings(id: &str, host: &str) -> Settings {
         poll_interval: Duration::from_millis(100),
         heartbeat_interval: Duration::from_millis(200),
         echo: false,
-        only_run: None,
+        scope: Scope::Everything,
         shutdown_timeout: None,
     }
 }
@@ -454,7 +455,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
                 poll_interval: Duration::from_millis(100),
                 heartbeat_interval: Duration::from_millis(200),
                 echo: false,
-                only_run: None,
+                scope: Scope::Everything,
                 shutdown_timeout: None,
             },
         );
@@ -468,7 +469,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
                     hostname: "host",
                 },
                 &["elsewhere".to_owned()],
-                None,
+                Scope::Everything,
                 1,
                 Utc::now(),
             )
@@ -607,7 +608,7 @@ async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets
         };
         let queues = ["default".to_owned()];
         let claim = store
-            .claim_task_instances(worker_ref, &queues, None, 1, Utc::now())
+            .claim_task_instances(worker_ref, &queues, Scope::Everything, 1, Utc::now())
             .await
             .unwrap()
             .remove(0);

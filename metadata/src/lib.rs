@@ -31,6 +31,7 @@ mod pools;
 mod queue;
 mod runs;
 mod schema;
+#[cfg(feature = "scratch")]
 mod scratch;
 mod sessions;
 mod signal;
@@ -58,6 +59,7 @@ pub use queue::{
 };
 pub use runs::{CreateOutcome, DagRun, NewDagRun, RunStart};
 pub use schema::SchemaStatus;
+#[cfg(feature = "scratch")]
 pub use scratch::{ScratchDatabase, SeedRuns, seeded_run_id};
 pub use sessions::Session;
 pub use signal::{Changes, Topic, Wakeups};

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use updraft_core::scope::Scope;
 use updraft_core::state::TaskState;
 
 use crate::dags::lock_dags_in;
@@ -118,31 +119,38 @@ pub struct WorkerLoad {
 const MOST_CLAIMED_AT_ONCE: usize = 32;
 
 /// The claim statements on Postgres, by how many task instances they take (1 to
-/// [`MOST_CLAIMED_AT_ONCE`]), without and then with a run to keep to: see [`claim_on_postgres`].
-static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
-    let claims = |only_run| {
+/// [`MOST_CLAIMED_AT_ONCE`]), for a worker of [`Scope::Everything`], of a run and of a
+/// backfill: see [`claim_on_postgres`].
+static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 3]> = LazyLock::new(|| {
+    let claims = |scope| {
         (1..=MOST_CLAIMED_AT_ONCE)
-            .map(|limit| claim_on_postgres(limit, only_run))
+            .map(|limit| claim_on_postgres(limit, scope))
             .collect()
     };
-    [claims(false), claims(true)]
+    [
+        claims(Scope::Everything),
+        claims(Scope::Run(0)),
+        claims(Scope::Backfill(0)),
+    ]
 });
 
 /// The claim of up to `limit` task instances on Postgres, in one statement: each queue (`$1`, a
 /// JSON array) read on its own in the order of its partial index (`task_instance_queued_idx`),
 /// so that a claim reads a few rows per queue however long the queues are (with `queue IN
 /// (...)` the planner reads and sorts the whole queue: 5 ms for 5,000 queued rows); the claimed
-/// rows' tries recorded; their runs' versions and DAG files returned. With `only_run`, only the
-/// task instances of run `$5` (`dags test`).
+/// rows' tries recorded; their runs' versions and DAG files returned. A worker limited to a
+/// run or a backfill claims only the task instances of run `$5`, or of the runs of backfill
+/// `$5` (the id in `scope` is not written, only which kind it is).
 ///
-/// The limit is written into the text, one statement per limit, and so is whether a run is
-/// kept to: Postgres plans a prepared statement anew at every call while a plan for the values
-/// at hand looks cheaper than the generic one, which it did with `LIMIT $n` or with `$5 IS NULL
-/// OR ...` (planning cost as much as running it). Without them it plans once per connection.
-fn claim_on_postgres(limit: usize, only_run: bool) -> String {
-    let run = match only_run {
-        false => "",
-        true => " AND dag_run_id = $5",
+/// The limit is written into the text, one statement per limit, and so is the kind of scope:
+/// Postgres plans a prepared statement anew at every call while a plan for the values at hand
+/// looks cheaper than the generic one, which it did with `LIMIT $n` or with `$5 IS NULL OR ...`
+/// (planning cost as much as running it). Without them it plans once per connection.
+fn claim_on_postgres(limit: usize, scope: Scope) -> String {
+    let run = match scope {
+        Scope::Everything => "",
+        Scope::Run(_) => " AND dag_run_id = $5",
+        Scope::Backfill(_) => " AND dag_run_id IN (SELECT id FROM dag_run WHERE backfill_id = $5)",
     };
     format!(
         "WITH claimed AS (UPDATE task_instance SET state = 'running', \
@@ -246,9 +254,10 @@ impl Worker {
 }
 
 impl Store {
-    /// Moves `scheduled` task instances to `queued`, in the order given (the caller's priority
-    /// order), each with its rendered command, as far as their pools' slots and their DAGs'
-    /// `max_active_tasks` allow; returns the ids queued. The others stay `scheduled`.
+    /// Moves `scheduled` task instances to `queued` as [`Store::step_task_instances`] does,
+    /// without moves; returns the ids queued. The scheduler queues in its steps; the bench and
+    /// the tests queue by hand (feature `scratch`).
+    #[cfg(feature = "scratch")]
     pub async fn queue_task_instances(
         &self,
         requests: &[(i64, serde_json::Value)],
@@ -258,11 +267,12 @@ impl Store {
     }
 
     /// A scheduler's step in one transaction: the compare-and-set `moves` (as
-    /// [`Store::set_task_states`]), then the `requests` queued as
-    /// [`Store::queue_task_instances`] queues them, among them the task instances the moves
-    /// made `scheduled`. On Postgres the pools and DAGs of the requests are locked first, so
-    /// that every transaction that queues takes its locks in the same order: pools, DAGs,
-    /// task instances.
+    /// [`Store::set_task_states`]), then the `requests`, among them the task instances the
+    /// moves made `scheduled`: each `scheduled` one moves to `queued` with its rendered
+    /// command, in the order given (the caller's priority order), as far as its pool's slots
+    /// and its DAG's `max_active_tasks` allow; the others stay `scheduled`. On Postgres the
+    /// pools and DAGs of the requests are locked first, so that every transaction that queues
+    /// takes its locks in the same order: pools, DAGs, task instances.
     ///
     /// A transaction Postgres fails to break a cycle of lock waits (another scheduler's
     /// transaction holding what this one waits for) is tried again, at most
@@ -369,7 +379,8 @@ impl Store {
 
     /// Claims up to `limit` queued task instances of `queues` for `worker`, highest
     /// `priority_weight` first, then oldest queued: each becomes `running` under a new try
-    /// (recorded in `task_try`). `only_run` restricts the claim to one run (`dags test`).
+    /// (recorded in `task_try`). A `scope` other than [`Scope::Everything`] restricts the
+    /// claim to one run's task instances (`dags test`) or one backfill's.
     /// On Postgres concurrent claimers skip each other's rows
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
     ///
@@ -379,7 +390,7 @@ impl Store {
         &self,
         worker: WorkerRef<'_>,
         queues: &[String],
-        only_run: Option<i64>,
+        scope: Scope,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
@@ -389,7 +400,11 @@ impl Store {
                 // One statement per [`MOST_CLAIMED_AT_ONCE`] task instances (one round trip,
                 // its own transaction): the claims, their tries' rows, and what the worker
                 // needs of their runs and DAG.
-                let statements = &CLAIMS_ON_POSTGRES[usize::from(only_run.is_some())];
+                let (statements, kept_to) = match scope {
+                    Scope::Everything => (&CLAIMS_ON_POSTGRES[0], None),
+                    Scope::Run(run) => (&CLAIMS_ON_POSTGRES[1], Some(run)),
+                    Scope::Backfill(backfill) => (&CLAIMS_ON_POSTGRES[2], Some(backfill)),
+                };
                 let mut claims: Vec<Claim> = Vec::new();
                 while claims.len() < limit {
                     let asked = (limit - claims.len()).min(MOST_CLAIMED_AT_ONCE);
@@ -398,8 +413,8 @@ impl Store {
                         .bind(worker.id)
                         .bind(worker.hostname)
                         .bind(now);
-                    let claim = match only_run {
-                        Some(run) => claim.bind(run),
+                    let claim = match kept_to {
+                        Some(id) => claim.bind(id),
                         None => claim,
                     };
                     let claimed = self
@@ -419,7 +434,7 @@ impl Store {
                 claims
             }
             Backend::Sqlite => {
-                self.claim_on_sqlite(worker, &queues, only_run, limit, now)
+                self.claim_on_sqlite(worker, &queues, scope, limit, now)
                     .await?
             }
         };
@@ -436,10 +451,15 @@ impl Store {
         &self,
         worker: WorkerRef<'_>,
         queues: &serde_json::Value,
-        only_run: Option<i64>,
+        scope: Scope,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, Error> {
+        let (run, backfill) = match scope {
+            Scope::Everything => (None, None),
+            Scope::Run(run) => (Some(run), None),
+            Scope::Backfill(backfill) => (None, Some(backfill)),
+        };
         // Between the tries of a chain a worker asks when a slot frees, before the next task
         // is queued, and finds nothing: a read says so without waiting for the turn to write
         // and taking SQLite's single write lock (which the end and the scheduler's step wait
@@ -451,10 +471,13 @@ impl Store {
                     "SELECT 1 AS found FROM task_instance \
                      WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
                        AND ($2 IS NULL OR dag_run_id = $2) \
+                       AND ($3 IS NULL OR dag_run_id IN \
+                         (SELECT id FROM dag_run WHERE backfill_id = $3)) \
                      LIMIT 1",
                 )
                 .bind(queues)
-                .bind(only_run),
+                .bind(run)
+                .bind(backfill),
                 |row| row.get::<i64>("found"),
             )
             .await?;
@@ -472,6 +495,8 @@ impl Store {
                      WHERE id IN (SELECT id FROM task_instance \
                          WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \
                            AND ($6 IS NULL OR dag_run_id = $6) \
+                           AND ($7 IS NULL OR dag_run_id IN \
+                             (SELECT id FROM dag_run WHERE backfill_id = $7)) \
                          ORDER BY priority_weight DESC, queued_at, id \
                          LIMIT $2) \
                      RETURNING *",
@@ -481,7 +506,8 @@ impl Store {
                 .bind(worker.id)
                 .bind(worker.hostname)
                 .bind(now)
-                .bind(only_run),
+                .bind(run)
+                .bind(backfill),
                 TaskInstance::from_row,
             )
             .await?;
@@ -844,6 +870,10 @@ impl Store {
         Ok(())
     }
 
+    /// Every registered worker. The CLI and the web read them with their load
+    /// ([`Store::list_worker_loads`]); the bench and the tests read them so (feature
+    /// `scratch`).
+    #[cfg(feature = "scratch")]
     pub async fn list_workers(&self) -> Result<Vec<Worker>, Error> {
         self.fetch_all(
             query("list workers", "SELECT * FROM worker ORDER BY hostname, id"),
@@ -913,59 +943,6 @@ impl Store {
                 "SELECT MAX(heartbeat_at) AS at FROM scheduler",
             ),
             |row| row.get("at"),
-        )
-        .await
-    }
-}
-
-/// The raw claim floor of `updraft bench workers`: the rate at which the database hands out
-/// rows with `FOR UPDATE SKIP LOCKED` alone, on a table of its own in a scratch database, with
-/// none of a real claim's bookkeeping (try rows, the run's version, heartbeats, logs, ends).
-impl Store {
-    /// Creates table `claim_floor` with `rows` rows waiting to be claimed. Postgres only.
-    pub async fn prepare_claim_floor(&self, rows: i64) -> Result<(), Error> {
-        if self.backend() != crate::Backend::Postgres {
-            return Err(Error::Invalid(
-                "the SKIP LOCKED claim floor is measured on Postgres".to_owned(),
-            ));
-        }
-        let mut tx = self.begin("prepare the claim floor").await?;
-        tx.execute(query(
-            "create the claim floor's table",
-            "CREATE TABLE claim_floor (id BIGINT PRIMARY KEY, claimed_by TEXT)",
-        ))
-        .await?;
-        // Partial, as the queue's index of task instances is (`task_instance_queued_idx`).
-        tx.execute(query(
-            "index the claim floor's table",
-            "CREATE INDEX claim_floor_unclaimed ON claim_floor (id) WHERE claimed_by IS NULL",
-        ))
-        .await?;
-        tx.execute(
-            query(
-                "fill the claim floor's table",
-                "INSERT INTO claim_floor (id) SELECT generate_series(1, $1::bigint)",
-            )
-            .bind(rows),
-        )
-        .await?;
-        tx.commit("prepare the claim floor").await
-    }
-
-    /// Claims one unclaimed row of `claim_floor` for `claimer` (the lowest id, skipping rows
-    /// other claimers hold locked), as a worker claims a queued task instance; `None` when
-    /// none is left.
-    pub async fn claim_floor_row(&self, claimer: &str) -> Result<Option<i64>, Error> {
-        self.fetch_optional(
-            query(
-                "claim a row of the claim floor",
-                "UPDATE claim_floor SET claimed_by = $1 \
-                 WHERE id = (SELECT id FROM claim_floor WHERE claimed_by IS NULL \
-                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id",
-            )
-            .bind(claimer),
-            |row| row.get("id"),
         )
         .await
     }

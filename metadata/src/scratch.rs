@@ -1,6 +1,8 @@
 //! Throwaway databases: a fresh SQLite file, or a fresh database on a Postgres server, removed
-//! when dropped. `updraft bench` measures on them, and the tests' harness
-//! (`updraft_metadata::testing`, feature `testing`) gives one to each test.
+//! when dropped, and what only measurements on them need: bulk-seeded history and the raw
+//! claim floor. `updraft-bench` measures on them, and the tests' harness
+//! (`updraft_metadata::testing`, feature `testing`) gives one to each test. Feature `scratch`:
+//! the `updraft` binary carries none of it.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 
@@ -175,7 +177,7 @@ pub fn seeded_run_id(n: i64) -> String {
 
 impl Store {
     /// Bulk-inserts finished runs and their task instances for measuring reads at scale
-    /// (`updraft bench ui-grid`), in one transaction. The database generates the rows
+    /// (`updraft-bench ui-grid`), in one transaction. The database generates the rows
     /// (`generate_series` on Postgres, a recursive CTE on SQLite): a million task instances
     /// are two statements, not a million round trips. Runs are `scheduled`, `success`, with a
     /// data interval of `step`; tries and logs are not made. Returns the task instances made.
@@ -260,6 +262,59 @@ impl Store {
             .await?;
         }
         Ok(made)
+    }
+}
+
+/// The raw claim floor of `updraft-bench workers`: the rate at which the database hands out
+/// rows with `FOR UPDATE SKIP LOCKED` alone, on a table of its own in a scratch database, with
+/// none of a real claim's bookkeeping (try rows, the run's version, heartbeats, logs, ends).
+impl Store {
+    /// Creates table `claim_floor` with `rows` rows waiting to be claimed. Postgres only.
+    pub async fn prepare_claim_floor(&self, rows: i64) -> Result<(), Error> {
+        if self.backend() != Backend::Postgres {
+            return Err(Error::Invalid(
+                "the SKIP LOCKED claim floor is measured on Postgres".to_owned(),
+            ));
+        }
+        let mut tx = self.begin("prepare the claim floor").await?;
+        tx.execute(query(
+            "create the claim floor's table",
+            "CREATE TABLE claim_floor (id BIGINT PRIMARY KEY, claimed_by TEXT)",
+        ))
+        .await?;
+        // Partial, as the queue's index of task instances is (`task_instance_queued_idx`).
+        tx.execute(query(
+            "index the claim floor's table",
+            "CREATE INDEX claim_floor_unclaimed ON claim_floor (id) WHERE claimed_by IS NULL",
+        ))
+        .await?;
+        tx.execute(
+            query(
+                "fill the claim floor's table",
+                "INSERT INTO claim_floor (id) SELECT generate_series(1, $1::bigint)",
+            )
+            .bind(rows),
+        )
+        .await?;
+        tx.commit("prepare the claim floor").await
+    }
+
+    /// Claims one unclaimed row of `claim_floor` for `claimer` (the lowest id, skipping rows
+    /// other claimers hold locked), as a worker claims a queued task instance; `None` when
+    /// none is left.
+    pub async fn claim_floor_row(&self, claimer: &str) -> Result<Option<i64>, Error> {
+        self.fetch_optional(
+            query(
+                "claim a row of the claim floor",
+                "UPDATE claim_floor SET claimed_by = $1 \
+                 WHERE id = (SELECT id FROM claim_floor WHERE claimed_by IS NULL \
+                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id",
+            )
+            .bind(claimer),
+            |row| row.get("id"),
+        )
+        .await
     }
 }
 

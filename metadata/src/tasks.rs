@@ -8,7 +8,7 @@ use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::TaskState;
 
-use crate::db::{Query, Row, Tx, query, query_split};
+use crate::db::{Row, Tx, query, query_split};
 use crate::signal::Topic;
 use crate::{Error, RunStart, Store};
 
@@ -147,7 +147,9 @@ impl Store {
     /// Creates the task instances of run `dag_run_id` in one transaction, in state `none`, and
     /// returns the ones created in the order given. A task that already has an instance in the
     /// run is left as it is (so this also fills in tasks a new DAG version added).
-    /// [`Error::NotFound`] for an unknown run.
+    /// [`Error::NotFound`] for an unknown run. The scheduler creates them as it starts a run;
+    /// the bench and the tests create them by hand (feature `scratch`).
+    #[cfg(feature = "scratch")]
     pub async fn create_task_instances(
         &self,
         dag_run_id: i64,
@@ -170,7 +172,27 @@ impl Store {
         };
         let mut created = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let insert = insert_task_instance((dag_run_id, &dag_id, &run_id), task, now);
+            // Nothing when the run has an instance of that task already.
+            let insert = query(
+                "create a task instance",
+                "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, \
+                     try_number, max_tries, pool, pool_slots, queue, priority_weight, \
+                     rendered_command, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'none', 0, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (dag_run_id, task_id) DO NOTHING \
+                 RETURNING *",
+            )
+            .bind(dag_run_id)
+            .bind(dag_id.as_str())
+            .bind(run_id.as_str())
+            .bind(task.task_id.as_str())
+            .bind(task.max_tries)
+            .bind(task.pool.as_str())
+            .bind(task.pool_slots)
+            .bind(task.queue.as_str())
+            .bind(task.priority_weight)
+            .bind(task.rendered_command.as_ref())
+            .bind(now);
             if let Some(instance) = tx.fetch_optional(insert, TaskInstance::from_row).await? {
                 created.push(instance);
             }
@@ -534,34 +556,6 @@ impl Store {
         )
         .await
     }
-}
-
-/// The insert of a task instance of run `(id, dag_id, run_id)` in state `none`; nothing when
-/// the run has one of that task already.
-fn insert_task_instance<'a>(
-    (dag_run_id, dag_id, run_id): (i64, &'a str, &'a str),
-    task: &'a NewTaskInstance,
-    now: DateTime<Utc>,
-) -> Query<'a> {
-    query(
-        "create a task instance",
-        "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
-             max_tries, pool, pool_slots, queue, priority_weight, rendered_command, updated_at) \
-         VALUES ($1, $2, $3, $4, 'none', 0, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (dag_run_id, task_id) DO NOTHING \
-         RETURNING *",
-    )
-    .bind(dag_run_id)
-    .bind(dag_id)
-    .bind(run_id)
-    .bind(task.task_id.as_str())
-    .bind(task.max_tries)
-    .bind(task.pool.as_str())
-    .bind(task.pool_slots)
-    .bind(task.queue.as_str())
-    .bind(task.priority_weight)
-    .bind(task.rendered_command.as_ref())
-    .bind(now)
 }
 
 /// Creates the task instances of runs being started, in `tx`, in one statement.

@@ -4,11 +4,12 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    BackfillCreated, BackfillMove, BackfillProgress, CreateOutcome, DEFAULT_POOL, DagRun, DagSync,
-    Error, NewBackfill, NewDagRun, NewTaskInstance, Rerun, Store, TaskInstance,
+    BackfillCreated, BackfillMove, BackfillProgress, Claim, CreateOutcome, DEFAULT_POOL, DagRun,
+    DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, Rerun, Store, TaskInstance, WorkerRef,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -585,6 +586,79 @@ async fn an_unknown_dag_or_a_reversed_range_writes_nothing() {
         ));
         assert!(store.list_backfills(None, 10).await.unwrap().is_empty());
         assert!(events(&store).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_claim_kept_to_a_run_or_a_backfill_takes_only_their_task_instances() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        with_dag(&store).await;
+        let backfill = create(&store, &new_backfill(1, 1), &[1], &[])
+            .await
+            .backfill;
+        let CreateOutcome::Created(scheduled) = store
+            .create_dag_run(&new_run(5, RunType::Scheduled), at(20, 0))
+            .await
+            .unwrap()
+        else {
+            panic!("the run of day 5 exists");
+        };
+        let backfill_run = store.list_backfill_runs(backfill.id).await.unwrap()[0].id;
+        // One queued task instance in each run.
+        let mut requests = Vec::new();
+        for run in [backfill_run, scheduled.id] {
+            let new = NewTaskInstance {
+                task_id: task("load"),
+                max_tries: 0,
+                pool: DEFAULT_POOL.to_owned(),
+                pool_slots: 1,
+                queue: "default".to_owned(),
+                priority_weight: 1,
+                rendered_command: None,
+            };
+            let ti = store
+                .create_task_instances(run, &[new], at(20, 0))
+                .await
+                .unwrap()
+                .remove(0);
+            store
+                .set_task_states(&[(ti.id, TaskState::None, TaskState::Scheduled)], at(20, 0))
+                .await
+                .unwrap();
+            requests.push((ti.id, json!({"run": "true"})));
+        }
+        assert_eq!(
+            store
+                .queue_task_instances(&requests, at(20, 0))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let worker = WorkerRef {
+            id: "w1",
+            hostname: "host",
+        };
+        let queues = ["default".to_owned()];
+        let claim = |scope| store.claim_task_instances(worker, &queues, scope, 10, at(20, 1));
+        let runs_claimed = |claims: Vec<Claim>| -> Vec<i64> {
+            claims.iter().map(|c| c.instance.dag_run_id).collect()
+        };
+        // Nothing of another run or backfill is taken.
+        assert!(claim(Scope::Run(-1)).await.unwrap().is_empty());
+        assert!(claim(Scope::Backfill(-1)).await.unwrap().is_empty());
+        assert_eq!(
+            runs_claimed(claim(Scope::Backfill(backfill.id)).await.unwrap()),
+            [backfill_run]
+        );
+        assert_eq!(
+            runs_claimed(claim(Scope::Run(scheduled.id)).await.unwrap()),
+            [scheduled.id]
+        );
+        assert!(claim(Scope::Everything).await.unwrap().is_empty());
     })
     .await;
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -116,7 +117,7 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
         }
         let queues = ["default".to_owned()];
         let claims = store
-            .claim_task_instances(worker, &queues, None, 1, now)
+            .claim_task_instances(worker, &queues, Scope::Everything, 1, now)
             .await
             .unwrap();
         assert_eq!(claims[0].instance.try_number, try_number);

@@ -6,6 +6,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
+use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
@@ -130,7 +131,7 @@ async fn queued_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
 async fn claimed_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
     let tis = queued_alike(store, count).await;
     store
-        .claim_task_instances(WORKER, &default_queue(), None, count, at(2))
+        .claim_task_instances(WORKER, &default_queue(), Scope::Everything, count, at(2))
         .await
         .unwrap();
     tis
@@ -304,7 +305,7 @@ async fn claims_take_the_highest_priority_of_the_workers_queues_first() {
             .await
             .unwrap();
         let claims = store
-            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 1, at(2))
             .await
             .unwrap();
         assert_eq!(claims.len(), 1);
@@ -320,7 +321,7 @@ async fn claims_take_the_highest_priority_of_the_workers_queues_first() {
         assert_eq!(tries[0].hostname.as_deref(), Some("host-a"));
         // The gpu task is not on this worker's queues.
         let rest = store
-            .claim_task_instances(WORKER, &default_queue(), None, 10, at(3))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 10, at(3))
             .await
             .unwrap();
         let names: Vec<&str> = rest.iter().map(|c| c.instance.task_id.as_str()).collect();
@@ -346,7 +347,13 @@ async fn concurrent_claimers_never_take_the_same_task_instance() {
                         hostname: "h",
                     };
                     let claims = store
-                        .claim_task_instances(worker, &["default".to_owned()], None, 3, at(2))
+                        .claim_task_instances(
+                            worker,
+                            &["default".to_owned()],
+                            Scope::Everything,
+                            3,
+                            at(2),
+                        )
                         .await
                         .unwrap();
                     if claims.is_empty() {
@@ -453,7 +460,7 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             .await
             .unwrap();
         store
-            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 1, at(2))
             .await
             .unwrap();
         // The run's creation woke it once already; a new subscriber's first look is at
@@ -541,7 +548,7 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
             .await
             .unwrap();
         store
-            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 1, at(2))
             .await
             .unwrap();
         store
@@ -576,7 +583,7 @@ async fn ends_written_together_each_record_their_own_outcome() {
         let tis = queued_alike(&store, 40).await;
         // More than one claim statement takes on Postgres (32): the claim goes on.
         let claims = store
-            .claim_task_instances(WORKER, &default_queue(), None, 40, at(2))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 40, at(2))
             .await
             .unwrap();
         assert_eq!(claims.len(), 40);
@@ -674,7 +681,7 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
             .await
             .unwrap();
         store
-            .claim_task_instances(WORKER, &default_queue(), None, 1, at(2))
+            .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 1, at(2))
             .await
             .unwrap();
         let other = WorkerRef {
@@ -682,7 +689,7 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
             hostname: "host-b",
         };
         store
-            .claim_task_instances(other, &default_queue(), None, 1, at(2))
+            .claim_task_instances(other, &default_queue(), Scope::Everything, 1, at(2))
             .await
             .unwrap();
         store.heartbeat_worker("w2", None, at(9)).await.unwrap();
@@ -831,7 +838,7 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
                 hostname: "host",
             };
             let claimed = store
-                .claim_task_instances(worker, &default_queue(), None, limit, at(2))
+                .claim_task_instances(worker, &default_queue(), Scope::Everything, limit, at(2))
                 .await
                 .unwrap();
             assert_eq!(claimed.len(), limit);

@@ -16,25 +16,21 @@ use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 use updraft_core::backfill::{Action, BackfillOptions, Decision, MAX_RUNS_WITHOUT_YES};
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_core::time::local;
-use updraft_executor::name::Name;
-use updraft_executor::worker::Worker;
 use updraft_metadata::{Backfill, BackfillProgress, DagRow, DagRun, Store};
 use updraft_ops as ops;
 use updraft_ops::backfill::{Ask, Face, Planned};
-use updraft_scheduler::service::Scheduler;
 
-use super::dags::stored_dag;
-use super::serve::{hostname, scheduler_settings, stopped, worker_settings};
-use super::{open_store, runtime};
-use crate::cli::{BackfillArgs, BackfillsCommand, SchedulerArgs};
+use crate::cli::{BackfillArgs, BackfillsCommand};
 use crate::config::Config;
+use crate::embedded::Embedded;
+use crate::lookup::stored_dag;
 use crate::term::{actor, confirm, duration as human_duration, print_table, rfc3339, usage_error};
+use crate::wiring::{open_store, runtime};
 
 /// A scheduler whose last heartbeat is older than this is taken for dead: the command then
 /// runs the backfill itself. Schedulers heartbeat every 2 s.
@@ -191,7 +187,7 @@ async fn create_and_follow(
                 "no scheduler is running ({last}): running the backfill in this process with \
                  an embedded scheduler and worker until it ends"
             );
-            Some(Embedded::start(store, config, dag, id))
+            Some(Embedded::for_backfill(store, config, dag, id))
         }
     };
     let outcome = follow(store, id, total, &mut signals, dag.tasks.len()).await;
@@ -232,54 +228,6 @@ async fn heartbeat_is_fresh(store: &Store) -> Result<bool> {
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
-}
-
-/// A scheduler and a worker in this process that step and run one backfill's runs only.
-struct Embedded {
-    stop: watch::Sender<bool>,
-    scheduler: tokio::task::JoinHandle<()>,
-    worker: tokio::task::JoinHandle<Result<(), updraft_metadata::Error>>,
-}
-
-impl Embedded {
-    fn start(store: &Store, config: &Config, dag: &Dag, backfill_id: i64) -> Embedded {
-        let (stop, stopping) = watch::channel(false);
-        let args = SchedulerArgs {
-            zombie_threshold: Duration::from_secs(30),
-            poll_interval: None,
-        };
-        let mut settings = scheduler_settings(config, &args);
-        settings.only_backfill = Some(backfill_id);
-        let host = hostname();
-        let scheduler = Scheduler::new(store.clone(), settings, host.clone());
-        let scheduler = tokio::spawn(scheduler.run(stopped(stopping.clone())));
-        let mut queues: Vec<String> = dag.tasks.values().map(|t| t.queue.clone()).collect();
-        queues.sort();
-        queues.dedup();
-        let worker = worker_settings(
-            Name::Given(format!(
-                "{host}:backfill:{backfill_id}:{}",
-                std::process::id()
-            )),
-            host,
-            queues,
-            16,
-        );
-        let worker = tokio::spawn(Worker::new(store.clone(), worker).run(stopped(stopping)));
-        Embedded {
-            stop,
-            scheduler,
-            worker,
-        }
-    }
-
-    /// Stops both; the worker lets its running tries finish.
-    async fn stop(self) -> Result<()> {
-        self.stop.send_replace(true);
-        self.scheduler.await?;
-        self.worker.await??;
-        Ok(())
-    }
 }
 
 /// Follows backfill `id` until it ends: a progress bar on a terminal, else one line per

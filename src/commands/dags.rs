@@ -1,105 +1,38 @@
-//! `updraft dags ...`: read, check, trigger, pause and test DAGs. Reading and checking need
-//! only the DAG files; trigger and pause write to the metadata database.
+//! `updraft dags ...`: read, check, trigger, pause and test DAGs (`dags backfill` is the
+//! `backfill` module's). Reading and checking need only the DAG files; trigger, pause and test
+//! write to the metadata database.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use std::collections::HashMap;
-
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use updraft_core::dag::{Command, Dag, FolderLoad, load_paths};
-use updraft_core::ids::DagId;
+use updraft_core::dag::{Command, FolderLoad, load_paths};
 use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, TaskState};
-use updraft_core::suggest::did_you_mean;
+use updraft_core::state::{DagRunState, RunType, TaskState, test_run_id};
 use updraft_core::time::WrittenTime;
-use updraft_metadata::{DagRow, Store};
+use updraft_metadata::{CreateOutcome, NewDagRun, Store};
 use updraft_ops as ops;
-use updraft_ops::dags::Trigger;
+use updraft_ops::dags::{Trigger, check_conf};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
 use crate::args::in_zone;
-use crate::cli::DagsCommand;
-use crate::commands::{backfill, local_run, open_store, runtime};
 use crate::config::Config;
+use crate::embedded::Embedded;
+use crate::lookup::{find_dag, load_folder, stored_dag};
 use crate::term::{actor, duration as human_duration, print_table};
+use crate::wiring::{open_store, runtime};
 
-pub fn run(config: &Config, command: DagsCommand) -> Result<i32> {
-    match command {
-        DagsCommand::List { json } => list(config, json),
-        DagsCommand::Show { dag_id, json } => show(config, &dag_id, json),
-        DagsCommand::Validate { paths } => validate(config, paths),
-        DagsCommand::Schema => {
-            println!("{}", updraft_core::dag::JSON_SCHEMA.trim_end());
-            Ok(0)
-        }
-        DagsCommand::NextRuns {
-            dag_id,
-            now,
-            count,
-            json,
-        } => next_runs(config, &dag_id, now, count, json),
-        DagsCommand::Trigger {
-            dag_id,
-            conf,
-            logical_date,
-            wait,
-        } => trigger(config, &dag_id, conf, logical_date, wait),
-        DagsCommand::Pause { dag_id } => set_paused(config, &dag_id, true),
-        DagsCommand::Unpause { dag_id } => set_paused(config, &dag_id, false),
-        DagsCommand::Test {
-            dag_id,
-            logical_date,
-            conf,
-        } => local_run::test_dag(config, &dag_id, logical_date, conf),
-        DagsCommand::Backfill(args) => backfill::backfill(config, args),
-    }
+/// `dags schema`: the JSON Schema of DAG files.
+pub fn schema() -> Result<i32> {
+    println!("{}", updraft_core::dag::JSON_SCHEMA.trim_end());
+    Ok(0)
 }
 
-/// The DAG's row in the database; a DAG not synced yet is synced from the DAGs folder first,
-/// so that a trigger right after adding a file works without waiting for the scheduler.
-pub(crate) async fn stored_dag(
-    config: &Config,
-    store: &Store,
-    dag_id: &str,
-) -> Result<(DagRow, Dag)> {
-    let id = DagId::parse(dag_id).map_err(|error| anyhow!("bad DAG id \"{dag_id}\": {error}"))?;
-    if store.get_dag(&id).await?.is_none() {
-        let load = load_folder(config)?;
-        sync_dags(
-            store,
-            &load,
-            SyncOptions {
-                paused_on_creation: false,
-            },
-            Utc::now(),
-        )
-        .await?;
-    }
-    let Some(row) = store.get_dag(&id).await? else {
-        let known = store.list_dags().await?;
-        let hint = did_you_mean(dag_id, known.iter().map(|row| row.dag_id.as_str()));
-        bail!(
-            "no DAG \"{dag_id}\" in the database or in {}{hint}",
-            config.dags_folder.display()
-        );
-    };
-    let version = store
-        .get_dag_version(&id, &row.version_hash)
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "DAG \"{dag_id}\" has no stored version {}",
-                row.version_hash
-            )
-        })?;
-    let dag: Dag = serde_json::from_value(version.serialized)?;
-    Ok((row, dag))
-}
-
-fn trigger(
+/// `dags trigger`: a manual run, its id printed; with `wait`, followed to its end.
+pub fn trigger(
     config: &Config,
     dag_id: &str,
     conf: Option<serde_json::Value>,
@@ -162,7 +95,8 @@ async fn follow_run(store: &Store, id: i64) -> Result<i32> {
     }
 }
 
-fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<i32> {
+/// `dags pause` and `dags unpause`.
+pub fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<i32> {
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let (row, _) = stored_dag(config, &store, dag_id).await?;
@@ -176,17 +110,91 @@ fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<i32> {
     })
 }
 
-fn load_folder(config: &Config) -> Result<FolderLoad> {
-    if !config.dags_folder.is_dir() {
-        bail!(
-            "the DAGs folder {} does not exist: pass --dags-folder or set UPDRAFT_DAGS_FOLDER",
-            config.dags_folder.display()
+/// `dags test`: one manual run of the DAG, stepped by a scheduler and run by a worker in this
+/// process that take on nothing but this run. Exit 0 when it succeeds, 1 when not.
+pub fn test(
+    config: &Config,
+    dag_id: &str,
+    logical_date: Option<WrittenTime>,
+    conf: Option<serde_json::Value>,
+) -> Result<i32> {
+    let conf = conf.unwrap_or_else(|| serde_json::json!({}));
+    let dag = find_dag(config, dag_id)?;
+    let logical_date = match logical_date {
+        Some(written) => in_zone("--logical-date", written, dag.timetable.timezone)
+            .map_err(|message| anyhow!(message))?,
+        None => Utc::now(),
+    };
+    check_conf(&dag, &conf)?;
+    runtime()?.block_on(async {
+        let store = open_store(config).await?;
+        let load = load_folder(config)?;
+        sync_dags(
+            &store,
+            &load,
+            SyncOptions {
+                paused_on_creation: false,
+            },
+            Utc::now(),
+        )
+        .await?;
+        let now = Utc::now();
+        let run = NewDagRun {
+            dag_id: dag.id.clone(),
+            run_id: test_run_id(now),
+            run_type: RunType::Manual,
+            logical_date,
+            data_interval_start: logical_date,
+            data_interval_end: logical_date,
+            run_after: now,
+            conf,
+            version_hash: dag.version_hash(),
+            backfill_id: None,
+        };
+        let (CreateOutcome::Created(run) | CreateOutcome::AlreadyExists(run)) =
+            store.create_dag_run(&run, now).await?;
+        println!("testing {} as run {}", dag.id, run.run_id);
+
+        let embedded = Embedded::for_run(&store, config, &dag, run.id);
+        let finished = loop {
+            let current = store
+                .get_dag_run(run.id)
+                .await?
+                .ok_or_else(|| anyhow!("the test run disappeared"))?;
+            if current.state.is_finished() {
+                break current;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        embedded.stop().await?;
+
+        let instances = store.list_task_instances(run.id).await?;
+        println!();
+        let rows: Vec<[String; 4]> = instances
+            .iter()
+            .map(|ti| {
+                [
+                    ti.task_id.to_string(),
+                    ti.state.to_string(),
+                    ti.try_number.to_string(),
+                    human_duration(ti.start_date, ti.end_date),
+                ]
+            })
+            .collect();
+        print_table(["TASK", "STATE", "TRIES", "DURATION"], &rows);
+        println!(
+            "run {} {} in {}",
+            finished.run_id,
+            finished.state,
+            human_duration(finished.start_date, finished.end_date)
         );
-    }
-    Ok(load_paths(
-        std::slice::from_ref(&config.dags_folder),
-        &config.load,
-    ))
+        store.close().await;
+        Ok(if finished.state == DagRunState::Success {
+            0
+        } else {
+            1
+        })
+    })
 }
 
 /// Prints a note about broken files to stderr, so a listing never hides them.
@@ -199,7 +207,8 @@ fn warn_about_errors(load: &FolderLoad) {
     }
 }
 
-fn list(config: &Config, json: bool) -> Result<i32> {
+/// `dags list`: the DAGs of the DAGs folder.
+pub fn list(config: &Config, json: bool) -> Result<i32> {
     let load = load_folder(config)?;
     if json {
         #[derive(Serialize)]
@@ -247,32 +256,8 @@ fn list(config: &Config, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// The DAG `dag_id` of the DAGs folder, or an error naming close ids and broken files.
-pub fn find_dag(config: &Config, dag_id: &str) -> Result<Dag> {
-    let load = load_folder(config)?;
-    if let Some(loaded) = load
-        .dags
-        .iter()
-        .find(|loaded| loaded.dag.id.as_str() == dag_id)
-    {
-        return Ok(loaded.dag.clone());
-    }
-    let hint = did_you_mean(dag_id, load.dags.iter().map(|l| l.dag.id.as_str()));
-    let broken = if load.errors.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " ({} file(s) there have errors: run `updraft dags validate`)",
-            load.errors.len()
-        )
-    };
-    Err(anyhow!(
-        "no DAG \"{dag_id}\" in {}{hint}{broken}",
-        config.dags_folder.display()
-    ))
-}
-
-fn show(config: &Config, dag_id: &str, json: bool) -> Result<i32> {
+/// `dags show`: one DAG of the DAGs folder, its schedule and tasks.
+pub fn show(config: &Config, dag_id: &str, json: bool) -> Result<i32> {
     let dag = find_dag(config, dag_id)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&dag)?);
@@ -359,7 +344,8 @@ fn show(config: &Config, dag_id: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn validate(config: &Config, paths: Vec<PathBuf>) -> Result<i32> {
+/// `dags validate`: every problem of the DAG files at `paths` (the DAGs folder when none).
+pub fn validate(config: &Config, paths: Vec<PathBuf>) -> Result<i32> {
     let paths = if paths.is_empty() {
         vec![config.dags_folder.clone()]
     } else {
@@ -385,8 +371,8 @@ fn validate(config: &Config, paths: Vec<PathBuf>) -> Result<i32> {
     }
 }
 
-/// `--now` as RFC 3339, or a date meaning midnight UTC.
-fn next_runs(
+/// `dags next-runs`: the runs due at `now` (default: now) and the next `count` after them.
+pub fn next_runs(
     config: &Config,
     dag_id: &str,
     now: Option<WrittenTime>,

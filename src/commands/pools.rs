@@ -4,11 +4,11 @@ use anyhow::{Result, anyhow};
 use updraft_core::suggest::did_you_mean;
 use updraft_metadata::{Error, Store};
 
-use super::{open_store, runtime};
 use crate::cli::PoolsCommand;
 use crate::config::Config;
 use crate::term::print_table;
 use crate::term::usage_error;
+use crate::wiring::{open_store, runtime};
 
 /// Runs `updraft pools ...` and returns the exit code.
 pub fn run(config: &Config, command: PoolsCommand) -> Result<i32> {

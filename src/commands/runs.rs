@@ -1,17 +1,16 @@
 //! `updraft runs ...`: read a DAG's runs and their task instances from the metadata database.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use updraft_core::ids::DagId;
-use updraft_core::suggest::did_you_mean;
-use updraft_metadata::{DagRow, DagRun, Store, TaskInstance};
+use updraft_metadata::{DagRun, Store, TaskInstance};
 
-use super::{open_store, runtime};
 use crate::cli::RunsCommand;
 use crate::config::Config;
+use crate::lookup::{find_dag_row, find_run};
 use crate::term::usage_error;
 use crate::term::{duration as human_duration, print_table, rfc3339};
+use crate::wiring::{open_store, runtime};
 
 /// Runs `updraft runs ...` and returns the exit code.
 pub fn run(config: &Config, command: RunsCommand) -> Result<i32> {
@@ -32,31 +31,6 @@ pub fn run(config: &Config, command: RunsCommand) -> Result<i32> {
         store.close().await;
         code
     })
-}
-
-/// The DAG `dag_id` as the database knows it, or an error that suggests a known one.
-pub(super) async fn find_dag(store: &Store, dag_id: &str) -> Result<DagRow> {
-    if let Ok(id) = DagId::parse(dag_id)
-        && let Some(dag) = store.get_dag(&id).await?
-    {
-        return Ok(dag);
-    }
-    let known = store.list_dags().await?;
-    let hint = did_you_mean(dag_id, known.iter().map(|dag| dag.dag_id.as_str()));
-    Err(anyhow!("no DAG \"{dag_id}\" in the database{hint}"))
-}
-
-/// Run `run_id` of `dag`, or an error that says how to list its runs.
-pub(super) async fn find_run(store: &Store, dag: &DagRow, run_id: &str) -> Result<DagRun> {
-    store
-        .get_dag_run_by_run_id(&dag.dag_id, run_id)
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "DAG \"{dag}\" has no run \"{run_id}\"; see its runs with `updraft runs list {dag}`",
-                dag = dag.dag_id
-            )
-        })
 }
 
 /// Seconds from `start` to `end`, to the millisecond; `None` until both are known.
@@ -105,7 +79,7 @@ async fn list(store: &Store, dag_id: &str, limit: i64, json: bool) -> Result<i32
             "--limit must be 1 or more, not {limit}"
         )));
     }
-    let dag = find_dag(store, dag_id).await?;
+    let dag = find_dag_row(store, dag_id).await?;
     let runs = store.list_dag_runs(&dag.dag_id, None, limit, 0).await?;
     if json {
         let rows: Vec<RunJson> = runs.iter().map(RunJson::new).collect();
@@ -172,7 +146,7 @@ impl<'a> TaskInstanceJson<'a> {
 }
 
 async fn show(store: &Store, dag_id: &str, run_id: &str, json: bool) -> Result<i32> {
-    let dag = find_dag(store, dag_id).await?;
+    let dag = find_dag_row(store, dag_id).await?;
     let run = find_run(store, &dag, run_id).await?;
     let instances = store.list_task_instances(run.id).await?;
     if json {

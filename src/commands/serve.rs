@@ -7,21 +7,19 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use updraft_core::scope::Scope;
 use updraft_executor::name::Name;
 use updraft_executor::worker::{self, Worker};
 use updraft_metadata::{Backend, Connections, Store, redact_url};
 use updraft_scheduler::service::{self, Scheduler};
 
+use crate::accounts::{STANDALONE_ADMIN, ensure_admin};
 use crate::cli::{SchedulerArgs, StandaloneArgs, WebserverArgs, WorkerArgs};
-use crate::commands::{open_store, runtime};
 use crate::config::Config;
-
-/// How often a worker heartbeats its tries (and notices kills it was not woken for).
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+use crate::wiring::{self, hostname, open_store, runtime, worker_settings};
 
 pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
     let _home = lock_home(&config.home()?)?;
@@ -33,7 +31,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
         let dags_folder = std::fs::canonicalize(&config.dags_folder)?;
-        let admin_password = crate::commands::users::ensure_admin(&store).await?;
+        let admin_password = ensure_admin(&store).await?;
         // Its worker takes its name and settles what a previous life left running before the
         // banner says it runs (a refusal comes first) and before its scheduler starts.
         let hostname = hostname();
@@ -63,17 +61,17 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             println!(
                 "  created user \"{}\" with password {password} (shown once; change users with \
                  `updraft users`)",
-                crate::commands::users::STANDALONE_ADMIN
+                STANDALONE_ADMIN
             );
         }
 
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
-            stopped(stop.clone()),
+            stop.clone().cancelled_owned(),
         ));
-        let scheduler = tokio::spawn(scheduler.run(stopped(stop.clone())));
-        let worker = worker.run(stopped(stop.clone())).await;
+        let scheduler = tokio::spawn(scheduler.run(stop.clone().cancelled_owned()));
+        let worker = worker.run(stop.cancelled()).await;
         scheduler.await?;
         web.await??;
         worker?;
@@ -95,7 +93,7 @@ pub fn webserver(config: &Config, args: WebserverArgs) -> Result<i32> {
             println!("  no user yet: create one with `updraft users create NAME --role admin`");
         }
         let stop = stop_signal()?;
-        updraft_webserver::serve(listener, store.clone(), stopped(stop)).await?;
+        updraft_webserver::serve(listener, store.clone(), stop.cancelled_owned()).await?;
         store.close().await;
         Ok(0)
     })
@@ -112,7 +110,7 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
         );
         let stop = stop_signal()?;
         Scheduler::new(store.clone(), scheduler_settings(config, &args), hostname())
-            .run(stopped(stop))
+            .run(stop.cancelled_owned())
             .await;
         store.close().await;
         Ok(0)
@@ -138,7 +136,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
     }
     // One thread: a worker waits on processes and the database, and on two cores a second
     // runtime thread costs it a fifth more CPU per try in wake-ups between threads (measured
-    // with `updraft bench workers`).
+    // with `updraft-bench workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,36 +160,20 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
             args.concurrency,
             store.url()
         );
-        worker.run(stopped(stop)).await?;
+        worker.run(stop.cancelled_owned()).await?;
         store.close().await;
         Ok(0)
     })
 }
 
-pub fn scheduler_settings(config: &Config, args: &SchedulerArgs) -> service::Settings {
-    let mut settings = service::Settings::new(config.dags_folder.clone(), config.load.clone());
+/// The scheduler of `standalone` and `scheduler`, with their flags.
+fn scheduler_settings(config: &Config, args: &SchedulerArgs) -> service::Settings {
+    let mut settings = wiring::scheduler_settings(config, Scope::Everything);
     settings.zombie_threshold = args.zombie_threshold;
-    settings.poll_interval = args.poll_interval.unwrap_or(POLL_INTERVAL);
-    settings
-}
-
-pub fn worker_settings(
-    name: Name,
-    hostname: String,
-    queues: Vec<String>,
-    concurrency: u32,
-) -> worker::Settings {
-    worker::Settings {
-        name,
-        hostname,
-        queues,
-        concurrency: concurrency as usize,
-        poll_interval: POLL_INTERVAL,
-        heartbeat_interval: HEARTBEAT_INTERVAL,
-        echo: false,
-        only_run: None,
-        shutdown_timeout: None,
+    if let Some(poll_interval) = args.poll_interval {
+        settings.poll_interval = poll_interval;
     }
+    settings
 }
 
 /// Holds the lock that keeps a second `standalone` off the same home (two would share one
@@ -230,11 +212,6 @@ fn lock_home(home: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// How long a loop waits for a wake-up before it looks anyway: 1 s. Wake-ups reach every
-/// process (LISTEN/NOTIFY on Postgres, the doorbell on a SQLite file) and say what changed, so
-/// a look that nothing woke finds nothing new; it is the fallback for a lost wake-up.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
 fn require_dags_folder(config: &Config) -> Result<()> {
     if !config.dags_folder.is_dir() {
         bail!(
@@ -245,35 +222,19 @@ fn require_dags_folder(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Flips to true on Ctrl-C or SIGTERM.
-fn stop_signal() -> Result<watch::Receiver<bool>> {
-    let (stop, stopped) = watch::channel(false);
+/// A token cancelled on Ctrl-C or SIGTERM: every part of the command stops on it.
+fn stop_signal() -> Result<CancellationToken> {
+    let stop = CancellationToken::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
+    let token = stop.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
         eprintln!("stopping: waiting for running tries to finish");
-        stop.send_replace(true);
+        token.cancel();
     });
-    Ok(stopped)
-}
-
-/// Completes when `stop` flips to true.
-pub async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// This machine's name, as workers and schedulers record it.
-pub fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most that.
-    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    match result {
-        0 if end > 0 => String::from_utf8_lossy(&buffer[..end]).into_owned(),
-        _ => "localhost".to_owned(),
-    }
+    Ok(stop)
 }

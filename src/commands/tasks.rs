@@ -3,24 +3,29 @@
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use chrono::Utc;
+use tokio::sync::mpsc;
 use updraft_core::ids::TaskId;
-use updraft_core::state::TaskState;
+use updraft_core::render::{self, Context, RunContext};
+use updraft_core::state::{RunType, TaskState, test_run_id};
 use updraft_core::suggest::did_you_mean;
 use updraft_core::time::WrittenTime;
 use updraft_metadata::Store;
 use updraft_ops as ops;
 use updraft_ops::clear::Selection;
+use updraft_process::{self as process, Ending, Files, Spawn};
 
-use super::runs::{find_dag, find_run};
-use super::{open_store, runtime};
 use crate::args::in_zone;
 use crate::cli::TasksCommand;
 use crate::config::Config;
+use crate::lookup::{find_dag, find_dag_row, find_run};
 use crate::term::{actor as cli_actor, confirm, print_table, rfc3339, usage_error};
+use crate::wiring::{open_store, runtime};
 
 /// Log chunks read per query.
 const LOG_PAGE: i64 = 1000;
@@ -34,7 +39,7 @@ pub fn run(config: &Config, command: TasksCommand) -> Result<i32> {
             dag_id,
             task_id,
             logical_date,
-        } => super::local_run::test_task(config, &dag_id, &task_id, logical_date),
+        } => test(config, &dag_id, &task_id, logical_date),
         TasksCommand::Logs {
             dag_id,
             run_id,
@@ -72,6 +77,86 @@ pub fn run(config: &Config, command: TasksCommand) -> Result<i32> {
     }
 }
 
+// --- test ---------------------------------------------------------------------------------
+
+/// `tasks test`: renders one task for `logical_date` and runs it, output to the terminal;
+/// nothing is recorded. Exit 0 when it succeeds or skips, 1 when not.
+fn test(
+    config: &Config,
+    dag_id: &str,
+    task_id: &str,
+    logical_date: Option<WrittenTime>,
+) -> Result<i32> {
+    let dag = find_dag(config, dag_id)?;
+    let logical_date = match logical_date {
+        Some(written) => in_zone("--logical-date", written, dag.timetable.timezone)
+            .map_err(|message| anyhow!(message))?,
+        None => Utc::now(),
+    };
+    let Some(task) = dag.task(task_id) else {
+        let known: Vec<&str> = dag.tasks.keys().map(|id| id.as_str()).collect();
+        let hint = did_you_mean(task_id, known.iter().copied());
+        bail!("DAG \"{}\" has no task \"{task_id}\"{hint}", dag.id);
+    };
+    let conf = serde_json::json!({});
+    let params = render::effective_params(&dag, &conf)
+        .map_err(|problems| anyhow!("params: {}", problems.join("; ")))?;
+    let run = RunContext {
+        dag_id: dag.id.clone(),
+        run_id: test_run_id(logical_date),
+        run_type: RunType::Manual,
+        logical_date,
+        data_interval_start: logical_date,
+        data_interval_end: logical_date,
+        params,
+        conf,
+    };
+    let context = Context {
+        run: &run,
+        task_id: task.id.clone(),
+        try_number: 1,
+        outputs: render::Outputs::new(),
+    };
+    let rendered = render::render_task(&dag, task, &context)?;
+    let folder = Path::new(&dag.fileloc)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let spawn = Spawn {
+        command: rendered.command.clone(),
+        env: rendered.env.clone().into_iter().collect(),
+        working_dir: match &rendered.working_dir {
+            Some(dir) => folder.join(dir),
+            None => folder,
+        },
+        timeout: task.timeout,
+        kill_grace: task.kill_grace,
+        files: Files::Scratch(Arc::default()),
+    };
+    runtime()?.block_on(async {
+        let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);
+        let printer = tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&chunk);
+                let _ = out.flush();
+            }
+        });
+        let finished = process::run(spawn, log, std::future::pending(), |_| {}).await;
+        printer.await?;
+        for (name, value) in &finished.outputs {
+            println!("output {name}={value}");
+        }
+        let ok = match finished.ending {
+            Ending::Exited(0) => true,
+            Ending::Exited(code) => task.skip_on_exit_code.contains(&code),
+            _ => false,
+        };
+        println!("{}", process::describe(&finished.ending));
+        Ok(if ok { 0 } else { 1 })
+    })
+}
+
 // --- logs ---------------------------------------------------------------------------------
 
 async fn logs(
@@ -82,7 +167,7 @@ async fn logs(
     try_number: Option<i32>,
     follow: bool,
 ) -> Result<i32> {
-    let dag = find_dag(store, dag_id).await?;
+    let dag = find_dag_row(store, dag_id).await?;
     let run = find_run(store, &dag, run_id).await?;
     let instances = store.list_task_instances(run.id).await?;
     let Some(ti) = instances.iter().find(|ti| ti.task_id.as_str() == task_id) else {
@@ -183,7 +268,7 @@ fn clear(config: &Config, args: ClearArgs) -> Result<i32> {
 
 /// Selects, lists, confirms (outside the async runtime: it reads the terminal), then clears.
 fn clear_with(runtime: &tokio::runtime::Runtime, store: &Store, args: ClearArgs) -> Result<i32> {
-    let row = runtime.block_on(find_dag(store, &args.dag_id))?;
+    let row = runtime.block_on(find_dag_row(store, &args.dag_id))?;
     let (_, dag) = runtime.block_on(ops::dags::load_dag(store, &row.dag_id))?;
     let tz = dag.timetable.timezone;
     let (from, to) = match (

@@ -1,7 +1,8 @@
 //! `updraft users ...`: the users of the web UI and API, and their API tokens. Passwords are
-//! read without echo (or from stdin for scripts), must be at least [`PASSWORD_MIN`] characters
-//! and are stored as argon2 hashes; a token is shown once and stored as a hash, with an
-//! optional expiry, and is revoked one at a time. Neither ever reaches a log.
+//! read without echo (or from stdin for scripts), must be at least
+//! [`crate::accounts::PASSWORD_MIN`] characters and are stored as argon2 hashes; a token is
+//! shown once and stored as a hash, with an optional expiry, and is revoked one at a time.
+//! Neither ever reaches a log.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -9,17 +10,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
 use serde::Serialize;
 use updraft_metadata::{NewApiToken, Role, Store, check_username};
-use updraft_webserver::auth::{hash_password, new_token, token_hash};
+use updraft_webserver::auth::{new_token, token_hash};
 
+use crate::accounts::create_user;
 use crate::cli::{TokensCommand, UsersCommand};
-use crate::commands::{open_store, runtime};
 use crate::config::Config;
 use crate::term::{print_table, rfc3339};
+use crate::wiring::{open_store, runtime};
 
-/// The user `standalone` creates when there is none.
-pub const STANDALONE_ADMIN: &str = "admin";
-/// The shortest password `users create` accepts.
-pub const PASSWORD_MIN: usize = 8;
 /// The most tokens `users tokens list` shows.
 const TOKENS_SHOWN: i64 = 1000;
 
@@ -43,7 +41,7 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<i32> {
             UsersCommand::Create { username, role, .. } => {
                 let role: Role = role.parse().map_err(|error| anyhow!("{error}"))?;
                 let password = password.unwrap_or_default();
-                create(&store, &username, &password, role).await?;
+                create_user(&store, &username, &password, role).await?;
                 println!("created {role} {username}");
                 0
             }
@@ -82,32 +80,6 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<i32> {
         store.close().await;
         Ok(code)
     })
-}
-
-/// Creates a user with the argon2 hash of `password` (hashed off the async threads). The name
-/// is checked by the store ([`check_username`]); the password must be at least
-/// [`PASSWORD_MIN`] characters.
-pub async fn create(store: &Store, username: &str, password: &str, role: Role) -> Result<()> {
-    if password.chars().count() < PASSWORD_MIN {
-        bail!("the password is shorter than {PASSWORD_MIN} characters");
-    }
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await?
-        .map_err(|error| anyhow!("{error}"))?;
-    store.create_user(username, &hash, role, Utc::now()).await?;
-    Ok(())
-}
-
-/// When there is no user yet, creates [`STANDALONE_ADMIN`] with a random password and returns
-/// the password (for `standalone` to print once).
-pub async fn ensure_admin(store: &Store) -> Result<Option<String>> {
-    if !store.list_users().await?.is_empty() {
-        return Ok(None);
-    }
-    let password = new_token().map_err(|error| anyhow!("{error}"))?[..20].to_owned();
-    create(store, STANDALONE_ADMIN, &password, Role::Admin).await?;
-    Ok(Some(password))
 }
 
 /// Creates an API token of `username` and prints it, this once.

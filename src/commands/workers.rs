@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_metadata::{WorkerLoad, WorkerStatus};
 
-use super::{open_store, runtime};
 use crate::cli::WorkersCommand;
 use crate::config::Config;
 use crate::term::{print_table, rfc3339};
+use crate::wiring::{open_store, runtime};
 
 /// Runs `updraft workers ...` and returns the exit code.
 pub fn run(config: &Config, command: WorkersCommand) -> Result<i32> {

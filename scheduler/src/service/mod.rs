@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions};
 use updraft_core::ids::DagId;
 use updraft_core::render::{self, RunContext};
+use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
 
@@ -55,11 +56,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// A running try whose worker has not heartbeaten for this long is a zombie.
     pub zombie_threshold: Duration,
-    /// Step only this run: no sync, no new runs, no zombies (`dags test`).
-    pub only_run: Option<i64>,
-    /// Step only the runs of this backfill: no sync, no new runs, no zombies, no heartbeat
-    /// (`dags backfill` when no scheduler is alive).
-    pub only_backfill: Option<i64>,
+    /// What it steps: everything, or only one run or one backfill's runs (and then it does
+    /// nothing else, see [`Scope`]).
+    pub scope: Scope,
 }
 
 impl Settings {
@@ -72,8 +71,7 @@ impl Settings {
             },
             poll_interval: Duration::from_secs(1),
             zombie_threshold: Duration::from_secs(30),
-            only_run: None,
-            only_backfill: None,
+            scope: Scope::Everything,
         }
     }
 }
@@ -218,11 +216,11 @@ impl Scheduler {
     /// scheduler limited to one run or one backfill reads them again and looks at them all
     /// at every tick: its worklist only collects their timers.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Error> {
-        if self.settings.only_run.is_some() || self.settings.only_backfill.is_some() {
+        if self.settings.scope != Scope::Everything {
             self.worklist = Worklist::new();
             self.instances.clear();
         }
-        if let Some(only) = self.settings.only_run {
+        if let Scope::Run(only) = self.settings.scope {
             let run = self.store.get_dag_run(only).await?;
             self.runs = run
                 .into_iter()
@@ -233,7 +231,7 @@ impl Scheduler {
             self.look_at(ids, now).await?;
             return Ok(self.worklist.wake_at());
         }
-        if let Some(only) = self.settings.only_backfill {
+        if let Scope::Backfill(only) = self.settings.scope {
             self.read_backfills().await?;
             self.backfills.retain(|id, _| *id == only);
             self.runs = self
