@@ -17,6 +17,7 @@ use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use crate::backfills::{Backfill, BackfillCreated, BackfillMove, NewBackfill, Rerun, rerun_in};
 use crate::clear::ClearReport;
 use crate::db::{Tx, query, query_split};
+use crate::events::insert_event;
 use crate::runs::{CreateOutcome, DagRun, NewDagRun, insert_run};
 use crate::signal::Topic;
 use crate::tasks::{check_moves, kills, move_task_states_in};
@@ -52,22 +53,7 @@ impl Store {
 impl Change<'_> {
     /// Appends `event`, then commits and wakes whom the writes concern.
     pub async fn commit(mut self, event: &NewEvent) -> Result<(), Error> {
-        self.tx
-            .execute(
-                query(
-                    "append to the event log",
-                    "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(event.at)
-                .bind(event.actor.as_str())
-                .bind(event.dag_id.as_ref().map(DagId::as_str))
-                .bind(event.run_id.as_deref())
-                .bind(event.task_id.as_ref().map(TaskId::as_str))
-                .bind(event.event.as_str())
-                .bind(&event.details),
-            )
-            .await?;
+        self.tx.execute(insert_event(event)).await?;
         self.commit_unrecorded().await
     }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
 
-use crate::db::{Row, query};
+use crate::db::{Query, Row, query};
 use crate::{Error, Store};
 
 /// A row of `event_log`.
@@ -49,25 +49,28 @@ impl EventLog {
     }
 }
 
+/// The statement that appends `event` and returns its row: alone ([`Store::append_event`]) or
+/// in the transaction of the change it records ([`Change::commit`](crate::Change::commit)).
+pub(crate) fn insert_event(event: &NewEvent) -> Query<'_> {
+    query(
+        "append to the event log",
+        "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         RETURNING *",
+    )
+    .bind(event.at)
+    .bind(event.actor.as_str())
+    .bind(event.dag_id.as_ref().map(DagId::as_str))
+    .bind(event.run_id.as_deref())
+    .bind(event.task_id.as_ref().map(TaskId::as_str))
+    .bind(event.event.as_str())
+    .bind(&event.details)
+}
+
 impl Store {
     pub async fn append_event(&self, event: &NewEvent) -> Result<EventLog, Error> {
-        self.fetch_one(
-            query(
-                "append to the event log",
-                "INSERT INTO event_log (at, actor, dag_id, run_id, task_id, event, details) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 RETURNING *",
-            )
-            .bind(event.at)
-            .bind(event.actor.as_str())
-            .bind(event.dag_id.as_ref().map(DagId::as_str))
-            .bind(event.run_id.as_deref())
-            .bind(event.task_id.as_ref().map(TaskId::as_str))
-            .bind(event.event.as_str())
-            .bind(&event.details),
-            EventLog::from_row,
-        )
-        .await
+        self.fetch_one(insert_event(event), EventLog::from_row)
+            .await
     }
 
     /// The newest `limit` events, of one DAG or of all.

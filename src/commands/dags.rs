@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::dag::{Command, FolderLoad, load_paths};
 use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, RunType, TaskState, test_run_id};
+use updraft_core::state::{DagRunState, TaskState, test_run_id};
 use updraft_core::time::WrittenTime;
 use updraft_metadata::{CreateOutcome, NewDagRun, Store};
 use updraft_ops as ops;
@@ -139,17 +139,11 @@ pub fn test(
         )
         .await?;
         let now = Utc::now();
+        // A manual run under a test run id of its own, so that a test never meets another
+        // run of the same logical date.
         let run = NewDagRun {
-            dag_id: dag.id.clone(),
             run_id: test_run_id(now),
-            run_type: RunType::Manual,
-            logical_date,
-            data_interval_start: logical_date,
-            data_interval_end: logical_date,
-            run_after: now,
-            conf,
-            version_hash: dag.version_hash(),
-            backfill_id: None,
+            ..NewDagRun::manual(dag.id.clone(), dag.version_hash(), logical_date, conf, now)
         };
         let (CreateOutcome::Created(run) | CreateOutcome::AlreadyExists(run)) =
             store.create_dag_run(&run, now).await?;
