@@ -16,7 +16,7 @@ use updraft_core::state::TaskState;
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
 use crate::signal::{Changes, Topic};
-use crate::tasks::{TaskInstance, check_moves, id_and_run, kills, move_task_states_in};
+use crate::tasks::{TaskInstance, TryKey, check_moves, id_and_run, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
 /// A task instance a worker claimed: now `running` under its try `try_number` (its plan in
@@ -51,6 +51,13 @@ pub struct TryEnd {
     /// The end of the try's log that is not shipped yet: appended in the same transaction, so
     /// a try's last lines cost no write of their own.
     pub log_tail: Vec<u8>,
+}
+
+/// The process (group) id of a running try: the input of [`Store::set_try_pids`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryPid {
+    pub key: TryKey,
+    pub pid: u32,
 }
 
 /// How many times a transaction that Postgres failed to break a deadlock is tried again.
@@ -556,19 +563,18 @@ impl Store {
         Ok(claims)
     }
 
-    /// Records the process ids of running tries (each its process group), given as `(task
-    /// instance id, try number, pid)`, so that they can be found and killed if their worker
-    /// dies. One statement for them all: a worker records the pids of the tries it started at
-    /// its next heartbeat, not one write per try.
-    pub async fn set_try_pids(&self, pids: &[(i64, i32, u32)]) -> Result<(), Error> {
+    /// Records the process ids of running tries (each its process group), so that they can be
+    /// found and killed if their worker dies. One statement for them all: a worker records the
+    /// pids of the tries it started at its next heartbeat, not one write per try.
+    pub async fn set_try_pids(&self, pids: &[TryPid]) -> Result<(), Error> {
         if pids.is_empty() {
             return Ok(());
         }
         let pids = serde_json::json!(
             pids.iter()
-                .map(|(id, try_number, pid)| serde_json::json!({
-                    "id": id,
-                    "try": try_number,
+                .map(|TryPid { key, pid }| serde_json::json!({
+                    "id": key.task_instance,
+                    "try": key.try_number,
                     "pid": pid,
                 }))
                 .collect::<Vec<_>>()
@@ -591,8 +597,8 @@ impl Store {
         Ok(())
     }
 
-    /// Heartbeats the worker and every try it runs; returns `(task instance id, try number)` of
-    /// the tries that are still its own and `running`. A try missing from the answer was moved
+    /// Heartbeats the worker and every try it runs; returns the keys of the tries that are still
+    /// its own and `running`. A try missing from the answer was moved
     /// away (cleared, marked, timed out with its run, or reaped as a zombie): kill it.
     ///
     /// On Postgres the heartbeat never waits for a row lock: it skips the tries whose rows
@@ -611,7 +617,7 @@ impl Store {
         worker_id: &str,
         held_since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, i32)>, Error> {
+    ) -> Result<Vec<TryKey>, Error> {
         let mut tx = self.begin("heartbeat a worker").await?;
         let sql = match held_since {
             None => {
@@ -650,7 +656,12 @@ impl Store {
                 )
                 .bind(worker_id)
                 .bind(now),
-                |row| Ok((row.get("id")?, row.get("try_number")?)),
+                |row| {
+                    Ok(TryKey {
+                        task_instance: row.get("id")?,
+                        try_number: row.get("try_number")?,
+                    })
+                },
             )
             .await?;
         tx.commit("heartbeat a worker").await?;

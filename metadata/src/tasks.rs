@@ -58,6 +58,14 @@ pub struct NewTaskInstance {
     pub rendered_command: Option<serde_json::Value>,
 }
 
+/// Which try of which task instance: the key of a `task_try` row. A worker keys the tries it
+/// runs by it, since a task instance cleared and claimed again is another try of the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TryKey {
+    pub task_instance: i64,
+    pub try_number: i32,
+}
+
 /// A row of `task_try`: one attempt of a task instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskTry {
@@ -100,6 +108,14 @@ pub struct TaskOutput {
 }
 
 impl TaskInstance {
+    /// The key of its running or last try.
+    pub fn try_key(&self) -> TryKey {
+        TryKey {
+            task_instance: self.id,
+            try_number: self.try_number,
+        }
+    }
+
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(TaskInstance {
             id: row.get("id")?,

@@ -11,7 +11,7 @@ use updraft_core::state::{RunType, TaskState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
     Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
-    TaskInstance, Topic, TryEnd, Worker, WorkerRef,
+    TaskInstance, Topic, TryEnd, TryKey, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -135,6 +135,14 @@ async fn claimed_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
         .await
         .unwrap();
     tis
+}
+
+/// The key of a claimed task instance's first try.
+fn first_try(instance: &TaskInstance) -> TryKey {
+    TryKey {
+        task_instance: instance.id,
+        try_number: 1,
+    }
 }
 
 fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
@@ -382,7 +390,7 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
         let tis = claimed_alike(&store, 2).await;
         let mut ours = store.heartbeat_worker("w1", None, at(3)).await.unwrap();
         ours.sort_unstable();
-        assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
+        assert_eq!(ours, [first_try(&tis[0]), first_try(&tis[1])]);
         // A user marks b failed: the worker must kill it.
         assert_eq!(
             store
@@ -393,7 +401,7 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
         );
         assert_eq!(
             store.heartbeat_worker("w1", None, at(5)).await.unwrap(),
-            [(tis[0].id, 1)]
+            [first_try(&tis[0])]
         );
         assert_eq!(
             store
@@ -437,7 +445,7 @@ async fn a_heartbeat_does_not_wait_for_rows_another_transaction_holds() {
         .expect("the heartbeat waited for the held row")
         .unwrap();
     ours.sort_unstable();
-    assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
+    assert_eq!(ours, [first_try(&tis[0]), first_try(&tis[1])]);
     held.rollback().await.unwrap();
     let mut beats = Vec::new();
     for ti in &tis {
