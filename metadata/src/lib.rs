@@ -47,7 +47,7 @@ pub use backfills::{
     Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun,
 };
 pub use change::Change;
-pub use clear::ClearReport;
+pub use clear::{Clear, ClearReport};
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use due::{DueBatch, DueDag};
 pub use error::Error;
