@@ -11,7 +11,7 @@ use chrono::Utc;
 use updraft_core::dag::LoadOptions;
 use updraft_core::plan::TryPlan;
 use updraft_core::render;
-use updraft_core::state::{RunType, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState};
 use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, Store};
 use updraft_scheduler::service;
 
@@ -136,7 +136,11 @@ pub async fn workers(
         let instances = store.create_task_instances(run.id, &tasks, now).await?;
         let moves: Vec<_> = instances
             .iter()
-            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .map(|ti| TaskMove {
+                task_instance: ti.id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            })
             .collect();
         store.set_task_states(&moves, now).await?;
         let context = service::run_context(dag, &run).map_err(anyhow::Error::msg)?;

@@ -179,6 +179,16 @@ impl DagRunState {
     }
 }
 
+/// A compare-and-set of a task instance's state: it moves to `to` only if it is still in
+/// `from`. The scheduler's steps and the users' marks decide them; the store applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskMove {
+    /// The task instance's row id.
+    pub task_instance: i64,
+    pub from: TaskState,
+    pub to: TaskState,
+}
+
 impl TaskState {
     /// A finished task instance needs nothing more from the scheduler or a worker.
     pub fn is_finished(self) -> bool {

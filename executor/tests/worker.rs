@@ -12,7 +12,7 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{Context, RunContext};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState};
 use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
@@ -107,7 +107,11 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
         .unwrap();
     let moves: Vec<_> = instances
         .iter()
-        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .map(|ti| TaskMove {
+            task_instance: ti.id,
+            from: TaskState::None,
+            to: TaskState::Scheduled,
+        })
         .collect();
     store.set_task_states(&moves, now).await.unwrap();
     let context = RunContext {
@@ -437,7 +441,14 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
             .unwrap()
             .remove(0);
         store
-            .set_task_states(&[(ti.id, TaskState::None, TaskState::Scheduled)], now)
+            .set_task_states(
+                &[TaskMove {
+                    task_instance: ti.id,
+                    from: TaskState::None,
+                    to: TaskState::Scheduled,
+                }],
+                now,
+            )
             .await
             .unwrap();
         store

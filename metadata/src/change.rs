@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
+use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 
 use crate::backfills::{Backfill, BackfillCreated, BackfillMove, NewBackfill, Rerun, rerun_in};
 use crate::clear::{Clear, ClearReport};
@@ -167,7 +167,7 @@ impl Change<'_> {
     /// moving a `running` one away makes its worker kill the try.
     pub async fn set_task_states(
         &mut self,
-        moves: &[(i64, TaskState, TaskState)],
+        moves: &[TaskMove],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
         check_moves(moves)?;

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use updraft_core::scope::Scope;
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskMove, TaskState};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
@@ -286,7 +286,7 @@ impl Store {
     /// [`DEADLOCK_RETRIES`] times.
     pub async fn step_task_instances(
         &self,
-        moves: &[(i64, TaskState, TaskState)],
+        moves: &[TaskMove],
         requests: &[(i64, serde_json::Value)],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {
@@ -301,7 +301,7 @@ impl Store {
 
     async fn step_task_instances_once(
         &self,
-        moves: &[(i64, TaskState, TaskState)],
+        moves: &[TaskMove],
         requests: &[(i64, serde_json::Value)],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {

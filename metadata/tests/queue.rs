@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
     Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
@@ -37,7 +37,11 @@ async fn scheduled(
     let instances = created(store, max_active_tasks, tasks).await;
     let moves: Vec<_> = instances
         .iter()
-        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .map(|ti| TaskMove {
+            task_instance: ti.id,
+            from: TaskState::None,
+            to: TaskState::Scheduled,
+        })
         .collect();
     assert!(
         store
@@ -186,7 +190,11 @@ async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
         );
         let moves: Vec<_> = tis
             .iter()
-            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .map(|ti| TaskMove {
+                task_instance: ti.id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            })
             .collect();
         let stepped = store
             .step_task_instances(&moves, &requests(&tis), at(2))
@@ -212,7 +220,11 @@ async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
         // A move the state machine forbids is refused before anything is written.
         let refused = store
             .step_task_instances(
-                &[(tis[1].id, TaskState::Success, TaskState::Running)],
+                &[TaskMove {
+                    task_instance: tis[1].id,
+                    from: TaskState::Success,
+                    to: TaskState::Running,
+                }],
                 &[],
                 at(3),
             )
@@ -394,7 +406,14 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
         // A user marks b failed: the worker must kill it.
         assert_eq!(
             store
-                .set_task_states(&[(tis[1].id, TaskState::Running, TaskState::Failed)], at(4))
+                .set_task_states(
+                    &[TaskMove {
+                        task_instance: tis[1].id,
+                        from: TaskState::Running,
+                        to: TaskState::Failed
+                    }],
+                    at(4)
+                )
                 .await
                 .unwrap(),
             [true]
@@ -561,7 +580,11 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
             .unwrap();
         store
             .set_task_states(
-                &[(tis[0].id, TaskState::Running, TaskState::Skipped)],
+                &[TaskMove {
+                    task_instance: tis[0].id,
+                    from: TaskState::Running,
+                    to: TaskState::Skipped,
+                }],
                 at(3),
             )
             .await
@@ -599,7 +622,11 @@ async fn ends_written_together_each_record_their_own_outcome() {
         let moved_away = tis[1].id;
         store
             .set_task_states(
-                &[(moved_away, TaskState::Running, TaskState::Skipped)],
+                &[TaskMove {
+                    task_instance: moved_away,
+                    from: TaskState::Running,
+                    to: TaskState::Skipped,
+                }],
                 at(3),
             )
             .await

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskMove, TaskState};
 use updraft_metadata::testing::{TestDatabase, each_backend};
 use updraft_metadata::{
     Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, SchemaStatus,
@@ -282,7 +282,14 @@ async fn migration_7_sends_what_an_earlier_version_queued_back_to_be_planned() {
             .unwrap();
         let queued = instances[0].id;
         store
-            .set_task_states(&[(queued, TaskState::None, TaskState::Scheduled)], now)
+            .set_task_states(
+                &[TaskMove {
+                    task_instance: queued,
+                    from: TaskState::None,
+                    to: TaskState::Scheduled,
+                }],
+                now,
+            )
             .await
             .unwrap();
         // What an earlier version stored: a bare rendered command.
