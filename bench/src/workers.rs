@@ -11,7 +11,7 @@ use chrono::Utc;
 use updraft_core::dag::LoadOptions;
 use updraft_core::plan::TryPlan;
 use updraft_core::render;
-use updraft_core::state::{RunType, TaskMove, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, Store};
 use updraft_scheduler::service;
 
@@ -195,7 +195,7 @@ pub async fn workers(
             .list_workers()
             .await?
             .iter()
-            .filter(|worker| worker.state == "running")
+            .filter(|worker| worker.state == WorkerState::Running)
             .count();
         if registered == WORKER_PROCESSES {
             break;

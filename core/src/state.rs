@@ -1,5 +1,5 @@
-//! States of DAG runs, task instances and backfills, their legal moves, trigger rules and run
-//! types.
+//! States of DAG runs, task instances, backfills and workers, their legal moves, trigger rules
+//! and run types.
 //!
 //! The names here are the vocabulary of every layer: the YAML, the `state` columns, the API and
 //! the UI all use `as_str()`.
@@ -142,6 +142,19 @@ named_enum!(
         Paused = "paused",
         Completed = "completed",
         Cancelled = "cancelled",
+    }
+);
+
+named_enum!(
+    /// The state a worker's row records: `running`, `stopping` while it drains, `stopped` when
+    /// it has left, or `lost` once a scheduler reaped its tries (until it heartbeats again).
+    /// How a worker is doing also depends on its heartbeat's age: see the metadata's
+    /// `WorkerStatus`.
+    WorkerState, "worker state" {
+        Running = "running",
+        Stopping = "stopping",
+        Stopped = "stopped",
+        Lost = "lost",
     }
 );
 

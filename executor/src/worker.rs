@@ -37,7 +37,7 @@ use updraft_core::plan::{Planned, TryPlan};
 use updraft_core::render::RenderedHandler;
 use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::scope::Scope;
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskState, WorkerState};
 use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryKey, TryPid, WorkerRef};
 
@@ -314,7 +314,7 @@ impl Worker {
                         .shutdown_timeout
                         .map(|timeout| tokio::time::Instant::now() + timeout);
                     stopping = Some(deadline);
-                    if let Err(error) = self.store.set_worker_state(&self.id, "stopping").await {
+                    if let Err(error) = self.store.set_worker_state(&self.id, WorkerState::Stopping).await {
                         tracing::warn!("cannot record that the worker is stopping: {error}");
                     }
                 }
@@ -379,7 +379,11 @@ impl Worker {
                 self.id
             )));
         }
-        if let Err(error) = self.store.set_worker_state(&self.id, "stopped").await {
+        if let Err(error) = self
+            .store
+            .set_worker_state(&self.id, WorkerState::Stopped)
+            .await
+        {
             tracing::warn!("cannot record that the worker stopped: {error}");
         }
         Ok(())

@@ -12,7 +12,7 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{Context, RunContext};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskMove, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
@@ -177,7 +177,7 @@ async fn held(store: &Store, id: &str, host: &str) -> WorkerRow {
         hostname: host.to_owned(),
         queues: vec!["default".to_owned()],
         concurrency: 4,
-        state: "running".to_owned(),
+        state: WorkerState::Running,
         started_at: now,
         heartbeat_at: now,
         pid: Some(std::process::id() as i32),
@@ -246,7 +246,10 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
         assert_eq!(first.register().await.unwrap(), "here:2");
         assert_eq!(second.register().await.unwrap(), "here:3");
         // Stopped, its name is free again.
-        store.set_worker_state("here:1", "stopped").await.unwrap();
+        store
+            .set_worker_state("here:1", WorkerState::Stopped)
+            .await
+            .unwrap();
         assert_eq!(third.register().await.unwrap(), "here:1");
     })
     .await;
@@ -287,8 +290,8 @@ async fn a_worker_whose_name_was_taken_over_stops_with_a_conflict() {
         assert!(matches!(stopped, Err(Error::Conflict(_))), "{stopped:?}");
         let row = store.get_worker("w1").await.unwrap().unwrap();
         assert_eq!(
-            (row.hostname.as_str(), row.state.as_str()),
-            ("elsewhere", "running")
+            (row.hostname.as_str(), row.state),
+            ("elsewhere", WorkerState::Running)
         );
     })
     .await;
@@ -308,7 +311,7 @@ async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
         .await;
         stop.send_replace(true);
         let start = Instant::now();
-        while store.get_worker("w1").await.unwrap().unwrap().state != "stopping" {
+        while store.get_worker("w1").await.unwrap().unwrap().state != WorkerState::Stopping {
             assert!(start.elapsed() < Duration::from_secs(5), "never stopping");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -324,7 +327,7 @@ async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
         assert_eq!(ended.state, TaskState::Success);
         assert_eq!(
             store.get_worker("w1").await.unwrap().unwrap().state,
-            "stopped"
+            WorkerState::Stopped
         );
     })
     .await;

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use updraft_core::scope::Scope;
-use updraft_core::state::{TaskMove, TaskState};
+use updraft_core::state::{TaskMove, TaskState, WorkerState};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
@@ -70,8 +70,7 @@ pub struct Worker {
     pub hostname: String,
     pub queues: Vec<String>,
     pub concurrency: i32,
-    /// `running`, `stopping`, `stopped`, or `lost` (its tries were reaped as zombies).
-    pub state: String,
+    pub state: WorkerState,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
     /// The process holding the worker's name, on `hostname`.
@@ -237,12 +236,12 @@ impl Worker {
     /// How the worker is doing at `now` (see [`WorkerStatus`]).
     pub fn status(&self, now: DateTime<Utc>) -> WorkerStatus {
         let silent = (now - self.heartbeat_at).to_std().unwrap_or_default();
-        match self.state.as_str() {
-            "stopped" => WorkerStatus::Stopped,
-            "lost" => WorkerStatus::Lost,
+        match self.state {
+            WorkerState::Stopped => WorkerStatus::Stopped,
+            WorkerState::Lost => WorkerStatus::Lost,
             _ if silent > WORKER_LOST_AFTER => WorkerStatus::Lost,
-            "stopping" => WorkerStatus::Stopping,
-            _ => WorkerStatus::Running,
+            WorkerState::Stopping => WorkerStatus::Stopping,
+            WorkerState::Running => WorkerStatus::Running,
         }
     }
 
@@ -252,7 +251,7 @@ impl Worker {
             hostname: row.get("hostname")?,
             queues: row.json("queues")?,
             concurrency: row.get("concurrency")?,
-            state: row.get("state")?,
+            state: row.name("state")?,
             started_at: row.get("started_at")?,
             heartbeat_at: row.get("heartbeat_at")?,
             pid: row.get("pid")?,
@@ -868,14 +867,14 @@ impl Store {
     }
 
     /// Sets a worker's state (`stopping` while it drains, `stopped` when it has left).
-    pub async fn set_worker_state(&self, worker_id: &str, state: &str) -> Result<(), Error> {
+    pub async fn set_worker_state(&self, worker_id: &str, state: WorkerState) -> Result<(), Error> {
         self.execute(
             query(
                 "set a worker's state",
                 "UPDATE worker SET state = $2 WHERE id = $1",
             )
             .bind(worker_id)
-            .bind(state),
+            .bind(state.as_str()),
         )
         .await?;
         Ok(())

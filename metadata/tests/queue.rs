@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskMove, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
     Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
@@ -766,7 +766,7 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             hostname: "host-a".to_owned(),
             queues: vec!["default".to_owned(), "gpu".to_owned()],
             concurrency: 8,
-            state: "running".to_owned(),
+            state: WorkerState::Running,
             started_at: at(0),
             heartbeat_at: at(0),
             pid: Some(42),
@@ -778,13 +778,16 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             .heartbeat_worker("w1", Some(at(0)), at(3))
             .await
             .unwrap();
-        store.set_worker_state("w1", "stopping").await.unwrap();
+        store
+            .set_worker_state("w1", WorkerState::Stopping)
+            .await
+            .unwrap();
         let listed = store.list_workers().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].queues, ["default", "gpu"]);
         assert_eq!(
-            (listed[0].state.as_str(), listed[0].heartbeat_at),
-            ("stopping", at(3))
+            (listed[0].state, listed[0].heartbeat_at),
+            (WorkerState::Stopping, at(3))
         );
         // Taken over from the row as read before it heartbeated: refused; from the row as it
         // is: taken, running, and the previous holder's heartbeat is refused.
@@ -802,7 +805,7 @@ async fn workers_and_schedulers_register_and_heartbeat() {
         assert!(!store.claim_worker_name(&again, Some(&stale)).await.unwrap());
         assert!(store.claim_worker_name(&again, Some(&seen)).await.unwrap());
         let taken = store.get_worker("w1").await.unwrap().unwrap();
-        assert_eq!((taken.state.as_str(), taken.pid), ("running", Some(43)));
+        assert_eq!((taken.state, taken.pid), (WorkerState::Running, Some(43)));
         assert!(matches!(
             store.heartbeat_worker("w1", Some(at(0)), at(5)).await,
             Err(updraft_metadata::Error::Conflict(_))
@@ -821,11 +824,14 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             .unwrap();
         let back = store.get_worker("w1").await.unwrap().unwrap();
         assert_eq!(back.status(at(7)), updraft_metadata::WorkerStatus::Running);
-        store.set_worker_state("w1", "stopped").await.unwrap();
+        store
+            .set_worker_state("w1", WorkerState::Stopped)
+            .await
+            .unwrap();
         store.mark_workers_lost(at(20)).await.unwrap();
         assert_eq!(
             store.get_worker("w1").await.unwrap().unwrap().state,
-            "stopped"
+            WorkerState::Stopped
         );
         assert_eq!(
             store.get_worker("w1").await.unwrap().map(|w| w.concurrency),
@@ -846,7 +852,7 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
                 hostname: hostname.to_owned(),
                 queues: default_queue(),
                 concurrency: 4,
-                state: "running".to_owned(),
+                state: WorkerState::Running,
                 started_at: at(0),
                 heartbeat_at: at(0),
                 pid: None,
@@ -913,23 +919,38 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
 #[test]
 fn a_worker_that_stopped_heartbeating_is_lost_unless_it_stopped() {
     use updraft_metadata::WorkerStatus;
-    let worker = |state: &str| Worker {
+    let worker = |state: WorkerState| Worker {
         id: "w1".to_owned(),
         hostname: "host-a".to_owned(),
         queues: default_queue(),
         concurrency: 4,
-        state: state.to_owned(),
+        state,
         started_at: at(0),
         heartbeat_at: at(0),
         pid: None,
     };
     let soon = at(0) + chrono::Duration::seconds(5);
     let late = at(0) + chrono::Duration::seconds(11);
-    assert_eq!(worker("running").status(soon), WorkerStatus::Running);
-    assert_eq!(worker("stopping").status(soon), WorkerStatus::Stopping);
-    assert_eq!(worker("running").status(late), WorkerStatus::Lost);
-    assert_eq!(worker("stopping").status(late), WorkerStatus::Lost);
-    assert_eq!(worker("stopped").status(late), WorkerStatus::Stopped);
+    assert_eq!(
+        worker(WorkerState::Running).status(soon),
+        WorkerStatus::Running
+    );
+    assert_eq!(
+        worker(WorkerState::Stopping).status(soon),
+        WorkerStatus::Stopping
+    );
+    assert_eq!(
+        worker(WorkerState::Running).status(late),
+        WorkerStatus::Lost
+    );
+    assert_eq!(
+        worker(WorkerState::Stopping).status(late),
+        WorkerStatus::Lost
+    );
+    assert_eq!(
+        worker(WorkerState::Stopped).status(late),
+        WorkerStatus::Stopped
+    );
 }
 
 #[tokio::test]
