@@ -12,7 +12,7 @@ use updraft_core::dag::LoadOptions;
 use updraft_core::plan::TryPlan;
 use updraft_core::render;
 use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
-use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, Store};
+use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, QueueRequest, Store};
 use updraft_scheduler::service;
 
 use crate::floors::bare_spawns;
@@ -156,7 +156,10 @@ pub async fn workers(
                     outputs: render::Outputs::new(),
                 },
             );
-            requests.push((ti.id, serde_json::to_value(plan)?));
+            requests.push(QueueRequest {
+                task_instance: ti.id,
+                plan: serde_json::to_value(plan)?,
+            });
         }
         run_ids.push(run.id);
     }

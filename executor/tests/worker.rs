@@ -17,8 +17,8 @@ use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, Store, TaskInstance, TryEnd,
-    Worker as WorkerRow, WorkerRef,
+    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, QueueRequest, Store, TaskInstance,
+    TryEnd, Worker as WorkerRow, WorkerRef,
 };
 
 /// Settings of a worker `id` on host `host` serving `default`, quick to heartbeat.
@@ -124,7 +124,7 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
         params: Default::default(),
         conf: json!({}),
     };
-    let requests: Vec<(i64, serde_json::Value)> = instances
+    let requests: Vec<QueueRequest> = instances
         .iter()
         .map(|ti| {
             let task = dag.task(ti.task_id.as_str()).unwrap();
@@ -135,7 +135,10 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
                 outputs: Default::default(),
             };
             let plan = TryPlan::new(&dag, task, &context);
-            (ti.id, serde_json::to_value(plan).unwrap())
+            QueueRequest {
+                task_instance: ti.id,
+                plan: serde_json::to_value(plan).unwrap(),
+            }
         })
         .collect();
     store.queue_task_instances(&requests, now).await.unwrap();
@@ -455,7 +458,13 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
             .await
             .unwrap();
         store
-            .queue_task_instances(&[(ti.id, json!({"error": "unused"}))], now)
+            .queue_task_instances(
+                &[QueueRequest {
+                    task_instance: ti.id,
+                    plan: json!({"error": "unused"}),
+                }],
+                now,
+            )
             .await
             .unwrap();
 

@@ -55,7 +55,8 @@ pub use events::{EventLog, NewEvent};
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
 pub use pools::{DEFAULT_POOL, Pool};
 pub use queue::{
-    Claim, Stepped, TryEnd, TryPid, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef, WorkerStatus,
+    Claim, QueueRequest, Stepped, TryEnd, TryPid, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef,
+    WorkerStatus,
 };
 pub use runs::{CreateOutcome, DagRun, NewDagRun, RunStart};
 pub use schema::SchemaStatus;

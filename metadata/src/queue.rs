@@ -53,6 +53,15 @@ pub struct TryEnd {
     pub log_tail: Vec<u8>,
 }
 
+/// A `scheduled` task instance to queue, with the plan of its next try (stored as its
+/// `rendered_command`, which the worker that claims it runs by): the input of
+/// [`Store::step_task_instances`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRequest {
+    pub task_instance: i64,
+    pub plan: serde_json::Value,
+}
+
 /// The process (group) id of a running try: the input of [`Store::set_try_pids`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TryPid {
@@ -266,7 +275,7 @@ impl Store {
     #[cfg(feature = "scratch")]
     pub async fn queue_task_instances(
         &self,
-        requests: &[(i64, serde_json::Value)],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, Error> {
         Ok(self.step_task_instances(&[], requests, now).await?.queued)
@@ -286,7 +295,7 @@ impl Store {
     pub async fn step_task_instances(
         &self,
         moves: &[TaskMove],
-        requests: &[(i64, serde_json::Value)],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {
         let mut attempt = 0;
@@ -301,7 +310,7 @@ impl Store {
     async fn step_task_instances_once(
         &self,
         moves: &[TaskMove],
-        requests: &[(i64, serde_json::Value)],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {
         check_moves(moves)?;
@@ -311,7 +320,12 @@ impl Store {
         let mut tx = self.begin("step task instances").await?;
         let mut candidates: HashMap<i64, Candidate> = HashMap::new();
         if !requests.is_empty() {
-            let ids = serde_json::json!(requests.iter().map(|(id, _)| id).collect::<Vec<_>>());
+            let ids = serde_json::json!(
+                requests
+                    .iter()
+                    .map(|request| request.task_instance)
+                    .collect::<Vec<_>>()
+            );
             candidates = tx
                 .fetch_all(
                     query_split(
@@ -346,21 +360,21 @@ impl Store {
         // happen, or another scheduler queued it first, and it is counted in the occupancy
         // then) gives its room back to the requests after it.
         let mut queued: HashSet<i64> = HashSet::new();
-        let mut pending: Vec<&(i64, serde_json::Value)> = requests
+        let mut pending: Vec<&QueueRequest> = requests
             .iter()
-            .filter(|(id, _)| candidates.contains_key(id))
+            .filter(|request| candidates.contains_key(&request.task_instance))
             .collect();
         while !pending.is_empty() {
             let (admitted, rest): (Vec<_>, Vec<_>) = pending
                 .into_iter()
-                .partition(|(id, _)| occupancy.admit(&candidates[id]));
+                .partition(|request| occupancy.admit(&candidates[&request.task_instance]));
             if admitted.is_empty() {
                 break;
             }
             let done = queue_in(&mut tx, &admitted, now).await?;
-            for (id, _) in &admitted {
-                if !done.contains(id) {
-                    occupancy.release(&candidates[id]);
+            for request in &admitted {
+                if !done.contains(&request.task_instance) {
+                    occupancy.release(&candidates[&request.task_instance]);
                 }
             }
             let released = done.len() < admitted.len();
@@ -369,7 +383,7 @@ impl Store {
         }
         let queued: Vec<i64> = requests
             .iter()
-            .map(|(id, _)| *id)
+            .map(|request| request.task_instance)
             .filter(|id| queued.contains(id))
             .collect();
         let wake_workers = !queued.is_empty() || kills(moves, &moved);
@@ -962,13 +976,15 @@ impl Store {
 /// commands, in one statement; returns those that moved.
 async fn queue_in(
     tx: &mut Tx,
-    requests: &[&(i64, serde_json::Value)],
+    requests: &[&QueueRequest],
     now: DateTime<Utc>,
 ) -> Result<HashSet<i64>, Error> {
     let rows = serde_json::Value::Array(
         requests
             .iter()
-            .map(|(id, rendered)| serde_json::json!({ "id": id, "rendered": rendered }))
+            .map(|request| {
+                serde_json::json!({ "id": request.task_instance, "rendered": request.plan })
+            })
             .collect(),
     );
     let queued = tx

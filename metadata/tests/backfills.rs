@@ -9,7 +9,8 @@ use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskSta
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     BackfillCreated, BackfillMove, BackfillProgress, Claim, CreateOutcome, DEFAULT_POOL, DagRun,
-    DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, Rerun, Store, TaskInstance, WorkerRef,
+    DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, QueueRequest, Rerun, Store,
+    TaskInstance, WorkerRef,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -634,7 +635,10 @@ async fn a_claim_kept_to_a_run_or_a_backfill_takes_only_their_task_instances() {
                 )
                 .await
                 .unwrap();
-            requests.push((ti.id, json!({"run": "true"})));
+            requests.push(QueueRequest {
+                task_instance: ti.id,
+                plan: json!({"run": "true"}),
+            });
         }
         assert_eq!(
             store

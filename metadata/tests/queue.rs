@@ -10,8 +10,8 @@ use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
-    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
-    TaskInstance, Topic, TryEnd, TryKey, Worker, WorkerRef,
+    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance,
+    QueueRequest, Store, TaskInstance, Topic, TryEnd, TryKey, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -149,14 +149,12 @@ fn first_try(instance: &TaskInstance) -> TryKey {
     }
 }
 
-fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
+fn requests(instances: &[TaskInstance]) -> Vec<QueueRequest> {
     instances
         .iter()
-        .map(|ti| {
-            (
-                ti.id,
-                json!({"command": {"run": format!("echo {}", ti.task_id)}}),
-            )
+        .map(|ti| QueueRequest {
+            task_instance: ti.id,
+            plan: json!({"command": {"run": format!("echo {}", ti.task_id)}}),
         })
         .collect()
 }

@@ -5,8 +5,8 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::state::{TaskMove, TaskState};
 use updraft_metadata::testing::{TestDatabase, each_backend};
 use updraft_metadata::{
-    Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, SchemaStatus,
-    Store,
+    Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, QueueRequest,
+    SchemaStatus, Store,
 };
 
 #[tokio::test]
@@ -295,7 +295,13 @@ async fn migration_7_sends_what_an_earlier_version_queued_back_to_be_planned() {
         // What an earlier version stored: a bare rendered command.
         let legacy = serde_json::json!({"command": {"run": "true"}, "env": {}});
         store
-            .queue_task_instances(&[(queued, legacy)], now)
+            .queue_task_instances(
+                &[QueueRequest {
+                    task_instance: queued,
+                    plan: legacy,
+                }],
+                now,
+            )
             .await
             .unwrap();
 

@@ -184,7 +184,7 @@ impl Scheduler {
                 .requests
                 .iter()
                 .zip(&offer.runs)
-                .filter(|((id, _), _)| !queued.contains(id))
+                .filter(|(request, _)| !queued.contains(&request.task_instance))
                 .map(|(_, &run)| run),
         );
         for (run, _, step, waits_on_past) in steps {
@@ -221,9 +221,10 @@ impl Scheduler {
                 waits_on_past || waiting.contains(&run.id),
             );
         }
-        for (&(id, _), &run) in offer.requests.iter().zip(&offer.runs) {
-            if queued.contains(&id) {
-                self.instances.moved(run, id, TaskState::Queued);
+        for (request, &run) in offer.requests.iter().zip(&offer.runs) {
+            if queued.contains(&request.task_instance) {
+                self.instances
+                    .moved(run, request.task_instance, TaskState::Queued);
             }
         }
         Ok(())
