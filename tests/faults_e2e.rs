@@ -19,6 +19,7 @@ use common::world::{
 };
 use common::{run, wait_for};
 use serde_json::Value;
+use updraft_core::state::WorkerState;
 
 /// The logical dates of daily runs from 2024-01-01 on, as `runs list --json` prints them.
 fn days(count: u32) -> Vec<String> {
@@ -464,7 +465,7 @@ tasks:
     }
     // Reaped, w1 is lost at once (its row says so), not only once its heartbeat is 10 s old.
     let w1_row = world.with_store(async |store| store.get_worker("w1").await.unwrap().unwrap());
-    assert_eq!(w1_row.state, "lost");
+    assert_eq!(w1_row.state, WorkerState::Lost);
 
     // Each try of w1 is a zombie, says its log; a retry ran on w2 where one was left.
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -13,7 +13,7 @@ use common::world::{RUN_DEADLINE, TryRecord, World, now_seconds};
 use common::{run, wait_for};
 use serde_json::{Value, json};
 use updraft_core::ids::DagId;
-use updraft_core::state::{DagRunState, TaskState};
+use updraft_core::state::{DagRunState, TaskMove, TaskState};
 
 // --- 1. `updraft worker` on SQLite, and its flags ---------------------------------------------
 
@@ -436,11 +436,11 @@ tasks:
             .unwrap()
             .into_iter()
             .filter_map(|ti| {
-                Some((
-                    ti.id,
-                    ti.state,
-                    ti.state.when_run_marked(DagRunState::Failed)?,
-                ))
+                Some(TaskMove {
+                    task_instance: ti.id,
+                    from: ti.state,
+                    to: ti.state.when_run_marked(DagRunState::Failed)?,
+                })
             })
             .collect();
         store.set_task_states(&moves, now).await.unwrap();

@@ -11,8 +11,8 @@ use chrono::Utc;
 use updraft_core::dag::LoadOptions;
 use updraft_core::plan::TryPlan;
 use updraft_core::render;
-use updraft_core::state::{RunType, TaskState};
-use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, Store};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
+use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, QueueRequest, Store};
 use updraft_scheduler::service;
 
 use crate::floors::bare_spawns;
@@ -136,7 +136,11 @@ pub async fn workers(
         let instances = store.create_task_instances(run.id, &tasks, now).await?;
         let moves: Vec<_> = instances
             .iter()
-            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .map(|ti| TaskMove {
+                task_instance: ti.id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            })
             .collect();
         store.set_task_states(&moves, now).await?;
         let context = service::run_context(dag, &run).map_err(anyhow::Error::msg)?;
@@ -152,7 +156,10 @@ pub async fn workers(
                     outputs: render::Outputs::new(),
                 },
             );
-            requests.push((ti.id, serde_json::to_value(plan)?));
+            requests.push(QueueRequest {
+                task_instance: ti.id,
+                plan: serde_json::to_value(plan)?,
+            });
         }
         run_ids.push(run.id);
     }
@@ -191,7 +198,7 @@ pub async fn workers(
             .list_workers()
             .await?
             .iter()
-            .filter(|worker| worker.state == "running")
+            .filter(|worker| worker.state == WorkerState::Running)
             .count();
         if registered == WORKER_PROCESSES {
             break;

@@ -1,5 +1,5 @@
-//! States of DAG runs, task instances and backfills, their legal moves, trigger rules and run
-//! types.
+//! States of DAG runs, task instances, backfills and workers, their legal moves, trigger rules
+//! and run types.
 //!
 //! The names here are the vocabulary of every layer: the YAML, the `state` columns, the API and
 //! the UI all use `as_str()`.
@@ -145,6 +145,19 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// The state a worker's row records: `running`, `stopping` while it drains, `stopped` when
+    /// it has left, or `lost` once a scheduler reaped its tries (until it heartbeats again).
+    /// How a worker is doing also depends on its heartbeat's age: see the metadata's
+    /// `WorkerStatus`.
+    WorkerState, "worker state" {
+        Running = "running",
+        Stopping = "stopping",
+        Stopped = "stopped",
+        Lost = "lost",
+    }
+);
+
 impl BackfillState {
     /// A finished backfill never changes state again.
     pub fn is_finished(self) -> bool {
@@ -177,6 +190,16 @@ impl DagRunState {
                 (_, Queued | Success | Failed) | (Queued, Running)
             )
     }
+}
+
+/// A compare-and-set of a task instance's state: it moves to `to` only if it is still in
+/// `from`. The scheduler's steps and the users' marks decide them; the store applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskMove {
+    /// The task instance's row id.
+    pub task_instance: i64,
+    pub from: TaskState,
+    pub to: TaskState,
 }
 
 impl TaskState {

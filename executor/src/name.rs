@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use updraft_core::state::WorkerState;
 use updraft_metadata::{Error, Store, Worker as WorkerRow};
 
 /// A name whose holder has not heartbeaten for this long is free: the holder is gone, or cut
@@ -70,7 +71,7 @@ pub fn holder(
     alive: impl Fn(i32) -> bool,
 ) -> Verdict {
     let silent = (now - existing.heartbeat_at).to_std().unwrap_or_default();
-    if existing.state == "stopped" || silent >= STALE_AFTER {
+    if existing.state == WorkerState::Stopped || silent >= STALE_AFTER {
         return Verdict::Free;
     }
     let gone_here = existing.hostname == hostname && existing.pid.is_some_and(|pid| !alive(pid));
@@ -153,14 +154,14 @@ pub async fn take(
             hostname: me.hostname.to_owned(),
             queues: me.queues.to_vec(),
             concurrency: me.concurrency,
-            state: "running".to_owned(),
+            state: WorkerState::Running,
             started_at: now,
             heartbeat_at: now,
             pid: i32::try_from(me.pid).ok(),
         };
         // Lost to another process meanwhile: read the same name again.
         if store.claim_worker_name(&row, existing.as_ref()).await? {
-            if let Some(before) = existing.filter(|row| row.state != "stopped") {
+            if let Some(before) = existing.filter(|row| row.state != WorkerState::Stopped) {
                 tracing::info!(
                     "took over the worker name '{id}' from {} (last heartbeat at {})",
                     before.hostname,
@@ -181,14 +182,14 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
-    fn held(hostname: &str, state: &str, silent_ms: i64, pid: Option<i32>) -> WorkerRow {
+    fn held(hostname: &str, state: WorkerState, silent_ms: i64, pid: Option<i32>) -> WorkerRow {
         let heartbeat_at = now() - chrono::Duration::milliseconds(silent_ms);
         WorkerRow {
             id: "w1".to_owned(),
             hostname: hostname.to_owned(),
             queues: vec!["default".to_owned()],
             concurrency: 4,
-            state: state.to_owned(),
+            state,
             started_at: heartbeat_at,
             heartbeat_at,
             pid,
@@ -205,13 +206,23 @@ mod tests {
             Verdict::Held(reason) => reason,
             other => panic!("expected held, got {other:?}"),
         };
-        let reason = held_by(&held("a", "running", 500, Some(42)), "b", alive);
+        let reason = held_by(&held("a", WorkerState::Running, 500, Some(42)), "b", alive);
         assert!(reason.contains("process 42 on host a"), "{reason}");
-        held_by(&held("a", "running", 500, Some(42)), "a", alive);
-        held_by(&held("a", "stopping", 20_000, Some(42)), "a", alive);
+        held_by(&held("a", WorkerState::Running, 500, Some(42)), "a", alive);
+        held_by(
+            &held("a", WorkerState::Stopping, 20_000, Some(42)),
+            "a",
+            alive,
+        );
         // Gone from another host is not known here, nor without a pid.
-        held_by(&held("a", "running", 5_000, Some(42)), "b", |_| false);
-        held_by(&held("a", "running", 5_000, None), "a", |_| false);
+        held_by(
+            &held("a", WorkerState::Running, 5_000, Some(42)),
+            "b",
+            |_| false,
+        );
+        held_by(&held("a", WorkerState::Running, 5_000, None), "a", |_| {
+            false
+        });
     }
 
     #[test]
@@ -223,26 +234,30 @@ mod tests {
         let alive: fn(i32) -> bool = |_| true;
         let dead: fn(i32) -> bool = |_| false;
         assert_eq!(
-            verdict(&held("a", "stopped", 100, Some(42)), "b", alive),
+            verdict(&held("a", WorkerState::Stopped, 100, Some(42)), "b", alive),
             Verdict::Free
         );
         assert_eq!(
-            verdict(&held("a", "running", 31_000, Some(42)), "b", alive),
+            verdict(
+                &held("a", WorkerState::Running, 31_000, Some(42)),
+                "b",
+                alive
+            ),
             Verdict::Free
         );
         assert_eq!(
-            verdict(&held("a", "running", 5_000, Some(42)), "a", dead),
+            verdict(&held("a", WorkerState::Running, 5_000, Some(42)), "a", dead),
             Verdict::Free
         );
         // Its process gone a moment after a heartbeat (a restart right after a crash): the
         // name is free once the heartbeats a live namesake in another pid namespace (a
         // container under the same host name) would have made are missing.
-        match verdict(&held("a", "running", 1_000, Some(42)), "a", dead) {
+        match verdict(&held("a", WorkerState::Running, 1_000, Some(42)), "a", dead) {
             Verdict::Soon(wait) => assert!(wait == Duration::from_secs(2), "{wait:?}"),
             other => panic!("expected soon, got {other:?}"),
         }
         // A standalone holds its home's lock: its previous life's name is free at once.
-        let previous = held("a", "running", 1_000, Some(42));
+        let previous = held("a", WorkerState::Running, 1_000, Some(42));
         assert_eq!(
             holder(&previous, "a", now, Duration::ZERO, dead),
             Verdict::Free

@@ -37,9 +37,9 @@ use updraft_core::plan::{Planned, TryPlan};
 use updraft_core::render::RenderedHandler;
 use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::scope::Scope;
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskState, WorkerState};
 use updraft_core::time::human_duration;
-use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, WorkerRef};
+use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryKey, TryPid, WorkerRef};
 
 use crate::ends::{Ends, Expected};
 use crate::name::{self, Claimant, Name};
@@ -106,10 +106,9 @@ fn try_mark(
     )
 }
 
-/// The process ids of started tries that the database does not know yet, by (task instance,
-/// try): recorded together at the next heartbeat, so that a try costs no write of its own for
+/// The process ids of started tries that the database does not know yet: recorded together at the next heartbeat, so that a try costs no write of its own for
 /// its pid (most tries end sooner, and their entry goes with them).
-type Pids = Arc<Mutex<HashMap<(i64, i32), u32>>>;
+type Pids = Arc<Mutex<HashMap<TryKey, u32>>>;
 
 /// A worker bound to a database.
 pub struct Worker {
@@ -246,15 +245,15 @@ impl Worker {
         let ends = Ends::start(self.store.clone());
         let mut wakeups = self.store.subscribe(Topic::Workers);
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut tries: JoinSet<(i64, i32)> = JoinSet::new();
+        let mut tries: JoinSet<TryKey> = JoinSet::new();
         // Every claimed try until its end is recorded: the heartbeat keeps them all this
         // worker's.
-        let mut running: HashMap<(i64, i32), Running> = HashMap::new();
+        let mut running: HashMap<TryKey, Running> = HashMap::new();
         // The tries of `running` whose process is over and whose end is being recorded: their
         // slots are free (a slot is a process running), so the next claim need not wait for
         // the database to confirm an end.
-        let mut ending: HashSet<(i64, i32)> = HashSet::new();
-        let (slot_freed, mut freed_slots) = mpsc::unbounded_channel::<(i64, i32)>();
+        let mut ending: HashSet<TryKey> = HashSet::new();
+        let (slot_freed, mut freed_slots) = mpsc::unbounded_channel::<TryKey>();
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_now = true;
@@ -296,7 +295,7 @@ impl Worker {
                     claim_now = claims.len() == free;
                     ends.saturated(claim_now);
                     for claim in claims {
-                        let key = (claim.instance.id, claim.instance.try_number);
+                        let key = claim.instance.try_key();
                         let (cancel, cancelled) = watch::channel(None);
                         running.insert(key, Running { cancel });
                         let job = self.job(claim, ends.clone(), slot_freed.clone(), cancelled);
@@ -315,7 +314,7 @@ impl Worker {
                         .shutdown_timeout
                         .map(|timeout| tokio::time::Instant::now() + timeout);
                     stopping = Some(deadline);
-                    if let Err(error) = self.store.set_worker_state(&self.id, "stopping").await {
+                    if let Err(error) = self.store.set_worker_state(&self.id, WorkerState::Stopping).await {
                         tracing::warn!("cannot record that the worker is stopping: {error}");
                     }
                 }
@@ -380,7 +379,11 @@ impl Worker {
                 self.id
             )));
         }
-        if let Err(error) = self.store.set_worker_state(&self.id, "stopped").await {
+        if let Err(error) = self
+            .store
+            .set_worker_state(&self.id, WorkerState::Stopped)
+            .await
+        {
             tracing::warn!("cannot record that the worker stopped: {error}");
         }
         Ok(())
@@ -408,7 +411,7 @@ impl Worker {
     ///
     /// Returns false when another process took over this worker's name (it was silent past
     /// [`name::STALE_AFTER`]): its tries were reaped meanwhile, and the worker must stop.
-    async fn heartbeat(&self, running: &HashMap<(i64, i32), Running>, health: &mut Health) -> bool {
+    async fn heartbeat(&self, running: &HashMap<TryKey, Running>, health: &mut Health) -> bool {
         let beat = self
             .store
             .heartbeat_worker(&self.id, self.held_since, Utc::now());
@@ -428,17 +431,16 @@ impl Worker {
         };
         if let Some(ours) = health.check("heartbeat", answer) {
             // The pids of the tries started since, that still run (the others' went with them).
-            let started: Vec<(i64, i32, u32)> =
-                std::mem::take(&mut *self.pids.lock().expect("pids lock"))
-                    .into_iter()
-                    .filter(|(key, _)| ours.contains(key))
-                    .map(|((id, try_number), pid)| (id, try_number, pid))
-                    .collect();
+            let started: Vec<TryPid> = std::mem::take(&mut *self.pids.lock().expect("pids lock"))
+                .into_iter()
+                .filter(|(key, _)| ours.contains(key))
+                .map(|(key, pid)| TryPid { key, pid })
+                .collect();
             if let Err(error) = patiently(self.store.set_try_pids(&started)).await {
                 tracing::warn!("cannot record the pids of tries, retrying: {error}");
                 let mut pids = self.pids.lock().expect("pids lock");
-                for (id, try_number, pid) in started {
-                    pids.insert((id, try_number), pid);
+                for TryPid { key, pid } in started {
+                    pids.insert(key, pid);
                 }
             }
             for (key, try_) in running {
@@ -450,8 +452,8 @@ impl Worker {
             // dropped) left tries that are this worker's but that it never started; its own
             // heartbeat would keep them from ever becoming zombies.
             let why = "this worker never started this try (the answer to its claim was lost)";
-            for &(id, try_number) in ours.iter().filter(|key| !running.contains_key(key)) {
-                if let Err(error) = self.end_lost_try(id, try_number, why).await {
+            for &key in ours.iter().filter(|key| !running.contains_key(key)) {
+                if let Err(error) = self.end_lost_try(key, why).await {
                     tracing::warn!("cannot end a lost try: {error}");
                 }
             }
@@ -470,8 +472,8 @@ impl Worker {
             "worker {} restarted while this try ran; it is ended as a zombie",
             self.id
         );
-        for (id, try_number) in leftovers {
-            self.end_lost_try(id, try_number, &why).await?;
+        for key in leftovers {
+            self.end_lost_try(key, &why).await?;
         }
         // What still runs of a previous life's tries in this database belongs to tries a
         // scheduler reaped (and retried elsewhere) while this worker was away: it must not run
@@ -517,7 +519,11 @@ impl Worker {
     /// kills what is left of its processes on this host; then, if its command had ended and
     /// recorded its exit (see [`process::TryFiles`]), records that outcome (its command is not run
     /// again), else fails or retries it.
-    async fn end_lost_try(&self, id: i64, try_number: i32, why: &str) -> Result<(), Error> {
+    async fn end_lost_try(&self, key: TryKey, why: &str) -> Result<(), Error> {
+        let TryKey {
+            task_instance: id,
+            try_number,
+        } = key;
         let now = Utc::now();
         let Some(instance) = self.store.get_task_instance(id).await? else {
             return Ok(());
@@ -597,7 +603,7 @@ impl Worker {
         &self,
         claim: Claim,
         ends: Ends,
-        slot_freed: mpsc::UnboundedSender<(i64, i32)>,
+        slot_freed: mpsc::UnboundedSender<TryKey>,
         cancelled: watch::Receiver<Option<Cancel>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
@@ -632,7 +638,7 @@ struct Try {
     /// Tells the end writer that this try's end is still to come (see [`Ends::expect`]).
     expected: Expected,
     /// Told when the try's process (and handler) is over, before its end is recorded.
-    slot_freed: mpsc::UnboundedSender<(i64, i32)>,
+    slot_freed: mpsc::UnboundedSender<TryKey>,
     worker_id: String,
     echo: bool,
     claim: Claim,
@@ -730,7 +736,7 @@ impl Try {
                 None => Files::Scratch(self.outputs.clone()),
             },
         };
-        let (id, try_number) = (ti.id, ti.try_number);
+        let key = ti.try_key();
         let log_for_cancel = log.clone();
         let mut why = cancelled.clone();
         let cancel = async move {
@@ -752,31 +758,26 @@ impl Try {
         };
         let pids = self.pids.clone();
         let finished = process::run(spawn, log.clone(), cancel, move |pid| {
-            pids.lock()
-                .expect("pids lock")
-                .insert((id, try_number), pid);
+            pids.lock().expect("pids lock").insert(key, pid);
         })
         .await;
-        self.pids
-            .lock()
-            .expect("pids lock")
-            .remove(&(id, try_number));
+        self.pids.lock().expect("pids lock").remove(&key);
 
         let now = Utc::now();
         let (state, next_retry_at, exit_code) = match finished.ending {
             Ending::Exited(code) => {
-                let (state, at) = plan.after_exit(code, try_number, ti.max_tries, now);
+                let (state, at) = plan.after_exit(code, ti.try_number, ti.max_tries, now);
                 (state, at, Some(code))
             }
             // Stopped with its worker: a failure of the try, retried where tries remain (as
             // Airflow's task runner treats SIGTERM).
             Ending::Cancelled if matches!(*cancelled.borrow(), Some(Cancel::Shutdown(_))) => {
-                let (state, at) = plan.after_failure(try_number, ti.max_tries, now);
+                let (state, at) = plan.after_failure(ti.try_number, ti.max_tries, now);
                 (state, at, None)
             }
             Ending::Cancelled => (TaskState::Failed, None, None),
             _ => {
-                let (state, at) = plan.after_failure(try_number, ti.max_tries, now);
+                let (state, at) = plan.after_failure(ti.try_number, ti.max_tries, now);
                 (state, at, None)
             }
         };
@@ -833,7 +834,7 @@ impl Try {
         log_tail: Vec<u8>,
     ) {
         let ti = &self.claim.instance;
-        let _ = self.slot_freed.send((ti.id, ti.try_number));
+        let _ = self.slot_freed.send(ti.try_key());
         let end = TryEnd {
             task_instance_id: ti.id,
             try_number: ti.try_number,

@@ -12,13 +12,13 @@ use updraft_core::ids::{DagId, TaskId};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{Context, RunContext};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_executor::name::Name;
 use updraft_executor::worker::{Settings, Worker};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, Store, TaskInstance, TryEnd,
-    Worker as WorkerRow, WorkerRef,
+    CreateOutcome, DagSync, Error, NewDagRun, NewTaskInstance, QueueRequest, Store, TaskInstance,
+    TryEnd, Worker as WorkerRow, WorkerRef,
 };
 
 /// Settings of a worker `id` on host `host` serving `default`, quick to heartbeat.
@@ -107,7 +107,11 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
         .unwrap();
     let moves: Vec<_> = instances
         .iter()
-        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .map(|ti| TaskMove {
+            task_instance: ti.id,
+            from: TaskState::None,
+            to: TaskState::Scheduled,
+        })
         .collect();
     store.set_task_states(&moves, now).await.unwrap();
     let context = RunContext {
@@ -120,7 +124,7 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
         params: Default::default(),
         conf: json!({}),
     };
-    let requests: Vec<(i64, serde_json::Value)> = instances
+    let requests: Vec<QueueRequest> = instances
         .iter()
         .map(|ti| {
             let task = dag.task(ti.task_id.as_str()).unwrap();
@@ -131,7 +135,10 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
                 outputs: Default::default(),
             };
             let plan = TryPlan::new(&dag, task, &context);
-            (ti.id, serde_json::to_value(plan).unwrap())
+            QueueRequest {
+                task_instance: ti.id,
+                plan: serde_json::to_value(plan).unwrap(),
+            }
         })
         .collect();
     store.queue_task_instances(&requests, now).await.unwrap();
@@ -173,7 +180,7 @@ async fn held(store: &Store, id: &str, host: &str) -> WorkerRow {
         hostname: host.to_owned(),
         queues: vec!["default".to_owned()],
         concurrency: 4,
-        state: "running".to_owned(),
+        state: WorkerState::Running,
         started_at: now,
         heartbeat_at: now,
         pid: Some(std::process::id() as i32),
@@ -242,7 +249,10 @@ async fn without_a_name_a_worker_takes_the_first_free_numbered_one() {
         assert_eq!(first.register().await.unwrap(), "here:2");
         assert_eq!(second.register().await.unwrap(), "here:3");
         // Stopped, its name is free again.
-        store.set_worker_state("here:1", "stopped").await.unwrap();
+        store
+            .set_worker_state("here:1", WorkerState::Stopped)
+            .await
+            .unwrap();
         assert_eq!(third.register().await.unwrap(), "here:1");
     })
     .await;
@@ -283,8 +293,8 @@ async fn a_worker_whose_name_was_taken_over_stops_with_a_conflict() {
         assert!(matches!(stopped, Err(Error::Conflict(_))), "{stopped:?}");
         let row = store.get_worker("w1").await.unwrap().unwrap();
         assert_eq!(
-            (row.hostname.as_str(), row.state.as_str()),
-            ("elsewhere", "running")
+            (row.hostname.as_str(), row.state),
+            ("elsewhere", WorkerState::Running)
         );
     })
     .await;
@@ -304,7 +314,7 @@ async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
         .await;
         stop.send_replace(true);
         let start = Instant::now();
-        while store.get_worker("w1").await.unwrap().unwrap().state != "stopping" {
+        while store.get_worker("w1").await.unwrap().unwrap().state != WorkerState::Stopping {
             assert!(start.elapsed() < Duration::from_secs(5), "never stopping");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -320,7 +330,7 @@ async fn a_stopping_worker_heartbeats_its_tries_until_they_end() {
         assert_eq!(ended.state, TaskState::Success);
         assert_eq!(
             store.get_worker("w1").await.unwrap().unwrap().state,
-            "stopped"
+            WorkerState::Stopped
         );
     })
     .await;
@@ -437,11 +447,24 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
             .unwrap()
             .remove(0);
         store
-            .set_task_states(&[(ti.id, TaskState::None, TaskState::Scheduled)], now)
+            .set_task_states(
+                &[TaskMove {
+                    task_instance: ti.id,
+                    from: TaskState::None,
+                    to: TaskState::Scheduled,
+                }],
+                now,
+            )
             .await
             .unwrap();
         store
-            .queue_task_instances(&[(ti.id, json!({"error": "unused"}))], now)
+            .queue_task_instances(
+                &[QueueRequest {
+                    task_instance: ti.id,
+                    plan: json!({"error": "unused"}),
+                }],
+                now,
+            )
             .await
             .unwrap();
 

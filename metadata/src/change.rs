@@ -12,10 +12,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
+use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 
 use crate::backfills::{Backfill, BackfillCreated, BackfillMove, NewBackfill, Rerun, rerun_in};
-use crate::clear::ClearReport;
+use crate::clear::{Clear, ClearReport};
 use crate::db::{Tx, query, query_split};
 use crate::events::insert_event;
 use crate::runs::{CreateOutcome, DagRun, NewDagRun, insert_run};
@@ -153,7 +153,7 @@ impl Change<'_> {
     /// moving a `running` one away makes its worker kill the try.
     pub async fn set_task_states(
         &mut self,
-        moves: &[(i64, TaskState, TaskState)],
+        moves: &[TaskMove],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
         check_moves(moves)?;
@@ -208,7 +208,7 @@ impl Change<'_> {
         Ok(changed == 1)
     }
 
-    /// Clears task instances, given as `(task instance id, retries of its task)`. Each goes to
+    /// Clears task instances, each given with the retries of its task. Each goes to
     /// `none` with `max_tries = try_number + retries` (Airflow's fresh retry budget: the next
     /// try is `try_number + 1`, and every earlier try keeps its row and log); its retry time,
     /// end, queue time and rendered command are reset. Every affected run that had finished
@@ -218,15 +218,19 @@ impl Change<'_> {
     /// heartbeat and kills the try. [`Error::NotFound`] for an unknown task instance.
     pub async fn clear_task_instances(
         &mut self,
-        clears: &[(i64, i32)],
+        clears: &[Clear],
         now: DateTime<Utc>,
     ) -> Result<ClearReport, Error> {
         // Locking in id order keeps concurrent clears of overlapping sets from deadlocking.
         let mut clears = clears.to_vec();
         clears.sort_unstable();
-        clears.dedup_by_key(|(id, _)| *id);
+        clears.dedup_by_key(|clear| clear.task_instance);
         let mut runs = BTreeSet::new();
-        for &(id, retries) in &clears {
+        for &Clear {
+            task_instance: id,
+            retries,
+        } in &clears
+        {
             let read = self
                 .tx
                 .fetch_optional(

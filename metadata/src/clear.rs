@@ -8,6 +8,14 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, Store};
 
+/// A task instance to clear, with the retries of its task: its fresh budget of tries.
+/// Ordered by task instance first, the order in which clears lock their rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Clear {
+    pub task_instance: i64,
+    pub retries: i32,
+}
+
 /// What a clear changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClearReport {
@@ -22,7 +30,7 @@ impl Store {
     /// event.
     pub async fn clear_task_instances(
         &self,
-        clears: &[(i64, i32)],
+        clears: &[Clear],
         now: DateTime<Utc>,
     ) -> Result<ClearReport, Error> {
         let mut change = self.change("clear task instances").await?;

@@ -47,7 +47,7 @@ pub use backfills::{
     Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun,
 };
 pub use change::Change;
-pub use clear::ClearReport;
+pub use clear::{Clear, ClearReport};
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use due::{DueBatch, DueDag};
 pub use error::Error;
@@ -55,7 +55,8 @@ pub use events::{EventLog, NewEvent};
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
 pub use pools::{DEFAULT_POOL, Pool};
 pub use queue::{
-    Claim, Stepped, TryEnd, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef, WorkerStatus,
+    Claim, QueueRequest, Stepped, TryEnd, TryPid, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef,
+    WorkerStatus,
 };
 pub use runs::{CreateOutcome, DagRun, NewDagRun, RunStart};
 pub use schema::SchemaStatus;
@@ -64,7 +65,7 @@ pub use scratch::{ScratchDatabase, SeedRuns, seeded_run_id};
 pub use sessions::Session;
 pub use signal::{Changes, Topic, Wakeups};
 pub use store::{Backend, Connections, Store};
-pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry};
+pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry, TryKey};
 pub use url::redact_url;
 pub use users::{ApiToken, NewApiToken, Role, USERNAME_MAX, User, check_username};
 pub use views::{DagFilter, PoolUsage, RunDot, RunFilter};

@@ -11,12 +11,12 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use updraft_core::scope::Scope;
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskMove, TaskState, WorkerState};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
 use crate::signal::{Changes, Topic};
-use crate::tasks::{TaskInstance, check_moves, id_and_run, kills, move_task_states_in};
+use crate::tasks::{TaskInstance, TryKey, check_moves, id_and_run, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
 /// A task instance a worker claimed: now `running` under its try `try_number` (its plan in
@@ -53,6 +53,22 @@ pub struct TryEnd {
     pub log_tail: Vec<u8>,
 }
 
+/// A `scheduled` task instance to queue, with the plan of its next try (stored as its
+/// `rendered_command`, which the worker that claims it runs by): the input of
+/// [`Store::step_task_instances`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRequest {
+    pub task_instance: i64,
+    pub plan: serde_json::Value,
+}
+
+/// The process (group) id of a running try: the input of [`Store::set_try_pids`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryPid {
+    pub key: TryKey,
+    pub pid: u32,
+}
+
 /// How many times a transaction that Postgres failed to break a deadlock is tried again.
 pub(crate) const DEADLOCK_RETRIES: u32 = 3;
 
@@ -63,8 +79,7 @@ pub struct Worker {
     pub hostname: String,
     pub queues: Vec<String>,
     pub concurrency: i32,
-    /// `running`, `stopping`, `stopped`, or `lost` (its tries were reaped as zombies).
-    pub state: String,
+    pub state: WorkerState,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
     /// The process holding the worker's name, on `hostname`.
@@ -230,12 +245,12 @@ impl Worker {
     /// How the worker is doing at `now` (see [`WorkerStatus`]).
     pub fn status(&self, now: DateTime<Utc>) -> WorkerStatus {
         let silent = (now - self.heartbeat_at).to_std().unwrap_or_default();
-        match self.state.as_str() {
-            "stopped" => WorkerStatus::Stopped,
-            "lost" => WorkerStatus::Lost,
+        match self.state {
+            WorkerState::Stopped => WorkerStatus::Stopped,
+            WorkerState::Lost => WorkerStatus::Lost,
             _ if silent > WORKER_LOST_AFTER => WorkerStatus::Lost,
-            "stopping" => WorkerStatus::Stopping,
-            _ => WorkerStatus::Running,
+            WorkerState::Stopping => WorkerStatus::Stopping,
+            WorkerState::Running => WorkerStatus::Running,
         }
     }
 
@@ -245,7 +260,7 @@ impl Worker {
             hostname: row.get("hostname")?,
             queues: row.json("queues")?,
             concurrency: row.get("concurrency")?,
-            state: row.get("state")?,
+            state: row.name("state")?,
             started_at: row.get("started_at")?,
             heartbeat_at: row.get("heartbeat_at")?,
             pid: row.get("pid")?,
@@ -260,7 +275,7 @@ impl Store {
     #[cfg(feature = "scratch")]
     pub async fn queue_task_instances(
         &self,
-        requests: &[(i64, serde_json::Value)],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, Error> {
         Ok(self.step_task_instances(&[], requests, now).await?.queued)
@@ -279,8 +294,8 @@ impl Store {
     /// [`DEADLOCK_RETRIES`] times.
     pub async fn step_task_instances(
         &self,
-        moves: &[(i64, TaskState, TaskState)],
-        requests: &[(i64, serde_json::Value)],
+        moves: &[TaskMove],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {
         let mut attempt = 0;
@@ -294,8 +309,8 @@ impl Store {
 
     async fn step_task_instances_once(
         &self,
-        moves: &[(i64, TaskState, TaskState)],
-        requests: &[(i64, serde_json::Value)],
+        moves: &[TaskMove],
+        requests: &[QueueRequest],
         now: DateTime<Utc>,
     ) -> Result<Stepped, Error> {
         check_moves(moves)?;
@@ -305,7 +320,12 @@ impl Store {
         let mut tx = self.begin("step task instances").await?;
         let mut candidates: HashMap<i64, Candidate> = HashMap::new();
         if !requests.is_empty() {
-            let ids = serde_json::json!(requests.iter().map(|(id, _)| id).collect::<Vec<_>>());
+            let ids = serde_json::json!(
+                requests
+                    .iter()
+                    .map(|request| request.task_instance)
+                    .collect::<Vec<_>>()
+            );
             candidates = tx
                 .fetch_all(
                     query_split(
@@ -340,21 +360,21 @@ impl Store {
         // happen, or another scheduler queued it first, and it is counted in the occupancy
         // then) gives its room back to the requests after it.
         let mut queued: HashSet<i64> = HashSet::new();
-        let mut pending: Vec<&(i64, serde_json::Value)> = requests
+        let mut pending: Vec<&QueueRequest> = requests
             .iter()
-            .filter(|(id, _)| candidates.contains_key(id))
+            .filter(|request| candidates.contains_key(&request.task_instance))
             .collect();
         while !pending.is_empty() {
             let (admitted, rest): (Vec<_>, Vec<_>) = pending
                 .into_iter()
-                .partition(|(id, _)| occupancy.admit(&candidates[id]));
+                .partition(|request| occupancy.admit(&candidates[&request.task_instance]));
             if admitted.is_empty() {
                 break;
             }
             let done = queue_in(&mut tx, &admitted, now).await?;
-            for (id, _) in &admitted {
-                if !done.contains(id) {
-                    occupancy.release(&candidates[id]);
+            for request in &admitted {
+                if !done.contains(&request.task_instance) {
+                    occupancy.release(&candidates[&request.task_instance]);
                 }
             }
             let released = done.len() < admitted.len();
@@ -363,7 +383,7 @@ impl Store {
         }
         let queued: Vec<i64> = requests
             .iter()
-            .map(|(id, _)| *id)
+            .map(|request| request.task_instance)
             .filter(|id| queued.contains(id))
             .collect();
         let wake_workers = !queued.is_empty() || kills(moves, &moved);
@@ -556,19 +576,18 @@ impl Store {
         Ok(claims)
     }
 
-    /// Records the process ids of running tries (each its process group), given as `(task
-    /// instance id, try number, pid)`, so that they can be found and killed if their worker
-    /// dies. One statement for them all: a worker records the pids of the tries it started at
-    /// its next heartbeat, not one write per try.
-    pub async fn set_try_pids(&self, pids: &[(i64, i32, u32)]) -> Result<(), Error> {
+    /// Records the process ids of running tries (each its process group), so that they can be
+    /// found and killed if their worker dies. One statement for them all: a worker records the
+    /// pids of the tries it started at its next heartbeat, not one write per try.
+    pub async fn set_try_pids(&self, pids: &[TryPid]) -> Result<(), Error> {
         if pids.is_empty() {
             return Ok(());
         }
         let pids = serde_json::json!(
             pids.iter()
-                .map(|(id, try_number, pid)| serde_json::json!({
-                    "id": id,
-                    "try": try_number,
+                .map(|TryPid { key, pid }| serde_json::json!({
+                    "id": key.task_instance,
+                    "try": key.try_number,
                     "pid": pid,
                 }))
                 .collect::<Vec<_>>()
@@ -591,8 +610,8 @@ impl Store {
         Ok(())
     }
 
-    /// Heartbeats the worker and every try it runs; returns `(task instance id, try number)` of
-    /// the tries that are still its own and `running`. A try missing from the answer was moved
+    /// Heartbeats the worker and every try it runs; returns the keys of the tries that are still
+    /// its own and `running`. A try missing from the answer was moved
     /// away (cleared, marked, timed out with its run, or reaped as a zombie): kill it.
     ///
     /// On Postgres the heartbeat never waits for a row lock: it skips the tries whose rows
@@ -611,7 +630,7 @@ impl Store {
         worker_id: &str,
         held_since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, i32)>, Error> {
+    ) -> Result<Vec<TryKey>, Error> {
         let mut tx = self.begin("heartbeat a worker").await?;
         let sql = match held_since {
             None => {
@@ -650,7 +669,12 @@ impl Store {
                 )
                 .bind(worker_id)
                 .bind(now),
-                |row| Ok((row.get("id")?, row.get("try_number")?)),
+                |row| {
+                    Ok(TryKey {
+                        task_instance: row.get("id")?,
+                        try_number: row.get("try_number")?,
+                    })
+                },
             )
             .await?;
         tx.commit("heartbeat a worker").await?;
@@ -857,14 +881,14 @@ impl Store {
     }
 
     /// Sets a worker's state (`stopping` while it drains, `stopped` when it has left).
-    pub async fn set_worker_state(&self, worker_id: &str, state: &str) -> Result<(), Error> {
+    pub async fn set_worker_state(&self, worker_id: &str, state: WorkerState) -> Result<(), Error> {
         self.execute(
             query(
                 "set a worker's state",
                 "UPDATE worker SET state = $2 WHERE id = $1",
             )
             .bind(worker_id)
-            .bind(state),
+            .bind(state.as_str()),
         )
         .await?;
         Ok(())
@@ -952,13 +976,15 @@ impl Store {
 /// commands, in one statement; returns those that moved.
 async fn queue_in(
     tx: &mut Tx,
-    requests: &[&(i64, serde_json::Value)],
+    requests: &[&QueueRequest],
     now: DateTime<Utc>,
 ) -> Result<HashSet<i64>, Error> {
     let rows = serde_json::Value::Array(
         requests
             .iter()
-            .map(|(id, rendered)| serde_json::json!({ "id": id, "rendered": rendered }))
+            .map(|request| {
+                serde_json::json!({ "id": request.task_instance, "rendered": request.plan })
+            })
             .collect(),
     );
     let queued = tx

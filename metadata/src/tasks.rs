@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskMove, TaskState};
 
 use crate::db::{Row, Tx, query, query_split};
 use crate::signal::Topic;
@@ -58,6 +58,14 @@ pub struct NewTaskInstance {
     pub rendered_command: Option<serde_json::Value>,
 }
 
+/// Which try of which task instance: the key of a `task_try` row. A worker keys the tries it
+/// runs by it, since a task instance cleared and claimed again is another try of the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TryKey {
+    pub task_instance: i64,
+    pub try_number: i32,
+}
+
 /// A row of `task_try`: one attempt of a task instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskTry {
@@ -100,6 +108,14 @@ pub struct TaskOutput {
 }
 
 impl TaskInstance {
+    /// The key of its running or last try.
+    pub fn try_key(&self) -> TryKey {
+        TryKey {
+            task_instance: self.id,
+            try_number: self.try_number,
+        }
+    }
+
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(TaskInstance {
             id: row.get("id")?,
@@ -282,7 +298,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
         let mut change = self.change("change a task instance's state").await?;
-        let moved = change.set_task_states(&[(id, expected, new)], now).await?;
+        let moved = change
+            .set_task_states(
+                &[TaskMove {
+                    task_instance: id,
+                    from: expected,
+                    to: new,
+                }],
+                now,
+            )
+            .await?;
         change.commit_unrecorded().await?;
         Ok(moved == [true])
     }
@@ -294,7 +319,7 @@ impl Store {
     /// schedulers are not woken.
     pub async fn set_task_states(
         &self,
-        moves: &[(i64, TaskState, TaskState)],
+        moves: &[TaskMove],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
         check_moves(moves)?;
@@ -619,9 +644,12 @@ pub(crate) async fn create_task_instances_in(
 }
 
 /// An error for the first move [`TaskState::can_move_to`] forbids.
-pub(crate) fn check_moves(moves: &[(i64, TaskState, TaskState)]) -> Result<(), Error> {
-    match moves.iter().find(|(_, from, to)| !from.can_move_to(*to)) {
-        Some(&(_, from, to)) => Err(Error::IllegalTaskTransition { from, to }),
+pub(crate) fn check_moves(moves: &[TaskMove]) -> Result<(), Error> {
+    match moves
+        .iter()
+        .find(|TaskMove { from, to, .. }| !from.can_move_to(*to))
+    {
+        Some(&TaskMove { from, to, .. }) => Err(Error::IllegalTaskTransition { from, to }),
         None => Ok(()),
     }
 }
@@ -630,7 +658,7 @@ pub(crate) fn check_moves(moves: &[(i64, TaskState, TaskState)]) -> Result<(), E
 /// move whether it moved, and the runs of those that did.
 pub(crate) async fn move_task_states_in(
     tx: &mut Tx,
-    moves: &[(i64, TaskState, TaskState)],
+    moves: &[TaskMove],
     now: DateTime<Utc>,
 ) -> Result<(Vec<bool>, Vec<i64>), Error> {
     if moves.is_empty() {
@@ -639,16 +667,22 @@ pub(crate) async fn move_task_states_in(
     let rows = serde_json::Value::Array(
         moves
             .iter()
-            .map(|&(id, from, to)| {
-                serde_json::json!({
-                    "id": id,
-                    "from": from.as_str(),
-                    "to": to.as_str(),
-                    "queues": to == TaskState::Queued,
-                    "starts": to == TaskState::Running,
-                    "ends": to.is_finished() || to == TaskState::UpForRetry,
-                })
-            })
+            .map(
+                |&TaskMove {
+                     task_instance: id,
+                     from,
+                     to,
+                 }| {
+                    serde_json::json!({
+                        "id": id,
+                        "from": from.as_str(),
+                        "to": to.as_str(),
+                        "queues": to == TaskState::Queued,
+                        "starts": to == TaskState::Running,
+                        "ends": to.is_finished() || to == TaskState::UpForRetry,
+                    })
+                },
+            )
             .collect(),
     );
     let moved: HashMap<i64, i64> = tx
@@ -688,7 +722,7 @@ pub(crate) async fn move_task_states_in(
     Ok((
         moves
             .iter()
-            .map(|(id, _, _)| moved.contains_key(id))
+            .map(|task_move| moved.contains_key(&task_move.task_instance))
             .collect(),
         runs,
     ))
@@ -701,9 +735,9 @@ pub(crate) fn id_and_run(row: &Row<'_>) -> Result<(i64, i64), Error> {
 }
 
 /// Whether the moves that `moved` moved a `running` task instance away: its worker kills it.
-pub(crate) fn kills(moves: &[(i64, TaskState, TaskState)], moved: &[bool]) -> bool {
+pub(crate) fn kills(moves: &[TaskMove], moved: &[bool]) -> bool {
     moves
         .iter()
         .zip(moved)
-        .any(|((_, from, _), moved)| *moved && *from == TaskState::Running)
+        .any(|(task_move, moved)| *moved && task_move.from == TaskState::Running)
 }

@@ -5,11 +5,12 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::scope::Scope;
-use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
+use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     BackfillCreated, BackfillMove, BackfillProgress, Claim, CreateOutcome, DEFAULT_POOL, DagRun,
-    DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, Rerun, Store, TaskInstance, WorkerRef,
+    DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, QueueRequest, Rerun, Store,
+    TaskInstance, WorkerRef,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -624,10 +625,20 @@ async fn a_claim_kept_to_a_run_or_a_backfill_takes_only_their_task_instances() {
                 .unwrap()
                 .remove(0);
             store
-                .set_task_states(&[(ti.id, TaskState::None, TaskState::Scheduled)], at(20, 0))
+                .set_task_states(
+                    &[TaskMove {
+                        task_instance: ti.id,
+                        from: TaskState::None,
+                        to: TaskState::Scheduled,
+                    }],
+                    at(20, 0),
+                )
                 .await
                 .unwrap();
-            requests.push((ti.id, json!({"run": "true"})));
+            requests.push(QueueRequest {
+                task_instance: ti.id,
+                plan: json!({"run": "true"}),
+            });
         }
         assert_eq!(
             store

@@ -7,8 +7,8 @@ use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    ClearReport, CreateOutcome, DEFAULT_POOL, DagRun, DagSync, NewDagRun, NewTaskInstance, Store,
-    TaskInstance, TryEnd, WorkerRef,
+    Clear, ClearReport, CreateOutcome, DEFAULT_POOL, DagRun, DagSync, NewDagRun, NewTaskInstance,
+    Store, TaskInstance, TryEnd, WorkerRef,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -146,6 +146,14 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
     }
 }
 
+/// Clears `instance` with `retries` for its task.
+fn clear(instance: &TaskInstance, retries: i32) -> Clear {
+    Clear {
+        task_instance: instance.id,
+        retries,
+    }
+}
+
 #[tokio::test]
 async fn a_failed_task_instance_gets_a_fresh_budget_and_its_run_is_queued_again() {
     each_backend(|db| async move {
@@ -156,7 +164,7 @@ async fn a_failed_task_instance_gets_a_fresh_budget_and_its_run_is_queued_again(
         move_run(&store, &run, DagRunState::Failed).await;
 
         let report = store
-            .clear_task_instances(&[(tis[0].id, 2)], at(10, 0))
+            .clear_task_instances(&[clear(&tis[0], 2)], at(10, 0))
             .await
             .unwrap();
         assert_eq!(
@@ -202,7 +210,7 @@ async fn a_successful_run_is_queued_again() {
         run_tries(&store, &tis[1], 1, TaskState::Success).await;
         move_run(&store, &run, DagRunState::Success).await;
 
-        let clears = [(tis[0].id, 2), (tis[1].id, 0)];
+        let clears = [clear(&tis[0], 2), clear(&tis[1], 0)];
         let report = store
             .clear_task_instances(&clears, at(10, 0))
             .await
@@ -228,7 +236,7 @@ async fn a_running_run_stays_running_and_its_running_task_instance_is_cleared() 
         move_run(&store, &run, DagRunState::Running).await;
 
         let report = store
-            .clear_task_instances(&[(tis[0].id, 2)], at(10, 0))
+            .clear_task_instances(&[clear(&tis[0], 2)], at(10, 0))
             .await
             .unwrap();
         assert_eq!(report.task_instances, 1);
@@ -252,10 +260,10 @@ async fn clearing_several_runs_requeues_each_finished_one_once() {
         let (second, second_tis) = run_with_tasks(&store, "r2", 6).await;
         move_run(&store, &first, DagRunState::Failed).await;
         move_run(&store, &second, DagRunState::Success).await;
-        let clears: Vec<(i64, i32)> = first_tis
+        let clears: Vec<Clear> = first_tis
             .iter()
             .chain(&second_tis)
-            .map(|ti| (ti.id, 0))
+            .map(|ti| clear(ti, 0))
             .collect();
         let report = store
             .clear_task_instances(&clears, at(10, 0))
@@ -296,7 +304,16 @@ async fn an_unknown_task_instance_is_not_found_and_nothing_is_written() {
         run_tries(&store, &tis[0], 1, TaskState::Failed).await;
         move_run(&store, &run, DagRunState::Failed).await;
         let error = store
-            .clear_task_instances(&[(tis[0].id, 2), (999_999, 0)], at(10, 0))
+            .clear_task_instances(
+                &[
+                    clear(&tis[0], 2),
+                    Clear {
+                        task_instance: 999_999,
+                        retries: 0,
+                    },
+                ],
+                at(10, 0),
+            )
             .await
             .unwrap_err();
         assert_eq!(error.to_string(), "task instance 999999 not found");

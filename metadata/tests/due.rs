@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     Backend, Changes, CreateOutcome, DagSync, NewBackfill, NewDagRun, NewTaskInstance, Store,
@@ -308,7 +308,14 @@ async fn wake_ups_say_which_runs_a_write_concerned() {
         }
         assert!(
             store
-                .set_task_states(&[(ti.id, TaskState::Success, TaskState::None)], at(3))
+                .set_task_states(
+                    &[TaskMove {
+                        task_instance: ti.id,
+                        from: TaskState::Success,
+                        to: TaskState::None
+                    }],
+                    at(3)
+                )
                 .await
                 .unwrap()[0]
         );

@@ -7,11 +7,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
 use updraft_core::scope::Scope;
-use updraft_core::state::{RunType, TaskState};
+use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
-    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance, Store,
-    TaskInstance, Topic, TryEnd, Worker, WorkerRef,
+    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance,
+    QueueRequest, Store, TaskInstance, Topic, TryEnd, TryKey, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -37,7 +37,11 @@ async fn scheduled(
     let instances = created(store, max_active_tasks, tasks).await;
     let moves: Vec<_> = instances
         .iter()
-        .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+        .map(|ti| TaskMove {
+            task_instance: ti.id,
+            from: TaskState::None,
+            to: TaskState::Scheduled,
+        })
         .collect();
     assert!(
         store
@@ -137,14 +141,20 @@ async fn claimed_alike(store: &Store, count: usize) -> Vec<TaskInstance> {
     tis
 }
 
-fn requests(instances: &[TaskInstance]) -> Vec<(i64, serde_json::Value)> {
+/// The key of a claimed task instance's first try.
+fn first_try(instance: &TaskInstance) -> TryKey {
+    TryKey {
+        task_instance: instance.id,
+        try_number: 1,
+    }
+}
+
+fn requests(instances: &[TaskInstance]) -> Vec<QueueRequest> {
     instances
         .iter()
-        .map(|ti| {
-            (
-                ti.id,
-                json!({"command": {"run": format!("echo {}", ti.task_id)}}),
-            )
+        .map(|ti| QueueRequest {
+            task_instance: ti.id,
+            plan: json!({"command": {"run": format!("echo {}", ti.task_id)}}),
         })
         .collect()
 }
@@ -178,7 +188,11 @@ async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
         );
         let moves: Vec<_> = tis
             .iter()
-            .map(|ti| (ti.id, TaskState::None, TaskState::Scheduled))
+            .map(|ti| TaskMove {
+                task_instance: ti.id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            })
             .collect();
         let stepped = store
             .step_task_instances(&moves, &requests(&tis), at(2))
@@ -204,7 +218,11 @@ async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
         // A move the state machine forbids is refused before anything is written.
         let refused = store
             .step_task_instances(
-                &[(tis[1].id, TaskState::Success, TaskState::Running)],
+                &[TaskMove {
+                    task_instance: tis[1].id,
+                    from: TaskState::Success,
+                    to: TaskState::Running,
+                }],
                 &[],
                 at(3),
             )
@@ -382,18 +400,25 @@ async fn heartbeats_answer_which_tries_are_still_the_workers() {
         let tis = claimed_alike(&store, 2).await;
         let mut ours = store.heartbeat_worker("w1", None, at(3)).await.unwrap();
         ours.sort_unstable();
-        assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
+        assert_eq!(ours, [first_try(&tis[0]), first_try(&tis[1])]);
         // A user marks b failed: the worker must kill it.
         assert_eq!(
             store
-                .set_task_states(&[(tis[1].id, TaskState::Running, TaskState::Failed)], at(4))
+                .set_task_states(
+                    &[TaskMove {
+                        task_instance: tis[1].id,
+                        from: TaskState::Running,
+                        to: TaskState::Failed
+                    }],
+                    at(4)
+                )
                 .await
                 .unwrap(),
             [true]
         );
         assert_eq!(
             store.heartbeat_worker("w1", None, at(5)).await.unwrap(),
-            [(tis[0].id, 1)]
+            [first_try(&tis[0])]
         );
         assert_eq!(
             store
@@ -437,7 +462,7 @@ async fn a_heartbeat_does_not_wait_for_rows_another_transaction_holds() {
         .expect("the heartbeat waited for the held row")
         .unwrap();
     ours.sort_unstable();
-    assert_eq!(ours, [(tis[0].id, 1), (tis[1].id, 1)]);
+    assert_eq!(ours, [first_try(&tis[0]), first_try(&tis[1])]);
     held.rollback().await.unwrap();
     let mut beats = Vec::new();
     for ti in &tis {
@@ -553,7 +578,11 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
             .unwrap();
         store
             .set_task_states(
-                &[(tis[0].id, TaskState::Running, TaskState::Skipped)],
+                &[TaskMove {
+                    task_instance: tis[0].id,
+                    from: TaskState::Running,
+                    to: TaskState::Skipped,
+                }],
                 at(3),
             )
             .await
@@ -591,7 +620,11 @@ async fn ends_written_together_each_record_their_own_outcome() {
         let moved_away = tis[1].id;
         store
             .set_task_states(
-                &[(moved_away, TaskState::Running, TaskState::Skipped)],
+                &[TaskMove {
+                    task_instance: moved_away,
+                    from: TaskState::Running,
+                    to: TaskState::Skipped,
+                }],
                 at(3),
             )
             .await
@@ -731,7 +764,7 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             hostname: "host-a".to_owned(),
             queues: vec!["default".to_owned(), "gpu".to_owned()],
             concurrency: 8,
-            state: "running".to_owned(),
+            state: WorkerState::Running,
             started_at: at(0),
             heartbeat_at: at(0),
             pid: Some(42),
@@ -743,13 +776,16 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             .heartbeat_worker("w1", Some(at(0)), at(3))
             .await
             .unwrap();
-        store.set_worker_state("w1", "stopping").await.unwrap();
+        store
+            .set_worker_state("w1", WorkerState::Stopping)
+            .await
+            .unwrap();
         let listed = store.list_workers().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].queues, ["default", "gpu"]);
         assert_eq!(
-            (listed[0].state.as_str(), listed[0].heartbeat_at),
-            ("stopping", at(3))
+            (listed[0].state, listed[0].heartbeat_at),
+            (WorkerState::Stopping, at(3))
         );
         // Taken over from the row as read before it heartbeated: refused; from the row as it
         // is: taken, running, and the previous holder's heartbeat is refused.
@@ -767,7 +803,7 @@ async fn workers_and_schedulers_register_and_heartbeat() {
         assert!(!store.claim_worker_name(&again, Some(&stale)).await.unwrap());
         assert!(store.claim_worker_name(&again, Some(&seen)).await.unwrap());
         let taken = store.get_worker("w1").await.unwrap().unwrap();
-        assert_eq!((taken.state.as_str(), taken.pid), ("running", Some(43)));
+        assert_eq!((taken.state, taken.pid), (WorkerState::Running, Some(43)));
         assert!(matches!(
             store.heartbeat_worker("w1", Some(at(0)), at(5)).await,
             Err(updraft_metadata::Error::Conflict(_))
@@ -786,11 +822,14 @@ async fn workers_and_schedulers_register_and_heartbeat() {
             .unwrap();
         let back = store.get_worker("w1").await.unwrap().unwrap();
         assert_eq!(back.status(at(7)), updraft_metadata::WorkerStatus::Running);
-        store.set_worker_state("w1", "stopped").await.unwrap();
+        store
+            .set_worker_state("w1", WorkerState::Stopped)
+            .await
+            .unwrap();
         store.mark_workers_lost(at(20)).await.unwrap();
         assert_eq!(
             store.get_worker("w1").await.unwrap().unwrap().state,
-            "stopped"
+            WorkerState::Stopped
         );
         assert_eq!(
             store.get_worker("w1").await.unwrap().map(|w| w.concurrency),
@@ -811,7 +850,7 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
                 hostname: hostname.to_owned(),
                 queues: default_queue(),
                 concurrency: 4,
-                state: "running".to_owned(),
+                state: WorkerState::Running,
                 started_at: at(0),
                 heartbeat_at: at(0),
                 pid: None,
@@ -878,23 +917,38 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
 #[test]
 fn a_worker_that_stopped_heartbeating_is_lost_unless_it_stopped() {
     use updraft_metadata::WorkerStatus;
-    let worker = |state: &str| Worker {
+    let worker = |state: WorkerState| Worker {
         id: "w1".to_owned(),
         hostname: "host-a".to_owned(),
         queues: default_queue(),
         concurrency: 4,
-        state: state.to_owned(),
+        state,
         started_at: at(0),
         heartbeat_at: at(0),
         pid: None,
     };
     let soon = at(0) + chrono::Duration::seconds(5);
     let late = at(0) + chrono::Duration::seconds(11);
-    assert_eq!(worker("running").status(soon), WorkerStatus::Running);
-    assert_eq!(worker("stopping").status(soon), WorkerStatus::Stopping);
-    assert_eq!(worker("running").status(late), WorkerStatus::Lost);
-    assert_eq!(worker("stopping").status(late), WorkerStatus::Lost);
-    assert_eq!(worker("stopped").status(late), WorkerStatus::Stopped);
+    assert_eq!(
+        worker(WorkerState::Running).status(soon),
+        WorkerStatus::Running
+    );
+    assert_eq!(
+        worker(WorkerState::Stopping).status(soon),
+        WorkerStatus::Stopping
+    );
+    assert_eq!(
+        worker(WorkerState::Running).status(late),
+        WorkerStatus::Lost
+    );
+    assert_eq!(
+        worker(WorkerState::Stopping).status(late),
+        WorkerStatus::Lost
+    );
+    assert_eq!(
+        worker(WorkerState::Stopped).status(late),
+        WorkerStatus::Stopped
+    );
 }
 
 #[tokio::test]

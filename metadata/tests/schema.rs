@@ -2,11 +2,11 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::TaskState;
+use updraft_core::state::{TaskMove, TaskState};
 use updraft_metadata::testing::{TestDatabase, each_backend};
 use updraft_metadata::{
-    Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, SchemaStatus,
-    Store,
+    Backend, CreateOutcome, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, QueueRequest,
+    SchemaStatus, Store,
 };
 
 #[tokio::test]
@@ -282,13 +282,26 @@ async fn migration_7_sends_what_an_earlier_version_queued_back_to_be_planned() {
             .unwrap();
         let queued = instances[0].id;
         store
-            .set_task_states(&[(queued, TaskState::None, TaskState::Scheduled)], now)
+            .set_task_states(
+                &[TaskMove {
+                    task_instance: queued,
+                    from: TaskState::None,
+                    to: TaskState::Scheduled,
+                }],
+                now,
+            )
             .await
             .unwrap();
         // What an earlier version stored: a bare rendered command.
         let legacy = serde_json::json!({"command": {"run": "true"}, "env": {}});
         store
-            .queue_task_instances(&[(queued, legacy)], now)
+            .queue_task_instances(
+                &[QueueRequest {
+                    task_instance: queued,
+                    plan: legacy,
+                }],
+                now,
+            )
             .await
             .unwrap();
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     CreateOutcome, DagFilter, DagSync, Error, NewDagRun, NewEvent, NewTaskInstance, PoolUsage,
@@ -324,13 +324,29 @@ async fn pool_usage_counts_the_slots_of_running_and_queued_task_instances() {
             .unwrap();
         assert_eq!(store.pool_usage().await.unwrap(), []);
         let moves = [
-            (created[0].id, TaskState::None, TaskState::Scheduled),
-            (created[1].id, TaskState::None, TaskState::Scheduled),
+            TaskMove {
+                task_instance: created[0].id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            },
+            TaskMove {
+                task_instance: created[1].id,
+                from: TaskState::None,
+                to: TaskState::Scheduled,
+            },
         ];
         store.set_task_states(&moves, at(1, 1)).await.unwrap();
         let moves = [
-            (created[0].id, TaskState::Scheduled, TaskState::Queued),
-            (created[1].id, TaskState::Scheduled, TaskState::Queued),
+            TaskMove {
+                task_instance: created[0].id,
+                from: TaskState::Scheduled,
+                to: TaskState::Queued,
+            },
+            TaskMove {
+                task_instance: created[1].id,
+                from: TaskState::Scheduled,
+                to: TaskState::Queued,
+            },
         ];
         store.set_task_states(&moves, at(1, 1)).await.unwrap();
         store

@@ -10,7 +10,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::TaskId;
 use updraft_core::state::TaskState;
 use updraft_core::suggest::did_you_mean;
-use updraft_metadata::{ClearReport, NewEvent, Store, TaskInstance};
+use updraft_metadata::{Clear, ClearReport, NewEvent, Store, TaskInstance};
 
 use crate::{Actor, Error, event};
 
@@ -142,11 +142,14 @@ pub async fn clear(
     instances: &[TaskInstance],
     now: DateTime<Utc>,
 ) -> Result<ClearReport, Error> {
-    let clears: Vec<(i64, i32)> = instances
+    let clears: Vec<Clear> = instances
         .iter()
         .map(|ti| {
             let retries = dag.task(ti.task_id.as_str()).map_or(0, |task| task.retries);
-            (ti.id, i32::try_from(retries).unwrap_or(i32::MAX))
+            Clear {
+                task_instance: ti.id,
+                retries: i32::try_from(retries).unwrap_or(i32::MAX),
+            }
         })
         .collect();
     let mut change = store.change("clear task instances").await?;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::{DagRunState, TaskState};
+use updraft_core::state::{DagRunState, TaskMove, TaskState};
 use updraft_metadata::{Change, DagRun, NewEvent, Store};
 
 use crate::dags::find_run;
@@ -54,7 +54,14 @@ pub async fn mark_task(
     }
     let mut change = store.change("mark a task instance").await?;
     if change
-        .set_task_states(&[(ti.id, ti.state, new)], now)
+        .set_task_states(
+            &[TaskMove {
+                task_instance: ti.id,
+                from: ti.state,
+                to: new,
+            }],
+            now,
+        )
         .await?
         != [true]
     {
@@ -153,9 +160,15 @@ async fn end_run(
             "run '{run_id}' changed state meanwhile: reload and try again"
         )));
     }
-    let moves: Vec<(i64, TaskState, TaskState)> = instances
+    let moves: Vec<TaskMove> = instances
         .iter()
-        .filter_map(|ti| Some((ti.id, ti.state, ti.state.when_run_marked(to)?)))
+        .filter_map(|ti| {
+            Some(TaskMove {
+                task_instance: ti.id,
+                from: ti.state,
+                to: ti.state.when_run_marked(to)?,
+            })
+        })
         .collect();
     let marked = move_task_instances(&mut change, &moves, now).await?;
     change
@@ -171,12 +184,12 @@ async fn end_run(
 /// Applies `moves` and counts those that moved by their new state.
 async fn move_task_instances(
     change: &mut Change<'_>,
-    moves: &[(i64, TaskState, TaskState)],
+    moves: &[TaskMove],
     now: DateTime<Utc>,
 ) -> Result<MarkedTasks, Error> {
     let moved = change.set_task_states(moves, now).await?;
     let mut marked = MarkedTasks::default();
-    for (&(_, _, to), moved) in moves.iter().zip(moved) {
+    for (&TaskMove { to, .. }, moved) in moves.iter().zip(moved) {
         match (moved, to) {
             (true, TaskState::Success) => marked.success += 1,
             (true, TaskState::Failed) => marked.failed += 1,

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
 use updraft_core::ids::TaskId;
-use updraft_core::state::{DagRunState, TaskState};
+use updraft_core::state::{DagRunState, TaskMove, TaskState};
 
 use crate::readiness::plan_run;
 
@@ -31,8 +31,8 @@ pub struct TaskSnapshot<'a> {
 /// What to do with a run now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStep {
-    /// Compare-and-set moves: (task instance id, from, to).
-    pub moves: Vec<(i64, TaskState, TaskState)>,
+    /// The compare-and-sets of its task instances' states.
+    pub moves: Vec<TaskMove>,
     /// The run's final state when it ends now.
     pub finish: Option<DagRunState>,
     /// Why it ends failed.
@@ -62,7 +62,11 @@ pub fn step_run(
             step.moves = tasks
                 .iter()
                 .filter(|ti| !ti.state.is_finished())
-                .map(|ti| (ti.id, ti.state, TaskState::Skipped))
+                .map(|ti| TaskMove {
+                    task_instance: ti.id,
+                    from: ti.state,
+                    to: TaskState::Skipped,
+                })
                 .collect();
             step.finish = Some(DagRunState::Failed);
             step.reason = Some(format!(
@@ -84,7 +88,11 @@ pub fn step_run(
                     step.wake_at = Some(step.wake_at.map_or(at, |wake| wake.min(at)));
                 }
                 _ => {
-                    step.moves.push((ti.id, state, TaskState::Scheduled));
+                    step.moves.push(TaskMove {
+                        task_instance: ti.id,
+                        from: state,
+                        to: TaskState::Scheduled,
+                    });
                     state = TaskState::Scheduled;
                 }
             }
@@ -108,7 +116,11 @@ pub fn step_run(
     for (task, to) in moves {
         // A task the run has no instance of yet (the DAG gained it) waits for one.
         if let Some(&id) = ids.get(task) {
-            step.moves.push((id, TaskState::None, to));
+            step.moves.push(TaskMove {
+                task_instance: id,
+                from: TaskState::None,
+                to,
+            });
         }
     }
     step.finish = plan.finish;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions, decode};
 use updraft_core::ids::TaskId;
-use updraft_core::state::{DagRunState, TaskState};
+use updraft_core::state::{DagRunState, TaskMove, TaskState};
 use updraft_scheduler::step::{RunStep, TaskSnapshot, step_run, waiting_on_past};
 
 use TaskState::{
@@ -18,6 +18,14 @@ fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .unwrap()
         .with_timezone(&Utc)
+}
+
+fn task_move(task_instance: i64, from: TaskState, to: TaskState) -> TaskMove {
+    TaskMove {
+        task_instance,
+        from,
+        to,
+    }
 }
 
 fn dag(yaml: &str) -> Dag {
@@ -63,7 +71,7 @@ const EARLY: &str = "2024-01-01T00:10:00Z";
 #[test]
 fn a_new_run_schedules_its_roots() {
     let step = step(&chain(""), &[(N, None), (N, None), (N, None)], EARLY);
-    assert_eq!(step.moves, [(1, N, SC)]);
+    assert_eq!(step.moves, [task_move(1, N, SC)]);
     assert_eq!(step.finish, None);
     assert_eq!(
         step.wake_at,
@@ -75,7 +83,7 @@ fn a_new_run_schedules_its_roots() {
 #[test]
 fn each_success_schedules_the_next_task() {
     let step = step(&chain(""), &[(OK, None), (N, None), (N, None)], EARLY);
-    assert_eq!(step.moves, [(2, N, SC)]);
+    assert_eq!(step.moves, [task_move(2, N, SC)]);
 }
 
 #[test]
@@ -93,8 +101,8 @@ fn a_failure_fails_everything_downstream_and_the_run() {
     assert_eq!(
         step.moves,
         [
-            (2, N, TaskState::UpstreamFailed),
-            (3, N, TaskState::UpstreamFailed)
+            task_move(2, N, TaskState::UpstreamFailed),
+            task_move(3, N, TaskState::UpstreamFailed)
         ]
     );
     assert_eq!(step.finish, Some(DagRunState::Failed));
@@ -104,7 +112,7 @@ fn a_failure_fails_everything_downstream_and_the_run() {
 #[test]
 fn a_skip_skips_everything_downstream_and_the_run_succeeds() {
     let step = step(&chain(""), &[(S, None), (N, None), (N, None)], EARLY);
-    assert_eq!(step.moves, [(2, N, S), (3, N, S)]);
+    assert_eq!(step.moves, [task_move(2, N, S), task_move(3, N, S)]);
     assert_eq!(step.finish, Some(DagRunState::Success));
 }
 
@@ -133,7 +141,7 @@ fn a_retry_is_scheduled_once_its_delay_has_passed() {
         &[(RETRY, Some("2024-01-01T00:15:00Z")), (N, None), (N, None)],
         "2024-01-01T00:15:00Z",
     );
-    assert_eq!(due.moves, [(1, RETRY, SC)]);
+    assert_eq!(due.moves, [task_move(1, RETRY, SC)]);
     assert_eq!(due.finish, None);
 }
 
@@ -144,7 +152,7 @@ fn a_run_past_its_timeout_fails_and_skips_what_is_unfinished() {
         &[(OK, None), (R, None), (N, None)],
         "2024-01-01T01:00:00Z",
     );
-    assert_eq!(step.moves, [(2, R, S), (3, N, S)]);
+    assert_eq!(step.moves, [task_move(2, R, S), task_move(3, N, S)]);
     assert_eq!(step.finish, Some(DagRunState::Failed));
     assert_eq!(step.reason.as_deref(), Some("the run timed out after 1h"));
 }

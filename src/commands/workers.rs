@@ -123,18 +123,19 @@ fn human_age(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use updraft_core::state::WorkerState;
     use updraft_metadata::Worker;
 
     use super::*;
 
-    fn load(id: &str, state: &str, heartbeat_at: DateTime<Utc>, running: i64) -> WorkerLoad {
+    fn load(id: &str, state: WorkerState, heartbeat_at: DateTime<Utc>, running: i64) -> WorkerLoad {
         WorkerLoad {
             worker: Worker {
                 id: id.to_owned(),
                 hostname: "host-a".to_owned(),
                 queues: vec!["default".to_owned(), "gpu".to_owned()],
                 concurrency: 8,
-                state: state.to_owned(),
+                state,
                 started_at: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
                 heartbeat_at,
                 pid: Some(4242),
@@ -150,9 +151,9 @@ mod tests {
         let old = now - chrono::Duration::minutes(3);
         let rows = rows(
             &[
-                load("w1", "running", fresh, 3),
-                load("w2", "running", old, 1),
-                load("w3", "stopped", old, 0),
+                load("w1", WorkerState::Running, fresh, 3),
+                load("w2", WorkerState::Running, old, 1),
+                load("w3", WorkerState::Stopped, old, 0),
             ],
             now,
         );
@@ -187,7 +188,12 @@ mod tests {
     #[test]
     fn json_names_the_derived_state() {
         let now = Utc.with_ymd_and_hms(2024, 1, 1, 1, 0, 0).unwrap();
-        let lost = load("w2", "running", now - chrono::Duration::minutes(3), 1);
+        let lost = load(
+            "w2",
+            WorkerState::Running,
+            now - chrono::Duration::minutes(3),
+            1,
+        );
         let json = serde_json::to_value(Listed::of(&lost, now)).unwrap();
         assert_eq!(json["state"], "lost");
         assert_eq!(json["heartbeat_age"], 180.0);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use updraft_core::dag::{Dag, LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId};
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, RunType, TaskState, WorkerState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     CreateOutcome, DagSync, NewApiToken, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store,
@@ -690,7 +690,7 @@ async fn every_page_renders_for_an_admin() {
                 hostname: "host".to_owned(),
                 queues: vec!["default".to_owned()],
                 concurrency: 4,
-                state: "running".to_owned(),
+                state: WorkerState::Running,
                 started_at: now - Duration::seconds(120),
                 heartbeat_at,
                 pid: None,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use updraft_core::actor::Actor;
 use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
-use updraft_core::state::{BackfillState, DagRunState, TaskState};
+use updraft_core::state::{BackfillState, DagRunState, TaskMove, TaskState};
 use updraft_metadata::{DagRun, Error, NewEvent};
 
 use super::queue::Ready;
@@ -147,8 +147,11 @@ impl Scheduler {
             if step.finish.is_some() {
                 continue;
             }
-            let to: HashMap<i64, TaskState> =
-                step.moves.iter().map(|&(id, _, to)| (id, to)).collect();
+            let to: HashMap<i64, TaskState> = step
+                .moves
+                .iter()
+                .map(|task_move| (task_move.task_instance, task_move.to))
+                .collect();
             let run = Arc::new(run.clone());
             for ti in self.instances.of_run(run.id) {
                 let state = to.get(&ti.id).copied().unwrap_or(ti.state);
@@ -165,7 +168,7 @@ impl Scheduler {
             }
         }
         let offer = self.offer(ready, &active).await?;
-        let moves: Vec<(i64, TaskState, TaskState)> = steps
+        let moves: Vec<TaskMove> = steps
             .iter()
             .flat_map(|(_, _, step, _)| step.moves.iter().copied())
             .collect();
@@ -181,12 +184,20 @@ impl Scheduler {
                 .requests
                 .iter()
                 .zip(&offer.runs)
-                .filter(|((id, _), _)| !queued.contains(id))
+                .filter(|(request, _)| !queued.contains(&request.task_instance))
                 .map(|(_, &run)| run),
         );
         for (run, _, step, waits_on_past) in steps {
             let mut stale = false;
-            for (&(id, _, to), moved) in step.moves.iter().zip(moved.by_ref()) {
+            for (
+                &TaskMove {
+                    task_instance: id,
+                    to,
+                    ..
+                },
+                moved,
+            ) in step.moves.iter().zip(moved.by_ref())
+            {
                 match moved {
                     true => self.instances.moved(run.id, id, to),
                     false => stale = true,
@@ -210,9 +221,10 @@ impl Scheduler {
                 waits_on_past || waiting.contains(&run.id),
             );
         }
-        for (&(id, _), &run) in offer.requests.iter().zip(&offer.runs) {
-            if queued.contains(&id) {
-                self.instances.moved(run, id, TaskState::Queued);
+        for (request, &run) in offer.requests.iter().zip(&offer.runs) {
+            if queued.contains(&request.task_instance) {
+                self.instances
+                    .moved(run, request.task_instance, TaskState::Queued);
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{self, Context, RenderError, RunContext};
-use updraft_metadata::{DagRun, Error, TaskInstance};
+use updraft_metadata::{DagRun, Error, QueueRequest, TaskInstance};
 
 use super::{Scheduler, run_context};
 
@@ -21,11 +21,10 @@ pub(super) struct Ready {
     pub(super) dag: Arc<Dag>,
 }
 
-/// What to offer the queue: requests `(task instance id, its try's plan)` in priority
-/// order, with the run of each, and the runs whose ready task instances wait for room.
+/// What to offer the queue: requests in priority order, with the run of each, and the runs whose ready task instances wait for room.
 #[derive(Default)]
 pub(super) struct Offer {
-    pub(super) requests: Vec<(i64, serde_json::Value)>,
+    pub(super) requests: Vec<QueueRequest>,
     pub(super) runs: Vec<i64>,
     pub(super) waiting: HashSet<i64>,
 }
@@ -124,7 +123,10 @@ impl Scheduler {
                 ),
             };
             let plan = serde_json::to_value(plan).expect("a plan is JSON");
-            offer.requests.push((r.instance.id, plan));
+            offer.requests.push(QueueRequest {
+                task_instance: r.instance.id,
+                plan,
+            });
             offer.runs.push(r.run.id);
         }
         Ok(offer)
