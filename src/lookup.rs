@@ -14,16 +14,22 @@ use crate::config::Config;
 
 /// Every DAG file of the DAGs folder, loaded; an error when the folder does not exist.
 pub fn load_folder(config: &Config) -> Result<FolderLoad> {
+    require_dags_folder(config)?;
+    Ok(load_paths(
+        std::slice::from_ref(&config.dags_folder),
+        &config.load,
+    ))
+}
+
+/// An error saying how to name the DAGs folder, when it does not exist.
+pub fn require_dags_folder(config: &Config) -> Result<()> {
     if !config.dags_folder.is_dir() {
         bail!(
             "the DAGs folder {} does not exist: pass --dags-folder or set UPDRAFT_DAGS_FOLDER",
             config.dags_folder.display()
         );
     }
-    Ok(load_paths(
-        std::slice::from_ref(&config.dags_folder),
-        &config.load,
-    ))
+    Ok(())
 }
 
 /// The DAG `dag_id` of the DAGs folder, or an error naming close ids and broken files.

@@ -19,6 +19,7 @@ use updraft_scheduler::service::{self, Scheduler};
 use crate::accounts::{STANDALONE_ADMIN, ensure_admin};
 use crate::cli::{SchedulerArgs, StandaloneArgs, WebserverArgs, WorkerArgs};
 use crate::config::Config;
+use crate::lookup::require_dags_folder;
 use crate::wiring::{self, hostname, open_store, runtime, worker_settings};
 
 pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
@@ -210,16 +211,6 @@ fn lock_home(home: &Path) -> Result<File> {
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
     Ok(file)
-}
-
-fn require_dags_folder(config: &Config) -> Result<()> {
-    if !config.dags_folder.is_dir() {
-        bail!(
-            "the DAGs folder {} does not exist: pass --dags-folder or set UPDRAFT_DAGS_FOLDER",
-            config.dags_folder.display()
-        );
-    }
-    Ok(())
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM: every part of the command stops on it.
