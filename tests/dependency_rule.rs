@@ -120,19 +120,11 @@ fn parts_depend_only_on_what_the_design_allows() {
     );
 }
 
-#[test]
-fn core_stays_free_of_io_crates() {
+/// `cargo tree` of the normal dependencies, one package per line, with `args` added.
+fn cargo_tree(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "updraft-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
+        .args(["tree", "-e", "normal", "--prefix", "none", "--offline"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -141,7 +133,12 @@ fn core_stays_free_of_io_crates() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let tree = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn core_stays_free_of_io_crates() {
+    let tree = cargo_tree(&["-p", "updraft-core"]);
     assert!(
         tree.contains("petgraph "),
         "the tree lists core's dependencies"
@@ -158,28 +155,7 @@ fn core_stays_free_of_io_crates() {
 fn the_updraft_binary_carries_no_scratch_code() {
     // Features as the binary is built alone (`cargo build -p updraft`); a build of the whole
     // workspace unifies them with updraft-bench's.
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "updraft",
-            "-e",
-            "normal",
-            "--format",
-            "{p} features: {f}",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8_lossy(&output.stdout);
+    let tree = cargo_tree(&["-p", "updraft", "--format", "{p} features: {f}"]);
     let metadata: Vec<&str> = tree
         .lines()
         .filter(|line| line.starts_with("updraft-metadata "))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
 use updraft_core::dag::LoadOptions;
-use updraft_core::state::{DagRunState, RunType, TaskState};
+use updraft_core::state::{DagRunState, TaskState};
 use updraft_metadata::{CreateOutcome, NewDagRun};
 
 use crate::floors::Floor;
@@ -43,16 +43,14 @@ pub async fn trigger_to_success(
         let start = Instant::now();
         let now = Utc::now();
         let run = NewDagRun {
-            dag_id: dag.id.clone(),
             run_id: "bench".to_owned(),
-            run_type: RunType::Manual,
-            logical_date: now,
-            data_interval_start: now,
-            data_interval_end: now,
-            run_after: now,
-            conf: serde_json::json!({}),
-            version_hash: dag.version_hash(),
-            backfill_id: None,
+            ..NewDagRun::manual(
+                dag.id.clone(),
+                dag.version_hash(),
+                now,
+                serde_json::json!({}),
+                now,
+            )
         };
         let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await? else {
             bail!("the bench run exists already");

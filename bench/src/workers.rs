@@ -11,7 +11,7 @@ use chrono::Utc;
 use updraft_core::dag::LoadOptions;
 use updraft_core::plan::TryPlan;
 use updraft_core::render;
-use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
+use updraft_core::state::{TaskMove, TaskState, WorkerState};
 use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, QueueRequest, Store};
 use updraft_scheduler::service;
 
@@ -105,16 +105,14 @@ pub async fn workers(
     let mut run_ids = Vec::new();
     for n in 0..count.div_ceil(WORKER_TASKS) {
         let run = NewDagRun {
-            dag_id: dag.id.clone(),
             run_id: format!("bench_{n:05}"),
-            run_type: RunType::Manual,
-            logical_date: now,
-            data_interval_start: now,
-            data_interval_end: now,
-            run_after: now,
-            conf: serde_json::json!({}),
-            version_hash: dag.version_hash(),
-            backfill_id: None,
+            ..NewDagRun::manual(
+                dag.id.clone(),
+                dag.version_hash(),
+                now,
+                serde_json::json!({}),
+                now,
+            )
         };
         let CreateOutcome::Created(run) = store.create_dag_run(&run, now).await? else {
             bail!("bench run {n} exists already");

@@ -47,6 +47,7 @@ impl Scheduler {
             // A date a backfill run holds is stepped over (the insert skips it), so rounds go
             // on for the DAGs whose runs were not all created, until their room is used or no
             // interval is due.
+            let mut made_runs = Vec::new();
             loop {
                 let mut runs = Vec::new();
                 for (due, plan) in batch.dags().iter().zip(&mut plans) {
@@ -83,11 +84,7 @@ impl Scheduler {
                     // Nothing in the way: its room is used, or nothing more is due.
                     plan.open = made < plan.round.len();
                 }
-                for run in created {
-                    tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "created a run");
-                    self.worklist.touch(run.id);
-                    self.runs.insert(run.id, run);
-                }
+                made_runs.extend(created);
             }
             let next_runs = batch
                 .dags()
@@ -102,6 +99,13 @@ impl Scheduler {
                 })
                 .collect::<Vec<_>>();
             batch.commit(&next_runs).await?;
+            // Known, and said, only once they are stored: a scheduler that dies before its
+            // commit created nothing.
+            for run in made_runs {
+                tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "created a run");
+                self.worklist.touch(run.id);
+                self.runs.insert(run.id, run);
+            }
             if (taken as i64) < DUE_BATCH {
                 break;
             }
