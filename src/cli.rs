@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use updraft_core::backfill::Reprocess;
+use updraft_core::ids::BackfillId;
 use updraft_core::time::WrittenTime;
 
 use crate::args;
@@ -287,16 +288,16 @@ pub enum BackfillsCommand {
     },
     /// One backfill: range, options, progress and its runs.
     Show {
-        id: i64,
+        id: BackfillId,
         #[arg(long)]
         json: bool,
     },
     /// Start no more of its runs (running ones finish) until it is resumed.
-    Pause { id: i64 },
+    Pause { id: BackfillId },
     /// Start its runs again.
-    Resume { id: i64 },
+    Resume { id: BackfillId },
     /// End it: its queued runs fail, its running ones finish.
-    Cancel { id: i64 },
+    Cancel { id: BackfillId },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ use anyhow::Result;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use updraft_core::dag::Dag;
+use updraft_core::ids::{BackfillId, DagRunId};
 use updraft_core::scope::Scope;
 use updraft_executor::name::Name;
 use updraft_executor::worker::Worker;
@@ -28,13 +29,18 @@ pub struct Embedded {
 
 impl Embedded {
     /// Runs run `run_id` of `dag`, every try's log echoed on stdout (`dags test`).
-    pub fn for_run(store: &Store, config: &Config, dag: &Dag, run_id: i64) -> Embedded {
+    pub fn for_run(store: &Store, config: &Config, dag: &Dag, run_id: DagRunId) -> Embedded {
         let name = format!("{}:test:{}", hostname(), std::process::id());
         Embedded::start(store, config, dag, Scope::Run(run_id), name, true)
     }
 
     /// Runs the runs of backfill `backfill_id` of `dag` (`dags backfill`).
-    pub fn for_backfill(store: &Store, config: &Config, dag: &Dag, backfill_id: i64) -> Embedded {
+    pub fn for_backfill(
+        store: &Store,
+        config: &Config,
+        dag: &Dag,
+        backfill_id: BackfillId,
+    ) -> Embedded {
         let name = format!(
             "{}:backfill:{backfill_id}:{}",
             hostname(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use updraft_core::dag::{LoadOptions, load_paths};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TryKey};
 use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
@@ -170,28 +170,26 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: &[(TaskState, &str)]
             (claims[0].instance.id, claims[0].instance.try_number),
             (ti.id, number)
         );
-        store
-            .append_task_log(ti.id, number, log.as_bytes())
-            .await
-            .unwrap();
+        let key = try_of(ti, number);
+        store.append_task_log(key, log.as_bytes()).await.unwrap();
         if *state != TaskState::Running {
-            end_try(
-                store,
-                ti.id,
-                number,
-                *state,
-                now + chrono::Duration::seconds(30),
-            )
-            .await;
+            end_try(store, key, *state, now + chrono::Duration::seconds(30)).await;
         }
         from = *state;
     }
 }
 
-async fn end_try(store: &Store, id: i64, try_number: i32, state: TaskState, now: DateTime<Utc>) {
-    let end = TryEnd {
-        task_instance_id: id,
+/// The key of `ti`'s try `try_number`.
+fn try_of(ti: &TaskInstance, try_number: i32) -> TryKey {
+    TryKey {
+        task_instance: ti.id,
         try_number,
+    }
+}
+
+async fn end_try(store: &Store, key: TryKey, state: TaskState, now: DateTime<Utc>) {
+    let end = TryEnd {
+        key,
         worker_id: Some(WORKER.id.to_owned()),
         state,
         exit_code: Some(if state == TaskState::Success { 0 } else { 1 }),
@@ -462,7 +460,7 @@ async fn a_long_log_is_printed_whole_in_order() {
         for line in 0..2500 {
             let text = format!("line {line}\n");
             store
-                .append_task_log(ti.id, 1, text.as_bytes())
+                .append_task_log(try_of(&ti, 1), text.as_bytes())
                 .await
                 .unwrap();
             expected.push_str(&text);
@@ -559,10 +557,16 @@ async fn follow_prints_new_chunks_until_the_try_ends() {
         let mut child = command.spawn().unwrap();
         let mut output = Output::of(&mut child);
         output.wait_for("partial\n");
-        store.append_task_log(ti.id, 1, b"more\n").await.unwrap();
+        store
+            .append_task_log(try_of(&ti, 1), b"more\n")
+            .await
+            .unwrap();
         output.wait_for("partial\nmore\n");
-        store.append_task_log(ti.id, 1, b"last\n").await.unwrap();
-        end_try(&store, ti.id, 1, TaskState::Success, at(3, 2)).await;
+        store
+            .append_task_log(try_of(&ti, 1), b"last\n")
+            .await
+            .unwrap();
+        end_try(&store, try_of(&ti, 1), TaskState::Success, at(3, 2)).await;
         assert_eq!(exit_code(child), 0);
         output.wait_for("partial\nmore\nlast\n");
     })

@@ -8,6 +8,7 @@ use anyhow::{Result, ensure};
 use chrono::Utc;
 use updraft_core::backfill::Reprocess;
 use updraft_core::dag::LoadOptions;
+use updraft_core::ids::DagRunId;
 use updraft_core::state::{BackfillState, DagRunState, TaskState};
 use updraft_ops::backfill::{Ask, Face};
 use updraft_ops::{self as ops, Actor};
@@ -95,7 +96,7 @@ pub async fn backfill(
             "expected {runs} runs to succeed, {succeeded} of {} did",
             finished.len()
         );
-        let ids: Vec<i64> = finished.iter().map(|run| run.id).collect();
+        let ids: Vec<DagRunId> = finished.iter().map(|run| run.id).collect();
         let instances = store.list_task_instances_of_runs(&ids).await?;
         ensure!(
             instances.len() == runs * BACKFILL_CHAIN

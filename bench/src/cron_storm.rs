@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use chrono::{DurationRound, Utc};
 use updraft_core::dag::LoadOptions;
+use updraft_core::ids::DagRunId;
 
 use crate::floors::Floor;
 use crate::harness::{Databases, Executor, InProcess, load_and_sync};
@@ -55,8 +56,8 @@ pub async fn cron_storm(
     // poll reads every unfinished run (20,000 at full size) in this process, and polling
     // every 25 ms took the CPU of the scheduler it measured.
     let clock = Instant::now();
-    let mut created: HashMap<i64, f64> = HashMap::new();
-    let mut started: HashMap<i64, f64> = HashMap::new();
+    let mut created: HashMap<DagRunId, f64> = HashMap::new();
+    let mut started: HashMap<DagRunId, f64> = HashMap::new();
     while started.len() < dags {
         let seen = clock.elapsed().as_secs_f64();
         for run in store.list_unfinished_runs().await? {

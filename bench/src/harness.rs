@@ -228,8 +228,7 @@ async fn no_op_worker(
         let ends: Vec<TryEnd> = claims
             .iter()
             .map(|claim| TryEnd {
-                task_instance_id: claim.instance.id,
-                try_number: claim.instance.try_number,
+                key: claim.instance.try_key(),
                 worker_id: Some(me.id.to_owned()),
                 state: TaskState::Success,
                 exit_code: Some(0),

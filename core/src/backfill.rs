@@ -18,7 +18,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::dag::Dag;
-use crate::ids::DagId;
+use crate::ids::{DagId, DagRunId};
 use crate::schedule::{RunInterval, Schedule, Timetable};
 use crate::state::DagRunState;
 use crate::time::{WrittenTime, local};
@@ -366,7 +366,7 @@ fn first_tick_at_or_after(
 /// dates and are not in the way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExistingRun {
-    pub id: i64,
+    pub id: DagRunId,
     pub run_id: String,
     pub logical_date: DateTime<Utc>,
     pub state: DagRunState,

@@ -1,4 +1,6 @@
-//! Identifiers. Each is created only by parsing, so an invalid id cannot exist past the boundary.
+//! Identifiers. A name id (`DagId`, `TaskId`) is created only by parsing, so an invalid one
+//! cannot exist past the boundary; a row id (`DagRunId`, `TaskInstanceId`, `BackfillId`) is the
+//! number the metadata database gave a row, typed so that one kind cannot stand for another.
 
 use std::fmt;
 
@@ -101,6 +103,65 @@ id_type!(
     TaskId,
     "task id"
 );
+
+macro_rules! row_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<i64> for $name {
+            fn from(id: i64) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                text.parse().map(Self)
+            }
+        }
+    };
+}
+
+row_id!(
+    /// The row id of a DAG run (`dag_run.id`, `dag_run_id` elsewhere); not its text `run_id`.
+    DagRunId
+);
+row_id!(
+    /// The row id of a task instance (`task_instance.id`, `task_instance_id` elsewhere).
+    TaskInstanceId
+);
+row_id!(
+    /// The row id of a backfill (`backfill.id`, `backfill_id` elsewhere).
+    BackfillId
+);
+
+/// Which try of which task instance: the key of a `task_try` row. A worker keys the tries it
+/// runs by it, since a task instance cleared and claimed again is another try of the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TryKey {
+    pub task_instance: TaskInstanceId,
+    pub try_number: i32,
+}
+
+impl fmt::Display for TryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "try {} of task instance {}",
+            self.try_number, self.task_instance
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

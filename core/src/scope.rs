@@ -6,14 +6,16 @@
 /// A scheduler limited to a run or a backfill does nothing else: no sync of the DAGs folder, no
 /// new runs, no zombies reaped, and no heartbeat, so that no other command takes it for a
 /// scheduler.
+use crate::ids::{BackfillId, DagRunId};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// All of it (`scheduler`, `worker`, `standalone`): a worker claims whatever its queues
     /// hold.
     Everything,
     /// One run, by its row id (`dags test`).
-    Run(i64),
+    Run(DagRunId),
     /// The runs of one backfill, by its row id (`dags backfill` when no scheduler is alive);
     /// its scheduler also marks the backfill completed.
-    Backfill(i64),
+    Backfill(BackfillId),
 }

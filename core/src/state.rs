@@ -10,6 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::TaskInstanceId;
+
 /// Defines a closed set of names with `as_str`, `FromStr`, `Display`, `ALL` and serde as the name.
 macro_rules! named_enum {
     ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
@@ -196,8 +198,7 @@ impl DagRunState {
 /// `from`. The scheduler's steps and the users' marks decide them; the store applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskMove {
-    /// The task instance's row id.
-    pub task_instance: i64,
+    pub task_instance: TaskInstanceId,
     pub from: TaskState,
     pub to: TaskState,
 }

@@ -8,6 +8,7 @@ use updraft_core::backfill::{
     decide, intervals, parse_date,
 };
 use updraft_core::dag::{Dag, LoadOptions, decode};
+use updraft_core::ids::DagRunId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::DagRunState;
 
@@ -353,7 +354,7 @@ fn interval(day: u32) -> RunInterval {
 
 fn existing(day: u32, state: DagRunState) -> ExistingRun {
     ExistingRun {
-        id: i64::from(day),
+        id: DagRunId(i64::from(day)),
         run_id: format!("scheduled__2024-01-{day:02}"),
         logical_date: interval(day).logical_date,
         state,

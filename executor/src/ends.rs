@@ -154,10 +154,8 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, loa
             Err(error) if error.is_refused() && !stand_in => {
                 let end = &mut ends[0];
                 tracing::warn!(
-                    "the database refused the end of try {} of task instance {}, recording it \
-                     as failed: {error}",
-                    end.try_number,
-                    end.task_instance_id
+                    "the database refused the end of {}, recording it as failed: {error}",
+                    end.key
                 );
                 *end = refused(end, &error);
                 stand_in = true;
@@ -166,9 +164,8 @@ async fn write(store: Store, mut receiver: mpsc::UnboundedReceiver<Waiting>, loa
                 // Nothing simpler is left to write: the worker's heartbeat finds the try
                 // running without a process, and ends it as lost.
                 tracing::error!(
-                    "the database refused even a failed end of try {} of task instance {}: {error}",
-                    ends[0].try_number,
-                    ends[0].task_instance_id
+                    "the database refused even a failed end of {}: {error}",
+                    ends[0].key
                 );
                 done(&mut ends, &mut waiters, 1);
                 alone = alone.saturating_sub(1);
@@ -210,8 +207,7 @@ fn refused(end: &TryEnd, error: &Error) -> TryEnd {
         .as_bytes(),
     );
     TryEnd {
-        task_instance_id: end.task_instance_id,
-        try_number: end.try_number,
+        key: end.key,
         worker_id: end.worker_id.clone(),
         state: TaskState::Failed,
         exit_code: end.exit_code,
@@ -231,6 +227,7 @@ fn waits_for_more(load: &Load, failing: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use updraft_core::ids::{TaskInstanceId, TryKey};
 
     fn load(running: usize, saturated: bool) -> Load {
         Load {
@@ -263,8 +260,10 @@ mod tests {
         let dropped = ends.expect();
         assert_eq!(running(), 2);
         let end = TryEnd {
-            task_instance_id: 1,
-            try_number: 1,
+            key: TryKey {
+                task_instance: TaskInstanceId(1),
+                try_number: 1,
+            },
             worker_id: None,
             state: TaskState::Success,
             exit_code: Some(0),

@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use updraft_core::ids::{TaskInstanceId, TryKey};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -39,7 +40,7 @@ use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::scope::Scope;
 use updraft_core::state::{TaskState, WorkerState};
 use updraft_core::time::human_duration;
-use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryKey, TryPid, WorkerRef};
+use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryPid, WorkerRef};
 
 use crate::ends::{Ends, Expected};
 use crate::name::{self, Claimant, Name};
@@ -94,14 +95,13 @@ const TRY_MARK: &str = "UPDRAFT_WORKER_TRY";
 
 /// The value of [`TRY_MARK`]: the worker, the task instance, the try and the instant of its
 /// claim (which tells apart the tries of two databases on one host).
-fn try_mark(
-    worker_id: &str,
-    task_instance_id: i64,
-    try_number: i32,
-    claimed: DateTime<Utc>,
-) -> String {
+fn try_mark(worker_id: &str, key: TryKey, claimed: DateTime<Utc>) -> String {
+    let TryKey {
+        task_instance,
+        try_number,
+    } = key;
     format!(
-        "{worker_id} {task_instance_id} {try_number} {}",
+        "{worker_id} {task_instance} {try_number} {}",
         claimed.timestamp_micros()
     )
 }
@@ -500,15 +500,18 @@ impl Worker {
     /// Whether a [`TRY_MARK`] names a try of this database that this worker claimed on this
     /// host (see [`try_mark`]).
     async fn marks_a_try_here(&self, mark: &str) -> Result<bool, Error> {
-        let mut parts = mark.split(' ').skip(1).map(str::parse::<i64>);
-        let (Some(Ok(id)), Some(Ok(try_number)), Some(Ok(claimed)), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut parts = mark.split(' ').skip(1);
+        let (Some(Ok(id)), Some(Ok(try_number)), Some(Ok(claimed)), None) = (
+            parts.next().map(str::parse::<TaskInstanceId>),
+            parts.next().map(str::parse::<i32>),
+            parts.next().map(str::parse::<i64>),
+            parts.next(),
+        ) else {
             return Ok(false);
         };
         let tries = self.store.list_task_tries(id).await?;
         Ok(tries.iter().any(|t| {
-            i64::from(t.try_number) == try_number
+            t.try_number == try_number
                 && t.start_date.timestamp_micros() == claimed
                 && t.worker_id.as_deref() == Some(self.id.as_str())
                 && t.hostname.as_deref() == Some(self.settings.hostname.as_str())
@@ -540,7 +543,7 @@ impl Worker {
             // The previous life died between spawning the try and recording its pid: its
             // processes are found by the mark they were started with.
             Some((None, claimed)) => {
-                let mark = try_mark(&self.id, id, try_number, claimed);
+                let mark = try_mark(&self.id, key, claimed);
                 for group in process::groups_with_env(TRY_MARK, &mark) {
                     process::kill_group(group, libc::SIGKILL);
                 }
@@ -548,7 +551,7 @@ impl Worker {
             None => {}
         }
         // Read after the kill: a command that ended before it recorded its exit then.
-        let files = self.tries.files_at(id, try_number);
+        let files = self.tries.files_at(key);
         let recorded = files.recorded_exit();
         let plan = plan_of(instance.rendered_command.as_ref()).ok();
         let mut outputs = Vec::new();
@@ -576,14 +579,11 @@ impl Worker {
                 after_failed_try(&RetryPolicy::default(), try_number, instance.max_tries, now)
             }
         };
-        self.store
-            .append_task_log(id, try_number, message.as_bytes())
-            .await?;
+        self.store.append_task_log(key, message.as_bytes()).await?;
         self.store
             .end_try(
                 &TryEnd {
-                    task_instance_id: id,
-                    try_number,
+                    key,
                     worker_id: Some(self.id.clone()),
                     state,
                     exit_code: recorded.filter(|_| plan.is_some()),
@@ -652,11 +652,11 @@ struct Try {
 impl Try {
     async fn run(self, cancelled: watch::Receiver<Option<Cancel>>) {
         let ti = &self.claim.instance;
+        let key = ti.try_key();
         let (log, log_rx) = mpsc::channel::<Vec<u8>>(256);
         let shipper = tokio::spawn(ship_log(
             self.store.clone(),
-            ti.id,
-            ti.try_number,
+            key,
             self.echo.then(|| ti.task_id.to_string()),
             log_rx,
         ));
@@ -709,12 +709,12 @@ impl Try {
         };
         let mut env: Vec<(String, String)> = rendered.env.clone().into_iter().collect();
         if let Some(claimed) = ti.start_date {
-            let mark = try_mark(&self.worker_id, ti.id, ti.try_number, claimed);
+            let mark = try_mark(&self.worker_id, key, claimed);
             env.push((TRY_MARK.to_owned(), mark));
         }
         // Without its folder of files a try runs all the same, but a death of its worker
         // meanwhile leaves nothing to adopt: it would run again.
-        let files = match self.tries.files(ti.id, ti.try_number) {
+        let files = match self.tries.files(key) {
             Ok(files) => Some(files),
             Err(error) => {
                 let note = format!(
@@ -736,7 +736,6 @@ impl Try {
                 None => Files::Scratch(self.outputs.clone()),
             },
         };
-        let key = ti.try_key();
         let log_for_cancel = log.clone();
         let mut why = cancelled.clone();
         let cancel = async move {
@@ -836,8 +835,7 @@ impl Try {
         let ti = &self.claim.instance;
         let _ = self.slot_freed.send(ti.try_key());
         let end = TryEnd {
-            task_instance_id: ti.id,
-            try_number: ti.try_number,
+            key: ti.try_key(),
             worker_id: Some(self.worker_id),
             state,
             exit_code,
@@ -902,8 +900,7 @@ async fn run_handler(
 /// memory and go with the next flush.
 async fn ship_log(
     store: Store,
-    task_instance_id: i64,
-    try_number: i32,
+    key: TryKey,
     echo: Option<String>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
 ) -> Vec<u8> {
@@ -926,12 +923,7 @@ async fn ship_log(
             }
         }
         // A failed write keeps the buffer for the next flush (or the try's end).
-        if !buffer.is_empty()
-            && store
-                .append_task_log(task_instance_id, try_number, &buffer)
-                .await
-                .is_ok()
-        {
+        if !buffer.is_empty() && store.append_task_log(key, &buffer).await.is_ok() {
             buffer.clear();
         }
         flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;

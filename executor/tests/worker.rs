@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use updraft_core::dag::{LoadOptions, decode};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{Context, RunContext};
 use updraft_core::scope::Scope;
@@ -148,7 +148,7 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
 /// Polls task instance `id` until `done` holds for it, at most 10 s.
 async fn wait_until(
     store: &Store,
-    id: i64,
+    id: TaskInstanceId,
     what: &str,
     done: impl Fn(&TaskInstance) -> bool,
 ) -> TaskInstance {
@@ -166,8 +166,16 @@ async fn wait_until(
     }
 }
 
-async fn log_of(store: &Store, id: i64, try_number: i32) -> String {
-    let chunks = store.read_task_log(id, try_number, 0, 1000).await.unwrap();
+/// The key of `ti`'s first try.
+fn first_try(ti: &TaskInstance) -> TryKey {
+    TryKey {
+        task_instance: ti.id,
+        try_number: 1,
+    }
+}
+
+async fn log_of(store: &Store, key: TryKey) -> String {
+    let chunks = store.read_task_log(key, 0, 1000).await.unwrap();
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|chunk| chunk.data).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -369,7 +377,7 @@ async fn a_stopping_worker_kills_the_tries_left_at_its_shutdown_timeout_and_reco
         let failed = store.get_task_instance(tis[1].id).await.unwrap().unwrap();
         assert_eq!(failed.state, TaskState::Failed, "{failed:?}");
         for ti in &tis {
-            let log = log_of(&store, ti.id, 1).await;
+            let log = log_of(&store, first_try(ti)).await;
             assert!(
                 log.contains(
                     "updraft: the worker is stopping and this try still ran after its shutdown \
@@ -513,7 +521,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(ended.state, TaskState::Failed, "no retries left");
-        let log = store.read_task_log(ti.id, 1, 0, 100).await.unwrap();
+        let log = store.read_task_log(first_try(&ti), 0, 100).await.unwrap();
         let text: Vec<u8> = log.into_iter().flat_map(|chunk| chunk.data).collect();
         assert!(
             String::from_utf8_lossy(&text).contains("never started this try"),
@@ -547,7 +555,7 @@ async fn a_worker_without_the_dags_folder_runs_tasks_that_need_no_file_of_it() {
         .await;
         stop.send_replace(true);
         worker.await.unwrap().unwrap();
-        let log = log_of(&store, tis[0].id, 1).await;
+        let log = log_of(&store, first_try(&tis[0])).await;
         assert_eq!(anywhere.state, TaskState::Success, "{log}");
         assert!(
             log.contains(&format!(
@@ -558,7 +566,7 @@ async fn a_worker_without_the_dags_folder_runs_tasks_that_need_no_file_of_it() {
             "{log}"
         );
         // A task whose files are in a working_dir cannot run without them, and says why.
-        let log = log_of(&store, tis[1].id, 1).await;
+        let log = log_of(&store, first_try(&tis[1])).await;
         assert_eq!(scripted.state, TaskState::Failed, "{log}");
         let missing = format!("working directory {}", elsewhere.join("scripts").display());
         assert!(log.contains(&missing), "{log}");
@@ -591,7 +599,7 @@ async fn an_end_the_database_refuses_is_recorded_as_failed_and_holds_back_no_oth
         }
         stop.send_replace(true);
         worker.await.unwrap().unwrap();
-        let far_log = log_of(&store, tis[0].id, 1).await;
+        let far_log = log_of(&store, first_try(&tis[0])).await;
         match db.backend() {
             updraft_metadata::Backend::Postgres => {
                 assert_eq!(ended[0].state, TaskState::Failed, "{far_log}");
@@ -609,7 +617,7 @@ async fn an_end_the_database_refuses_is_recorded_as_failed_and_holds_back_no_oth
         }
         assert_eq!(ended[1].state, TaskState::Success);
         assert_eq!(
-            log_of(&store, tis[1].id, 1).await.lines().next(),
+            log_of(&store, first_try(&tis[1])).await.lines().next(),
             Some("fine")
         );
     })
@@ -637,8 +645,7 @@ async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets
             .remove(0);
         let ti = &claim.instance;
         let reaped = TryEnd {
-            task_instance_id: ti.id,
-            try_number: ti.try_number,
+            key: ti.try_key(),
             worker_id: None,
             state: TaskState::Failed,
             exit_code: None,
@@ -664,7 +671,7 @@ async fn a_worker_coming_back_kills_what_is_left_of_its_reaped_tries_and_forgets
         let mut ours = orphan(claimed);
         let mut namesakes = orphan(claimed + 1);
         let stale = updraft_process::TryFolder::of_worker(store.url(), &name)
-            .files(ti.id, ti.try_number)
+            .files(ti.try_key())
             .unwrap();
         std::fs::write(&stale.exit, "0\n").unwrap();
         let mut worker = Worker::new(store.clone(), settings(&name, "here"));
@@ -718,9 +725,9 @@ async fn a_worker_runs_and_judges_a_try_by_its_plan_whatever_became_of_its_dag()
             skips.state,
             TaskState::Skipped,
             "{}",
-            log_of(&store, tis[0].id, 1).await
+            log_of(&store, first_try(&tis[0])).await
         );
-        let log = log_of(&store, tis[1].id, 1).await;
+        let log = log_of(&store, first_try(&tis[1])).await;
         assert_eq!(slow.state, TaskState::Failed, "{log}");
         assert!(log.contains("timed out after 1s"), "{log}");
     })

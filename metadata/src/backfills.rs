@@ -9,16 +9,16 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{BackfillId, DagId, DagRunId, TaskId};
 use updraft_core::state::{BackfillState, DagRunState};
 
 use crate::db::{Row, Tx, query};
-use crate::{DagRun, Error, NewDagRun, Store};
+use crate::{DagRun, Error, Store};
 
 /// A row of `backfill`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Backfill {
-    pub id: i64,
+    pub id: BackfillId,
     pub dag_id: DagId,
     /// The range asked for, inclusive on logical dates.
     pub from_date: DateTime<Utc>,
@@ -32,6 +32,14 @@ pub struct Backfill {
     pub created_at: DateTime<Utc>,
     /// When it completed or was cancelled.
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The retries of a task: the fresh budget of tries its task instances get when cleared or
+/// run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRetries {
+    pub task_id: TaskId,
+    pub retries: i32,
 }
 
 /// A backfill to create: the input of [`Change::create_backfill`](crate::Change::create_backfill).
@@ -49,7 +57,7 @@ pub struct NewBackfill {
 /// in state `expected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rerun {
-    pub dag_run_id: i64,
+    pub dag_run_id: DagRunId,
     pub expected: DagRunState,
 }
 
@@ -101,7 +109,7 @@ pub struct BackfillMove {
 impl Backfill {
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(Backfill {
-            id: row.get("id")?,
+            id: row.row_id("id")?,
             dag_id: row.id("dag_id")?,
             from_date: row.get("from_date")?,
             to_date: row.get("to_date")?,
@@ -116,12 +124,13 @@ impl Backfill {
 
 impl Store {
     /// [`Change::create_backfill`](crate::Change::create_backfill) alone, without an event.
+    #[cfg(feature = "testing")]
     pub async fn create_backfill(
         &self,
         backfill: &NewBackfill,
-        runs: &[NewDagRun],
+        runs: &[crate::NewDagRun],
         reruns: &[Rerun],
-        retries: &[(TaskId, i32)],
+        retries: &[TaskRetries],
         now: DateTime<Utc>,
     ) -> Result<BackfillCreated, Error> {
         let mut change = self.change("create a backfill").await?;
@@ -132,7 +141,7 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_backfill(&self, id: i64) -> Result<Option<Backfill>, Error> {
+    pub async fn get_backfill(&self, id: BackfillId) -> Result<Option<Backfill>, Error> {
         self.fetch_optional(
             query("read a backfill", "SELECT * FROM backfill WHERE id = $1").bind(id),
             Backfill::from_row,
@@ -176,7 +185,7 @@ impl Store {
     }
 
     /// The runs of a backfill, oldest logical date first.
-    pub async fn list_backfill_runs(&self, id: i64) -> Result<Vec<DagRun>, Error> {
+    pub async fn list_backfill_runs(&self, id: BackfillId) -> Result<Vec<DagRun>, Error> {
         self.fetch_all(
             query(
                 "list a backfill's runs",
@@ -213,7 +222,7 @@ impl Store {
     }
 
     /// A backfill's runs by state and its task instances done.
-    pub async fn backfill_progress(&self, id: i64) -> Result<BackfillProgress, Error> {
+    pub async fn backfill_progress(&self, id: BackfillId) -> Result<BackfillProgress, Error> {
         let states = self
             .fetch_all(
                 query(
@@ -255,9 +264,10 @@ impl Store {
 
     /// [`Change::set_backfill_state`](crate::Change::set_backfill_state) alone, without an
     /// event.
+    #[cfg(feature = "testing")]
     pub async fn set_backfill_state(
         &self,
-        id: i64,
+        id: BackfillId,
         expected: BackfillState,
         new: BackfillState,
         now: DateTime<Utc>,
@@ -271,7 +281,11 @@ impl Store {
     /// Marks a `running` backfill `completed` when none of its runs is queued or running any
     /// more (checked in the same statement, so a run re-queued meanwhile keeps it running);
     /// returns whether it did. The event log records it with the scheduler as the actor.
-    pub async fn complete_backfill(&self, id: i64, now: DateTime<Utc>) -> Result<bool, Error> {
+    pub async fn complete_backfill(
+        &self,
+        id: BackfillId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         let mut tx = self.begin("complete a backfill").await?;
         let dag_id = tx
             .fetch_optional(
@@ -311,10 +325,10 @@ impl Store {
 pub(crate) async fn rerun_in(
     tx: &mut Tx,
     again: &Rerun,
-    backfill_id: i64,
-    retries: &[(TaskId, i32)],
+    backfill_id: BackfillId,
+    retries: &[TaskRetries],
     now: DateTime<Utc>,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<DagRunId>, Error> {
     if !again.expected.can_move_to(DagRunState::Queued) {
         return Err(Error::IllegalDagRunTransition {
             from: again.expected,
@@ -352,7 +366,7 @@ pub(crate) async fn rerun_in(
         .bind(now),
     )
     .await?;
-    for (task_id, retries) in retries.iter().filter(|(_, retries)| *retries > 0) {
+    for TaskRetries { task_id, retries } in retries.iter().filter(|task| task.retries > 0) {
         tx.execute(
             query(
                 "give a re-run's task instance its retries",

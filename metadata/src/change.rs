@@ -11,10 +11,12 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 
-use crate::backfills::{Backfill, BackfillCreated, BackfillMove, NewBackfill, Rerun, rerun_in};
+use crate::backfills::{
+    Backfill, BackfillCreated, BackfillMove, NewBackfill, Rerun, TaskRetries, rerun_in,
+};
 use crate::clear::{Clear, ClearReport};
 use crate::db::{Tx, query, query_split};
 use crate::events::insert_event;
@@ -29,7 +31,7 @@ pub struct Change<'s> {
     tx: Tx,
     what: &'static str,
     /// Runs whose schedulers must look again.
-    runs: BTreeSet<i64>,
+    runs: BTreeSet<DagRunId>,
     /// Anything may have changed: every scheduler sweeps.
     everything: bool,
     /// A running or queued task instance moved away, or work was queued: the workers look.
@@ -60,7 +62,7 @@ impl Change<'_> {
     /// Commits without an event: the `Store` methods that tests and the scheduler's own
     /// bookkeeping call.
     pub(crate) async fn commit_unrecorded(mut self) -> Result<(), Error> {
-        let runs: Vec<i64> = self.runs.iter().copied().collect();
+        let runs: Vec<DagRunId> = self.runs.iter().copied().collect();
         self.store.notify_runs_in(&mut self.tx, &runs).await?;
         if self.everything {
             self.store.notify_in(&mut self.tx, Topic::Scheduler).await?;
@@ -170,7 +172,7 @@ impl Change<'_> {
     /// state.
     pub async fn set_dag_run_state(
         &mut self,
-        id: i64,
+        id: DagRunId,
         expected: DagRunState,
         new: DagRunState,
         now: DateTime<Utc>,
@@ -243,7 +245,7 @@ impl Change<'_> {
                     |row| {
                         Ok((
                             row.name::<TaskState>("state")?,
-                            row.get::<i64>("dag_run_id")?,
+                            row.row_id::<DagRunId>("dag_run_id")?,
                         ))
                     },
                 )
@@ -310,7 +312,7 @@ impl Change<'_> {
         backfill: &NewBackfill,
         runs: &[NewDagRun],
         reruns: &[Rerun],
-        retries: &[(TaskId, i32)],
+        retries: &[TaskRetries],
         now: DateTime<Utc>,
     ) -> Result<BackfillCreated, Error> {
         if backfill.from_date > backfill.to_date {
@@ -356,7 +358,7 @@ impl Change<'_> {
             let insert = insert_run(&run, now);
             match self
                 .tx
-                .fetch_optional(insert, |row| row.get::<i64>("id"))
+                .fetch_optional(insert, |row| row.row_id::<DagRunId>("id"))
                 .await
             {
                 Ok(Some(_)) => created += 1,
@@ -405,7 +407,7 @@ impl Change<'_> {
     /// `BackfillState::can_move_to` forbids is an error before any write.
     pub async fn set_backfill_state(
         &mut self,
-        id: i64,
+        id: BackfillId,
         expected: BackfillState,
         new: BackfillState,
         now: DateTime<Utc>,

@@ -4,15 +4,13 @@
 //! Which task instances to clear (tasks, up- and downstream, dates, only failed) is decided by
 //! the caller; this module only applies the reset, in one transaction.
 
-use chrono::{DateTime, Utc};
-
-use crate::{Error, Store};
+use updraft_core::ids::TaskInstanceId;
 
 /// A task instance to clear, with the retries of its task: its fresh budget of tries.
 /// Ordered by task instance first, the order in which clears lock their rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Clear {
-    pub task_instance: i64,
+    pub task_instance: TaskInstanceId,
     pub retries: i32,
 }
 
@@ -25,14 +23,15 @@ pub struct ClearReport {
     pub runs_requeued: usize,
 }
 
-impl Store {
+#[cfg(feature = "testing")]
+impl crate::Store {
     /// [`Change::clear_task_instances`](crate::Change::clear_task_instances) alone, without an
     /// event.
     pub async fn clear_task_instances(
         &self,
         clears: &[Clear],
-        now: DateTime<Utc>,
-    ) -> Result<ClearReport, Error> {
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ClearReport, crate::Error> {
         let mut change = self.change("clear task instances").await?;
         let report = change.clear_task_instances(clears, now).await?;
         change.commit_unrecorded().await?;

@@ -6,7 +6,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 
-use crate::db::{Handle, Query, Row, Tx, query, query_split};
+use crate::db::{Handle, Row, Tx, query, query_split};
 use crate::{Error, Store};
 
 /// A row of `dag`: a DAG as last synced from its file, with the state users give it (paused)
@@ -262,23 +262,11 @@ impl Store {
     }
 
     /// [`Change::set_paused`](crate::Change::set_paused) alone, without an event.
+    #[cfg(feature = "testing")]
     pub async fn set_paused(&self, dag_id: &DagId, paused: bool) -> Result<(), Error> {
         let mut change = self.change("pause a dag").await?;
         change.set_paused(dag_id, paused).await?;
         change.commit_unrecorded().await
-    }
-
-    /// Records the next run the scheduler will create for a DAG (`None`: no further run).
-    pub async fn set_next_run(
-        &self,
-        dag_id: &DagId,
-        next: Option<&RunInterval>,
-    ) -> Result<(), Error> {
-        let changed = self.execute(next_run_update(dag_id, next)).await?;
-        match changed {
-            0 => Err(Error::NotFound(format!("dag '{dag_id}'"))),
-            _ => Ok(()),
-        }
     }
 
     /// Marks inactive every active DAG not in `active` (their files are gone or no longer define
@@ -333,21 +321,6 @@ impl Store {
         )
         .await
     }
-}
-
-/// The update of a DAG's next run (`None`: no further run).
-fn next_run_update<'a>(dag_id: &'a DagId, next: Option<&RunInterval>) -> Query<'a> {
-    query(
-        "set a dag's next run",
-        "UPDATE dag SET next_logical_date = $2, next_data_interval_start = $3, \
-             next_data_interval_end = $4, next_run_after = $5 \
-         WHERE dag_id = $1",
-    )
-    .bind(dag_id.as_str())
-    .bind(next.map(|n| n.logical_date))
-    .bind(next.map(|n| n.data_interval_start))
-    .bind(next.map(|n| n.data_interval_end))
-    .bind(next.map(|n| n.run_after))
 }
 
 /// Locks the rows of the DAGs of `dag_ids` (a JSON array) in `tx`, in id order, on Postgres

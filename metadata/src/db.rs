@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::types::Json;
 use sqlx::{Decode, Postgres, Row as _, Sqlite, Transaction, Type};
 use tokio::sync::OwnedMutexGuard;
-use updraft_core::ids::IdError;
+use updraft_core::ids::{BackfillId, DagRunId, IdError, TaskInstanceId};
 use updraft_core::state::UnknownName;
 
 use crate::Error;
@@ -164,6 +164,24 @@ impl From<Option<i64>> for Arg<'_> {
         Arg::Int(value)
     }
 }
+
+macro_rules! row_id_args {
+    ($($id:ty),*) => {$(
+        impl From<$id> for Arg<'_> {
+            fn from(id: $id) -> Self {
+                Arg::Int(Some(id.0))
+            }
+        }
+
+        impl From<Option<$id>> for Arg<'_> {
+            fn from(id: Option<$id>) -> Self {
+                Arg::Int(id.map(|id| id.0))
+            }
+        }
+    )*};
+}
+
+row_id_args!(DagRunId, TaskInstanceId, BackfillId);
 
 impl From<i32> for Arg<'_> {
     fn from(value: i32) -> Self {
@@ -396,6 +414,18 @@ impl Row<'_> {
         self.get::<Option<String>>(column)?
             .map(|text| T::try_from(text).map_err(|error| corrupt(column, error)))
             .transpose()
+    }
+
+    /// A row id of updraft-core (`DagRunId`, `TaskInstanceId`, `BackfillId`).
+    pub(crate) fn row_id<T: From<i64>>(&self, column: &'static str) -> Result<T, Error> {
+        self.get::<i64>(column).map(T::from)
+    }
+
+    pub(crate) fn opt_row_id<T: From<i64>>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<T>, Error> {
+        Ok(self.get::<Option<i64>>(column)?.map(T::from))
     }
 
     /// A name of a closed set (a state, a run type, a role).

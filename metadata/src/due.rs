@@ -19,6 +19,13 @@ pub struct DueDag {
     pub last: Option<RunInterval>,
 }
 
+/// The next run of a DAG (`None`: no further run), as the scheduler records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextRun {
+    pub dag_id: DagId,
+    pub next: Option<RunInterval>,
+}
+
 /// A batch of due DAGs taken by one scheduler. Their rows stay locked until the batch is
 /// committed (on Postgres `FOR UPDATE`, which other schedulers skip, so several schedulers
 /// share a storm instead of colliding on the same rows; on SQLite the transaction holds the
@@ -103,11 +110,8 @@ impl Store {
         Ok(DueBatch { tx, dags })
     }
 
-    /// Records the next runs of DAGs (`None`: no further run), all in one transaction.
-    pub async fn set_next_runs(
-        &self,
-        next_runs: &[(DagId, Option<RunInterval>)],
-    ) -> Result<(), Error> {
+    /// Records the next runs of DAGs, all in one transaction.
+    pub async fn set_next_runs(&self, next_runs: &[NextRun]) -> Result<(), Error> {
         if next_runs.is_empty() {
             return Ok(());
         }
@@ -219,18 +223,15 @@ impl DueBatch {
             .await
     }
 
-    /// Records the DAGs' next runs (`None`: no further run) and commits the batch.
-    pub async fn commit(mut self, next_runs: &[(DagId, Option<RunInterval>)]) -> Result<(), Error> {
+    /// Records the DAGs' next runs and commits the batch.
+    pub async fn commit(mut self, next_runs: &[NextRun]) -> Result<(), Error> {
         set_next_runs_in(&mut self.tx, next_runs).await?;
         self.tx.commit("create due runs").await
     }
 }
 
 /// Records next runs in `tx`, in one statement.
-async fn set_next_runs_in(
-    tx: &mut Tx,
-    next_runs: &[(DagId, Option<RunInterval>)],
-) -> Result<(), Error> {
+async fn set_next_runs_in(tx: &mut Tx, next_runs: &[NextRun]) -> Result<(), Error> {
     if next_runs.is_empty() {
         return Ok(());
     }
@@ -238,7 +239,7 @@ async fn set_next_runs_in(
     let rows = serde_json::Value::Array(
         next_runs
             .iter()
-            .map(|(dag_id, next)| {
+            .map(|NextRun { dag_id, next }| {
                 serde_json::json!({
                     "dag_id": dag_id,
                     "logical_date": time(next.map(|n| n.logical_date)),

@@ -74,6 +74,7 @@ impl Store {
     }
 
     /// The newest `limit` events, of one DAG or of all.
+    #[cfg(feature = "testing")]
     pub async fn list_events(
         &self,
         dag_id: Option<&DagId>,

@@ -44,12 +44,12 @@ mod users;
 mod views;
 
 pub use backfills::{
-    Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun,
+    Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun, TaskRetries,
 };
 pub use change::Change;
 pub use clear::{Clear, ClearReport};
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
-pub use due::{DueBatch, DueDag};
+pub use due::{DueBatch, DueDag, NextRun};
 pub use error::Error;
 pub use events::{EventLog, NewEvent};
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
@@ -65,7 +65,9 @@ pub use scratch::{ScratchDatabase, SeedRuns, seeded_run_id};
 pub use sessions::Session;
 pub use signal::{Changes, Topic, Wakeups};
 pub use store::{Backend, Connections, Store};
-pub use tasks::{LogChunk, NewTaskInstance, NewTaskTry, TaskInstance, TaskOutput, TaskTry, TryKey};
+#[cfg(feature = "testing")]
+pub use tasks::NewTaskTry;
+pub use tasks::{LogChunk, NewTaskInstance, TaskInstance, TaskOutput, TaskTry};
 pub use url::redact_url;
 pub use users::{ApiToken, NewApiToken, Role, USERNAME_MAX, User, check_username};
 pub use views::{DagFilter, PoolUsage, RunDot, RunFilter};

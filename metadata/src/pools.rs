@@ -69,6 +69,7 @@ impl Store {
         .await
     }
 
+    #[cfg(feature = "testing")]
     pub async fn get_pool(&self, name: &str) -> Result<Option<Pool>, Error> {
         self.fetch_optional(
             query("read a pool", "SELECT * FROM pool WHERE name = $1").bind(name),

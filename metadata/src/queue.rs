@@ -10,13 +10,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use updraft_core::ids::{BackfillId, DagRunId, TaskInstanceId, TryKey};
 use updraft_core::scope::Scope;
 use updraft_core::state::{TaskMove, TaskState, WorkerState};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Row, Tx, query, query_split, sqlite_time};
 use crate::signal::{Changes, Topic};
-use crate::tasks::{TaskInstance, TryKey, check_moves, id_and_run, kills, move_task_states_in};
+use crate::tasks::{TaskInstance, check_moves, id_and_run, kills, move_task_states_in};
 use crate::{Backend, Error, Store};
 
 /// A task instance a worker claimed: now `running` under its try `try_number` (its plan in
@@ -38,8 +39,7 @@ pub struct WorkerRef<'a> {
 /// How a try ended: the input of [`Store::end_tries`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TryEnd {
-    pub task_instance_id: i64,
-    pub try_number: i32,
+    pub key: TryKey,
     /// The worker that ran it; `None` when the scheduler ends a zombie's try.
     pub worker_id: Option<String>,
     /// `success`, `failed`, `skipped` or `up_for_retry`.
@@ -58,7 +58,7 @@ pub struct TryEnd {
 /// [`Store::step_task_instances`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueRequest {
-    pub task_instance: i64,
+    pub task_instance: TaskInstanceId,
     pub plan: serde_json::Value,
 }
 
@@ -144,8 +144,8 @@ static CLAIMS_ON_POSTGRES: LazyLock<[Vec<String>; 3]> = LazyLock::new(|| {
     };
     [
         claims(Scope::Everything),
-        claims(Scope::Run(0)),
-        claims(Scope::Backfill(0)),
+        claims(Scope::Run(DagRunId(0))),
+        claims(Scope::Backfill(BackfillId(0))),
     ]
 });
 
@@ -191,13 +191,13 @@ pub struct Stepped {
     /// For each move, in order, whether it moved.
     pub moved: Vec<bool>,
     /// The task instances queued, in the order of the requests.
-    pub queued: Vec<i64>,
+    pub queued: Vec<TaskInstanceId>,
 }
 
 /// A task instance to queue and the limits it must fit in.
 #[derive(Debug, Clone)]
 struct Candidate {
-    id: i64,
+    id: TaskInstanceId,
     dag_id: String,
     pool: String,
     pool_slots: i64,
@@ -277,7 +277,7 @@ impl Store {
         &self,
         requests: &[QueueRequest],
         now: DateTime<Utc>,
-    ) -> Result<Vec<i64>, Error> {
+    ) -> Result<Vec<TaskInstanceId>, Error> {
         Ok(self.step_task_instances(&[], requests, now).await?.queued)
     }
 
@@ -318,7 +318,7 @@ impl Store {
             return Ok(Stepped::default());
         }
         let mut tx = self.begin("step task instances").await?;
-        let mut candidates: HashMap<i64, Candidate> = HashMap::new();
+        let mut candidates: HashMap<TaskInstanceId, Candidate> = HashMap::new();
         if !requests.is_empty() {
             let ids = serde_json::json!(
                 requests
@@ -338,7 +338,7 @@ impl Store {
                     .bind(&ids),
                     |row| {
                         Ok(Candidate {
-                            id: row.get("id")?,
+                            id: row.row_id("id")?,
                             dag_id: row.get("dag_id")?,
                             pool: row.get("pool")?,
                             pool_slots: row.get::<i32>("pool_slots")?.into(),
@@ -359,7 +359,7 @@ impl Store {
         // one statement; one that is not `scheduled` any more (a move of this step did not
         // happen, or another scheduler queued it first, and it is counted in the occupancy
         // then) gives its room back to the requests after it.
-        let mut queued: HashSet<i64> = HashSet::new();
+        let mut queued: HashSet<TaskInstanceId> = HashSet::new();
         let mut pending: Vec<&QueueRequest> = requests
             .iter()
             .filter(|request| candidates.contains_key(&request.task_instance))
@@ -381,7 +381,7 @@ impl Store {
             queued.extend(done);
             pending = if released { rest } else { Vec::new() };
         }
-        let queued: Vec<i64> = requests
+        let queued: Vec<TaskInstanceId> = requests
             .iter()
             .map(|request| request.task_instance)
             .filter(|id| queued.contains(id))
@@ -422,8 +422,8 @@ impl Store {
                 // needs of their runs and DAG.
                 let (statements, kept_to) = match scope {
                     Scope::Everything => (&CLAIMS_ON_POSTGRES[0], None),
-                    Scope::Run(run) => (&CLAIMS_ON_POSTGRES[1], Some(run)),
-                    Scope::Backfill(backfill) => (&CLAIMS_ON_POSTGRES[2], Some(backfill)),
+                    Scope::Run(run) => (&CLAIMS_ON_POSTGRES[1], Some(run.0)),
+                    Scope::Backfill(backfill) => (&CLAIMS_ON_POSTGRES[2], Some(backfill.0)),
                 };
                 let mut claims: Vec<Claim> = Vec::new();
                 while claims.len() < limit {
@@ -550,7 +550,7 @@ impl Store {
             .bind(now),
         )
         .await?;
-        let mut found: HashMap<i64, String> = tx
+        let mut found: HashMap<TaskInstanceId, String> = tx
             .fetch_all(
                 query(
                     "read the runs of claimed task instances",
@@ -559,7 +559,7 @@ impl Store {
                      WHERE t.id IN (SELECT value FROM json_each($1))",
                 )
                 .bind(&ids),
-                |row| Ok((row.get::<i64>("id")?, row.get("fileloc")?)),
+                |row| Ok((row.row_id("id")?, row.get("fileloc")?)),
             )
             .await?
             .into_iter()
@@ -671,7 +671,7 @@ impl Store {
                 .bind(now),
                 |row| {
                     Ok(TryKey {
-                        task_instance: row.get("id")?,
+                        task_instance: row.row_id("id")?,
                         try_number: row.get("try_number")?,
                     })
                 },
@@ -716,10 +716,10 @@ impl Store {
         let mut tx = self.begin("end task tries").await?;
         let moved = end_tries_on_sqlite(&mut tx, ends, now).await?;
         tx.commit("end task tries").await?;
-        let instances: Vec<(i64, i64)> = ends
+        let instances: Vec<(DagRunId, TaskInstanceId)> = ends
             .iter()
             .zip(&moved)
-            .filter_map(|(end, run)| run.map(|run| (run, end.task_instance_id)))
+            .filter_map(|(end, run)| run.map(|run| (run, end.key.task_instance)))
             .collect();
         if !instances.is_empty() {
             self.wake_schedulers(&Changes::of_instances(&instances));
@@ -742,7 +742,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, Error> {
         let rows = end_rows(ends);
-        let moved: Vec<(i64, i32, i64)> = self
+        let moved: Vec<(TaskInstanceId, i32, DagRunId)> = self
             .fetch_one(
                 query(
                     "end task tries",
@@ -793,15 +793,20 @@ impl Store {
                 |row| row.json("moved"),
             )
             .await?;
-        let instances: Vec<(i64, i64)> = moved.iter().map(|&(id, _, run)| (run, id)).collect();
+        let instances: Vec<(DagRunId, TaskInstanceId)> =
+            moved.iter().map(|&(id, _, run)| (run, id)).collect();
         if !instances.is_empty() {
             self.wake_schedulers(&Changes::of_instances(&instances));
         }
         Ok(ends
             .iter()
             .map(|end| {
-                moved.iter().any(|&(id, try_number, _)| {
-                    (id, try_number) == (end.task_instance_id, end.try_number)
+                moved.iter().any(|&(task_instance, try_number, _)| {
+                    end.key
+                        == TryKey {
+                            task_instance,
+                            try_number,
+                        }
                 })
             })
             .collect())
@@ -978,7 +983,7 @@ async fn queue_in(
     tx: &mut Tx,
     requests: &[&QueueRequest],
     now: DateTime<Utc>,
-) -> Result<HashSet<i64>, Error> {
+) -> Result<HashSet<TaskInstanceId>, Error> {
     let rows = serde_json::Value::Array(
         requests
             .iter()
@@ -1008,7 +1013,7 @@ async fn queue_in(
             )
             .bind(&rows)
             .bind(now),
-            |row| row.get::<i64>("id"),
+            |row| row.row_id("id"),
         )
         .await?;
     Ok(queued.into_iter().collect())
@@ -1105,9 +1110,9 @@ async fn end_tries_on_sqlite(
     tx: &mut Tx,
     ends: &[TryEnd],
     now: DateTime<Utc>,
-) -> Result<Vec<Option<i64>>, Error> {
+) -> Result<Vec<Option<DagRunId>>, Error> {
     let rows = end_rows(ends);
-    let moved: HashMap<i64, i64> = tx
+    let moved: HashMap<TaskInstanceId, DagRunId> = tx
         .fetch_all(
             query(
                 "end task instances' tries",
@@ -1192,7 +1197,7 @@ async fn end_tries_on_sqlite(
     }
     Ok(ends
         .iter()
-        .map(|end| moved.get(&end.task_instance_id).copied())
+        .map(|end| moved.get(&end.key.task_instance).copied())
         .collect())
 }
 
@@ -1202,8 +1207,8 @@ fn end_rows(ends: &[TryEnd]) -> serde_json::Value {
         ends.iter()
             .map(|end| {
                 serde_json::json!({
-                    "id": end.task_instance_id,
-                    "try": end.try_number,
+                    "id": end.key.task_instance,
+                    "try": end.key.try_number,
                     "worker": end.worker_id,
                     "state": end.state.as_str(),
                     "exit_code": end.exit_code,
@@ -1216,7 +1221,7 @@ fn end_rows(ends: &[TryEnd]) -> serde_json::Value {
                     },
                     "details": {
                         "state": end.state,
-                        "try_number": end.try_number,
+                        "try_number": end.key.try_number,
                         "exit_code": end.exit_code,
                     },
                     "outputs": serde_json::Map::from_iter(end.outputs.iter().map(
@@ -1246,7 +1251,7 @@ mod tests {
 
     fn candidate(id: i64, dag: &str, pool: &str, slots: i64) -> Candidate {
         Candidate {
-            id,
+            id: TaskInstanceId(id),
             dag_id: dag.to_owned(),
             pool: pool.to_owned(),
             pool_slots: slots,

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType};
 
@@ -17,7 +17,7 @@ use crate::{Error, NewTaskInstance, Store};
 /// A row of `dag_run`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DagRun {
-    pub id: i64,
+    pub id: DagRunId,
     pub dag_id: DagId,
     pub run_id: String,
     pub run_type: RunType,
@@ -33,7 +33,7 @@ pub struct DagRun {
     pub queued_at: Option<DateTime<Utc>>,
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
-    pub backfill_id: Option<i64>,
+    pub backfill_id: Option<BackfillId>,
 }
 
 /// A run to create: the input of [`Store::create_dag_run`]. It starts `queued`.
@@ -49,7 +49,7 @@ pub struct NewDagRun {
     pub conf: serde_json::Value,
     /// A version stored by [`Store::upsert_dag`].
     pub version_hash: String,
-    pub backfill_id: Option<i64>,
+    pub backfill_id: Option<BackfillId>,
 }
 
 impl NewDagRun {
@@ -100,7 +100,7 @@ pub struct RunStart<'a> {
 impl DagRun {
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(DagRun {
-            id: row.get("id")?,
+            id: row.row_id("id")?,
             dag_id: row.id("dag_id")?,
             run_id: row.get("run_id")?,
             run_type: row.name("run_type")?,
@@ -114,7 +114,7 @@ impl DagRun {
             queued_at: row.get("queued_at")?,
             start_date: row.get("start_date")?,
             end_date: row.get("end_date")?,
-            backfill_id: row.get("backfill_id")?,
+            backfill_id: row.opt_row_id("backfill_id")?,
         })
     }
 }
@@ -155,7 +155,7 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_dag_run(&self, id: i64) -> Result<Option<DagRun>, Error> {
+    pub async fn get_dag_run(&self, id: DagRunId) -> Result<Option<DagRun>, Error> {
         self.fetch_optional(
             query("read a dag run", "SELECT * FROM dag_run WHERE id = $1").bind(id),
             DagRun::from_row,
@@ -245,7 +245,7 @@ impl Store {
     }
 
     /// The runs of `ids` that exist, in id order.
-    pub async fn get_dag_runs(&self, ids: &[i64]) -> Result<Vec<DagRun>, Error> {
+    pub async fn get_dag_runs(&self, ids: &[DagRunId]) -> Result<Vec<DagRun>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -303,7 +303,8 @@ impl Store {
             .filter(|start| start.run.backfill_id.is_none())
             .map(|start| start.run.dag_id.as_str())
             .collect();
-        let backfills: BTreeSet<i64> = starts.iter().filter_map(|s| s.run.backfill_id).collect();
+        let backfills: BTreeSet<BackfillId> =
+            starts.iter().filter_map(|s| s.run.backfill_id).collect();
         let dags = serde_json::json!(dags);
         let backfills = serde_json::json!(backfills);
         let mut tx = self.begin("start dag runs").await?;
@@ -339,7 +340,7 @@ impl Store {
             .await?
             .into_iter()
             .collect();
-        let mut backfill_running: HashMap<i64, i64> = tx
+        let mut backfill_running: HashMap<BackfillId, i64> = tx
             .fetch_all(
                 query_split(
                     "count backfills' running runs",
@@ -352,7 +353,7 @@ impl Store {
                      GROUP BY backfill_id",
                 )
                 .bind(&backfills),
-                |row| Ok((row.get::<i64>("kind")?, row.get::<i64>("running")?)),
+                |row| Ok((row.row_id("kind")?, row.get::<i64>("running")?)),
             )
             .await?
             .into_iter()
@@ -368,7 +369,7 @@ impl Store {
                 admitted.push(start.run.id);
             }
         }
-        let started: BTreeSet<i64> = tx
+        let started: BTreeSet<DagRunId> = tx
             .fetch_all(
                 query_split(
                     "start dag runs",
@@ -382,7 +383,7 @@ impl Store {
                 )
                 .bind(&serde_json::json!(admitted))
                 .bind(now),
-                |row| row.get::<i64>("id"),
+                |row| row.row_id("id"),
             )
             .await?
             .into_iter()
@@ -417,9 +418,10 @@ impl Store {
 
     /// [`Change::set_dag_run_state`](crate::Change::set_dag_run_state) alone, without an
     /// event: the move wakes the schedulers for the run.
+    #[cfg(feature = "testing")]
     pub async fn set_dag_run_state(
         &self,
-        id: i64,
+        id: DagRunId,
         expected: DagRunState,
         new: DagRunState,
         now: DateTime<Utc>,

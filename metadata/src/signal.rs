@@ -22,6 +22,8 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use updraft_core::ids::{DagRunId, TaskInstanceId};
+
 use crate::db::{Query, query};
 
 /// Who is to be woken. A closed set: the two loops that wait for work.
@@ -62,9 +64,9 @@ impl Topic {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Runs something happened to (created, marked, cleared, cancelled): read them again.
-    pub runs: HashSet<i64>,
+    pub runs: HashSet<DagRunId>,
     /// Task instances whose try ended, by run: in those runs only they moved.
-    pub instances: HashMap<i64, HashSet<i64>>,
+    pub instances: HashMap<DagRunId, HashSet<TaskInstanceId>>,
     /// Anything may have changed (a pause, a backfill, a pool, a lost wake-up): look at every
     /// unfinished run and every DAG.
     pub everything: bool,
@@ -75,7 +77,7 @@ impl Changes {
     const MOST_IDS: usize = 100_000;
 
     /// Runs `runs` changed.
-    pub fn of_runs(runs: &[i64]) -> Changes {
+    pub fn of_runs(runs: &[DagRunId]) -> Changes {
         Changes {
             runs: runs.iter().copied().collect(),
             ..Changes::default()
@@ -83,7 +85,7 @@ impl Changes {
     }
 
     /// The tries of `instances`, given as `(run, task instance)`, ended.
-    pub fn of_instances(instances: &[(i64, i64)]) -> Changes {
+    pub fn of_instances(instances: &[(DagRunId, TaskInstanceId)]) -> Changes {
         let mut changes = Changes::default();
         for &(run, instance) in instances {
             changes.instances.entry(run).or_default().insert(instance);
@@ -129,15 +131,15 @@ impl Changes {
         if self.everything {
             return vec!["*".to_owned()];
         }
-        let items = self
-            .runs
-            .iter()
-            .map(i64::to_string)
-            .chain(self.instances.iter().flat_map(|(run, instances)| {
-                instances
-                    .iter()
-                    .map(move |instance| format!("{run}/{instance}"))
-            }));
+        let items =
+            self.runs
+                .iter()
+                .map(DagRunId::to_string)
+                .chain(self.instances.iter().flat_map(|(run, instances)| {
+                    instances
+                        .iter()
+                        .map(move |instance| format!("{run}/{instance}"))
+                }));
         let mut payloads = Vec::new();
         let mut payload = String::new();
         for item in items {
@@ -334,8 +336,13 @@ mod tests {
 
     #[test]
     fn payloads_carry_runs_and_task_instances_and_read_back() {
-        let mut changes = Changes::of_runs(&[12, 13]);
-        changes.add(&Changes::of_instances(&[(14, 345), (14, 346), (15, 7)]));
+        let instance = |run, id| (DagRunId(run), TaskInstanceId(id));
+        let mut changes = Changes::of_runs(&[DagRunId(12), DagRunId(13)]);
+        changes.add(&Changes::of_instances(&[
+            instance(14, 345),
+            instance(14, 346),
+            instance(15, 7),
+        ]));
         let payloads = changes.payloads();
         assert_eq!(payloads.len(), 1);
         assert_eq!(Changes::parse(&payloads[0]), changes);
@@ -348,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_long_list_is_split_into_payloads_that_fit() {
-        let runs: Vec<i64> = (1_000_000..1_002_000).collect();
+        let runs: Vec<DagRunId> = (1_000_000..1_002_000).map(DagRunId).collect();
         let payloads = Changes::of_runs(&runs).payloads();
         assert!(payloads.len() > 1);
         assert!(payloads.iter().all(|payload| payload.len() <= MOST_PAYLOAD));
@@ -362,10 +369,10 @@ mod tests {
     #[test]
     fn everything_absorbs_what_comes_after_and_too_many_ids_become_everything() {
         let mut changes = Changes::everything();
-        changes.add(&Changes::of_runs(&[1]));
+        changes.add(&Changes::of_runs(&[DagRunId(1)]));
         assert_eq!(changes, Changes::everything());
-        let mut changes = Changes::of_instances(&[(1, 2)]);
-        let many: Vec<i64> = (0..=Changes::MOST_IDS as i64).collect();
+        let mut changes = Changes::of_instances(&[(DagRunId(1), TaskInstanceId(2))]);
+        let many: Vec<DagRunId> = (0..=Changes::MOST_IDS as i64).map(DagRunId).collect();
         changes.add(&Changes::of_runs(&many));
         assert_eq!(changes, Changes::everything());
     }

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use updraft_core::ids::DagRunId;
 
 use crate::db::{Handle, Pooled, Query, Row, SqliteTx, Tx, query};
 use crate::doorbell::Doorbell;
@@ -203,7 +204,7 @@ impl Store {
 
     /// Wakes the schedulers of this process for `runs`, and on a SQLite file those of the
     /// others (on Postgres they learn from `notify_runs_in`).
-    pub(crate) fn wake_runs(&self, runs: &[i64]) {
+    pub(crate) fn wake_runs(&self, runs: &[DagRunId]) {
         if !runs.is_empty() {
             self.wake_schedulers(&Changes::of_runs(runs));
         }
@@ -231,7 +232,7 @@ impl Store {
 
     /// Notifies the schedulers of other processes of `runs` when `tx` commits (Postgres only).
     /// Call [`Store::wake_runs`] after the commit.
-    pub(crate) async fn notify_runs_in(&self, tx: &mut Tx, runs: &[i64]) -> Result<(), Error> {
+    pub(crate) async fn notify_runs_in(&self, tx: &mut Tx, runs: &[DagRunId]) -> Result<(), Error> {
         if let Handle::Postgres(_) = tx {
             for payload in Changes::of_runs(runs).payloads() {
                 tx.execute(

@@ -5,11 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, DagRunId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::state::{TaskMove, TaskState};
 
 use crate::db::{Row, Tx, query, query_split};
-use crate::signal::Topic;
 use crate::{Error, RunStart, Store};
 
 /// How often an append races another writer of the same try for the next `seq` before giving
@@ -20,8 +19,8 @@ const LOG_APPEND_ATTEMPTS: usize = 5;
 /// A row of `task_instance`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskInstance {
-    pub id: i64,
-    pub dag_run_id: i64,
+    pub id: TaskInstanceId,
+    pub dag_run_id: DagRunId,
     pub dag_id: DagId,
     pub run_id: String,
     pub task_id: TaskId,
@@ -58,18 +57,10 @@ pub struct NewTaskInstance {
     pub rendered_command: Option<serde_json::Value>,
 }
 
-/// Which try of which task instance: the key of a `task_try` row. A worker keys the tries it
-/// runs by it, since a task instance cleared and claimed again is another try of the same row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TryKey {
-    pub task_instance: i64,
-    pub try_number: i32,
-}
-
 /// A row of `task_try`: one attempt of a task instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskTry {
-    pub task_instance_id: i64,
+    pub task_instance_id: TaskInstanceId,
     pub try_number: i32,
     pub state: TaskState,
     pub worker_id: Option<String>,
@@ -81,10 +72,10 @@ pub struct TaskTry {
 }
 
 /// A try that has started: the input of [`Store::insert_task_try`]. It is `running`.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTaskTry {
-    pub task_instance_id: i64,
-    pub try_number: i32,
+    pub key: TryKey,
     pub worker_id: Option<String>,
     pub hostname: Option<String>,
     pub pid: Option<i32>,
@@ -118,8 +109,8 @@ impl TaskInstance {
 
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(TaskInstance {
-            id: row.get("id")?,
-            dag_run_id: row.get("dag_run_id")?,
+            id: row.row_id("id")?,
+            dag_run_id: row.row_id("dag_run_id")?,
             dag_id: row.id("dag_id")?,
             run_id: row.get("run_id")?,
             task_id: row.id("task_id")?,
@@ -146,7 +137,7 @@ impl TaskInstance {
 impl TaskTry {
     fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(TaskTry {
-            task_instance_id: row.get("task_instance_id")?,
+            task_instance_id: row.row_id("task_instance_id")?,
             try_number: row.get("try_number")?,
             state: row.name("state")?,
             worker_id: row.get("worker_id")?,
@@ -168,7 +159,7 @@ impl Store {
     #[cfg(feature = "scratch")]
     pub async fn create_task_instances(
         &self,
-        dag_run_id: i64,
+        dag_run_id: DagRunId,
         tasks: &[NewTaskInstance],
         now: DateTime<Utc>,
     ) -> Result<Vec<TaskInstance>, Error> {
@@ -217,7 +208,10 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_task_instance(&self, id: i64) -> Result<Option<TaskInstance>, Error> {
+    pub async fn get_task_instance(
+        &self,
+        id: TaskInstanceId,
+    ) -> Result<Option<TaskInstance>, Error> {
         self.fetch_optional(
             query(
                 "read a task instance",
@@ -230,7 +224,10 @@ impl Store {
     }
 
     /// The task instances of `ids` (those that exist), by id.
-    pub async fn get_task_instances(&self, ids: &[i64]) -> Result<Vec<TaskInstance>, Error> {
+    pub async fn get_task_instances(
+        &self,
+        ids: &[TaskInstanceId],
+    ) -> Result<Vec<TaskInstance>, Error> {
         let ids = serde_json::json!(ids);
         self.fetch_all(
             query_split(
@@ -247,7 +244,10 @@ impl Store {
     }
 
     /// The task instances of a run, in the order they were created.
-    pub async fn list_task_instances(&self, dag_run_id: i64) -> Result<Vec<TaskInstance>, Error> {
+    pub async fn list_task_instances(
+        &self,
+        dag_run_id: DagRunId,
+    ) -> Result<Vec<TaskInstance>, Error> {
         self.fetch_all(
             query(
                 "list task instances",
@@ -263,7 +263,7 @@ impl Store {
     /// run and creation order. Reads only those runs' rows, however many the table holds.
     pub async fn list_task_instances_of_runs(
         &self,
-        dag_run_ids: &[i64],
+        dag_run_ids: &[DagRunId],
     ) -> Result<Vec<TaskInstance>, Error> {
         let ids = serde_json::json!(dag_run_ids);
         self.fetch_all(
@@ -290,9 +290,10 @@ impl Store {
     /// Stamps `now` as `updated_at`, and as `queued_at` (to `queued`), `start_date` (to
     /// `running`, clearing `end_date`) or `end_date` (to a finished state or `up_for_retry`).
     /// A move (a user's mark) wakes the schedulers for the task instance's run.
+    #[cfg(feature = "testing")]
     pub async fn set_task_state(
         &self,
-        id: i64,
+        id: TaskInstanceId,
         expected: TaskState,
         new: TaskState,
         now: DateTime<Utc>,
@@ -317,6 +318,7 @@ impl Store {
     /// task instance away wakes the workers: the one running it kills the try. These are the
     /// scheduler's own moves (and a cancel's, whose run's move wakes the schedulers): the
     /// schedulers are not woken.
+    #[cfg(feature = "scratch")]
     pub async fn set_task_states(
         &self,
         moves: &[TaskMove],
@@ -330,11 +332,11 @@ impl Store {
         let (moved, _) = move_task_states_in(&mut tx, moves, now).await?;
         let kills = kills(moves, &moved);
         if kills {
-            self.notify_in(&mut tx, Topic::Workers).await?;
+            self.notify_in(&mut tx, crate::Topic::Workers).await?;
         }
         tx.commit("change task instance states").await?;
         if kills {
-            self.wake(Topic::Workers);
+            self.wake(crate::Topic::Workers);
         }
         Ok(moved)
     }
@@ -355,7 +357,7 @@ impl Store {
                 )
                 .bind(dag_id.as_str())
                 .bind(logical_date),
-                |row| row.get::<i64>("id"),
+                |row| row.row_id::<DagRunId>("id"),
             )
             .await?;
         let Some(previous) = previous else {
@@ -376,6 +378,7 @@ impl Store {
 
     /// Records a started try, in state `running`. [`Error::Conflict`] when that try number is
     /// already recorded, [`Error::NotFound`] for an unknown task instance.
+    #[cfg(feature = "testing")]
     pub async fn insert_task_try(&self, attempt: &NewTaskTry) -> Result<TaskTry, Error> {
         let insert = query(
             "record a task try",
@@ -384,20 +387,20 @@ impl Store {
              VALUES ($1, $2, 'running', $3, $4, $5, $6) \
              RETURNING *",
         )
-        .bind(attempt.task_instance_id)
-        .bind(attempt.try_number)
+        .bind(attempt.key.task_instance)
+        .bind(attempt.key.try_number)
         .bind(attempt.worker_id.as_deref())
         .bind(attempt.hostname.as_deref())
         .bind(attempt.pid)
         .bind(attempt.start_date);
         match self.fetch_one(insert, TaskTry::from_row).await {
             Err(error) if error.is_unique_violation() => Err(Error::Conflict(format!(
-                "try {} of task instance {} is already recorded",
-                attempt.try_number, attempt.task_instance_id
+                "{} is already recorded",
+                attempt.key
             ))),
             Err(error) if error.is_foreign_key_violation() => Err(Error::NotFound(format!(
                 "task instance {}",
-                attempt.task_instance_id
+                attempt.key.task_instance
             ))),
             result => result,
         }
@@ -405,10 +408,10 @@ impl Store {
 
     /// Compare-and-set that ends a `running` try in `state` (a move `running` may make) at
     /// `now`; false when the try is not running (it ended already).
+    #[cfg(feature = "testing")]
     pub async fn finish_task_try(
         &self,
-        task_instance_id: i64,
-        try_number: i32,
+        key: TryKey,
         state: TaskState,
         exit_code: Option<i32>,
         now: DateTime<Utc>,
@@ -426,8 +429,8 @@ impl Store {
                     "UPDATE task_try SET state = $3, exit_code = $4, end_date = $5 \
                      WHERE task_instance_id = $1 AND try_number = $2 AND state = 'running'",
                 )
-                .bind(task_instance_id)
-                .bind(try_number)
+                .bind(key.task_instance)
+                .bind(key.try_number)
                 .bind(state.as_str())
                 .bind(exit_code)
                 .bind(now),
@@ -437,7 +440,10 @@ impl Store {
     }
 
     /// The tries of a task instance, first to last.
-    pub async fn list_task_tries(&self, task_instance_id: i64) -> Result<Vec<TaskTry>, Error> {
+    pub async fn list_task_tries(
+        &self,
+        task_instance_id: TaskInstanceId,
+    ) -> Result<Vec<TaskTry>, Error> {
         self.fetch_all(
             query(
                 "list task tries",
@@ -451,7 +457,7 @@ impl Store {
 
     /// The tries of every task instance of a run, by task instance, first to last (the gantt
     /// of a run: bounded by its tasks and their tries).
-    pub async fn list_run_tries(&self, dag_run_id: i64) -> Result<Vec<TaskTry>, Error> {
+    pub async fn list_run_tries(&self, dag_run_id: DagRunId) -> Result<Vec<TaskTry>, Error> {
         self.fetch_all(
             query(
                 "list the tries of a run",
@@ -467,12 +473,7 @@ impl Store {
 
     /// Appends a chunk to the log of a try and returns its `seq`. [`Error::NotFound`] when the
     /// try is not recorded.
-    pub async fn append_task_log(
-        &self,
-        task_instance_id: i64,
-        try_number: i32,
-        data: &[u8],
-    ) -> Result<i64, Error> {
+    pub async fn append_task_log(&self, key: TryKey, data: &[u8]) -> Result<i64, Error> {
         let mut attempts = 0;
         loop {
             let append = query(
@@ -482,17 +483,15 @@ impl Store {
                  WHERE task_instance_id = $1 AND try_number = $2 \
                  RETURNING seq",
             )
-            .bind(task_instance_id)
-            .bind(try_number)
+            .bind(key.task_instance)
+            .bind(key.try_number)
             .bind(data);
             attempts += 1;
             match self.fetch_one(append, |row| row.get::<i64>("seq")).await {
                 // Another writer took this seq first; the next round sees its row.
                 Err(error) if error.is_unique_violation() && attempts < LOG_APPEND_ATTEMPTS => {}
                 Err(error) if error.is_foreign_key_violation() => {
-                    return Err(Error::NotFound(format!(
-                        "try {try_number} of task instance {task_instance_id}"
-                    )));
+                    return Err(Error::NotFound(key.to_string()));
                 }
                 result => return result,
             }
@@ -503,8 +502,7 @@ impl Store {
     /// order. A reader following a live log passes the last `seq` it has.
     pub async fn read_task_log(
         &self,
-        task_instance_id: i64,
-        try_number: i32,
+        key: TryKey,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<LogChunk>, Error> {
@@ -515,8 +513,8 @@ impl Store {
                  WHERE task_instance_id = $1 AND try_number = $2 AND seq > $3 \
                  ORDER BY seq LIMIT $4",
             )
-            .bind(task_instance_id)
-            .bind(try_number)
+            .bind(key.task_instance)
+            .bind(key.try_number)
             .bind(after_seq)
             .bind(limit),
             |row| {
@@ -531,9 +529,10 @@ impl Store {
 
     /// Records the outputs of a task instance in one transaction; a name written again takes
     /// the new value.
+    #[cfg(feature = "testing")]
     pub async fn set_task_outputs(
         &self,
-        task_instance_id: i64,
+        task_instance_id: TaskInstanceId,
         outputs: &[(String, String)],
     ) -> Result<(), Error> {
         let mut tx = self.begin("record task outputs").await?;
@@ -561,7 +560,7 @@ impl Store {
 
     /// Every output of the task instances of a run (what `outputs.<task>.<name>` reads), by
     /// task and name.
-    pub async fn list_task_outputs(&self, dag_run_id: i64) -> Result<Vec<TaskOutput>, Error> {
+    pub async fn list_task_outputs(&self, dag_run_id: DagRunId) -> Result<Vec<TaskOutput>, Error> {
         self.fetch_all(
             query(
                 "list task outputs",
@@ -660,7 +659,7 @@ pub(crate) async fn move_task_states_in(
     tx: &mut Tx,
     moves: &[TaskMove],
     now: DateTime<Utc>,
-) -> Result<(Vec<bool>, Vec<i64>), Error> {
+) -> Result<(Vec<bool>, Vec<DagRunId>), Error> {
     if moves.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -685,7 +684,7 @@ pub(crate) async fn move_task_states_in(
             )
             .collect(),
     );
-    let moved: HashMap<i64, i64> = tx
+    let moved: HashMap<TaskInstanceId, DagRunId> = tx
         .fetch_all(
             query_split(
                 "change task instance states",
@@ -730,8 +729,8 @@ pub(crate) async fn move_task_states_in(
 
 /// A task instance's id and its run's, from a row that has both (a `RETURNING` of the moves
 /// and the ends).
-pub(crate) fn id_and_run(row: &Row<'_>) -> Result<(i64, i64), Error> {
-    Ok((row.get("id")?, row.get("dag_run_id")?))
+pub(crate) fn id_and_run(row: &Row<'_>) -> Result<(TaskInstanceId, DagRunId), Error> {
+    Ok((row.row_id("id")?, row.row_id("dag_run_id")?))
 }
 
 /// Whether the moves that `moved` moved a `running` task instance away: its worker kills it.

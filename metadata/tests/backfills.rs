@@ -3,14 +3,14 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{BackfillId, DagId, DagRunId, TaskId};
 use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     BackfillCreated, BackfillMove, BackfillProgress, Claim, CreateOutcome, DEFAULT_POOL, DagRun,
     DagSync, Error, NewBackfill, NewDagRun, NewTaskInstance, QueueRequest, Rerun, Store,
-    TaskInstance, WorkerRef,
+    TaskInstance, TaskRetries, WorkerRef,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -125,6 +125,13 @@ async fn finished_run(store: &Store, day: u32, end: DagRunState) -> (DagRun, Vec
     (run, instances)
 }
 
+fn retries(task_id: &str, retries: i32) -> TaskRetries {
+    TaskRetries {
+        task_id: task(task_id),
+        retries,
+    }
+}
+
 async fn create(
     store: &Store,
     backfill: &NewBackfill,
@@ -136,7 +143,7 @@ async fn create(
         .map(|day| new_run(*day, RunType::Backfill))
         .collect();
     store
-        .create_backfill(backfill, &runs, reruns, &[(task("load"), 3)], at(20, 0))
+        .create_backfill(backfill, &runs, reruns, &[retries("load", 3)], at(20, 0))
         .await
         .unwrap()
 }
@@ -553,7 +560,13 @@ async fn backfills_are_listed_newest_first_per_dag() {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(store.get_backfill(first.id + 100).await.unwrap(), None);
+        assert_eq!(
+            store
+                .get_backfill(BackfillId(first.id.0 + 100))
+                .await
+                .unwrap(),
+            None
+        );
     })
     .await;
 }
@@ -655,12 +668,17 @@ async fn a_claim_kept_to_a_run_or_a_backfill_takes_only_their_task_instances() {
         };
         let queues = ["default".to_owned()];
         let claim = |scope| store.claim_task_instances(worker, &queues, scope, 10, at(20, 1));
-        let runs_claimed = |claims: Vec<Claim>| -> Vec<i64> {
+        let runs_claimed = |claims: Vec<Claim>| -> Vec<DagRunId> {
             claims.iter().map(|c| c.instance.dag_run_id).collect()
         };
         // Nothing of another run or backfill is taken.
-        assert!(claim(Scope::Run(-1)).await.unwrap().is_empty());
-        assert!(claim(Scope::Backfill(-1)).await.unwrap().is_empty());
+        assert!(claim(Scope::Run(DagRunId(-1))).await.unwrap().is_empty());
+        assert!(
+            claim(Scope::Backfill(BackfillId(-1)))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             runs_claimed(claim(Scope::Backfill(backfill.id)).await.unwrap()),
             [backfill_run]

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::scope::Scope;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
@@ -121,8 +121,9 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
             .await
             .unwrap();
         assert_eq!(claims[0].instance.try_number, try_number);
+        let key = try_of(ti, try_number);
         store
-            .append_task_log(ti.id, try_number, format!("try {try_number}\n").as_bytes())
+            .append_task_log(key, format!("try {try_number}\n").as_bytes())
             .await
             .unwrap();
         let state = if try_number < tries {
@@ -132,8 +133,7 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
         };
         if state != TaskState::Running {
             let end = TryEnd {
-                task_instance_id: ti.id,
-                try_number,
+                key,
                 worker_id: Some(worker.id.to_owned()),
                 state,
                 exit_code: Some(1),
@@ -143,6 +143,14 @@ async fn run_tries(store: &Store, ti: &TaskInstance, tries: i32, last: TaskState
             };
             assert!(store.end_try(&end, now).await.unwrap());
         }
+    }
+}
+
+/// The key of `instance`'s try `try_number`.
+fn try_of(instance: &TaskInstance, try_number: i32) -> TryKey {
+    TryKey {
+        task_instance: instance.id,
+        try_number,
     }
 }
 
@@ -185,7 +193,7 @@ async fn a_failed_task_instance_gets_a_fresh_budget_and_its_run_is_queued_again(
         assert_eq!(ti.updated_at, at(10, 0));
         let tries = store.list_task_tries(ti.id).await.unwrap();
         assert_eq!(tries.len(), 3, "every try keeps its row");
-        let log = store.read_task_log(ti.id, 2, 0, 10).await.unwrap();
+        let log = store.read_task_log(try_of(&ti, 2), 0, 10).await.unwrap();
         assert_eq!(log[0].data, b"try 2\n", "every try keeps its log");
 
         let run = store.get_dag_run(run.id).await.unwrap().unwrap();
@@ -308,7 +316,7 @@ async fn an_unknown_task_instance_is_not_found_and_nothing_is_written() {
                 &[
                     clear(&tis[0], 2),
                     Clear {
-                        task_instance: 999_999,
+                        task_instance: TaskInstanceId(999_999),
                         retries: 0,
                     },
                 ],

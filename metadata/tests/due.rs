@@ -9,13 +9,13 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{DagId, DagRunId};
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    Backend, Changes, CreateOutcome, DagSync, NewBackfill, NewDagRun, NewTaskInstance, Store,
-    Topic, Wakeups,
+    Backend, Changes, CreateOutcome, DagSync, NewBackfill, NewDagRun, NewTaskInstance, NextRun,
+    Store, Topic, Wakeups,
 };
 
 fn at(hour: u32) -> DateTime<Utc> {
@@ -54,7 +54,13 @@ async fn dag(store: &Store, name: &str, next: Option<RunInterval>) {
         source: String::new(),
     };
     store.upsert_dag(&sync, at(0)).await.unwrap();
-    store.set_next_runs(&[(id(name), next)]).await.unwrap();
+    store
+        .set_next_runs(&[NextRun {
+            dag_id: id(name),
+            next,
+        }])
+        .await
+        .unwrap();
 }
 
 fn run(name: &str, interval: &RunInterval, run_type: RunType) -> NewDagRun {
@@ -190,7 +196,10 @@ async fn a_batch_writes_its_runs_and_next_runs_together_or_not_at_all() {
         let mut batch = store.take_due_dags(at(5), 10).await.unwrap();
         batch.create_runs(&runs, at(5)).await.unwrap();
         batch
-            .commit(&[(id("sales"), Some(hourly(3)))])
+            .commit(&[NextRun {
+                dag_id: id("sales"),
+                next: Some(hourly(3)),
+            }])
             .await
             .unwrap();
         let row = store.get_dag(&id("sales")).await.unwrap().unwrap();
@@ -295,7 +304,7 @@ async fn wake_ups_say_which_runs_a_write_concerned() {
                 .await
                 .unwrap()
         );
-        let runs: HashSet<i64> = [triggered.id, marked.id].into_iter().collect();
+        let runs: HashSet<DagRunId> = [triggered.id, marked.id].into_iter().collect();
         let changes = wakeups.take_changes();
         assert_eq!((&changes.runs, changes.everything), (&runs, false));
         // Other processes learn the same: on Postgres from the notifications' payloads (and

@@ -5,13 +5,13 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
     Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance,
-    QueueRequest, Store, TaskInstance, Topic, TryEnd, TryKey, Worker, WorkerRef,
+    QueueRequest, Store, TaskInstance, Topic, TryEnd, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -159,7 +159,7 @@ fn requests(instances: &[TaskInstance]) -> Vec<QueueRequest> {
         .collect()
 }
 
-async fn state_of(store: &Store, id: i64) -> TaskState {
+async fn state_of(store: &Store, id: TaskInstanceId) -> TaskState {
     store.get_task_instance(id).await.unwrap().unwrap().state
 }
 
@@ -381,12 +381,12 @@ async fn concurrent_claimers_never_take_the_same_task_instance() {
                 }
             })
         });
-        let mut all: Vec<i64> = Vec::new();
+        let mut all: Vec<TaskInstanceId> = Vec::new();
         for claimer in claimers {
             all.extend(claimer.await.unwrap());
         }
         all.sort_unstable();
-        let mut expected: Vec<i64> = tis.iter().map(|ti| ti.id).collect();
+        let mut expected: Vec<TaskInstanceId> = tis.iter().map(|ti| ti.id).collect();
         expected.sort_unstable();
         assert_eq!(all, expected, "each task instance claimed exactly once");
     })
@@ -451,7 +451,7 @@ async fn a_heartbeat_does_not_wait_for_rows_another_transaction_holds() {
     let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let mut held = holder.begin().await.unwrap();
     sqlx::query("SELECT id FROM task_instance WHERE id = $1 FOR UPDATE")
-        .bind(tis[0].id)
+        .bind(tis[0].id.0)
         .execute(&mut *held)
         .await
         .unwrap();
@@ -501,8 +501,7 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
         there.take_changes();
         let outputs = vec![("rows".to_owned(), "42".to_owned())];
         let end = TryEnd {
-            task_instance_id: tis[0].id,
-            try_number: 1,
+            key: first_try(&tis[0]),
             worker_id: Some("w1".to_owned()),
             state: TaskState::UpForRetry,
             exit_code: Some(3),
@@ -543,7 +542,7 @@ async fn an_ended_try_records_its_outcome_outputs_and_wakes_the_scheduler() {
             (stored[0].name.as_str(), stored[0].value.as_str()),
             ("rows", "42")
         );
-        let log = store.read_task_log(ti.id, 1, 0, 10).await.unwrap();
+        let log = store.read_task_log(first_try(&ti), 0, 10).await.unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(
             log[0].data, b"last words\n",
@@ -588,8 +587,7 @@ async fn a_try_moved_away_keeps_its_new_state_when_its_process_ends() {
             .await
             .unwrap();
         let end = TryEnd {
-            task_instance_id: tis[0].id,
-            try_number: 1,
+            key: first_try(&tis[0]),
             worker_id: Some("w1".to_owned()),
             state: TaskState::Failed,
             exit_code: None,
@@ -633,8 +631,7 @@ async fn ends_written_together_each_record_their_own_outcome() {
             .iter()
             .enumerate()
             .map(|(i, ti)| TryEnd {
-                task_instance_id: ti.id,
-                try_number: 1,
+                key: first_try(ti),
                 worker_id: Some("w1".to_owned()),
                 state: if i % 2 == 0 {
                     TaskState::Success
@@ -659,7 +656,7 @@ async fn ends_written_together_each_record_their_own_outcome() {
             let tries = store.list_task_tries(ti.id).await.unwrap();
             assert_eq!(tries[0].state, ends[i].state, "every try row ends");
             assert_eq!(tries[0].exit_code, ends[i].exit_code);
-            let log = store.read_task_log(ti.id, 1, 0, 10).await.unwrap();
+            let log = store.read_task_log(first_try(ti), 0, 10).await.unwrap();
             assert_eq!(log.len(), 1);
             assert_eq!(log[0].data, ends[i].log_tail, "bytes survive as they were");
             if ti.id == moved_away {
@@ -730,8 +727,7 @@ async fn zombies_are_running_tries_with_a_stale_heartbeat() {
         assert_eq!(zombies.len(), 1);
         assert_eq!(zombies[0].worker_id.as_deref(), Some("w1"));
         let end = TryEnd {
-            task_instance_id: zombies[0].id,
-            try_number: 1,
+            key: first_try(&zombies[0]),
             worker_id: None,
             state: TaskState::Failed,
             exit_code: None,
@@ -885,8 +881,7 @@ async fn worker_loads_count_the_task_instances_running_under_each_worker() {
         // w1 claimed a and b, w2 claimed c (same priority: by id); a try that ended does not
         // count.
         let ended = TryEnd {
-            task_instance_id: tis[2].id,
-            try_number: 1,
+            key: first_try(&tis[2]),
             worker_id: Some("w2".to_owned()),
             state: TaskState::Success,
             exit_code: Some(0),

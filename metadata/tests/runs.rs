@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId};
 use updraft_core::state::{DagRunState, RunType};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -37,7 +37,7 @@ async fn with_dag(store: &Store) {
     store.upsert_dag(&sync, at(1)).await.unwrap();
 }
 
-fn new_run(day: u32, run_type: RunType, backfill_id: Option<i64>) -> NewDagRun {
+fn new_run(day: u32, run_type: RunType, backfill_id: Option<BackfillId>) -> NewDagRun {
     NewDagRun {
         dag_id: sales(),
         run_id: format!("{run_type}__2024-01-{day:02}"),

@@ -2,24 +2,31 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, DagRunId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
     CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError, NewApiToken,
-    NewDagRun, NewEvent, NewTaskInstance, NewTaskTry, Role, Store, TaskInstance,
+    NewDagRun, NewEvent, NewTaskInstance, NewTaskTry, NextRun, Role, Store, TaskInstance,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, day, hour, 0, 0).unwrap()
 }
 
+/// The key of `ti`'s try `try_number`.
+fn try_of(ti: &TaskInstance, try_number: i32) -> TryKey {
+    TryKey {
+        task_instance: ti.id,
+        try_number,
+    }
+}
+
 /// Records try 1 of `ti`, started on day 3 by no particular worker.
 async fn start_first_try(store: &Store, ti: &TaskInstance) {
     let started = NewTaskTry {
-        task_instance_id: ti.id,
-        try_number: 1,
+        key: try_of(ti, 1),
         worker_id: None,
         hostname: None,
         pid: None,
@@ -189,12 +196,16 @@ async fn a_sync_keeps_the_pause_and_the_next_run_of_a_known_dag() {
             data_interval_end: at(3, 1),
             run_after: at(3, 1),
         };
-        store.set_next_run(&sales, Some(&next)).await.unwrap();
+        let set_next = |next| NextRun {
+            dag_id: sales.clone(),
+            next,
+        };
+        store.set_next_runs(&[set_next(Some(next))]).await.unwrap();
         store.upsert_dag(&paused, at(1, 1)).await.unwrap();
         let dag = store.get_dag(&sales).await.unwrap().unwrap();
         assert!(!dag.is_paused);
         assert_eq!(dag.next_run, Some(next));
-        store.set_next_run(&sales, None).await.unwrap();
+        store.set_next_runs(&[set_next(None)]).await.unwrap();
         assert_eq!(store.get_dag(&sales).await.unwrap().unwrap().next_run, None);
     })
     .await;
@@ -206,8 +217,6 @@ async fn pausing_an_unknown_dag_is_not_found() {
         let store = db.store().await;
         let error = store.set_paused(&dag_id("nope"), true).await.unwrap_err();
         assert_eq!(error.to_string(), "dag 'nope' not found");
-        let error = store.set_next_run(&dag_id("nope"), None).await.unwrap_err();
-        assert!(matches!(error, Error::NotFound(_)));
     })
     .await;
 }
@@ -333,7 +342,7 @@ async fn a_created_run_is_queued_with_its_dates_and_version() {
         assert_eq!(store.get_dag_run(run.id).await.unwrap(), Some(run.clone()));
         let by_run_id = store.get_dag_run_by_run_id(&dag_id("sales"), "r1").await;
         assert_eq!(by_run_id.unwrap(), Some(run));
-        assert_eq!(store.get_dag_run(-1).await.unwrap(), None);
+        assert_eq!(store.get_dag_run(DagRunId(-1)).await.unwrap(), None);
     })
     .await;
 }
@@ -542,7 +551,7 @@ async fn task_instances_are_created_for_a_run_once() {
             Some(extract)
         );
         let error = store
-            .create_task_instances(-1, &[new_task("x")], at(3, 0))
+            .create_task_instances(DagRunId(-1), &[new_task("x")], at(3, 0))
             .await;
         assert_eq!(error.unwrap_err().to_string(), "dag run -1 not found");
     })
@@ -738,8 +747,7 @@ async fn each_try_keeps_its_own_row() {
         let store = db.store().await;
         let ti = with_tasks(&store).await.remove(0);
         let attempt = |try_number| NewTaskTry {
-            task_instance_id: ti.id,
-            try_number,
+            key: try_of(&ti, try_number),
             worker_id: Some("w1".to_owned()),
             hostname: Some("host-a".to_owned()),
             pid: Some(4242),
@@ -757,18 +765,18 @@ async fn each_try_keeps_its_own_row() {
             format!("try 1 of task instance {} is already recorded", ti.id)
         );
         let failed = store
-            .finish_task_try(ti.id, 1, TaskState::UpForRetry, Some(1), at(3, 1))
+            .finish_task_try(try_of(&ti, 1), TaskState::UpForRetry, Some(1), at(3, 1))
             .await;
         assert!(failed.unwrap());
         // Ending it twice: the second loses.
         let again = store
-            .finish_task_try(ti.id, 1, TaskState::Failed, Some(1), at(3, 2))
+            .finish_task_try(try_of(&ti, 1), TaskState::Failed, Some(1), at(3, 2))
             .await;
         assert!(!again.unwrap());
         store.insert_task_try(&attempt(2)).await.unwrap();
         assert!(matches!(
             store
-                .finish_task_try(ti.id, 2, TaskState::Queued, None, at(3, 3))
+                .finish_task_try(try_of(&ti, 2), TaskState::Queued, None, at(3, 3))
                 .await,
             Err(Error::IllegalTaskTransition { .. })
         ));
@@ -781,7 +789,7 @@ async fn each_try_keeps_its_own_row() {
         );
         assert_eq!(tries[1].state, TaskState::Running);
         let mut orphan = attempt(1);
-        orphan.task_instance_id = -1;
+        orphan.key.task_instance = TaskInstanceId(-1);
         let error = store.insert_task_try(&orphan).await.unwrap_err();
         assert_eq!(error.to_string(), "task instance -1 not found");
     })
@@ -797,15 +805,15 @@ async fn a_try_log_is_appended_in_chunks_and_read_by_range() {
         // The second chunk ends inside a UTF-8 character: bytes are kept as they are.
         let chunks: [&[u8]; 3] = [b"hello\n", b"caf\xc3", b"\xa9\n"];
         for (i, chunk) in chunks.iter().enumerate() {
-            let seq = store.append_task_log(ti.id, 1, chunk).await.unwrap();
+            let seq = store.append_task_log(try_of(&ti, 1), chunk).await.unwrap();
             assert_eq!(seq, i as i64 + 1);
         }
-        let first_two = store.read_task_log(ti.id, 1, 0, 2).await.unwrap();
+        let first_two = store.read_task_log(try_of(&ti, 1), 0, 2).await.unwrap();
         assert_eq!(first_two.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
-        let rest = store.read_task_log(ti.id, 1, 2, 100).await.unwrap();
+        let rest = store.read_task_log(try_of(&ti, 1), 2, 100).await.unwrap();
         assert_eq!(rest.len(), 1);
         let all: Vec<u8> = store
-            .read_task_log(ti.id, 1, 0, 100)
+            .read_task_log(try_of(&ti, 1), 0, 100)
             .await
             .unwrap()
             .into_iter()
@@ -814,12 +822,15 @@ async fn a_try_log_is_appended_in_chunks_and_read_by_range() {
         assert_eq!(String::from_utf8(all).unwrap(), "hello\ncafé\n");
         assert!(
             store
-                .read_task_log(ti.id, 2, 0, 100)
+                .read_task_log(try_of(&ti, 2), 0, 100)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        let error = store.append_task_log(ti.id, 2, b"x").await.unwrap_err();
+        let error = store
+            .append_task_log(try_of(&ti, 2), b"x")
+            .await
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             format!("try 2 of task instance {} not found", ti.id)
@@ -834,12 +845,13 @@ async fn concurrent_log_appends_get_distinct_seqs() {
         let store = db.store().await;
         let ti = with_tasks(&store).await.remove(0);
         start_first_try(&store, &ti).await;
+        let key = try_of(&ti, 1);
         let appends: Vec<_> = (0..4)
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .append_task_log(ti.id, 1, format!("{i}\n").as_bytes())
+                        .append_task_log(key, format!("{i}\n").as_bytes())
                         .await
                         .unwrap()
                 })
@@ -887,7 +899,7 @@ async fn outputs_are_read_per_run_and_overwritten_by_name() {
             ]
         );
         let error = store
-            .set_task_outputs(-1, &[pair("a", "b")])
+            .set_task_outputs(TaskInstanceId(-1), &[pair("a", "b")])
             .await
             .unwrap_err();
         assert_eq!(error.to_string(), "task instance -1 not found");

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, DagRunId, TaskId};
 use updraft_core::state::{DagRunState, RunType, TaskMove, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -37,7 +37,7 @@ async fn with_dag(store: &Store, id: &str, tags: &[&str]) {
     store.upsert_dag(&sync, at(1, 0)).await.unwrap();
 }
 
-async fn run(store: &Store, dag: &str, day: u32, run_type: RunType) -> i64 {
+async fn run(store: &Store, dag: &str, day: u32, run_type: RunType) -> DagRunId {
     let new = NewDagRun {
         dag_id: dag_id(dag),
         run_id: format!("{}__{day}", run_type.as_str()),

@@ -10,9 +10,11 @@ use updraft_core::backfill::{
     MAX_RUNS_WITHOUT_YES, Reprocess,
 };
 use updraft_core::dag::Dag;
+use updraft_core::ids::BackfillId;
 use updraft_core::state::{BackfillState, RunType};
 use updraft_metadata::{
-    Backfill, BackfillCreated, BackfillMove, DagRow, NewBackfill, NewDagRun, NewEvent, Rerun, Store,
+    Backfill, BackfillCreated, BackfillMove, DagRow, NewBackfill, NewDagRun, NewEvent, Rerun,
+    Store, TaskRetries,
 };
 
 use crate::dags::{check_conf, load_dag};
@@ -246,14 +248,12 @@ pub async fn create(
             expected: run.state,
         })
         .collect();
-    let retries: Vec<_> = dag
+    let retries: Vec<TaskRetries> = dag
         .tasks
         .values()
-        .map(|task| {
-            (
-                task.id.clone(),
-                i32::try_from(task.retries).unwrap_or(i32::MAX),
-            )
+        .map(|task| TaskRetries {
+            task_id: task.id.clone(),
+            retries: i32::try_from(task.retries).unwrap_or(i32::MAX),
         })
         .collect();
     let backfill = NewBackfill {
@@ -396,7 +396,7 @@ pub async fn backfill(
 pub async fn set_state(
     store: &Store,
     actor: &Actor,
-    id: i64,
+    id: BackfillId,
     new: BackfillState,
     now: DateTime<Utc>,
 ) -> Result<BackfillMove, Error> {

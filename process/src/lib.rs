@@ -58,6 +58,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use updraft_core::dag::Command;
+use updraft_core::ids::TryKey;
 
 /// The most one read of the pipe returns, so the most one log chunk holds.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -190,10 +191,10 @@ impl TryFolder {
         }
     }
 
-    /// The files of try `try_number` of task instance `id`; the folder is made if missing.
-    pub fn files(&self, id: i64, try_number: i32) -> io::Result<TryFiles> {
+    /// The files of a try; the folder is made if missing.
+    pub fn files(&self, key: TryKey) -> io::Result<TryFiles> {
         self.make()?;
-        Ok(self.files_at(id, try_number))
+        Ok(self.files_at(key))
     }
 
     /// Removes every try's files (what is left of tries a previous life did not settle).
@@ -206,7 +207,11 @@ impl TryFolder {
     }
 
     /// The files of a try, if the folder exists; nothing is made.
-    pub fn files_at(&self, id: i64, try_number: i32) -> TryFiles {
+    pub fn files_at(&self, key: TryKey) -> TryFiles {
+        let TryKey {
+            task_instance: id,
+            try_number,
+        } = key;
         TryFiles {
             output: self.path.join(format!("{id}-{try_number}.output")),
             exit: self.path.join(format!("{id}-{try_number}.exit")),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use updraft_core::dag::Command;
+use updraft_core::ids::{TaskInstanceId, TryKey};
 use updraft_process::{self as process, Ending, Files, Finished, OutputFolder, Spawn};
 
 /// What a test looks at after a run.
@@ -434,6 +435,10 @@ async fn groups_are_found_by_the_environment_their_processes_started_with() {
 async fn a_try_records_its_exit_and_keeps_its_outputs_for_its_worker_to_adopt() {
     let dir = TempDir::new().unwrap();
     let folder = process::TryFolder::of_worker("test", &format!("test:{}", std::process::id()));
+    let key = |task_instance, try_number| TryKey {
+        task_instance: TaskInstanceId(task_instance),
+        try_number,
+    };
     let cases = [
         (sh("echo rows=3 >> \"$UPDRAFT_OUTPUT\"; true"), 0),
         (sh("exit 7"), 7),
@@ -445,7 +450,7 @@ async fn a_try_records_its_exit_and_keeps_its_outputs_for_its_worker_to_adopt() 
         ),
     ];
     for (number, (command, code)) in cases.into_iter().enumerate() {
-        let files = folder.files(42, number as i32 + 1).unwrap();
+        let files = folder.files(key(42, number as i32 + 1)).unwrap();
         let ran = run(Spawn {
             files: Files::Try(files.clone()),
             ..spawn_in(dir.path(), command.clone())
@@ -461,7 +466,7 @@ async fn a_try_records_its_exit_and_keeps_its_outputs_for_its_worker_to_adopt() 
         assert_eq!(files.recorded_exit(), None);
     }
     // The trap shares the command's first line: an error names the line the user wrote.
-    let files = folder.files(43, 1).unwrap();
+    let files = folder.files(key(43, 1)).unwrap();
     let ran = run(Spawn {
         files: Files::Try(files.clone()),
         ..spawn_in(dir.path(), sh("true\nno_such_command_here"))
@@ -475,7 +480,7 @@ async fn a_try_records_its_exit_and_keeps_its_outputs_for_its_worker_to_adopt() 
     assert_eq!(files.recorded_exit(), Some(127));
     files.remove();
     // A try killed by a signal records nothing: it did not finish.
-    let files = folder.files(44, 1).unwrap();
+    let files = folder.files(key(44, 1)).unwrap();
     let ran = run(Spawn {
         files: Files::Try(files.clone()),
         timeout: Some(Duration::from_millis(200)),

@@ -3,6 +3,7 @@
 //! `updraft_ops::backfill`.
 
 use std::collections::{HashMap, HashSet};
+use updraft_core::ids::BackfillId;
 
 use updraft_metadata::DagRun;
 
@@ -10,12 +11,12 @@ use updraft_metadata::DagRun;
 /// starting: the same, except that the runs of each backfill in `backwards` take each other's
 /// places newest first, so that within its `max_active_runs` a backward backfill starts its
 /// newest runs first. Returns indices into `runs`.
-pub fn start_order(runs: &[DagRun], backwards: &HashSet<i64>) -> Vec<usize> {
+pub fn start_order(runs: &[DagRun], backwards: &HashSet<BackfillId>) -> Vec<usize> {
     let mut order: Vec<usize> = (0..runs.len()).collect();
     if backwards.is_empty() {
         return order;
     }
-    let mut places: HashMap<i64, Vec<usize>> = HashMap::new();
+    let mut places: HashMap<BackfillId, Vec<usize>> = HashMap::new();
     for (index, run) in runs.iter().enumerate() {
         if let Some(backfill) = run.backfill_id.filter(|id| backwards.contains(id)) {
             places.entry(backfill).or_default().push(index);
@@ -36,8 +37,10 @@ mod tests {
     use updraft_core::state::{DagRunState, RunType};
 
     use super::*;
+    use updraft_core::ids::DagRunId;
 
     fn run(id: i64, day: u32, backfill_id: Option<i64>) -> DagRun {
+        let (id, backfill_id) = (DagRunId(id), backfill_id.map(BackfillId));
         let logical_date = Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap();
         DagRun {
             id,
@@ -69,9 +72,9 @@ mod tests {
             run(5, 5, Some(7)),
             run(6, 6, Some(8)),
         ];
-        let order = start_order(&runs, &HashSet::from([7]));
-        let ids: Vec<i64> = order.iter().map(|&index| runs[index].id).collect();
-        assert_eq!(ids, [5, 2, 3, 4, 1, 6]);
+        let order = start_order(&runs, &HashSet::from([BackfillId(7)]));
+        let ids: Vec<DagRunId> = order.iter().map(|&index| runs[index].id).collect();
+        assert_eq!(ids, [5, 2, 3, 4, 1, 6].map(DagRunId));
         let forwards = start_order(&runs, &HashSet::new());
         assert_eq!(forwards, [0, 1, 2, 3, 4, 5]);
     }

@@ -9,13 +9,14 @@
 //! when the run finishes, and at every sweep. Pure: the service reads and writes, and tells it.
 
 use std::collections::{HashMap, HashSet};
+use updraft_core::ids::{DagRunId, TaskInstanceId};
 
 use updraft_core::state::TaskState;
 use updraft_metadata::{Changes, TaskInstance};
 
 #[derive(Debug, Default)]
 pub struct Instances {
-    runs: HashMap<i64, Known>,
+    runs: HashMap<DagRunId, Known>,
 }
 
 /// What is known of one run's task instances.
@@ -24,9 +25,9 @@ struct Known {
     /// In creation order.
     instances: Vec<TaskInstance>,
     /// Position in `instances` by task instance id.
-    index: HashMap<i64, usize>,
+    index: HashMap<TaskInstanceId, usize>,
     /// Task instances whose try ended since they were read: to read again.
-    stale: HashSet<i64>,
+    stale: HashSet<TaskInstanceId>,
 }
 
 impl Instances {
@@ -47,7 +48,7 @@ impl Instances {
     }
 
     /// Forgets what is known of `run`: it is read whole at its next step.
-    pub fn forget(&mut self, run: i64) {
+    pub fn forget(&mut self, run: DagRunId) {
         self.runs.remove(&run);
     }
 
@@ -57,7 +58,7 @@ impl Instances {
     }
 
     /// Of `runs`, the task instances known but stale: to read again before a step.
-    pub fn stale(&self, runs: &[i64]) -> Vec<i64> {
+    pub fn stale(&self, runs: &[DagRunId]) -> Vec<TaskInstanceId> {
         runs.iter()
             .filter_map(|run| self.runs.get(run))
             .flat_map(|known| known.stale.iter().copied())
@@ -85,7 +86,7 @@ impl Instances {
     }
 
     /// Of `runs`, those nothing is known of: to read whole.
-    pub fn unknown(&self, runs: &[i64]) -> Vec<i64> {
+    pub fn unknown(&self, runs: &[DagRunId]) -> Vec<DagRunId> {
         runs.iter()
             .copied()
             .filter(|run| !self.runs.contains_key(run))
@@ -93,7 +94,7 @@ impl Instances {
     }
 
     /// `runs` read whole: `read` holds all their task instances (in creation order).
-    pub fn insert(&mut self, runs: &[i64], read: Vec<TaskInstance>) {
+    pub fn insert(&mut self, runs: &[DagRunId], read: Vec<TaskInstance>) {
         for run in runs {
             self.runs.insert(*run, Known::default());
         }
@@ -106,14 +107,14 @@ impl Instances {
     }
 
     /// The task instances of `run`, as known (none when nothing is).
-    pub fn of_run(&self, run: i64) -> &[TaskInstance] {
+    pub fn of_run(&self, run: DagRunId) -> &[TaskInstance] {
         self.runs
             .get(&run)
             .map_or(&[], |known| known.instances.as_slice())
     }
 
     /// This scheduler moved task instance `id` of `run` to `state`.
-    pub fn moved(&mut self, run: i64, id: i64, state: TaskState) {
+    pub fn moved(&mut self, run: DagRunId, id: TaskInstanceId, state: TaskState) {
         if let Some(known) = self.runs.get_mut(&run)
             && let Some(&at) = known.index.get(&id)
         {
@@ -128,7 +129,24 @@ mod tests {
     use chrono::{DateTime, Utc};
     use updraft_core::ids::{DagId, TaskId};
 
+    fn run(n: i64) -> DagRunId {
+        DagRunId(n)
+    }
+
+    fn runs(ns: &[i64]) -> Vec<DagRunId> {
+        ns.iter().copied().map(DagRunId).collect()
+    }
+
+    fn id(n: i64) -> TaskInstanceId {
+        TaskInstanceId(n)
+    }
+
+    fn pairs(ns: &[(i64, i64)]) -> Vec<(DagRunId, TaskInstanceId)> {
+        ns.iter().map(|&(r, i)| (run(r), id(i))).collect()
+    }
+
     fn ti(run: i64, id: i64, state: TaskState) -> TaskInstance {
+        let (run, id) = (DagRunId(run), TaskInstanceId(id));
         let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
         TaskInstance {
             id,
@@ -155,7 +173,7 @@ mod tests {
         }
     }
 
-    fn states(instances: &Instances, run: i64) -> Vec<(i64, TaskState)> {
+    fn states(instances: &Instances, run: DagRunId) -> Vec<(TaskInstanceId, TaskState)> {
         instances
             .of_run(run)
             .iter()
@@ -166,43 +184,43 @@ mod tests {
     #[test]
     fn a_run_read_whole_is_kept_by_own_moves() {
         let mut instances = Instances::default();
-        assert_eq!(instances.unknown(&[1, 2]), [1, 2]);
+        assert_eq!(instances.unknown(&runs(&[1, 2])), runs(&[1, 2]));
         instances.insert(
-            &[1, 2],
+            &runs(&[1, 2]),
             vec![ti(1, 10, TaskState::None), ti(1, 11, TaskState::None)],
         );
         assert!(
-            instances.unknown(&[1, 2]).is_empty(),
+            instances.unknown(&runs(&[1, 2])).is_empty(),
             "a run without task instances is known too"
         );
-        instances.moved(1, 10, TaskState::Queued);
+        instances.moved(run(1), id(10), TaskState::Queued);
         assert_eq!(
-            states(&instances, 1),
-            [(10, TaskState::Queued), (11, TaskState::None)]
+            states(&instances, run(1)),
+            [(id(10), TaskState::Queued), (id(11), TaskState::None)]
         );
-        instances.forget(1);
-        assert_eq!(instances.unknown(&[1]), [1]);
-        assert!(instances.of_run(1).is_empty());
+        instances.forget(run(1));
+        assert_eq!(instances.unknown(&runs(&[1])), runs(&[1]));
+        assert!(instances.of_run(run(1)).is_empty());
     }
 
     #[test]
     fn an_end_makes_only_its_task_instance_stale() {
         let mut instances = Instances::default();
         instances.insert(
-            &[1],
+            &runs(&[1]),
             vec![ti(1, 10, TaskState::Queued), ti(1, 11, TaskState::Queued)],
         );
-        instances.note(&Changes::of_instances(&[(1, 11), (9, 90)]));
+        instances.note(&Changes::of_instances(&pairs(&[(1, 11), (9, 90)])));
         assert_eq!(
-            instances.stale(&[1, 9]),
-            [11],
+            instances.stale(&runs(&[1, 9])),
+            [id(11)],
             "a run not known is read whole anyway"
         );
         instances.refresh(vec![ti(1, 11, TaskState::Success)]);
-        assert!(instances.stale(&[1]).is_empty());
+        assert!(instances.stale(&runs(&[1])).is_empty());
         assert_eq!(
-            states(&instances, 1),
-            [(10, TaskState::Queued), (11, TaskState::Success)]
+            states(&instances, run(1)),
+            [(id(10), TaskState::Queued), (id(11), TaskState::Success)]
         );
     }
 
@@ -210,19 +228,19 @@ mod tests {
     fn a_run_named_whole_a_lost_task_instance_or_everything_forget() {
         let mut instances = Instances::default();
         instances.insert(
-            &[1, 2, 3],
+            &runs(&[1, 2, 3]),
             vec![ti(1, 10, TaskState::None), ti(2, 20, TaskState::None)],
         );
-        instances.note(&Changes::of_runs(&[1]));
-        assert_eq!(instances.unknown(&[1, 2, 3]), [1]);
+        instances.note(&Changes::of_runs(&runs(&[1])));
+        assert_eq!(instances.unknown(&runs(&[1, 2, 3])), runs(&[1]));
 
-        instances.note(&Changes::of_instances(&[(2, 20), (3, 30)]));
+        instances.note(&Changes::of_instances(&pairs(&[(2, 20), (3, 30)])));
         // 20 was deleted meanwhile; 30 is one run 3 did not know.
         instances.refresh(vec![ti(3, 30, TaskState::Success)]);
-        assert_eq!(instances.unknown(&[2, 3]), [2, 3]);
+        assert_eq!(instances.unknown(&runs(&[2, 3])), runs(&[2, 3]));
 
-        instances.insert(&[4], Vec::new());
+        instances.insert(&runs(&[4]), Vec::new());
         instances.note(&Changes::everything());
-        assert_eq!(instances.unknown(&[4]), [4]);
+        assert_eq!(instances.unknown(&runs(&[4])), runs(&[4]));
     }
 }

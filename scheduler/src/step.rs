@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use updraft_core::dag::Dag;
-use updraft_core::ids::TaskId;
+use updraft_core::ids::{TaskId, TaskInstanceId};
 use updraft_core::state::{DagRunState, TaskMove, TaskState};
 
 use crate::readiness::plan_run;
@@ -22,7 +22,7 @@ use crate::readiness::plan_run;
 /// tasks copies none of their ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSnapshot<'a> {
-    pub id: i64,
+    pub id: TaskInstanceId,
     pub task_id: &'a TaskId,
     pub state: TaskState,
     pub next_retry_at: Option<DateTime<Utc>>,
@@ -79,7 +79,7 @@ pub fn step_run(
     }
 
     let mut states: HashMap<&TaskId, TaskState> = HashMap::with_capacity(tasks.len());
-    let mut ids: HashMap<&TaskId, i64> = HashMap::with_capacity(tasks.len());
+    let mut ids: HashMap<&TaskId, TaskInstanceId> = HashMap::with_capacity(tasks.len());
     for ti in tasks {
         let mut state = ti.state;
         if state == TaskState::UpForRetry {

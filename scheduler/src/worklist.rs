@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use updraft_core::ids::DagRunId;
 
 use chrono::{DateTime, Utc};
 use updraft_metadata::Changes;
@@ -24,14 +25,14 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Worklist {
     /// Runs a write concerned since they were last looked at: to read again.
-    dirty: HashSet<i64>,
+    dirty: HashSet<DagRunId>,
     /// Runs some of whose tries ended since they were last looked at (their task instances
     /// moved, the runs did not).
-    moved: HashSet<i64>,
+    moved: HashSet<DagRunId>,
     /// When a run needs a look though nothing happens to it.
-    timers: HashMap<i64, DateTime<Utc>>,
+    timers: HashMap<DagRunId, DateTime<Utc>>,
     /// Runs that wait for room.
-    waiting: HashSet<i64>,
+    waiting: HashSet<DagRunId>,
     /// Room may have freed since the waiting runs were last looked at.
     room_freed: bool,
     /// A sweep is due whatever the time (a wake-up said everything, or none was looked at yet).
@@ -56,7 +57,7 @@ impl Worklist {
     }
 
     /// Run `run` needs a look (this scheduler created or started it).
-    pub fn touch(&mut self, run: i64) {
+    pub fn touch(&mut self, run: DagRunId) {
         self.dirty.insert(run);
     }
 
@@ -75,7 +76,7 @@ impl Worklist {
 
     /// A sweep read `runs`, every unfinished run: each needs a look, and what was known of
     /// others (finished meanwhile) is forgotten.
-    pub fn swept(&mut self, runs: impl IntoIterator<Item = i64>, now: DateTime<Utc>) {
+    pub fn swept(&mut self, runs: impl IntoIterator<Item = DagRunId>, now: DateTime<Utc>) {
         self.dirty = runs.into_iter().collect();
         self.moved.clear();
         self.timers.clear();
@@ -86,18 +87,18 @@ impl Worklist {
     }
 
     /// The runs a write concerned, to read again before they are looked at.
-    pub fn dirty(&self) -> impl Iterator<Item = i64> + '_ {
+    pub fn dirty(&self) -> impl Iterator<Item = DagRunId> + '_ {
         self.dirty.iter().copied()
     }
 
     /// The runs whose tries ended, to look at without reading them again.
-    pub fn moved(&self) -> impl Iterator<Item = i64> + '_ {
+    pub fn moved(&self) -> impl Iterator<Item = DagRunId> + '_ {
         self.moved.iter().copied()
     }
 
     /// The runs to look at now, taken from the list: the dirty and moved ones, those whose
     /// timer ran out, and the waiting ones when room may have freed.
-    pub fn take(&mut self, now: DateTime<Utc>) -> HashSet<i64> {
+    pub fn take(&mut self, now: DateTime<Utc>) -> HashSet<DagRunId> {
         let mut due = std::mem::take(&mut self.dirty);
         due.extend(self.moved.drain());
         self.timers.retain(|&run, &mut at| {
@@ -119,7 +120,7 @@ impl Worklist {
 
     /// Run `run` was looked at: it needs another look at `wake_at` at the latest, and when
     /// room frees if it `waits`.
-    pub fn looked_at(&mut self, run: i64, wake_at: Option<DateTime<Utc>>, waits: bool) {
+    pub fn looked_at(&mut self, run: DagRunId, wake_at: Option<DateTime<Utc>>, waits: bool) {
         if let Some(at) = wake_at {
             self.timers.insert(run, at);
         }
@@ -129,7 +130,7 @@ impl Worklist {
     }
 
     /// Run `run` finished (or is gone): it is forgotten, and its place may let another start.
-    pub fn finished(&mut self, run: i64) {
+    pub fn finished(&mut self, run: DagRunId) {
         self.dirty.remove(&run);
         self.moved.remove(&run);
         self.timers.remove(&run);
@@ -149,17 +150,26 @@ impl Worklist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use updraft_core::ids::TaskInstanceId;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
     }
 
-    fn changes(runs: &[i64]) -> Changes {
-        Changes::of_runs(runs)
+    fn run(n: i64) -> DagRunId {
+        DagRunId(n)
     }
 
-    fn sorted(runs: HashSet<i64>) -> Vec<i64> {
-        let mut runs: Vec<i64> = runs.into_iter().collect();
+    fn runs(ns: &[i64]) -> Vec<DagRunId> {
+        ns.iter().copied().map(DagRunId).collect()
+    }
+
+    fn changes(ns: &[i64]) -> Changes {
+        Changes::of_runs(&runs(ns))
+    }
+
+    fn sorted(runs: HashSet<DagRunId>) -> Vec<DagRunId> {
+        let mut runs: Vec<DagRunId> = runs.into_iter().collect();
         runs.sort_unstable();
         runs
     }
@@ -168,9 +178,9 @@ mod tests {
     fn the_first_look_and_an_everything_wake_up_are_sweeps() {
         let mut list = Worklist::new();
         assert!(list.sweep_due(at(0)));
-        list.swept([1, 2], at(0));
+        list.swept(runs(&[1, 2]), at(0));
         assert!(!list.sweep_due(at(1)));
-        assert_eq!(sorted(list.take(at(1))), [1, 2]);
+        assert_eq!(sorted(list.take(at(1))), runs(&[1, 2]));
         list.note(&Changes::everything());
         assert!(list.sweep_due(at(2)));
     }
@@ -190,11 +200,11 @@ mod tests {
         let mut list = Worklist::new();
         list.swept([], at(0));
         list.note(&changes(&[7]));
-        list.looked_at(8, Some(at(10)), false);
-        assert_eq!(sorted(list.take(at(1))), [7]);
+        list.looked_at(run(8), Some(at(10)), false);
+        assert_eq!(sorted(list.take(at(1))), runs(&[7]));
         assert!(list.take(at(2)).is_empty());
         assert_eq!(list.wake_at(), Some(at(10)));
-        assert_eq!(sorted(list.take(at(10))), [8]);
+        assert_eq!(sorted(list.take(at(10))), runs(&[8]));
         assert!(list.take(at(11)).is_empty());
     }
 
@@ -202,31 +212,34 @@ mod tests {
     fn waiting_runs_are_looked_at_when_room_may_have_freed() {
         let mut list = Worklist::new();
         list.swept([], at(0));
-        list.looked_at(3, None, true);
+        list.looked_at(run(3), None, true);
         assert!(list.take(at(1)).is_empty(), "nothing freed room");
         list.note(&changes(&[9]));
-        assert_eq!(sorted(list.take(at(2))), [3, 9]);
+        assert_eq!(sorted(list.take(at(2))), runs(&[3, 9]));
         assert!(
             list.take(at(3)).is_empty(),
             "it waits again only when told so"
         );
 
-        list.looked_at(3, None, true);
-        list.finished(4);
-        assert_eq!(sorted(list.take(at(4))), [3]);
+        list.looked_at(run(3), None, true);
+        list.finished(run(4));
+        assert_eq!(sorted(list.take(at(4))), runs(&[3]));
     }
 
     #[test]
     fn a_run_whose_tries_ended_is_looked_at_without_being_read_again() {
         let mut list = Worklist::new();
         list.swept([], at(0));
-        list.looked_at(3, None, true);
-        list.note(&Changes::of_instances(&[(4, 40), (4, 41)]));
+        list.looked_at(run(3), None, true);
+        list.note(&Changes::of_instances(&[
+            (run(4), TaskInstanceId(40)),
+            (run(4), TaskInstanceId(41)),
+        ]));
         assert!(list.dirty().next().is_none());
-        assert_eq!(list.moved().collect::<Vec<_>>(), [4]);
+        assert_eq!(list.moved().collect::<Vec<_>>(), [run(4)]);
         assert_eq!(
             sorted(list.take(at(1))),
-            [3, 4],
+            runs(&[3, 4]),
             "an end may have freed room"
         );
         assert!(list.moved().next().is_none());
@@ -237,8 +250,8 @@ mod tests {
         let mut list = Worklist::new();
         list.swept([], at(0));
         list.note(&changes(&[5]));
-        list.looked_at(5, Some(at(1)), true);
-        list.finished(5);
+        list.looked_at(run(5), Some(at(1)), true);
+        list.finished(run(5));
         assert!(list.take(at(2)).is_empty());
     }
 
@@ -246,9 +259,9 @@ mod tests {
     fn a_sweep_replaces_what_was_known() {
         let mut list = Worklist::new();
         list.swept([], at(0));
-        list.looked_at(1, Some(at(5)), true);
+        list.looked_at(run(1), Some(at(5)), true);
         list.note(&changes(&[2]));
-        list.swept([3], at(1));
-        assert_eq!(sorted(list.take(at(6))), [3]);
+        list.swept(runs(&[3]), at(1));
+        assert_eq!(sorted(list.take(at(6))), runs(&[3]));
     }
 }

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use updraft_core::backfill::{BackfillOptions, Reprocess, decide, intervals};
 use updraft_core::dag::LoadOptions;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{DagRun, NewBackfill, NewDagRun, Store};
@@ -32,7 +32,7 @@ fn dag_id() -> DagId {
 
 /// Creates a backfill of DAG `d` from January `from` to `to` with `options`, as
 /// `updraft dags backfill` does.
-async fn backfill(store: &Store, from: u32, to: u32, options: BackfillOptions) -> i64 {
+async fn backfill(store: &Store, from: u32, to: u32, options: BackfillOptions) -> BackfillId {
     let row = store.get_dag(&dag_id()).await.unwrap().unwrap();
     let version = store
         .get_dag_version(&dag_id(), &row.version_hash)
@@ -77,7 +77,7 @@ async fn backfill(store: &Store, from: u32, to: u32, options: BackfillOptions) -
 }
 
 /// The days (of January) of a backfill's runs in `state`.
-async fn days(store: &Store, backfill: i64, state: DagRunState) -> Vec<u32> {
+async fn days(store: &Store, backfill: BackfillId, state: DagRunState) -> Vec<u32> {
     use chrono::Datelike;
     store
         .list_backfill_runs(backfill)

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions, decode};
-use updraft_core::ids::TaskId;
+use updraft_core::ids::{TaskId, TaskInstanceId};
 use updraft_core::state::{DagRunState, TaskMove, TaskState};
 use updraft_scheduler::step::{RunStep, TaskSnapshot, step_run, waiting_on_past};
 
@@ -22,7 +22,7 @@ fn at(text: &str) -> DateTime<Utc> {
 
 fn task_move(task_instance: i64, from: TaskState, to: TaskState) -> TaskMove {
     TaskMove {
-        task_instance,
+        task_instance: TaskInstanceId(task_instance),
         from,
         to,
     }
@@ -48,7 +48,7 @@ fn snapshot<'a>(dag: &'a Dag, states: &[(TaskState, Option<&str>)]) -> Vec<TaskS
         .zip(states)
         .enumerate()
         .map(|(i, (task, (state, retry_at)))| TaskSnapshot {
-            id: i as i64 + 1,
+            id: TaskInstanceId(i as i64 + 1),
             task_id: task,
             state: *state,
             next_retry_at: retry_at.map(at),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use updraft_core::dag::LoadOptions;
+use updraft_core::ids::DagRunId;
 use updraft_core::state::{DagRunState, RunType};
 use updraft_metadata::testing::each_backend;
 use updraft_scheduler::service::{Scheduler, Settings};
@@ -79,7 +80,7 @@ async fn three_schedulers_create_each_run_of_a_storm_exactly_once() {
             );
         }
         // Every run got its task instance, once.
-        let ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
+        let ids: Vec<DagRunId> = runs.iter().map(|run| run.id).collect();
         let instances = store.list_task_instances_of_runs(&ids).await.unwrap();
         assert_eq!(instances.len(), runs.len());
     })

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use updraft_core::backfill::{Action, BackfillOptions, Decision, MAX_RUNS_WITHOUT_YES};
 use updraft_core::dag::Dag;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_core::time::local;
 use updraft_metadata::{Backfill, BackfillProgress, DagRow, DagRun, Store};
@@ -235,7 +235,7 @@ struct Signals {
 /// detached.
 async fn follow(
     store: &Store,
-    id: i64,
+    id: BackfillId,
     total_runs: usize,
     signals: &mut Signals,
     tasks_per_run: usize,
@@ -256,7 +256,7 @@ async fn follow(
         None
     };
     let tasks_total = total_runs * tasks_per_run;
-    let mut reported: HashMap<i64, DagRunState> = HashMap::new();
+    let mut reported: HashMap<DagRunId, DagRunState> = HashMap::new();
     let mut finished = 0usize;
     loop {
         let backfill = store
@@ -435,7 +435,7 @@ pub fn run(config: &Config, command: BackfillsCommand) -> Result<i32> {
 /// A backfill in `--json` output.
 #[derive(Serialize)]
 struct BackfillJson<'a> {
-    id: i64,
+    id: BackfillId,
     dag_id: &'a str,
     from_date: String,
     to_date: String,
@@ -522,7 +522,7 @@ async fn list(store: &Store, dag: Option<&str>, limit: i64, json: bool) -> Resul
 }
 
 /// The backfill `id`, or an error that says how to list them.
-async fn find(store: &Store, id: i64) -> Result<std::result::Result<Backfill, i32>> {
+async fn find(store: &Store, id: BackfillId) -> Result<std::result::Result<Backfill, i32>> {
     Ok(match store.get_backfill(id).await? {
         Some(backfill) => Ok(backfill),
         None => Err(usage_error(format!(
@@ -531,7 +531,7 @@ async fn find(store: &Store, id: i64) -> Result<std::result::Result<Backfill, i3
     })
 }
 
-async fn show(store: &Store, id: i64, json: bool) -> Result<i32> {
+async fn show(store: &Store, id: BackfillId, json: bool) -> Result<i32> {
     let backfill = match find(store, id).await? {
         Ok(backfill) => backfill,
         Err(code) => return Ok(code),
@@ -645,7 +645,7 @@ async fn show(store: &Store, id: i64, json: bool) -> Result<i32> {
 }
 
 /// `pause`, `resume` or `cancel`: moves the backfill from its current state to `new`.
-async fn change(store: &Store, id: i64, new: BackfillState) -> Result<i32> {
+async fn change(store: &Store, id: BackfillId, new: BackfillState) -> Result<i32> {
     if let Err(code) = find(store, id).await? {
         return Ok(code);
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use updraft_core::ids::{DagRunId, TaskInstanceId};
 
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
@@ -63,8 +64,8 @@ pub fn trigger(
 
 /// Follows a run until it ends, printing each task instance as it finishes; 0 when the run
 /// succeeded, 1 when it failed.
-async fn follow_run(store: &Store, id: i64) -> Result<i32> {
-    let mut reported: HashMap<i64, (TaskState, i32)> = HashMap::new();
+async fn follow_run(store: &Store, id: DagRunId) -> Result<i32> {
+    let mut reported: HashMap<TaskInstanceId, (TaskState, i32)> = HashMap::new();
     loop {
         let run = store
             .get_dag_run(id)

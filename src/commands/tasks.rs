@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use chrono::Utc;
 use tokio::sync::mpsc;
-use updraft_core::ids::TaskId;
+use updraft_core::ids::{DagRunId, TaskId, TryKey};
 use updraft_core::render::{self, Context, RunContext};
 use updraft_core::state::{RunType, TaskState, test_run_id};
 use updraft_core::suggest::did_you_mean;
@@ -191,7 +191,11 @@ async fn logs(
             known.join(", ")
         ));
     }
-    match print_log(store, ti.id, number, follow).await {
+    let key = TryKey {
+        task_instance: ti.id,
+        try_number: number,
+    };
+    match print_log(store, key, follow).await {
         Err(error)
             if error
                 .downcast_ref::<std::io::Error>()
@@ -207,12 +211,7 @@ async fn logs(
 
 /// Writes the log of a try to stdout as it was captured; with `follow`, keeps writing new
 /// chunks until the try is no longer running.
-async fn print_log(
-    store: &Store,
-    task_instance_id: i64,
-    try_number: i32,
-    follow: bool,
-) -> Result<()> {
+async fn print_log(store: &Store, key: TryKey, follow: bool) -> Result<()> {
     let mut stdout = std::io::stdout();
     let mut after = 0;
     loop {
@@ -220,14 +219,12 @@ async fn print_log(
         // last chunk, so the read below is the last one needed.
         let running = follow
             && store
-                .list_task_tries(task_instance_id)
+                .list_task_tries(key.task_instance)
                 .await?
                 .iter()
-                .any(|t| t.try_number == try_number && t.state == TaskState::Running);
+                .any(|t| t.try_number == key.try_number && t.state == TaskState::Running);
         loop {
-            let chunks = store
-                .read_task_log(task_instance_id, try_number, after, LOG_PAGE)
-                .await?;
+            let chunks = store.read_task_log(key, after, LOG_PAGE).await?;
             for chunk in &chunks {
                 stdout.write_all(&chunk.data)?;
                 after = chunk.seq;
@@ -348,7 +345,7 @@ fn clear_with(runtime: &tokio::runtime::Runtime, store: &Store, args: ClearArgs)
         &instances,
         Utc::now(),
     ))?;
-    let runs: HashSet<i64> = instances.iter().map(|ti| ti.dag_run_id).collect();
+    let runs: HashSet<DagRunId> = instances.iter().map(|ti| ti.dag_run_id).collect();
     println!(
         "cleared {} task instance(s) in {} run(s)",
         instances.len(),

@@ -9,7 +9,7 @@ use axum::{Extension, Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TryKey};
 use updraft_metadata::TaskTry;
 
 use crate::AppState;
@@ -569,7 +569,14 @@ async fn read_log(
     let running = attempt.end_date.is_none();
     let chunks = state
         .store
-        .read_task_log(ti.id, try_number, after, limit)
+        .read_task_log(
+            TryKey {
+                task_instance: ti.id,
+                try_number,
+            },
+            after,
+            limit,
+        )
         .await?;
     let next_offset = chunks.last().map_or(after, |chunk| chunk.seq);
     let complete = !running && (chunks.len() as i64) < limit;

@@ -2,6 +2,7 @@
 //! (runs x tasks) and the pagination of lists.
 
 use std::collections::HashMap;
+use updraft_core::ids::DagRunId;
 
 use serde::{Deserialize, Serialize};
 use updraft_core::dag::Dag;
@@ -97,7 +98,7 @@ pub struct GridRow {
 /// Builds the grid from the runs (newest first, as listed) and their task instances.
 pub fn grid(dag: &Dag, runs: &[DagRun], instances: &[TaskInstance]) -> Grid {
     let columns: Vec<&DagRun> = runs.iter().rev().collect();
-    let index: HashMap<(i64, &str), &TaskInstance> = instances
+    let index: HashMap<(DagRunId, &str), &TaskInstance> = instances
         .iter()
         .map(|ti| ((ti.dag_run_id, ti.task_id.as_str()), ti))
         .collect();
@@ -135,7 +136,7 @@ pub fn grid(dag: &Dag, runs: &[DagRun], instances: &[TaskInstance]) -> Grid {
 mod tests {
     use chrono::{TimeZone, Utc};
     use updraft_core::dag::{LoadOptions, decode};
-    use updraft_core::ids::{DagId, TaskId};
+    use updraft_core::ids::{DagId, TaskId, TaskInstanceId};
     use updraft_core::state::{DagRunState, RunType};
 
     use super::*;
@@ -143,7 +144,7 @@ mod tests {
     fn run(id: i64, day: u32) -> DagRun {
         let at = Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap();
         DagRun {
-            id,
+            id: DagRunId(id),
             dag_id: DagId::parse("etl").unwrap(),
             run_id: format!("r{day}"),
             run_type: RunType::Scheduled,
@@ -164,8 +165,8 @@ mod tests {
     fn ti(run: i64, task: &str, state: TaskState) -> TaskInstance {
         let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
         TaskInstance {
-            id: run * 10,
-            dag_run_id: run,
+            id: TaskInstanceId(run * 10),
+            dag_run_id: DagRunId(run),
             dag_id: DagId::parse("etl").unwrap(),
             run_id: format!("r{run}"),
             task_id: TaskId::parse(task).unwrap(),

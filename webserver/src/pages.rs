@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use updraft_core::dag::{Dag, ParamType};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TaskInstanceId};
 use updraft_core::state::TaskState;
 use updraft_metadata::{DagRow, DagRun, EventLog, ImportError, TaskInstance, TaskTry, WorkerLoad};
 
@@ -657,7 +657,7 @@ async fn run(
 ) -> Result<RunPage, PageError> {
     let run = actions::find_run(&state.store, &id, &run_id).await?;
     let instances = state.store.list_task_instances(run.id).await?;
-    let mut tries: HashMap<i64, Vec<TaskTry>> = HashMap::new();
+    let mut tries: HashMap<TaskInstanceId, Vec<TaskTry>> = HashMap::new();
     for attempt in state.store.list_run_tries(run.id).await? {
         tries
             .entry(attempt.task_instance_id)

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, DagRunId, TaskId};
 use updraft_core::state::{DagRunState, RunType};
 use updraft_metadata::{Backfill, DagFilter, DagRow, RunDot, RunFilter};
 
@@ -123,7 +123,7 @@ pub async fn build_grid(
         .store
         .list_dag_runs(&dag.id, None, GRID_RUNS, 0)
         .await?;
-    let ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
+    let ids: Vec<DagRunId> = runs.iter().map(|run| run.id).collect();
     let instances = state.store.list_task_instances_of_runs(&ids).await?;
     Ok(grid(dag, &runs, &instances))
 }

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use updraft_core::dag::{LoadOptions, decode};
+use updraft_core::ids::BackfillId;
 use updraft_core::state::RunType;
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{DagSync, Role, Store};
@@ -207,7 +208,7 @@ async fn the_api_plans_a_backfill_then_starts_it_as_the_user() {
         );
         assert_eq!(started["backfill"]["created_by"], "ada");
         assert_eq!(started["backfill"]["options"]["max_active_runs"], 2);
-        let id = started["backfill"]["id"].as_i64().unwrap();
+        let id = BackfillId(started["backfill"]["id"].as_i64().unwrap());
         let runs = app.store.list_backfill_runs(id).await.unwrap();
         assert_eq!(runs.len(), 3);
         assert!(runs.iter().all(|run| run.run_type == RunType::Backfill));

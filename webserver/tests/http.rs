@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use updraft_core::dag::{Dag, LoadOptions, decode};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::state::{DagRunState, RunType, TaskState, WorkerState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -169,7 +169,7 @@ impl App {
     }
 
     /// A run of the DAG with its task instances, on `day` of January 2024.
-    async fn run(&self, day: u32, states: [TaskState; 3]) -> (String, Vec<i64>) {
+    async fn run(&self, day: u32, states: [TaskState; 3]) -> (String, Vec<TaskInstanceId>) {
         let at = Utc.with_ymd_and_hms(2024, 1, day, 2, 0, 0).unwrap();
         let run = NewDagRun {
             dag_id: self.dag.id.clone(),
@@ -238,7 +238,7 @@ impl App {
             .collect()
     }
 
-    async fn ti_state(&self, id: i64) -> TaskState {
+    async fn ti_state(&self, id: TaskInstanceId) -> TaskState {
         self.store
             .get_task_instance(id)
             .await
@@ -302,6 +302,14 @@ fn hidden_field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker).expect("the field") + marker.len();
     html[start..][..html[start..].find('"').unwrap()].to_owned()
+}
+
+/// The key of task instance `id`'s first try.
+fn first_try(id: TaskInstanceId) -> TryKey {
+    TryKey {
+        task_instance: id,
+        try_number: 1,
+    }
 }
 
 #[tokio::test]
@@ -601,8 +609,7 @@ async fn every_page_renders_for_an_admin() {
             .await;
         app.store
             .insert_task_try(&NewTaskTry {
-                task_instance_id: ids[0],
-                try_number: 1,
+                key: first_try(ids[0]),
                 worker_id: Some("w1".to_owned()),
                 hostname: Some("host".to_owned()),
                 pid: None,
@@ -777,8 +784,7 @@ async fn the_api_answers_every_read_route_with_json() {
             .await;
         app.store
             .insert_task_try(&NewTaskTry {
-                task_instance_id: ids[0],
-                try_number: 1,
+                key: first_try(ids[0]),
                 worker_id: None,
                 hostname: None,
                 pid: None,
@@ -788,7 +794,7 @@ async fn the_api_answers_every_read_route_with_json() {
             .unwrap();
         for part in ["hello ", "world\n"] {
             app.store
-                .append_task_log(ids[0], 1, part.as_bytes())
+                .append_task_log(first_try(ids[0]), part.as_bytes())
                 .await
                 .unwrap();
         }
@@ -1410,8 +1416,7 @@ async fn metrics_count_runs_and_task_instances_the_queue_and_durations() {
         ] {
             app.store
                 .insert_task_try(&NewTaskTry {
-                    task_instance_id: ti,
-                    try_number: 1,
+                    key: first_try(ti),
                     worker_id: Some("w1".to_owned()),
                     hostname: Some("host".to_owned()),
                     pid: None,
@@ -1422,7 +1427,7 @@ async fn metrics_count_runs_and_task_instances_the_queue_and_durations() {
             if state != TaskState::Running {
                 let end = start + Duration::milliseconds(seconds);
                 app.store
-                    .finish_task_try(ti, 1, state, Some(0), end)
+                    .finish_task_try(first_try(ti), state, Some(0), end)
                     .await
                     .unwrap();
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use updraft_core::actor::Actor;
 use updraft_core::dag::Dag;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId, DagRunId, TaskInstanceId};
 use updraft_core::state::{BackfillState, DagRunState, TaskMove, TaskState};
 use updraft_metadata::{DagRun, Error, NewEvent};
 
@@ -25,7 +25,7 @@ impl Scheduler {
     /// its runs run while their DAG is paused.
     pub(super) async fn look_at(
         &mut self,
-        ids: HashSet<i64>,
+        ids: HashSet<DagRunId>,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let mut runs: Vec<DagRun> = ids
@@ -38,7 +38,7 @@ impl Scheduler {
             return Ok(());
         }
         runs.sort_by_key(|run| (run.logical_date, run.id));
-        let backwards: HashSet<i64> = self
+        let backwards: HashSet<BackfillId> = self
             .backfills
             .iter()
             .filter(|(_, backfill)| backfill.options.run_backwards)
@@ -110,7 +110,7 @@ impl Scheduler {
         if runs.is_empty() {
             return Ok(());
         }
-        let ids: Vec<i64> = runs.iter().map(|(run, _)| run.id).collect();
+        let ids: Vec<DagRunId> = runs.iter().map(|(run, _)| run.id).collect();
         self.read_instances(&ids).await?;
         let mut steps = Vec::with_capacity(runs.len());
         for (run, dag) in runs {
@@ -147,7 +147,7 @@ impl Scheduler {
             if step.finish.is_some() {
                 continue;
             }
-            let to: HashMap<i64, TaskState> = step
+            let to: HashMap<TaskInstanceId, TaskState> = step
                 .moves
                 .iter()
                 .map(|task_move| (task_move.task_instance, task_move.to))
@@ -177,7 +177,7 @@ impl Scheduler {
             .step_task_instances(&moves, &offer.requests, now)
             .await?;
         let mut moved = written.moved.into_iter();
-        let queued: HashSet<i64> = written.queued.into_iter().collect();
+        let queued: HashSet<TaskInstanceId> = written.queued.into_iter().collect();
         let mut waiting = offer.waiting;
         waiting.extend(
             offer
@@ -232,7 +232,7 @@ impl Scheduler {
 
     /// Brings what this scheduler knows of the task instances of `runs` up to date: the task
     /// instances whose tries ended are read again, and the runs it knows nothing of whole.
-    async fn read_instances(&mut self, runs: &[i64]) -> Result<(), Error> {
+    async fn read_instances(&mut self, runs: &[DagRunId]) -> Result<(), Error> {
         let stale = self.instances.stale(runs);
         if !stale.is_empty() {
             let read = self.store.get_task_instances(&stale).await?;

@@ -11,7 +11,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::DagId;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::RunType;
-use updraft_metadata::{DueDag, Error, NewDagRun};
+use updraft_metadata::{DueDag, Error, NewDagRun, NextRun};
 
 use super::Scheduler;
 use crate::runs::runs_to_create;
@@ -95,7 +95,10 @@ impl Scheduler {
                         .dag
                         .as_ref()
                         .and_then(|dag| dag.timetable.next_dagrun_info(plan.last.as_ref(), now));
-                    (due.dag.dag_id.clone(), next)
+                    NextRun {
+                        dag_id: due.dag.dag_id.clone(),
+                        next,
+                    }
                 })
                 .collect::<Vec<_>>();
             batch.commit(&next_runs).await?;

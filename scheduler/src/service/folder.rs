@@ -21,7 +21,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, oneshot};
 use updraft_core::dag::{FolderLoad, LoadOptions, dag_files, load_paths};
 use updraft_core::ids::DagId;
-use updraft_metadata::Error;
+use updraft_metadata::{Error, NextRun};
 
 use super::{Scheduler, earliest};
 use crate::sync::sync_dags;
@@ -230,7 +230,8 @@ impl Scheduler {
                 true => None,
                 false => self.store.last_automated_run(&dag_id).await?,
             };
-            next_runs.push((dag_id, dag.timetable.next_dagrun_info(last.as_ref(), now)));
+            let next = dag.timetable.next_dagrun_info(last.as_ref(), now);
+            next_runs.push(NextRun { dag_id, next });
         }
         self.store.set_next_runs(&next_runs).await?;
         if !next_runs.is_empty() {

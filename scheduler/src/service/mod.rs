@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions};
-use updraft_core::ids::DagId;
+use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::render::{self, RunContext};
 use updraft_core::scope::Scope;
 use updraft_core::state::{BackfillState, DagRunState};
@@ -96,7 +96,7 @@ pub struct Scheduler {
     worklist: Worklist,
     /// The unfinished runs as this scheduler last read or wrote them, by id: read at a sweep,
     /// kept by what it writes and by the runs wake-ups name.
-    runs: HashMap<i64, DagRun>,
+    runs: HashMap<DagRunId, DagRun>,
     /// The task instances of the running runs as last read or written.
     instances: Instances,
     /// Paused DAGs (read at a sweep; a pause wakes every scheduler with a sweep): their runs
@@ -111,7 +111,7 @@ pub struct Scheduler {
     warned_pools: HashSet<String>,
     /// The unfinished backfills, read at a sweep: their runs start within the backfill's own
     /// `max_active_runs`, not at all while it is paused.
-    backfills: HashMap<i64, ActiveBackfill>,
+    backfills: HashMap<BackfillId, ActiveBackfill>,
     /// A run of a backfill finished (or a sweep read them): look for completed backfills.
     backfills_moved: bool,
     /// How long the latest complete tick took: recorded with the heartbeat, for `/metrics`.
@@ -129,7 +129,7 @@ struct ActiveBackfill {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Slot {
     Dag(DagId),
-    Backfill(i64),
+    Backfill(BackfillId),
 }
 
 impl Scheduler {
@@ -308,21 +308,21 @@ impl Scheduler {
     /// does not know as running (another scheduler started them): a new run joins the known
     /// ones, a finished one leaves them.
     async fn read_changed_runs(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
-        let not_running = |id: &i64| {
+        let not_running = |id: &DagRunId| {
             self.runs
                 .get(id)
                 .is_none_or(|run| run.state != DagRunState::Running)
         };
-        let ids: HashSet<i64> = self
+        let ids: HashSet<DagRunId> = self
             .worklist
             .dirty()
             .chain(self.worklist.moved().filter(not_running))
             .collect();
-        let ids: Vec<i64> = ids.into_iter().collect();
+        let ids: Vec<DagRunId> = ids.into_iter().collect();
         if ids.is_empty() {
             return Ok(());
         }
-        let read: HashMap<i64, DagRun> = self
+        let read: HashMap<DagRunId, DagRun> = self
             .store
             .get_dag_runs(&ids)
             .await?
@@ -409,12 +409,12 @@ impl Scheduler {
     /// keeps its backfill running.
     async fn complete_backfills(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
         self.backfills_moved = false;
-        let busy: HashSet<i64> = self
+        let busy: HashSet<BackfillId> = self
             .runs
             .values()
             .filter_map(|run| run.backfill_id)
             .collect();
-        let done: Vec<i64> = self
+        let done: Vec<BackfillId> = self
             .backfills
             .iter()
             .filter(|(id, backfill)| backfill.state == BackfillState::Running && !busy.contains(id))
@@ -422,7 +422,7 @@ impl Scheduler {
             .collect();
         for id in done {
             if self.store.complete_backfill(id, now).await? {
-                tracing::info!(backfill_id = id, "backfill completed");
+                tracing::info!(backfill_id = %id, "backfill completed");
                 self.backfills.remove(&id);
             }
         }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use updraft_core::dag::Dag;
-use updraft_core::ids::DagId;
+use updraft_core::ids::{DagId, DagRunId};
 use updraft_core::plan::TryPlan;
 use updraft_core::render::{self, Context, RenderError, RunContext};
 use updraft_metadata::{DagRun, Error, QueueRequest, TaskInstance};
@@ -25,8 +25,8 @@ pub(super) struct Ready {
 #[derive(Default)]
 pub(super) struct Offer {
     pub(super) requests: Vec<QueueRequest>,
-    pub(super) runs: Vec<i64>,
-    pub(super) waiting: HashSet<i64>,
+    pub(super) runs: Vec<DagRunId>,
+    pub(super) waiting: HashSet<DagRunId>,
 }
 
 impl Scheduler {
@@ -76,7 +76,7 @@ impl Scheduler {
             }
         }
         // Per run: its template context (or why it has none) and its tasks' outputs.
-        let mut contexts: HashMap<i64, (Result<RunContext, String>, render::Outputs)> =
+        let mut contexts: HashMap<DagRunId, (Result<RunContext, String>, render::Outputs)> =
             HashMap::new();
         for r in &ready {
             if contexts.contains_key(&r.run.id) {

@@ -39,8 +39,7 @@ impl Scheduler {
                 .store
                 .end_try(
                     &TryEnd {
-                        task_instance_id: zombie.id,
-                        try_number: zombie.try_number,
+                        key: zombie.try_key(),
                         worker_id: None,
                         state,
                         exit_code: None,
@@ -58,7 +57,7 @@ impl Scheduler {
             tracing::warn!(dag_id = %zombie.dag_id, task_id = %zombie.task_id, "{}", message.trim());
             match self
                 .store
-                .append_task_log(zombie.id, zombie.try_number, message.as_bytes())
+                .append_task_log(zombie.try_key(), message.as_bytes())
                 .await
             {
                 Ok(_) | Err(Error::NotFound(_)) => {}
