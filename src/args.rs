@@ -20,6 +20,13 @@ pub fn in_zone(
         .ok_or_else(|| format!("{flag}: {written:?} is no time in {}", tz.name()))
 }
 
+/// A name of the worker's environment its tries get (`--inherit-env`): a variable name, not
+/// `UPDRAFT_*`.
+pub fn inherited_name(text: &str) -> Result<String, String> {
+    updraft_core::worker_env::check_inherited_name(text)?;
+    Ok(text.to_owned())
+}
+
 /// A duration with its unit: 500ms, 30s, 5m.
 pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 30s or 5m)"))

@@ -118,6 +118,10 @@ pub struct StandaloneArgs {
     /// Task instances run at once by the in-process worker.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
+    /// Variables of this process's environment that every task gets, comma-separated (besides
+    /// PATH, HOME, LANG, TZ, USER and the DAG's inherit_env); never UPDRAFT_*.
+    #[arg(long, env = "UPDRAFT_INHERIT_ENV", value_delimiter = ',', value_parser = args::inherited_name)]
+    pub inherit_env: Vec<String>,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
 }
@@ -149,6 +153,10 @@ pub struct WorkerArgs {
     /// retry, and exits.
     #[arg(long, env = "UPDRAFT_SHUTDOWN_TIMEOUT", default_value = "5m", value_parser = args::duration)]
     pub shutdown_timeout: std::time::Duration,
+    /// Variables of this process's environment that every task gets, comma-separated (besides
+    /// PATH, HOME, LANG, TZ, USER and the DAG's inherit_env); never UPDRAFT_*.
+    #[arg(long, env = "UPDRAFT_INHERIT_ENV", value_delimiter = ',', value_parser = args::inherited_name)]
+    pub inherit_env: Vec<String>,
 }
 
 /// A queue name of `--queues`: not empty.

@@ -69,6 +69,7 @@ pub fn worker_settings(
         echo: false,
         scope: Scope::Everything,
         shutdown_timeout: None,
+        inherit_env: Vec::new(),
     }
 }
 

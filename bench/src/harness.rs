@@ -176,6 +176,7 @@ impl InProcess {
                 echo: false,
                 scope: Scope::Everything,
                 shutdown_timeout: None,
+                inherit_env: Vec::new(),
             },
         );
         let worker = match executor {

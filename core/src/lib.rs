@@ -20,3 +20,4 @@ pub mod suggest;
 pub mod template;
 pub mod text;
 pub mod time;
+pub mod worker_env;

@@ -91,6 +91,10 @@ pub struct Rendered {
     /// The full environment of the process, `UPDRAFT_*` included (not `UPDRAFT_OUTPUT`, which
     /// the executor sets).
     pub env: IndexMap<String, String>,
+    /// Names of the worker's environment it gets besides the basics: the DAG's and the task's
+    /// `inherit_env` (`crate::worker_env`).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub working_dir: Option<String>,
     pub on_success: Option<RenderedHandler>,
     pub on_failure: Option<RenderedHandler>,
@@ -104,6 +108,9 @@ pub struct RenderedHandler {
     /// The full environment: the DAG's, the task's (for task handlers), the handler's and
     /// `UPDRAFT_*`.
     pub env: IndexMap<String, String>,
+    /// As its task's (`Rendered::inherit_env`), or its DAG's for a DAG handler.
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
 }
 
 /// A template that failed to render, and which field of the task or handler it was.
@@ -130,10 +137,17 @@ pub fn render_task(dag: &Dag, task: &Task, ctx: &Context) -> Result<Rendered, Re
         .transpose()?;
     let mut env = IndexMap::new();
     renderer.env(&overlay(&dag.env, &task.env), "", &mut env)?;
+    let mut inherit_env = dag.inherit_env.clone();
+    inherit_env.extend(
+        task.inherit_env
+            .iter()
+            .filter(|name| !dag.inherit_env.contains(name))
+            .cloned(),
+    );
     let handler = |handler: &Option<Handler>, name: &str| {
         handler
             .as_ref()
-            .map(|handler| renderer.handler(handler, name, &env, &variables))
+            .map(|handler| renderer.handler(handler, name, &env, &variables, &inherit_env))
             .transpose()
     };
     let on_success = handler(&task.on_success, "on_success")?;
@@ -143,6 +157,7 @@ pub fn render_task(dag: &Dag, task: &Task, ctx: &Context) -> Result<Rendered, Re
     Ok(Rendered {
         command,
         env,
+        inherit_env,
         working_dir,
         on_success,
         on_failure,
@@ -176,7 +191,7 @@ pub fn render_dag_handler(
     let mut env = IndexMap::new();
     renderer.env(&inherited, "", &mut env)?;
     renderer
-        .handler(handler, name, &env, &run_environment(run))
+        .handler(handler, name, &env, &run_environment(run), &dag.inherit_env)
         .map(Some)
 }
 
@@ -315,13 +330,18 @@ impl<F: Fn() -> Value> Renderer<F> {
         name: &str,
         env: &IndexMap<String, String>,
         variables: &[(&'static str, String)],
+        inherit_env: &[String],
     ) -> Result<RenderedHandler, RenderError> {
         let prefix = format!("{name}.");
         let command = self.command(&handler.command, &prefix)?;
         let mut env = env.clone();
         self.env(&handler.env, &prefix, &mut env)?;
         extend(&mut env, variables);
-        Ok(RenderedHandler { command, env })
+        Ok(RenderedHandler {
+            command,
+            env,
+            inherit_env: inherit_env.to_vec(),
+        })
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Settings {
     /// Once asked to stop, how long running tries may go on before they are killed (and end
     /// failed or up for retry); `None` waits for them however long they take.
     pub shutdown_timeout: Option<Duration>,
+    /// Names of its own environment every try gets, besides the basics and what the DAG lists
+    /// (`updraft_core::worker_env`).
+    pub inherit_env: Vec<String>,
 }
 
 /// The connections a worker needs to a Postgres server: one for its loop (claims, heartbeats),
@@ -612,6 +615,7 @@ impl Worker {
         let pids = self.pids.clone();
         let outputs = self.outputs.clone();
         let tries = self.tries.clone();
+        let inherit_env = self.settings.inherit_env.clone();
         let expected = ends.expect();
         async move {
             let try_ = Try {
@@ -625,6 +629,7 @@ impl Worker {
                 pids,
                 outputs,
                 tries,
+                inherit_env,
             };
             try_.run(cancelled).await;
         }
@@ -647,6 +652,8 @@ struct Try {
     outputs: Arc<OutputFolder>,
     /// For the try itself (see [`process::TryFiles`]).
     tries: TryFolder,
+    /// The worker's [`Settings::inherit_env`].
+    inherit_env: Vec<String>,
 }
 
 impl Try {
@@ -725,9 +732,16 @@ impl Try {
                 None
             }
         };
+        let inherit_env: Vec<String> = rendered
+            .inherit_env
+            .iter()
+            .chain(&self.inherit_env)
+            .cloned()
+            .collect();
         let spawn = Spawn {
             command: rendered.command.clone(),
             env,
+            inherit_env: inherit_env.clone(),
             working_dir,
             timeout: plan.timeout,
             kill_grace: plan.kill_grace,
@@ -791,7 +805,7 @@ impl Try {
         };
         let outputs = finished.outputs;
         if let Some(handler) = handler {
-            run_handler(handler, &folder, &self.outputs, &log, state).await;
+            run_handler(handler, &folder, &inherit_env, &self.outputs, &log, state).await;
         }
         drop(log);
         let tail = shipper.await.unwrap_or_default();
@@ -873,6 +887,7 @@ fn footer(ending: &Ending, state: TaskState, next_retry_at: Option<DateTime<Utc>
 async fn run_handler(
     handler: &RenderedHandler,
     folder: &Path,
+    inherit_env: &[String],
     outputs: &Arc<OutputFolder>,
     log: &mpsc::Sender<Vec<u8>>,
     state: TaskState,
@@ -883,6 +898,7 @@ async fn run_handler(
     let spawn = Spawn {
         command: handler.command.clone(),
         env: handler.env.clone().into_iter().collect(),
+        inherit_env: inherit_env.to_vec(),
         working_dir: folder.to_path_buf(),
         timeout: Some(process::HANDLER_TIMEOUT),
         kill_grace: process::HANDLER_KILL_GRACE,

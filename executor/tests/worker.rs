@@ -33,6 +33,7 @@ fn settings(id: &str, host: &str) -> Settings {
         echo: false,
         scope: Scope::Everything,
         shutdown_timeout: None,
+        inherit_env: Vec::new(),
     }
 }
 
@@ -479,15 +480,8 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
         let worker = Worker::new(
             store.clone(),
             Settings {
-                name: Name::Given("w1".to_owned()),
-                hostname: "host".to_owned(),
-                queues: vec!["default".to_owned()],
                 concurrency: 2,
-                poll_interval: Duration::from_millis(100),
-                heartbeat_interval: Duration::from_millis(200),
-                echo: false,
-                scope: Scope::Everything,
-                shutdown_timeout: None,
+                ..settings("w1", "host")
             },
         );
         let (stop, worker) = start(worker);

@@ -39,6 +39,11 @@
 //!   was already there is the supervisor, so a try costs no process more (an `exec:` one, a
 //!   shell). A command that replaces its shell (`exec prog` as its last word) or sets its own
 //!   `EXIT` trap records nothing: its try is one that did not finish, retried.
+//! - **A clean environment.** The process gets none of its parent's environment but the
+//!   basics (`PATH`, `HOME`, `LANG`, `TZ`, `USER`) and the names a caller lists
+//!   ([`Spawn::inherit_env`]), never an `UPDRAFT_*` one (`updraft_core::worker_env`): a worker's
+//!   environment holds the metadata database's URL, and a task must not read it. `PATH` is
+//!   `/usr/local/bin:/usr/bin:/bin` when the parent has none.
 //! - **Dropping [`run`]'s future** (the caller shut down mid-try) SIGKILLs the group.
 
 use std::collections::HashMap;
@@ -59,6 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use updraft_core::dag::Command;
 use updraft_core::ids::TryKey;
+use updraft_core::worker_env;
 
 /// The most one read of the pipe returns, so the most one log chunk holds.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -78,8 +84,11 @@ pub struct Spawn {
     /// `Run` goes through `/bin/sh -c`; `Exec` is the argv, without a shell (its program is
     /// looked up in `PATH`, the one of `env` when it sets one).
     pub command: Command,
-    /// Added to the worker's own environment; `UPDRAFT_OUTPUT` is set on top of these.
+    /// The process's environment, with `UPDRAFT_OUTPUT` set on top; of the worker's own, it
+    /// gets only the basics and these names (`updraft_core::worker_env`).
     pub env: Vec<(String, String)>,
+    /// Names of the worker's environment passed on besides the basics.
+    pub inherit_env: Vec<String>,
     pub working_dir: PathBuf,
     /// From the start of the process; `None` runs it as long as it takes.
     pub timeout: Option<Duration>,
@@ -489,6 +498,14 @@ fn start(spawn: &Spawn) -> Result<Started, String> {
     command
         .args(args)
         .current_dir(&spawn.working_dir)
+        .env_clear()
+        .env("PATH", worker_env::DEFAULT_PATH);
+    for name in worker_env::inherited(spawn.inherit_env.iter().map(String::as_str)) {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
         .envs(spawn.env.iter().map(|(name, value)| (name, value)))
         .env("UPDRAFT_OUTPUT", &output_file);
     if let Some(exit_file) = &exit_file {

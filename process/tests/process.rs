@@ -31,6 +31,7 @@ fn spawn_in(dir: &Path, command: Command) -> Spawn {
     Spawn {
         command,
         env: Vec::new(),
+        inherit_env: Vec::new(),
         working_dir: dir.to_path_buf(),
         timeout: None,
         kill_grace: Duration::from_millis(300),

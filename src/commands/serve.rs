@@ -41,15 +41,14 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             scheduler_settings(config, &args.scheduler),
             hostname.clone(),
         );
-        let mut worker = Worker::new(
-            store.clone(),
-            worker_settings(
-                Name::OfHome(format!("{hostname}:standalone")),
-                hostname,
-                vec!["default".to_owned()],
-                args.concurrency,
-            ),
+        let mut settings = worker_settings(
+            Name::OfHome(format!("{hostname}:standalone")),
+            hostname,
+            vec!["default".to_owned()],
+            args.concurrency,
         );
+        settings.inherit_env = args.inherit_env.clone();
+        let mut worker = Worker::new(store.clone(), settings);
         worker.register().await?;
         // Handled before the banner says it runs, so a stop right after it is a clean one.
         let stop = stop_signal()?;
@@ -153,6 +152,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
         let stop = stop_signal()?;
         let mut settings = worker_settings(name, hostname, queues.clone(), args.concurrency);
         settings.shutdown_timeout = Some(args.shutdown_timeout);
+        settings.inherit_env = args.inherit_env;
         let mut worker = Worker::new(store.clone(), settings);
         let id = worker.register().await?;
         eprintln!(

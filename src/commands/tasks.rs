@@ -125,6 +125,7 @@ fn test(
     let spawn = Spawn {
         command: rendered.command.clone(),
         env: rendered.env.clone().into_iter().collect(),
+        inherit_env: rendered.inherit_env.clone(),
         working_dir: match &rendered.working_dir {
             Some(dir) => folder.join(dir),
             None => folder,

@@ -56,6 +56,7 @@ pub const DAG_KEYS: &[&str] = &[
     "timeout",
     "params",
     "env",
+    "inherit_env",
     "defaults",
     "tasks",
     "on_success",
@@ -68,6 +69,7 @@ pub const TASK_KEYS: &[&str] = &[
     "depends_on",
     "description",
     "env",
+    "inherit_env",
     "working_dir",
     "retries",
     "retry_delay",
@@ -496,6 +498,10 @@ impl<'t> Decoder<'t> {
             .get("env")
             .map(|n| self.env(n, "", None))
             .unwrap_or_default();
+        let inherit_env = fields
+            .get("inherit_env")
+            .map(|n| self.inherit_env(n, ""))
+            .unwrap_or_default();
         let defaults = fields.get("defaults").and_then(|n| self.defaults(n));
         let on_success = fields
             .get("on_success")
@@ -521,6 +527,7 @@ impl<'t> Decoder<'t> {
             timeout,
             params,
             env,
+            inherit_env,
             tasks,
             on_success,
             on_failure,
@@ -766,6 +773,20 @@ impl<'t> Decoder<'t> {
         env
     }
 
+    /// Names of the worker's environment passed on to a task's processes: variable names, none
+    /// of Updraft's own (`UPDRAFT_*`, among them the metadata database's URL).
+    fn inherit_env(&mut self, node: &Node, context: &str) -> Vec<String> {
+        let names = self
+            .string_list(node, context, "inherit_env")
+            .unwrap_or_default();
+        for name in &names {
+            if let Err(why) = crate::worker_env::check_inherited_name(name) {
+                self.error(node.pos, format!("{context}inherit_env: {why}"));
+            }
+        }
+        names
+    }
+
     fn defaults<'n>(&mut self, node: &'n Node) -> Option<Fields<'n>> {
         let fields = self.fields(node, TASK_KEYS, "defaults: ", "defaults")?;
         for key in NOT_DEFAULTS {
@@ -924,6 +945,10 @@ impl<'t> Decoder<'t> {
             .get("env")
             .map(|n| self.env(n, context, Some(index)))
             .unwrap_or_default();
+        let inherit_env = fields
+            .get("inherit_env")
+            .map(|n| self.inherit_env(n, context))
+            .unwrap_or_default();
         let handler = |decoder: &mut Self, key: &'static str| {
             fields
                 .get(key)
@@ -938,6 +963,7 @@ impl<'t> Decoder<'t> {
             depends_on: depends_on_ids,
             description,
             env,
+            inherit_env,
             working_dir,
             retries,
             retry_delay,

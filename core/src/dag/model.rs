@@ -49,6 +49,9 @@ pub struct Dag {
     pub params: IndexMap<String, Param>,
     /// Templated values, rendered per task instance.
     pub env: IndexMap<String, String>,
+    /// Names of the worker's environment its tasks get (`crate::worker_env`).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// In file order, which is the display order.
     pub tasks: IndexMap<TaskId, Task>,
     pub on_success: Option<Handler>,
@@ -80,6 +83,9 @@ pub struct Task {
     pub depends_on: Vec<TaskId>,
     pub description: Option<String>,
     pub env: IndexMap<String, String>,
+    /// Names of the worker's environment it gets, besides its DAG's (`crate::worker_env`).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub working_dir: Option<String>,
     /// Tries after the first one.
     pub retries: u32,

@@ -35,6 +35,7 @@ pub(super) fn run_dag_handler(dag: &Dag, run: &DagRun, state: DagRunState) {
     let spawn = Spawn {
         command: handler.command,
         env: handler.env.into_iter().collect(),
+        inherit_env: handler.inherit_env,
         working_dir: Path::new(&dag.fileloc)
             .parent()
             .map(Path::to_path_buf)
