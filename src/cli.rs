@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use updraft_core::backfill::Reprocess;
-use updraft_core::ids::BackfillId;
+use updraft_core::ids::{BackfillId, ConnectionId, VariableKey};
 use updraft_core::time::WrittenTime;
 
 use crate::args;
@@ -55,6 +55,19 @@ pub struct GlobalArgs {
         default_value = "UTC"
     )]
     pub default_timezone: String,
+    /// A folder of secrets mounted beside Updraft: `variables/<key>` and `connections/<id>`,
+    /// one file each, read before the environment and the database.
+    #[arg(long, global = true, env = "UPDRAFT_SECRETS_FOLDER")]
+    pub secrets_folder: Option<PathBuf>,
+    /// Names that make a variable or an environment value secret, comma-separated, besides
+    /// Airflow's (password, secret, token, api_key, private_key, ...).
+    #[arg(
+        long,
+        global = true,
+        env = "UPDRAFT_SENSITIVE_NAMES",
+        value_delimiter = ','
+    )]
+    pub sensitive_names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +99,15 @@ pub enum Command {
     /// See the workers: host, queues, load, heartbeat.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Manage variables: key/value pairs that templates read as {{ var.value.<key> }}.
+    #[command(subcommand)]
+    Variables(VariablesCommand),
+    /// Manage connections: how tasks reach outside systems ({{ conn.<id>.host }}).
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// Make and rotate the key that seals secrets in the metadata database.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Create or check the metadata database.
     #[command(subcommand)]
     Db(DbCommand),
@@ -392,6 +414,107 @@ pub enum PoolsCommand {
     },
     /// Delete a pool (not default_pool).
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VariablesCommand {
+    /// Create or replace a variable. VALUE `-` reads it from stdin (keeps it out of the shell's
+    /// history).
+    Set {
+        key: VariableKey,
+        value: String,
+        /// Store it sealed and mask it in logs [default: when the key is a sensitive name].
+        #[arg(long, conflicts_with = "not_secret")]
+        secret: bool,
+        /// Store it in clear even though its key is a sensitive name.
+        #[arg(long)]
+        not_secret: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Print a variable's value.
+    Get {
+        key: VariableKey,
+    },
+    /// List the variables (secret values as ***).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        key: VariableKey,
+    },
+    /// Set the variables of a JSON file, all or none: {"key": value, ...} (Airflow's format;
+    /// a value that is not a string is stored as its JSON).
+    Import {
+        file: PathBuf,
+    },
+    /// Write every variable, secret ones in clear, as JSON to FILE (`-`: stdout).
+    Export {
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Create or replace a connection, from a URI or from fields.
+    Add {
+        conn_id: ConnectionId,
+        /// Airflow's URI form: postgres://user:pass@host:5432/db?sslmode=require
+        #[arg(long, conflicts_with_all = ["conn_type", "host", "port", "login", "password", "schema", "extra"])]
+        uri: Option<String>,
+        #[arg(long = "type", required_unless_present = "uri")]
+        conn_type: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        login: Option<String>,
+        /// `-` reads it from stdin.
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        schema: Option<String>,
+        /// A JSON object.
+        #[arg(long)]
+        extra: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Print a connection's fields and URI, password included.
+    Get {
+        conn_id: ConnectionId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the connections (without passwords or extras).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        conn_id: ConnectionId,
+    },
+    /// Set the connections of a JSON file, all or none: {"id": "uri" or {"conn_type": ...,
+    /// "host": ..., ...}, ...} (Airflow's format).
+    Import {
+        file: PathBuf,
+    },
+    /// Write every connection, passwords in clear, as JSON to FILE (`-`: stdout).
+    Export {
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random key for UPDRAFT_SECRET_KEY.
+    NewKey,
+    /// Seal every stored secret again with the first key of UPDRAFT_SECRET_KEY (or the key
+    /// file), opening each with whichever listed key sealed it. Rotate by setting
+    /// UPDRAFT_SECRET_KEY=new,old, running this, then dropping the old key.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,7 +20,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, DagsCommand};
-use crate::commands::{backfill, dags, db, pools, runs, serve, tasks, users, workers};
+use crate::commands::{
+    backfill, connections, dags, db, pools, runs, secrets, serve, tasks, users, variables, workers,
+};
 use crate::config::Config;
 
 fn main() -> ExitCode {
@@ -83,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tasks(command) => tasks::run(config, command),
         Command::Pools(command) => pools::run(config, command),
         Command::Workers(command) => workers::run(config, command),
+        Command::Variables(command) => variables::run(config, command),
+        Command::Connections(command) => connections::run(config, command),
+        Command::Secrets(command) => secrets::run(config, command),
         Command::Db(command) => db::run(config, command),
         Command::Users(command) => users::run(config, command),
     }

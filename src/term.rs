@@ -3,8 +3,9 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 /// A time as the CLI prints it: RFC 3339 in UTC, to the second.
@@ -70,4 +71,31 @@ pub fn actor() -> updraft_ops::Actor {
             .filter(|user| !user.is_empty())
             .unwrap_or_else(|| "cli".to_owned()),
     )
+}
+
+/// Stdin without its final newline.
+pub fn read_stdin() -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("cannot read the value from stdin")?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+}
+
+/// Writes `text` to `file` readable by its owner only (it holds secrets), or to stdout for `-`.
+pub fn write_private(file: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if file == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    out.write_all(text.as_bytes())?;
+    eprintln!("wrote {}", file.display());
+    Ok(())
 }

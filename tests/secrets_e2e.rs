@@ -168,3 +168,286 @@ fn inherit_env_refuses_updraft_names_in_dags_and_flags() {
         );
     }
 }
+
+// --- variables, connections and the secret key ------------------------------------------------
+
+/// `updraft ARGS` on `world`, with `UPDRAFT_SECRET_KEY` = `key` when given; (code, out, err).
+fn cli(world: &World, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = world.command(args);
+    if let Some(key) = key {
+        command.env("UPDRAFT_SECRET_KEY", key);
+    }
+    common::run(command)
+}
+
+fn ok(world: &World, key: Option<&str>, args: &[&str]) -> String {
+    let (code, stdout, stderr) = cli(world, key, args);
+    assert_eq!(code, 0, "updraft {args:?}: {stdout}{stderr}");
+    stdout
+}
+
+fn new_key(world: &World) -> String {
+    ok(world, None, &["secrets", "new-key"]).trim().to_owned()
+}
+
+/// The stored rows of `variable` and `connection`, as the database holds them.
+fn stored(world: &World) -> String {
+    world.with_store(async |store| {
+        let mut text = String::new();
+        for variable in store.list_variables().await.unwrap() {
+            text.push_str(&format!("{variable:?}\n"));
+        }
+        for connection in store.list_connections().await.unwrap() {
+            text.push_str(&format!("{connection:?}\n"));
+        }
+        for event in store.list_events(None, 1000).await.unwrap() {
+            text.push_str(&format!("{event:?}\n"));
+        }
+        text
+    })
+}
+
+const PASSWORD: &str = "p@ss/w0rd-XYZ";
+const API_KEY: &str = "s3cret-api-key-123";
+const TOKEN: &str = "tok-ENVALUE-9";
+
+/// Sets a variable of each kind and a connection, and checks how each is shown and stored.
+fn round_trip(world: &World, key: Option<&str>) {
+    ok(world, key, &["variables", "set", "region", "eu-west-1"]);
+    ok(
+        world,
+        key,
+        &[
+            "variables",
+            "set",
+            "api_key",
+            API_KEY,
+            "--description",
+            "the API",
+        ],
+    );
+    ok(
+        world,
+        key,
+        &[
+            "variables",
+            "set",
+            "plain_token",
+            "not-hidden",
+            "--not-secret",
+        ],
+    );
+    ok(
+        world,
+        key,
+        &["variables", "set", "config", r#"{"threshold": 3}"#],
+    );
+    let uri = "postgres://etl:p%40ss%2Fw0rd-XYZ@db.internal:5432/wh?sslmode=require";
+    ok(
+        world,
+        key,
+        &["connections", "add", "warehouse", "--uri", uri],
+    );
+    ok(
+        world,
+        key,
+        &[
+            "connections",
+            "add",
+            "api",
+            "--type",
+            "http",
+            "--host",
+            "api.example.com",
+            "--password",
+            TOKEN,
+        ],
+    );
+    let listed = ok(world, key, &["variables", "list"]);
+    assert!(
+        listed.contains("eu-west-1") && listed.contains("not-hidden"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(API_KEY) && listed.contains("***"),
+        "{listed}"
+    );
+    assert_eq!(
+        ok(world, key, &["variables", "get", "api_key"]).trim(),
+        API_KEY
+    );
+    assert_eq!(
+        ok(world, key, &["connections", "get", "warehouse"]).trim(),
+        uri
+    );
+    let connections = ok(world, key, &["connections", "list"]);
+    assert!(
+        connections.contains("db.internal") && !connections.contains("w0rd"),
+        "{connections}"
+    );
+    // The database holds neither secret in clear, nor do the events.
+    let rows = stored(world);
+    for secret in [API_KEY, PASSWORD, "p%40ss", TOKEN] {
+        assert!(
+            !rows.contains(secret),
+            "{secret:?} is stored in clear:\n{rows}"
+        );
+    }
+    assert!(
+        rows.contains("not-hidden") && rows.contains("eu-west-1"),
+        "{rows}"
+    );
+    assert!(
+        rows.contains("variable_set") && rows.contains("connection_set"),
+        "{rows}"
+    );
+}
+
+#[test]
+fn variables_and_connections_keep_secrets_sealed_on_sqlite() {
+    let world = World::new();
+    // On the home's SQLite file the first command that needs a key makes the key file.
+    round_trip(&world, None);
+    let key_file = world.home.join("secret.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&key_file.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Export, then import into another installation with another key.
+    let exported = world.root.path().join("variables.json");
+    ok(
+        &world,
+        None,
+        &["variables", "export", exported.to_str().unwrap()],
+    );
+    let connections = world.root.path().join("connections.json");
+    ok(
+        &world,
+        None,
+        &["connections", "export", connections.to_str().unwrap()],
+    );
+    let other = World::new();
+    ok(
+        &other,
+        None,
+        &["variables", "import", exported.to_str().unwrap()],
+    );
+    ok(
+        &other,
+        None,
+        &["connections", "import", connections.to_str().unwrap()],
+    );
+    assert_eq!(
+        ok(&other, None, &["variables", "get", "api_key"]).trim(),
+        API_KEY
+    );
+    assert_eq!(
+        ok(&other, None, &["variables", "get", "config"]).trim(),
+        r#"{"threshold":3}"#
+    );
+    assert_eq!(
+        ok(&other, None, &["connections", "get", "warehouse"]),
+        ok(&world, None, &["connections", "get", "warehouse"])
+    );
+    ok(&other, None, &["variables", "delete", "api_key"]);
+    let (code, _, stderr) = cli(&other, None, &["variables", "get", "api_key"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no variable \"api_key\""), "{stderr}");
+}
+
+#[test]
+fn a_shared_database_needs_the_key_in_the_environment_on_postgres() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    // No key file is made for a database other hosts share.
+    let (code, _, stderr) = cli(&world, None, &["variables", "set", "db_password", "x"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no secret key: set UPDRAFT_SECRET_KEY"),
+        "{stderr}"
+    );
+    assert!(!world.home.join("secret.key").exists());
+    assert!(
+        ok(&world, None, &["variables", "list"]).lines().count() <= 1,
+        "nothing was stored"
+    );
+    let key = new_key(&world);
+    round_trip(&world, Some(&key));
+}
+
+#[test]
+fn a_wrong_key_fails_clearly_loses_nothing_and_rotation_moves_every_secret() {
+    let world = World::new();
+    let (old, new) = (new_key(&world), new_key(&world));
+    round_trip(&world, Some(&old));
+    let before = stored(&world);
+    for args in [
+        vec!["variables", "get", "api_key"],
+        vec!["variables", "export", "-"],
+        vec!["connections", "get", "warehouse"],
+        vec!["secrets", "rotate-key"],
+    ] {
+        let (code, stdout, stderr) = cli(&world, Some(&new), &args);
+        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("it was sealed with key"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stdout.contains(API_KEY) && !stdout.contains("w0rd"),
+            "{stdout}"
+        );
+    }
+    let (code, _, stderr) = cli(&world, Some("not-a-key"), &["variables", "get", "api_key"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("UPDRAFT_SECRET_KEY") && stderr.contains("not base64"),
+        "{stderr}"
+    );
+    // Nothing changed on the way.
+    let unchanged = stored(&world);
+    assert_eq!(
+        unchanged
+            .lines()
+            .filter(|l| !l.contains("EventLog"))
+            .collect::<Vec<_>>(),
+        before
+            .lines()
+            .filter(|l| !l.contains("EventLog"))
+            .collect::<Vec<_>>()
+    );
+    // Rotation: the new key first, the old one still listed to open what it sealed.
+    let both = format!("{new},{old}");
+    let said = ok(&world, Some(&both), &["secrets", "rotate-key"]);
+    assert!(
+        said.contains("sealed 1 variable(s) and 2 connection(s) again"),
+        "{said}"
+    );
+    assert_eq!(
+        ok(&world, Some(&new), &["variables", "get", "api_key"]).trim(),
+        API_KEY
+    );
+    assert_eq!(
+        ok(&world, Some(&new), &["connections", "get", "api"]).trim(),
+        format!("http://:{TOKEN}@api.example.com")
+    );
+    let (code, _, _) = cli(&world, Some(&old), &["variables", "get", "api_key"]);
+    assert_eq!(code, 1, "the old key opens nothing any more");
+}
+
+#[test]
+fn a_key_file_others_may_read_is_refused() {
+    let world = World::new();
+    ok(&world, None, &["variables", "set", "api_key", API_KEY]);
+    let key_file = world.home.join("secret.key");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&world, None, &["variables", "get", "api_key"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("may be read by others (mode 644): chmod 600 it"),
+        "{stderr}"
+    );
+}

@@ -57,6 +57,13 @@ macro_rules! id_type {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(value: &str) -> Result<Self, IdError> {
+                Self::parse(value)
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(value: String) -> Result<Self, IdError> {
@@ -102,6 +109,16 @@ id_type!(
     /// A task's id: its key under `tasks:`.
     TaskId,
     "task id"
+);
+id_type!(
+    /// A variable's key (`updraft variables`, `{{ var.value.<key> }}`).
+    VariableKey,
+    "variable key"
+);
+id_type!(
+    /// A connection's id (`updraft connections`, `{{ conn.<id>.host }}`).
+    ConnectionId,
+    "connection id"
 );
 
 macro_rules! row_id {

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod backfill;
+pub mod connection;
 pub mod dag;
 pub mod hash;
 pub mod ids;
@@ -15,6 +16,8 @@ pub mod render;
 pub mod retry;
 pub mod schedule;
 pub mod scope;
+pub mod seal;
+pub mod secret;
 pub mod state;
 pub mod suggest;
 pub mod template;

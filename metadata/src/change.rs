@@ -53,6 +53,12 @@ impl Store {
 }
 
 impl Change<'_> {
+    /// The transaction, for the writes that other tables' modules add to a change (variables,
+    /// connections): writes that concern no scheduler or worker.
+    pub(crate) fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
     /// Appends `event`, then commits and wakes whom the writes concern.
     pub async fn commit(mut self, event: &NewEvent) -> Result<(), Error> {
         self.tx.execute(insert_event(event)).await?;

@@ -20,6 +20,7 @@
 mod backfills;
 mod change;
 mod clear;
+mod connections;
 mod dags;
 mod db;
 mod doorbell;
@@ -41,6 +42,7 @@ mod tasks;
 pub mod testing;
 mod url;
 mod users;
+mod variables;
 mod views;
 
 pub use backfills::{
@@ -48,6 +50,7 @@ pub use backfills::{
 };
 pub use change::Change;
 pub use clear::{Clear, ClearReport};
+pub use connections::Connection;
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use due::{DueBatch, DueDag, NextRun};
 pub use error::Error;
@@ -70,4 +73,5 @@ pub use tasks::NewTaskTry;
 pub use tasks::{LogChunk, NewTaskInstance, TaskInstance, TaskOutput, TaskTry};
 pub use url::redact_url;
 pub use users::{ApiToken, NewApiToken, Role, USERNAME_MAX, User, check_username};
+pub use variables::Variable;
 pub use views::{DagFilter, PoolUsage, RunDot, RunFilter};

@@ -9,6 +9,20 @@ use updraft_metadata::{
     SchemaStatus, Store,
 };
 
+/// The migrations this build knows: the files of `migrations/sqlite` (those of
+/// `migrations/postgres` match them one for one).
+fn known() -> i64 {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|e| e == "sql"))
+        })
+        .count() as i64
+}
+
 #[tokio::test]
 async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
     each_backend(|db| async move {
@@ -17,14 +31,17 @@ async fn a_new_database_is_unmigrated_until_migrate_makes_it_current() {
             store.schema_status().await.unwrap(),
             SchemaStatus::Unmigrated {
                 applied: 0,
-                known: 7,
-                missing: vec![1, 2, 3, 4, 5, 6, 7]
+                known: known() as usize,
+                missing: (1..=known()).collect()
             }
         );
-        assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(
+            store.migrate().await.unwrap(),
+            (1..=known()).collect::<Vec<_>>()
+        );
         assert_eq!(
             store.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 7 }
+            SchemaStatus::Current { version: known() }
         );
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
     })
@@ -39,9 +56,10 @@ async fn open_refuses_an_unmigrated_database_and_says_to_migrate() {
         assert_eq!(
             error.to_string(),
             format!(
-                "database at {} is not migrated (0 of 7 migrations applied): \
+                "database at {} is not migrated (0 of {} migrations applied): \
                  run \"updraft db migrate\"",
-                db.url()
+                db.url(),
+                known()
             )
         );
         db.store().await;
@@ -55,22 +73,28 @@ async fn open_refuses_an_unmigrated_database_and_says_to_migrate() {
 async fn a_newer_schema_is_refused_by_open_and_by_migrate() {
     each_backend(|db| async move {
         db.store().await;
-        db.execute(
+        // Leaked: raw test SQL is `'static`, as every query of the store is.
+        let newer = format!(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
                  execution_time) \
-             VALUES (8, 'from a newer updraft', TRUE, '', 0)",
-        )
-        .await;
+             VALUES ({}, 'from a newer updraft', TRUE, '', 0)",
+            known() + 1
+        );
+        db.execute(newer.leak()).await;
         let store = db.connect().await;
         assert_eq!(
             store.schema_status().await.unwrap(),
             SchemaStatus::Newer {
-                database_version: 8,
-                known_version: 7
+                database_version: known() + 1,
+                known_version: known()
             }
         );
-        let message = "database schema version 8 is newer than this updraft (knows up to 7): \
-                       upgrade updraft";
+        let message = format!(
+            "database schema version {} is newer than this updraft (knows up to {}): \
+             upgrade updraft",
+            known() + 1,
+            known()
+        );
         assert_eq!(
             Store::open(db.url()).await.unwrap_err().to_string(),
             message
@@ -160,7 +184,7 @@ async fn sqlite_in_memory_works_for_one_process() {
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_status().await.unwrap(),
-        SchemaStatus::Current { version: 7 }
+        SchemaStatus::Current { version: known() }
     );
     assert_eq!(store.list_pools().await.unwrap().len(), 1);
 }
@@ -232,7 +256,7 @@ async fn several_processes_migrating_a_new_database_at_once_all_succeed() {
         }
         assert_eq!(
             a.schema_status().await.unwrap(),
-            SchemaStatus::Current { version: 7 }
+            SchemaStatus::Current { version: known() }
         );
         for store in [a, b, c] {
             store.close().await;

@@ -1,6 +1,7 @@
 //! updraft-ops: every action a user takes, written once and shared by the web UI, the API and
 //! the command line: trigger, pause and unpause, clear, mark a task instance or a run, cancel a
-//! run, and plan, start, pause, resume or cancel a backfill.
+//! run, plan, start, pause, resume or cancel a backfill, and set or delete a variable or a
+//! connection.
 //!
 //! Each action takes the [`Actor`] who acts and `now`, checks its input against the stored DAG
 //! (the decisions are `updraft_core`'s), and writes its change and its `event_log` row in one
@@ -10,8 +11,11 @@
 
 pub mod backfill;
 pub mod clear;
+pub mod connections;
 pub mod dags;
 pub mod mark;
+pub mod secrets;
+pub mod variables;
 
 pub use updraft_core::actor::Actor;
 use updraft_core::ids::DagId;
@@ -31,9 +35,19 @@ pub enum Error {
     /// do (409).
     #[error("{0}")]
     Conflict(String),
+    /// The installation's secret key is missing or does not open a stored value: a setup to
+    /// fix, not a request to change.
+    #[error("{0}")]
+    Key(String),
     /// Broken machinery: the database.
     #[error(transparent)]
     Store(updraft_metadata::Error),
+}
+
+impl From<updraft_core::seal::SealError> for Error {
+    fn from(error: updraft_core::seal::SealError) -> Error {
+        Error::Key(error.to_string())
+    }
 }
 
 impl From<updraft_metadata::Error> for Error {
@@ -47,6 +61,24 @@ impl From<updraft_metadata::Error> for Error {
             E::Invalid(_) => Error::Invalid(error.to_string()),
             other => Error::Store(other),
         }
+    }
+}
+
+/// The event log row of `event` by `actor`, of no DAG (a variable, a connection), at `now`.
+fn installation_event(
+    actor: &Actor,
+    event: &str,
+    details: serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewEvent {
+    NewEvent {
+        at: now,
+        actor: actor.to_string(),
+        dag_id: None,
+        run_id: None,
+        task_id: None,
+        event: event.to_owned(),
+        details,
     }
 }
 

@@ -3,11 +3,14 @@
 //! `wiring`, `embedded`, `accounts`).
 
 pub mod backfill;
+pub mod connections;
 pub mod dags;
 pub mod db;
 pub mod pools;
 pub mod runs;
+pub mod secrets;
 pub mod serve;
 pub mod tasks;
 pub mod users;
+pub mod variables;
 pub mod workers;

@@ -18,12 +18,15 @@ use updraft_scheduler::service::{self, Scheduler};
 
 use crate::accounts::{STANDALONE_ADMIN, ensure_admin};
 use crate::cli::{SchedulerArgs, StandaloneArgs, WebserverArgs, WorkerArgs};
-use crate::config::Config;
+use crate::config::{Config, KeyFile};
 use crate::lookup::require_dags_folder;
 use crate::wiring::{self, hostname, open_store, runtime, worker_settings};
 
 pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
     let _home = lock_home(&config.home()?)?;
+    // The installation's key: made now (in the home's key file) unless UPDRAFT_SECRET_KEY
+    // holds one, so that secrets can be sealed from the first variable on.
+    config.secrets(KeyFile::Create)?;
     runtime()?.block_on(async {
         require_dags_folder(config)?;
         let store = open_store(config).await?;

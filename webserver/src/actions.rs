@@ -25,6 +25,8 @@ impl From<Error> for AppError {
             Error::Invalid(message) => AppError::BadRequest(message),
             Error::NotFound(message) => AppError::NotFound(message),
             Error::Conflict(message) => AppError::Conflict(message),
+            // The server's secret key is missing or wrong: its operator's to fix.
+            Error::Key(message) => AppError::Internal(message),
             Error::Store(error) => error.into(),
         }
     }
