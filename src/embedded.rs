@@ -14,7 +14,7 @@ use updraft_executor::worker::Worker;
 use updraft_metadata::Store;
 use updraft_scheduler::service::Scheduler;
 
-use crate::config::Config;
+use crate::config::{Config, KeyFile};
 use crate::wiring::{hostname, scheduler_settings, worker_settings};
 
 /// Tries the embedded worker runs at once, as a standalone's worker by default.
@@ -29,7 +29,12 @@ pub struct Embedded {
 
 impl Embedded {
     /// Runs run `run_id` of `dag`, every try's log echoed on stdout (`dags test`).
-    pub fn for_run(store: &Store, config: &Config, dag: &Dag, run_id: DagRunId) -> Embedded {
+    pub fn for_run(
+        store: &Store,
+        config: &Config,
+        dag: &Dag,
+        run_id: DagRunId,
+    ) -> Result<Embedded> {
         let name = format!("{}:test:{}", hostname(), std::process::id());
         Embedded::start(store, config, dag, Scope::Run(run_id), name, true)
     }
@@ -40,7 +45,7 @@ impl Embedded {
         config: &Config,
         dag: &Dag,
         backfill_id: BackfillId,
-    ) -> Embedded {
+    ) -> Result<Embedded> {
         let name = format!(
             "{}:backfill:{backfill_id}:{}",
             hostname(),
@@ -64,25 +69,32 @@ impl Embedded {
         scope: Scope,
         name: String,
         echo: bool,
-    ) -> Embedded {
+    ) -> Result<Embedded> {
+        let secrets = config.secrets(KeyFile::Read)?;
         let stop = CancellationToken::new();
         let host = hostname();
         let scheduler = Scheduler::new(
             store.clone(),
-            scheduler_settings(config, scope),
+            scheduler_settings(config, scope, secrets.clone()),
             host.clone(),
         );
         let scheduler = tokio::spawn(scheduler.run(stop.clone().cancelled_owned()));
-        let mut settings = worker_settings(Name::Given(name), host, queues_of(dag), CONCURRENCY);
+        let mut settings = worker_settings(
+            Name::Given(name),
+            host,
+            queues_of(dag),
+            CONCURRENCY,
+            secrets,
+        );
         settings.scope = scope;
         settings.echo = echo;
         let worker = Worker::new(store.clone(), settings);
         let worker = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-        Embedded {
+        Ok(Embedded {
             stop,
             scheduler,
             worker,
-        }
+        })
     }
 
     /// Stops both; the worker lets its running tries finish.

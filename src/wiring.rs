@@ -3,10 +3,12 @@
 //! part (`standalone`, `scheduler`, `worker`, `dags test`, `dags backfill`) start from here,
 //! so that they run it alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use updraft_core::scope::Scope;
+use updraft_core::secret::SecretsConfig;
 use updraft_executor::name::Name;
 use updraft_executor::worker;
 use updraft_metadata::{Backend, Store};
@@ -43,21 +45,28 @@ pub async fn open_store(config: &Config) -> Result<Store> {
     Ok(Store::open(&url).await?)
 }
 
-/// A scheduler of the configured DAGs folder that takes on `scope`, with the scheduler's
-/// defaults (the long-running commands then apply their flags).
-pub fn scheduler_settings(config: &Config, scope: Scope) -> service::Settings {
+/// A scheduler of the configured DAGs folder that takes on `scope` and renders with
+/// `secrets`, with the scheduler's defaults (the long-running commands then apply their flags).
+pub fn scheduler_settings(
+    config: &Config,
+    scope: Scope,
+    secrets: SecretsConfig,
+) -> service::Settings {
     let mut settings = service::Settings::new(config.dags_folder.clone(), config.load.clone());
     settings.poll_interval = POLL_INTERVAL;
     settings.scope = scope;
+    settings.secrets = secrets;
     settings
 }
 
-/// A worker that claims from `queues`, any task instance (the embedded ones narrow its scope).
+/// A worker that claims from `queues`, any task instance (the embedded ones narrow its scope),
+/// and resolves its tries' secrets with `secrets`.
 pub fn worker_settings(
     name: Name,
     hostname: String,
     queues: Vec<String>,
     concurrency: u32,
+    secrets: SecretsConfig,
 ) -> worker::Settings {
     worker::Settings {
         name,
@@ -70,6 +79,7 @@ pub fn worker_settings(
         scope: Scope::Everything,
         shutdown_timeout: None,
         inherit_env: Vec::new(),
+        secrets: Arc::new(secrets),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The dependency rule of DESIGN §1, checked on the real manifests through `cargo metadata`:
 //! `core` depends on no other part, `metadata` and `process` (running one command) on `core`
-//! only, `ops` (the users' actions) on `core` and `metadata`, `scheduler` and `executor` on
-//! `core`, `metadata` and `process`, `webserver` on `core`, `metadata` and `ops`; the
+//! only, `ops` (the users' actions) and `secrets` (where secrets come from) on `core` and
+//! `metadata`, `scheduler` and `executor` on `core`, `metadata`, `process` and `secrets`,
+//! `webserver` on `core`, `metadata` and `ops`; the
 //! scheduler, executor and webserver never on each other (they meet in the database). Only the
 //! binaries, `updraft` and `updraft-bench`, wire parts together.
 
@@ -14,13 +15,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("updraft-metadata", &["updraft-core"]),
     ("updraft-ops", &["updraft-core", "updraft-metadata"]),
     ("updraft-process", &["updraft-core"]),
+    ("updraft-secrets", &["updraft-core", "updraft-metadata"]),
     (
         "updraft-scheduler",
-        &["updraft-core", "updraft-metadata", "updraft-process"],
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-process",
+            "updraft-secrets",
+        ],
     ),
     (
         "updraft-executor",
-        &["updraft-core", "updraft-metadata", "updraft-process"],
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-process",
+            "updraft-secrets",
+        ],
     ),
     (
         "updraft-webserver",
@@ -33,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "updraft-metadata",
             "updraft-ops",
             "updraft-process",
+            "updraft-secrets",
             "updraft-scheduler",
             "updraft-executor",
             "updraft-webserver",

@@ -451,3 +451,204 @@ fn a_key_file_others_may_read_is_refused() {
         "{stderr}"
     );
 }
+
+// --- secrets in templates: they reach the task and nowhere else ------------------------------
+
+const JSON_SECRET: &str = "tok-json-secret-77";
+const ENV_SECRET: &str = "env-secret-token-55";
+const FOLDER_SECRET: &str = "folder-secret-99";
+
+/// A task that reads each kind of secret, prints them (plainly and in base64) and writes one
+/// to its outputs.
+const USES_SECRETS: &str = r#"version: 1
+tasks:
+  use:
+    connections: [warehouse]
+    outputs: [out]
+    env:
+      API_KEY: "{{ var.value.api_key }}"
+      REGION: "{{ var.value.region }}"
+      THRESHOLD: "{{ var.json.config.threshold }}"
+      JSON_PART: "{{ var.json.secret_config.token }}"
+      ENV_TOKEN: "{{ var.value.env_token }}"
+      FOLDER_PASS: "{{ var.value.folder_pass }}"
+    run: |
+      echo "region=$REGION threshold=$THRESHOLD default={{ var.value.get('missing', 'fallback') }}"
+      echo "key=$API_KEY b64=$(printf %s "$API_KEY" | base64)"
+      echo "json=$JSON_PART env=$ENV_TOKEN folder=$FOLDER_PASS"
+      echo "host={{ conn.warehouse.host }} password={{ conn.warehouse.password }}"
+      echo "uri=$UPDRAFT_CONN_WAREHOUSE"
+      echo "upper=$(printf %s "$API_KEY" | tr a-z A-Z)"
+      echo "out=$API_KEY" >> "$UPDRAFT_OUTPUT"
+"#;
+
+/// Every secret of the test, and the forms a masker hides.
+fn all_secrets() -> Vec<String> {
+    use base64::Engine as _;
+    let mut all = Vec::new();
+    for secret in [API_KEY, PASSWORD, JSON_SECRET, ENV_SECRET, FOLDER_SECRET] {
+        all.push(secret.to_owned());
+        all.push(base64::engine::general_purpose::STANDARD.encode(secret));
+    }
+    all.push("p%40ss%2Fw0rd-XYZ".to_owned());
+    all
+}
+
+fn assert_no_secret(place: &str, text: &str) {
+    for secret in all_secrets() {
+        assert!(!text.contains(&secret), "{secret:?} is in {place}:\n{text}");
+    }
+}
+
+/// Sets the variables and the connection, starts `processes` with a variable in their
+/// environment and one in their secrets folder, runs the DAG and checks its log, and that no
+/// secret is stored anywhere; returns the run id.
+fn secrets_reach_the_task_only(
+    world: &World,
+    key: Option<&str>,
+    processes: Vec<(std::process::Command, usize)>,
+) -> (String, Vec<Running>) {
+    ok(world, key, &["variables", "set", "region", "eu-west-1"]);
+    ok(world, key, &["variables", "set", "api_key", API_KEY]);
+    ok(
+        world,
+        key,
+        &["variables", "set", "config", r#"{"threshold": 3}"#],
+    );
+    let json = format!(r#"{{"token": "{JSON_SECRET}"}}"#);
+    ok(
+        world,
+        key,
+        &["variables", "set", "secret_config", &json, "--secret"],
+    );
+    let uri = "postgres://etl:p%40ss%2Fw0rd-XYZ@db.internal:5432/wh";
+    ok(
+        world,
+        key,
+        &["connections", "add", "warehouse", "--uri", uri],
+    );
+    let folder = world.root.path().join("secrets");
+    std::fs::create_dir_all(folder.join("variables")).unwrap();
+    std::fs::write(
+        folder.join("variables/folder_pass"),
+        format!("{FOLDER_SECRET}\n"),
+    )
+    .unwrap();
+    world.dag("uses_secrets", USES_SECRETS);
+    let running: Vec<Running> = processes
+        .into_iter()
+        .enumerate()
+        .map(|(index, (mut command, banner))| {
+            command
+                .env("UPDRAFT_LOG", "info")
+                .env("UPDRAFT_VAR_ENV_TOKEN", ENV_SECRET)
+                .env("UPDRAFT_SECRETS_FOLDER", &folder);
+            if let Some(key) = key {
+                command.env("UPDRAFT_SECRET_KEY", key);
+            }
+            let stderr = world.root.path().join(format!("secrets{index}.stderr"));
+            Running::start(command, &stderr, banner)
+        })
+        .collect();
+    let run_id = world.trigger("uses_secrets");
+    let refs: Vec<&Running> = running.iter().collect();
+    let runs = world.finished_runs("uses_secrets", 1, &refs);
+    let log = world.log("uses_secrets", &run_id, "use", 1);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}\n{log}");
+    for line in [
+        "region=eu-west-1 threshold=3 default=fallback",
+        "key=*** b64=***",
+        "json=*** env=*** folder=***",
+        "host=db.internal password=***",
+        "uri=***",
+        // The task got the value itself: a transformed value is not masked (as in Airflow).
+        "upper=S3CRET-API-KEY-123",
+    ] {
+        assert!(log.lines().any(|l| l == line), "no {line:?} in:\n{log}");
+    }
+    assert_no_secret("the log", &log);
+    // Nothing stored holds a secret: the log, the task instances (their plans hold
+    // references), the outputs, the events.
+    let stored = world.with_store(async |store| {
+        let dag_id = updraft_core::ids::DagId::parse("uses_secrets").unwrap();
+        let run = store
+            .get_dag_run_by_run_id(&dag_id, &run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut text = String::new();
+        for instance in store.list_task_instances(run.id).await.unwrap() {
+            text.push_str(&format!("{instance:?}\n"));
+            let key = instance.try_key();
+            for chunk in store.read_task_log(key, 0, 1000).await.unwrap() {
+                text.push_str(&String::from_utf8_lossy(&chunk.data));
+            }
+        }
+        for output in store.list_task_outputs(run.id).await.unwrap() {
+            text.push_str(&format!("{output:?}\n"));
+        }
+        for event in store.list_events(None, 1000).await.unwrap() {
+            text.push_str(&format!("{event:?}\n"));
+        }
+        text
+    });
+    assert_no_secret("the database", &stored);
+    assert!(
+        stored.contains("${{updraft var api_key}}"),
+        "the plan holds the reference:\n{stored}"
+    );
+    assert!(stored.contains("name: \"out\", value: \"***\""), "{stored}");
+    (run_id, running)
+}
+
+/// A minimal HTTP/1.1 GET with an API token.
+fn http_get(base: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn secrets_reach_a_standalone_task_and_no_row_page_or_api_answer_on_sqlite() {
+    let world = World::new();
+    let standalone = world.command(&["standalone", "--port", "0"]);
+    let (run_id, running) = secrets_reach_the_task_only(&world, None, vec![(standalone, 5)]);
+    let token = ok(&world, None, &["users", "token", "admin"])
+        .trim()
+        .to_owned();
+    let base = running[0].url();
+    let run = run_id.replace('+', "%2B");
+    for path in [
+        format!("/api/v1/dags/uses_secrets/runs/{run}/tasks/use"),
+        format!("/api/v1/dags/uses_secrets/runs/{run}/tasks/use/tries"),
+        format!("/api/v1/dags/uses_secrets/runs/{run}/tasks/use/tries/1/log"),
+        format!("/dags/uses_secrets/runs/{run}/tasks/use"),
+        format!("/dags/uses_secrets/runs/{run}"),
+        "/events".to_owned(),
+        "/api/v1/events".to_owned(),
+    ] {
+        let answer = http_get(&base, &path, &token);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert_no_secret(&path, &answer);
+    }
+}
+
+#[test]
+fn secrets_reach_a_remote_worker_task_and_no_row_on_postgres() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    let key = new_key(&world);
+    let scheduler = world.command(&["scheduler"]);
+    let worker = world.command(&["worker", "--name", "w"]);
+    secrets_reach_the_task_only(&world, Some(&key), vec![(scheduler, 0), (worker, 0)]);
+}

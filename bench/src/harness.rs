@@ -177,6 +177,7 @@ impl InProcess {
                 scope: Scope::Everything,
                 shutdown_timeout: None,
                 inherit_env: Vec::new(),
+                secrets: Default::default(),
             },
         );
         let worker = match executor {

@@ -141,7 +141,8 @@ pub async fn workers(
             })
             .collect();
         store.set_task_states(&moves, now).await?;
-        let context = service::run_context(dag, &run).map_err(anyhow::Error::msg)?;
+        let context =
+            service::run_context(dag, &run, Default::default()).map_err(anyhow::Error::msg)?;
         for ti in &instances {
             let task = dag.task(ti.task_id.as_str()).expect("a task of the DAG");
             let plan = TryPlan::new(

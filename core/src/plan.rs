@@ -108,6 +108,7 @@ mod tests {
             data_interval_end: at,
             params: serde_json::Map::new(),
             conf: serde_json::json!({}),
+            catalog: Default::default(),
         };
         let task = dag.task("t").unwrap();
         let context = Context {

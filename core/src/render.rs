@@ -50,6 +50,7 @@ use serde_json::Map;
 
 use crate::dag::{Command, Dag, Handler, Task};
 use crate::ids::{DagId, TaskId};
+use crate::secret::{Catalog, CatalogValue, ConnectionField, Reference, connection_env_name};
 use crate::state::{DagRunState, RunType};
 use crate::template;
 
@@ -66,6 +67,9 @@ pub struct RunContext {
     pub params: Map<String, serde_json::Value>,
     /// The run's conf as triggered (`{}` when none), what `dag_run.conf` reads.
     pub conf: serde_json::Value,
+    /// What `var` and `conn` read (empty for templates that read neither, see
+    /// [`reads_catalog`]).
+    pub catalog: Arc<Catalog>,
 }
 
 /// Outputs of upstream tasks: task id -> output name -> value.
@@ -153,6 +157,23 @@ pub fn render_task(dag: &Dag, task: &Task, ctx: &Context) -> Result<Rendered, Re
     let on_success = handler(&task.on_success, "on_success")?;
     let on_failure = handler(&task.on_failure, "on_failure")?;
     let on_retry = handler(&task.on_retry, "on_retry")?;
+    for conn_id in &task.connections {
+        if ctx.run.catalog.connection(conn_id.as_str()).is_none() {
+            return Err(RenderError {
+                field: "connections".to_owned(),
+                message: format!(
+                    "no connection \"{conn_id}\" (add it with `updraft connections add`, or set \
+                     {} where Updraft runs)",
+                    connection_env_name(conn_id.as_str())
+                ),
+            });
+        }
+        let uri = Reference::Connection {
+            conn_id: conn_id.to_string(),
+            field: ConnectionField::Uri,
+        };
+        env.insert(connection_env_name(conn_id.as_str()), uri.to_string());
+    }
     extend(&mut env, &variables);
     Ok(Rendered {
         command,
@@ -398,6 +419,8 @@ fn run_value(run: &RunContext) -> Value {
         },
         params => Value::from_serialize(&run.params),
         dag => context! { dag_id => run.dag_id.as_str() },
+        var => Value::from_object(Variables { catalog: run.catalog.clone(), json: None }),
+        conn => Value::from_object(Connections(run.catalog.clone())),
         macros => context! {
             ds_add => Value::from_function(ds_add),
             ds_format => Value::from_function(ds_format),
@@ -438,6 +461,21 @@ fn describe(error: &Error, text: &str, context: &Value) -> String {
             }
             ["outputs", task, name, ..] => {
                 write!(message, " (task \"{task}\" wrote no output \"{name}\")").unwrap();
+            }
+            ["var", "value" | "json", key, ..] if depth == 2 => {
+                write!(
+                    message,
+                    " (no variable \"{key}\": set it with `updraft variables set`, or write \
+                     var.value.get('{key}', default))"
+                )
+                .unwrap();
+            }
+            ["conn", id, ..] if depth == 1 => {
+                write!(
+                    message,
+                    " (no connection \"{id}\": add it with `updraft connections add`)"
+                )
+                .unwrap();
             }
             _ => {}
         }
@@ -588,6 +626,258 @@ fn ds_format(ds: &str, input_format: &str, output_format: &str) -> Result<String
             )
         })?;
     strftime(at, output_format)
+}
+
+/// Whether rendering `task` may read variables or connections: the scheduler then reads them
+/// for its [`Catalog`] first. True for any template that mentions `var` or `conn`, and for a
+/// task that declares `connections`.
+pub fn reads_catalog(dag: &Dag, task: &Task) -> bool {
+    let mentions = |text: &str| {
+        template::is_templated(text) && (text.contains("var") || text.contains("conn"))
+    };
+    let handler_mentions = |handler: &Option<Handler>| {
+        handler.as_ref().is_some_and(|handler| {
+            command_texts(&handler.command).any(mentions)
+                || handler.env.values().any(|v| mentions(v))
+        })
+    };
+    !task.connections.is_empty()
+        || command_texts(&task.command).any(mentions)
+        || task.working_dir.as_deref().is_some_and(mentions)
+        || dag
+            .env
+            .values()
+            .chain(task.env.values())
+            .any(|v| mentions(v))
+        || [&task.on_success, &task.on_failure, &task.on_retry]
+            .into_iter()
+            .any(handler_mentions)
+}
+
+/// Whether rendering `dag`'s handlers may read variables or connections.
+pub fn dag_handlers_read_catalog(dag: &Dag) -> bool {
+    let mentions = |text: &str| {
+        template::is_templated(text) && (text.contains("var") || text.contains("conn"))
+    };
+    [&dag.on_success, &dag.on_failure]
+        .into_iter()
+        .flatten()
+        .any(|handler| {
+            command_texts(&handler.command).any(mentions)
+                || handler
+                    .env
+                    .values()
+                    .chain(dag.env.values())
+                    .any(|v| mentions(v))
+        })
+}
+
+fn command_texts(command: &Command) -> Box<dyn Iterator<Item = &str> + '_> {
+    match command {
+        Command::Run(line) => Box::new(std::iter::once(line.as_str())),
+        Command::Exec(argv) => Box::new(argv.iter().map(String::as_str)),
+    }
+}
+
+/// `var` (with `json: None`), `var.value` and `var.json`: Airflow's variables in templates.
+/// A plain value renders in place; a secret one as a reference the worker resolves. Both
+/// accessors answer `.get(key, default)` as Airflow's do.
+#[derive(Debug)]
+struct Variables {
+    catalog: Arc<Catalog>,
+    json: Option<bool>,
+}
+
+impl Variables {
+    /// Variable `key` as `var.value` (`json: false`) or `var.json` reads it; `None` when there
+    /// is none.
+    fn read(&self, key: &str, json: bool) -> Option<Result<Value, Error>> {
+        let reference = || Reference::Variable {
+            key: key.to_owned(),
+            path: Vec::new(),
+        };
+        Some(match (self.catalog.variable(key)?, json) {
+            (CatalogValue::Plain(text), false) => Ok(Value::from(text.clone())),
+            (CatalogValue::Plain(text), true) => serde_json::from_str::<serde_json::Value>(text)
+                .map(|json| Value::from_serialize(&json))
+                .map_err(|error| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("variable \"{key}\" is not JSON: {error}"),
+                    )
+                }),
+            (CatalogValue::Secret, false) => Ok(Value::from(reference().to_string())),
+            (CatalogValue::Secret, true) => Ok(Value::from_object(SecretJson(reference()))),
+        })
+    }
+}
+
+impl Object for Variables {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        match self.json {
+            None => match key {
+                "value" | "json" => Some(Value::from_object(Variables {
+                    catalog: self.catalog.clone(),
+                    json: Some(key == "json"),
+                })),
+                _ => None,
+            },
+            // An invalid JSON value reads as undefined here; `.get` says why.
+            Some(json) => self.read(key, json)?.ok(),
+        }
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let (Some(json), "get") = (self.json, method) else {
+            return Err(Error::from(ErrorKind::UnknownMethod));
+        };
+        let (key, default): (&str, Option<Value>) = from_args(args)?;
+        match (self.read(key, json), default) {
+            (Some(value), _) => value,
+            (None, Some(default)) => Ok(default),
+            (None, None) => Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("no variable \"{key}\": set it with `updraft variables set`"),
+            )),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.json {
+            None => "var",
+            Some(false) => "var.value",
+            Some(true) => "var.json",
+        })
+    }
+}
+
+/// A place inside a secret JSON value (`var.json.<secret>.a.b`,
+/// `conn.<id>.extra_dejson.token`): renders as the reference to it.
+#[derive(Debug)]
+struct SecretJson(Reference);
+
+impl Object for SecretJson {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let segment = match key.as_str() {
+            Some(text) => text.to_owned(),
+            None => key.as_i64()?.to_string(),
+        };
+        let mut reference = self.0.clone();
+        match &mut reference {
+            Reference::Variable { path, .. } => path.push(segment),
+            Reference::Connection {
+                field: ConnectionField::Extra(path),
+                ..
+            } => path.push(segment),
+            Reference::Connection { .. } => return None,
+        }
+        Some(Value::from_object(SecretJson(reference)))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `conn`: Airflow's connections in templates, `conn.<id>.host` and the like.
+#[derive(Debug)]
+struct Connections(Arc<Catalog>);
+
+impl Object for Connections {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let conn_id = key.as_str()?;
+        self.0.connection(conn_id)?;
+        Some(Value::from_object(ConnectionValue {
+            catalog: self.0.clone(),
+            conn_id: conn_id.to_owned(),
+        }))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("conn")
+    }
+}
+
+/// One connection: its type, host, port, login and schema in place; its password, extra and
+/// URI (`get_uri()`) as references.
+#[derive(Debug)]
+struct ConnectionValue {
+    catalog: Arc<Catalog>,
+    conn_id: String,
+}
+
+impl ConnectionValue {
+    fn reference(&self, field: ConnectionField) -> Reference {
+        Reference::Connection {
+            conn_id: self.conn_id.clone(),
+            field,
+        }
+    }
+}
+
+impl Object for ConnectionValue {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let connection = self.catalog.connection(&self.conn_id)?;
+        let text = |value: &Option<String>| Value::from(value.clone());
+        Some(match key.as_str()? {
+            "conn_id" => Value::from(self.conn_id.clone()),
+            "conn_type" => Value::from(connection.conn_type.clone()),
+            "host" => text(&connection.host),
+            "port" => Value::from(connection.port),
+            "login" => text(&connection.login),
+            "schema" => text(&connection.schema),
+            "password" => Value::from(self.reference(ConnectionField::Password).to_string()),
+            "extra" => Value::from(
+                self.reference(ConnectionField::Extra(Vec::new()))
+                    .to_string(),
+            ),
+            "extra_dejson" => Value::from_object(SecretJson(
+                self.reference(ConnectionField::Extra(Vec::new())),
+            )),
+            _ => return None,
+        })
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let () = from_args(args)?;
+        let field = match method {
+            "get_uri" => ConnectionField::Uri,
+            "get_password" => ConnectionField::Password,
+            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
+        };
+        Ok(Value::from(self.reference(field).to_string()))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.conn_id)
+    }
 }
 
 /// A UTC date-time in templates: renders as `isoformat()`, as Airflow's date-times do, and

@@ -7,6 +7,7 @@
 //! reference with the value as the try starts ([`substitute`]) and masks every value it handed
 //! to the try in the try's log and outputs ([`Masker`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -70,6 +71,78 @@ impl Sensitivity {
             .copied()
             .chain(self.extra.iter().map(String::as_str))
             .any(|word| !word.is_empty() && name.contains(&word.to_ascii_lowercase()))
+    }
+}
+
+/// The environment variable that holds variable `key` where Updraft runs:
+/// `UPDRAFT_VAR_<KEY>` (as Airflow's `AIRFLOW_VAR_<KEY>`).
+pub fn variable_env_name(key: &str) -> String {
+    format!("UPDRAFT_VAR_{}", env_suffix(key))
+}
+
+/// The environment variable that holds connection `conn_id` as a URI or JSON fields where
+/// Updraft runs, and that a task declaring the connection gets its URI in:
+/// `UPDRAFT_CONN_<ID>` (as Airflow's `AIRFLOW_CONN_<ID>`).
+pub fn connection_env_name(conn_id: &str) -> String {
+    format!("UPDRAFT_CONN_{}", env_suffix(conn_id))
+}
+
+/// A key or id as the end of an environment variable's name: upper case, each character
+/// other than a letter or digit as `_`.
+pub fn env_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| match c.is_ascii_alphanumeric() {
+            true => c.to_ascii_uppercase(),
+            false => '_',
+        })
+        .collect()
+}
+
+/// A variable's value as templates see it when the scheduler renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogValue {
+    /// Rendered in place.
+    Plain(String),
+    /// Rendered as a reference the worker resolves.
+    Secret,
+}
+
+/// A connection as templates see it: what is not secret; its password, extra and URI only as
+/// references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogConnection {
+    pub conn_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub login: Option<String>,
+    pub schema: Option<String>,
+}
+
+/// What templates may read of the variables and connections when the scheduler renders: the
+/// database's, and those of the secrets folder and the environment, which come first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// The database's, by key.
+    pub variables: BTreeMap<String, CatalogValue>,
+    /// The folder's and the environment's, by the [`env_suffix`] of their key.
+    pub outside_variables: BTreeMap<String, CatalogValue>,
+    /// The database's, by id.
+    pub connections: BTreeMap<String, CatalogConnection>,
+    /// The folder's and the environment's, by the [`env_suffix`] of their id.
+    pub outside_connections: BTreeMap<String, CatalogConnection>,
+}
+
+impl Catalog {
+    pub fn variable(&self, key: &str) -> Option<&CatalogValue> {
+        self.outside_variables
+            .get(&env_suffix(key))
+            .or_else(|| self.variables.get(key))
+    }
+
+    pub fn connection(&self, conn_id: &str) -> Option<&CatalogConnection> {
+        self.outside_connections
+            .get(&env_suffix(conn_id))
+            .or_else(|| self.connections.get(conn_id))
     }
 }
 

@@ -24,6 +24,8 @@ pub const CONTEXT_NAMES: &[&str] = &[
     "ti",
     "macros",
     "outputs",
+    "var",
+    "conn",
 ];
 
 /// A template's syntax error, with the line inside the template when known.

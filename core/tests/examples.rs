@@ -26,6 +26,7 @@ fn every_example_dag_loads_and_every_task_renders() {
             data_interval_end: logical_date + chrono::Duration::days(1),
             params: effective_params(dag, &serde_json::json!({})).expect("default params"),
             conf: serde_json::json!({}),
+            catalog: Default::default(),
         };
         for task in dag.tasks.values() {
             let outputs: Outputs = dag

@@ -51,6 +51,7 @@ fn run_at(dag: &Dag, logical_date: &str, conf: serde_json::Value) -> RunContext 
         data_interval_start: logical_date,
         data_interval_end: logical_date + chrono::Duration::days(1),
         params: effective_params(dag, &conf).unwrap(),
+        catalog: Default::default(),
         conf,
     }
 }
@@ -608,4 +609,114 @@ fn rendered_round_trips_through_json() {
     .unwrap();
     let json = serde_json::to_string(&rendered).unwrap();
     assert_eq!(serde_json::from_str::<Rendered>(&json).unwrap(), rendered);
+}
+
+/// A run whose templates read a catalog with plain and secret variables and a connection.
+fn render_with_catalog(template: &str) -> Result<String, RenderError> {
+    use updraft_core::secret::{Catalog, CatalogConnection, CatalogValue};
+    let dag = dag(DAG);
+    let mut task = dag.task("extract").unwrap().clone();
+    task.command = Command::Run(template.to_owned());
+    let mut catalog = Catalog::default();
+    catalog.variables.insert(
+        "region".to_owned(),
+        CatalogValue::Plain("eu-west-1".to_owned()),
+    );
+    catalog.variables.insert(
+        "config".to_owned(),
+        CatalogValue::Plain(r#"{"threshold": 3, "zones": ["a", "b"]}"#.to_owned()),
+    );
+    catalog
+        .variables
+        .insert("api_key".to_owned(), CatalogValue::Secret);
+    catalog
+        .outside_variables
+        .insert("ENV_TOKEN".to_owned(), CatalogValue::Secret);
+    catalog.connections.insert(
+        "warehouse".to_owned(),
+        CatalogConnection {
+            conn_type: "postgres".to_owned(),
+            host: Some("db.internal".to_owned()),
+            port: Some(5432),
+            login: Some("etl".to_owned()),
+            schema: Some("wh".to_owned()),
+        },
+    );
+    let mut run = run_at(&dag, "2024-01-31T00:00:00Z", json!({}));
+    run.catalog = std::sync::Arc::new(catalog);
+    let rendered = render_task(&dag, &task, &context(&run, "extract", Outputs::new()))?;
+    match rendered.command {
+        Command::Run(line) => Ok(line),
+        Command::Exec(_) => unreachable!("a run command renders as one"),
+    }
+}
+
+#[test]
+fn variables_render_in_place_and_secrets_as_references() {
+    for (template, expected) in [
+        ("{{ var.value.region }}", "eu-west-1"),
+        ("{{ var.json.config.threshold + 1 }}", "4"),
+        ("{{ var.json.config.zones | join(',') }}", "a,b"),
+        ("{{ var.value.get('region', 'x') }}", "eu-west-1"),
+        ("{{ var.value.get('missing', 'fallback') }}", "fallback"),
+        ("{{ var.value.missing | default('d') }}", "d"),
+        ("{{ var.value.api_key }}", "${{updraft var api_key}}"),
+        (
+            "{{ var.json.api_key.a.b }}",
+            "${{updraft var.json api_key a/b}}",
+        ),
+        ("{{ var.value.env_token }}", "${{updraft var env_token}}"),
+        (
+            "{{ conn.warehouse.host }}:{{ conn.warehouse.port }}/{{ conn.warehouse.schema }}",
+            "db.internal:5432/wh",
+        ),
+        ("{{ conn.warehouse.login }}", "etl"),
+        (
+            "{{ conn.warehouse.password }}",
+            "${{updraft conn.password warehouse}}",
+        ),
+        (
+            "{{ conn.warehouse.get_uri() }}",
+            "${{updraft conn.uri warehouse}}",
+        ),
+        (
+            "{{ conn.warehouse.extra_dejson.token }}",
+            "${{updraft conn.extra warehouse token}}",
+        ),
+    ] {
+        assert_eq!(
+            render_with_catalog(template).unwrap(),
+            expected,
+            "{template}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_variable_or_connection_says_how_to_add_it() {
+    let error = render_with_catalog("{{ var.value.nope }}").unwrap_err();
+    assert!(
+        error.message.contains("var.value.nope") && error.message.contains("updraft variables set"),
+        "{error}"
+    );
+    let error = render_with_catalog("{{ var.value.get('nope') }}").unwrap_err();
+    assert!(error.message.contains("no variable \"nope\""), "{error}");
+    let error = render_with_catalog("{{ conn.nope.host }}").unwrap_err();
+    assert!(error.message.contains("updraft connections add"), "{error}");
+}
+
+#[test]
+fn a_task_gets_the_uri_of_each_connection_it_declares() {
+    let dag = dag(
+        "version: 1\ntasks:\n  load:\n    connections: [warehouse, missing]\n    run: ./load.sh\n",
+    );
+    let task = dag.task("load").unwrap();
+    assert!(updraft_core::render::reads_catalog(&dag, task));
+    let run = run_at(&dag, "2024-01-31T00:00:00Z", json!({}));
+    let error = render_task(&dag, task, &context(&run, "load", Outputs::new())).unwrap_err();
+    assert_eq!(error.field, "connections");
+    assert!(
+        error.message.contains("no connection \"warehouse\""),
+        "{error}"
+    );
 }

@@ -28,16 +28,17 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use updraft_core::ids::{TaskInstanceId, TryKey};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use updraft_core::ids::{TaskInstanceId, TryKey};
 use updraft_core::plan::{Planned, TryPlan};
-use updraft_core::render::RenderedHandler;
+use updraft_core::render::{Rendered, RenderedHandler};
 use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::scope::Scope;
+use updraft_core::secret::{Masker, SecretsConfig};
 use updraft_core::state::{TaskState, WorkerState};
 use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryPid, WorkerRef};
@@ -68,6 +69,8 @@ pub struct Settings {
     /// Names of its own environment every try gets, besides the basics and what the DAG lists
     /// (`updraft_core::worker_env`).
     pub inherit_env: Vec<String>,
+    /// Where the secrets that plans refer to come from, and the keys that open them.
+    pub secrets: Arc<SecretsConfig>,
 }
 
 /// The connections a worker needs to a Postgres server: one for its loop (claims, heartbeats),
@@ -570,7 +573,33 @@ impl Worker {
                     self.id
                 );
                 let (read, warnings) = files.outputs();
-                outputs = read;
+                // Masked as the try's own end masks them: by the secrets its plan refers to.
+                let rendered = match &plan.command {
+                    Planned::Ready(rendered) => Some((**rendered).clone()),
+                    Planned::RenderError(_) => None,
+                };
+                let masker = match rendered {
+                    None => Ok(Masker::default()),
+                    Some(rendered) => updraft_secrets::resolve_rendered(
+                        &self.store,
+                        &self.settings.secrets,
+                        rendered,
+                    )
+                    .await
+                    .map(|(_, masker)| masker),
+                };
+                match masker {
+                    Ok(masker) => {
+                        outputs = read
+                            .into_iter()
+                            .map(|(name, value)| (name, masker.mask(&value)))
+                            .collect();
+                    }
+                    Err(error) => message.push_str(&format!(
+                        "updraft: its outputs are dropped: the secrets to mask them with cannot \
+                         be looked up ({error})\n"
+                    )),
+                }
                 for warning in warnings {
                     message.push_str(&format!("updraft: {warning}\n"));
                 }
@@ -616,6 +645,7 @@ impl Worker {
         let outputs = self.outputs.clone();
         let tries = self.tries.clone();
         let inherit_env = self.settings.inherit_env.clone();
+        let secrets = self.settings.secrets.clone();
         let expected = ends.expect();
         async move {
             let try_ = Try {
@@ -630,11 +660,15 @@ impl Worker {
                 outputs,
                 tries,
                 inherit_env,
+                secrets,
             };
             try_.run(cancelled).await;
         }
     }
 }
+
+/// How a try ends: its state, and when it is retried if it is.
+type Outcome = (TaskState, Option<DateTime<Utc>>);
 
 /// One claimed try, from spawn to its recorded outcome.
 struct Try {
@@ -654,38 +688,31 @@ struct Try {
     tries: TryFolder,
     /// The worker's [`Settings::inherit_env`].
     inherit_env: Vec<String>,
+    /// The worker's [`Settings::secrets`].
+    secrets: Arc<SecretsConfig>,
 }
 
 impl Try {
     async fn run(self, cancelled: watch::Receiver<Option<Cancel>>) {
         let ti = &self.claim.instance;
         let key = ti.try_key();
+        let prepared = self.prepare().await;
+        // What the try is handed of its secrets never reaches its log or outputs.
+        let masker = match &prepared {
+            Ok((_, _, masker)) => masker.clone(),
+            Err(_) => Masker::default(),
+        };
         let (log, log_rx) = mpsc::channel::<Vec<u8>>(256);
         let shipper = tokio::spawn(ship_log(
             self.store.clone(),
             key,
             self.echo.then(|| ti.task_id.to_string()),
+            masker.clone(),
             log_rx,
         ));
-        let plan = match plan_of(ti.rendered_command.as_ref()) {
-            Ok(plan) => plan,
-            // Without its plan, the try fails; its task instance's own budget of tries still
-            // says whether it is retried (after the default delay).
-            Err(why) => {
-                let policy = RetryPolicy::default();
-                let outcome = after_failed_try(&policy, ti.try_number, ti.max_tries, Utc::now());
-                return self.did_not_start(&why, outcome, log, shipper).await;
-            }
-        };
-        let rendered = match &plan.command {
-            Planned::Ready(rendered) => (**rendered).clone(),
-            // Templates that do not render fail the try like any other failure, so retries
-            // apply (Airflow renders inside the try and `handle_failure` retries it).
-            Planned::RenderError(error) => {
-                let why = format!("cannot render the task's templates: {error}");
-                let outcome = plan.after_failure(ti.try_number, ti.max_tries, Utc::now());
-                return self.did_not_start(&why, outcome, log, shipper).await;
-            }
+        let (plan, rendered) = match prepared {
+            Ok((plan, rendered, _)) => (plan, rendered),
+            Err((why, outcome)) => return self.did_not_start(&why, outcome, log, shipper).await,
         };
         let folder = dag_folder(&self.claim.fileloc);
         // A worker on a host without the DAGs folder still runs the tasks that need no file of
@@ -803,7 +830,11 @@ impl Try {
             TaskState::Failed => rendered.on_failure.as_ref(),
             _ => None,
         };
-        let outputs = finished.outputs;
+        let outputs = finished
+            .outputs
+            .into_iter()
+            .map(|(name, value)| (name, masker.mask(&value)))
+            .collect();
         if let Some(handler) = handler {
             run_handler(handler, &folder, &inherit_env, &self.outputs, &log, state).await;
         }
@@ -818,10 +849,40 @@ impl Try {
     }
 
     /// Ends a try that did not start, saying `why` in its log.
+    /// The try's plan and command, the secrets it refers to filled in, and a masker of them; or
+    /// why the try cannot start, and how it ends then. Without its plan the try fails, its task
+    /// instance's own budget of tries still saying whether it is retried (after the default
+    /// delay); templates that do not render, or secrets that cannot be found, fail it like any
+    /// other failure, so retries apply (Airflow renders inside the try).
+    async fn prepare(&self) -> Result<(TryPlan, Rendered, Masker), (String, Outcome)> {
+        let ti = &self.claim.instance;
+        let plan = plan_of(ti.rendered_command.as_ref()).map_err(|why| {
+            let policy = RetryPolicy::default();
+            let outcome = after_failed_try(&policy, ti.try_number, ti.max_tries, Utc::now());
+            (why, outcome)
+        })?;
+        let failed = |why: String| {
+            let outcome = plan.after_failure(ti.try_number, ti.max_tries, Utc::now());
+            (why, outcome)
+        };
+        let rendered = match &plan.command {
+            Planned::Ready(rendered) => (**rendered).clone(),
+            Planned::RenderError(error) => {
+                return Err(failed(format!(
+                    "cannot render the task's templates: {error}"
+                )));
+            }
+        };
+        match updraft_secrets::resolve_rendered(&self.store, &self.secrets, rendered).await {
+            Ok((rendered, masker)) => Ok((plan, rendered, masker)),
+            Err(error) => Err(failed(format!("cannot look up the try's secrets: {error}"))),
+        }
+    }
+
     async fn did_not_start(
         self,
         why: &str,
-        (state, next_retry_at): (TaskState, Option<DateTime<Utc>>),
+        (state, next_retry_at): Outcome,
         log: mpsc::Sender<Vec<u8>>,
         shipper: tokio::task::JoinHandle<Vec<u8>>,
     ) {
@@ -913,11 +974,12 @@ async fn run_handler(
 /// Ships a try's log to the database in chunks (every `LOG_FLUSH_INTERVAL`, or sooner when
 /// `LOG_FLUSH_BYTES` are waiting), until the sender side closes; returns what is left, which
 /// goes with the try's end. Chunks that cannot be written while the database is down wait in
-/// memory and go with the next flush.
+/// memory and go with the next flush. What the try was handed of its secrets is masked first.
 async fn ship_log(
     store: Store,
     key: TryKey,
     echo: Option<String>,
+    mut masker: Masker,
     mut chunks: mpsc::Receiver<Vec<u8>>,
 ) -> Vec<u8> {
     let mut buffer: Vec<u8> = Vec::new();
@@ -927,9 +989,15 @@ async fn ship_log(
         let next = tokio::time::timeout_at(flush_at, chunks.recv()).await;
         if matches!(next, Ok(None)) {
             // What is left goes with the try's end, in its transaction.
+            let rest = masker.finish();
+            if let Some(task) = &echo {
+                echo_chunk(task, &rest, &mut line_start);
+            }
+            buffer.extend(rest);
             return buffer;
         }
         if let Ok(Some(chunk)) = next {
+            let chunk = masker.push(&chunk);
             if let Some(task) = &echo {
                 echo_chunk(task, &chunk, &mut line_start);
             }

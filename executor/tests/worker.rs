@@ -34,6 +34,7 @@ fn settings(id: &str, host: &str) -> Settings {
         scope: Scope::Everything,
         shutdown_timeout: None,
         inherit_env: Vec::new(),
+        secrets: Default::default(),
     }
 }
 
@@ -124,6 +125,7 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
         data_interval_end: now,
         params: Default::default(),
         conf: json!({}),
+        catalog: Default::default(),
     };
     let requests: Vec<QueueRequest> = instances
         .iter()

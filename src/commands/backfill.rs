@@ -187,7 +187,7 @@ async fn create_and_follow(
                 "no scheduler is running ({last}): running the backfill in this process with \
                  an embedded scheduler and worker until it ends"
             );
-            Some(Embedded::for_backfill(store, config, dag, id))
+            Some(Embedded::for_backfill(store, config, dag, id)?)
         }
     };
     let outcome = follow(store, id, total, &mut signals, dag.tasks.len()).await;

@@ -150,7 +150,7 @@ pub fn test(
             store.create_dag_run(&run, now).await?;
         println!("testing {} as run {}", dag.id, run.run_id);
 
-        let embedded = Embedded::for_run(&store, config, &dag, run.id);
+        let embedded = Embedded::for_run(&store, config, &dag, run.id)?;
         let finished = loop {
             let current = store
                 .get_dag_run(run.id)

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use updraft_core::scope::Scope;
+use updraft_core::secret::SecretsConfig;
 use updraft_executor::name::Name;
 use updraft_executor::worker::{self, Worker};
 use updraft_metadata::{Backend, Connections, Store, redact_url};
@@ -26,7 +27,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
     let _home = lock_home(&config.home()?)?;
     // The installation's key: made now (in the home's key file) unless UPDRAFT_SECRET_KEY
     // holds one, so that secrets can be sealed from the first variable on.
-    config.secrets(KeyFile::Create)?;
+    let secrets = config.secrets(KeyFile::Create)?;
     runtime()?.block_on(async {
         require_dags_folder(config)?;
         let store = open_store(config).await?;
@@ -41,7 +42,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let hostname = hostname();
         let scheduler = Scheduler::new(
             store.clone(),
-            scheduler_settings(config, &args.scheduler),
+            scheduler_settings(config, &args.scheduler, secrets.clone()),
             hostname.clone(),
         );
         let mut settings = worker_settings(
@@ -49,6 +50,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             hostname,
             vec!["default".to_owned()],
             args.concurrency,
+            secrets,
         );
         settings.inherit_env = args.inherit_env.clone();
         let mut worker = Worker::new(store.clone(), settings);
@@ -112,9 +114,14 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
             store.url()
         );
         let stop = stop_signal()?;
-        Scheduler::new(store.clone(), scheduler_settings(config, &args), hostname())
-            .run(stop.cancelled_owned())
-            .await;
+        let secrets = config.secrets(KeyFile::Read)?;
+        Scheduler::new(
+            store.clone(),
+            scheduler_settings(config, &args, secrets),
+            hostname(),
+        )
+        .run(stop.cancelled_owned())
+        .await;
         store.close().await;
         Ok(0)
     })
@@ -153,7 +160,9 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
             None => Name::FirstFree(hostname.clone()),
         };
         let stop = stop_signal()?;
-        let mut settings = worker_settings(name, hostname, queues.clone(), args.concurrency);
+        let secrets = config.secrets(KeyFile::Read)?;
+        let mut settings =
+            worker_settings(name, hostname, queues.clone(), args.concurrency, secrets);
         settings.shutdown_timeout = Some(args.shutdown_timeout);
         settings.inherit_env = args.inherit_env;
         let mut worker = Worker::new(store.clone(), settings);
@@ -171,8 +180,12 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
 }
 
 /// The scheduler of `standalone` and `scheduler`, with their flags.
-fn scheduler_settings(config: &Config, args: &SchedulerArgs) -> service::Settings {
-    let mut settings = wiring::scheduler_settings(config, Scope::Everything);
+fn scheduler_settings(
+    config: &Config,
+    args: &SchedulerArgs,
+    secrets: SecretsConfig,
+) -> service::Settings {
+    let mut settings = wiring::scheduler_settings(config, Scope::Everything, secrets);
     settings.zombie_threshold = args.zombie_threshold;
     if let Some(poll_interval) = args.poll_interval {
         settings.poll_interval = poll_interval;

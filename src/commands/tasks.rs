@@ -12,6 +12,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use updraft_core::ids::{DagRunId, TaskId, TryKey};
 use updraft_core::render::{self, Context, RunContext};
+use updraft_core::secret::Catalog;
 use updraft_core::state::{RunType, TaskState, test_run_id};
 use updraft_core::suggest::did_you_mean;
 use updraft_core::time::WrittenTime;
@@ -22,7 +23,7 @@ use updraft_process::{self as process, Ending, Files, Spawn};
 
 use crate::args::in_zone;
 use crate::cli::TasksCommand;
-use crate::config::Config;
+use crate::config::{Config, KeyFile};
 use crate::lookup::{find_dag, find_dag_row, find_run};
 use crate::term::{actor as cli_actor, confirm, print_table, rfc3339, usage_error};
 use crate::wiring::{open_store, runtime};
@@ -101,52 +102,75 @@ fn test(
     let conf = serde_json::json!({});
     let params = render::effective_params(&dag, &conf)
         .map_err(|problems| anyhow!("params: {}", problems.join("; ")))?;
-    let run = RunContext {
-        dag_id: dag.id.clone(),
-        run_id: test_run_id(logical_date),
-        run_type: RunType::Manual,
-        logical_date,
-        data_interval_start: logical_date,
-        data_interval_end: logical_date,
-        params,
-        conf,
-    };
-    let context = Context {
-        run: &run,
-        task_id: task.id.clone(),
-        try_number: 1,
-        outputs: render::Outputs::new(),
-    };
-    let rendered = render::render_task(&dag, task, &context)?;
-    let folder = Path::new(&dag.fileloc)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let spawn = Spawn {
-        command: rendered.command.clone(),
-        env: rendered.env.clone().into_iter().collect(),
-        inherit_env: rendered.inherit_env.clone(),
-        working_dir: match &rendered.working_dir {
-            Some(dir) => folder.join(dir),
-            None => folder,
-        },
-        timeout: task.timeout,
-        kill_grace: task.kill_grace,
-        files: Files::Scratch(Arc::default()),
-    };
+    let secrets = config.secrets(KeyFile::Read)?;
     runtime()?.block_on(async {
+        // The database only when the task's templates read variables or connections.
+        let store = match render::reads_catalog(&dag, task) {
+            true => Some(open_store(config).await?),
+            false => None,
+        };
+        let catalog = match &store {
+            Some(store) => updraft_secrets::catalog(store, &secrets).await?,
+            None => Catalog::default(),
+        };
+        let run = RunContext {
+            dag_id: dag.id.clone(),
+            run_id: test_run_id(logical_date),
+            run_type: RunType::Manual,
+            logical_date,
+            data_interval_start: logical_date,
+            data_interval_end: logical_date,
+            params,
+            conf,
+            catalog: Arc::new(catalog),
+        };
+        let context = Context {
+            run: &run,
+            task_id: task.id.clone(),
+            try_number: 1,
+            outputs: render::Outputs::new(),
+        };
+        let rendered = render::render_task(&dag, task, &context)?;
+        let (rendered, mut masker) = match &store {
+            Some(store) => updraft_secrets::resolve_rendered(store, &secrets, rendered).await?,
+            None => {
+                let masker = updraft_secrets::masker(&secrets, &rendered, std::iter::empty());
+                (rendered, masker)
+            }
+        };
+        if let Some(store) = store {
+            store.close().await;
+        }
+        let folder = Path::new(&dag.fileloc)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let spawn = Spawn {
+            command: rendered.command.clone(),
+            env: rendered.env.clone().into_iter().collect(),
+            inherit_env: rendered.inherit_env.clone(),
+            working_dir: match &rendered.working_dir {
+                Some(dir) => folder.join(dir),
+                None => folder,
+            },
+            timeout: task.timeout,
+            kill_grace: task.kill_grace,
+            files: Files::Scratch(Arc::default()),
+        };
         let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);
+        let output_masker = masker.clone();
         let printer = tokio::spawn(async move {
             while let Some(chunk) = chunks.recv().await {
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&chunk);
+                let _ = out.write_all(&masker.push(&chunk));
                 let _ = out.flush();
             }
+            let _ = std::io::stdout().lock().write_all(&masker.finish());
         });
         let finished = process::run(spawn, log, std::future::pending(), |_| {}).await;
         printer.await?;
         for (name, value) in &finished.outputs {
-            println!("output {name}={value}");
+            println!("output {name}={}", output_masker.mask(value));
         }
         let ok = match finished.ending {
             Ending::Exited(0) => true,

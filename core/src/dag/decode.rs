@@ -13,7 +13,7 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
-use crate::ids::{DagId, TaskId};
+use crate::ids::{ConnectionId, DagId, TaskId};
 use crate::schedule::{DataIntervalMode, Schedule, Timetable, parse_timezone};
 use crate::state::TriggerRule;
 use crate::suggest::did_you_mean;
@@ -70,6 +70,7 @@ pub const TASK_KEYS: &[&str] = &[
     "description",
     "env",
     "inherit_env",
+    "connections",
     "working_dir",
     "retries",
     "retry_delay",
@@ -787,6 +788,21 @@ impl<'t> Decoder<'t> {
         names
     }
 
+    /// Ids of connections a task gets as `UPDRAFT_CONN_<ID>`.
+    fn connections(&mut self, node: &Node, context: &str) -> Vec<ConnectionId> {
+        let names = self
+            .string_list(node, context, "connections")
+            .unwrap_or_default();
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            match ConnectionId::parse(&name) {
+                Ok(id) => ids.push(id),
+                Err(error) => self.error(node.pos, format!("{context}connections: {error}")),
+            }
+        }
+        ids
+    }
+
     fn defaults<'n>(&mut self, node: &'n Node) -> Option<Fields<'n>> {
         let fields = self.fields(node, TASK_KEYS, "defaults: ", "defaults")?;
         for key in NOT_DEFAULTS {
@@ -949,6 +965,10 @@ impl<'t> Decoder<'t> {
             .get("inherit_env")
             .map(|n| self.inherit_env(n, context))
             .unwrap_or_default();
+        let connections = fields
+            .get("connections")
+            .map(|n| self.connections(n, context))
+            .unwrap_or_default();
         let handler = |decoder: &mut Self, key: &'static str| {
             fields
                 .get(key)
@@ -964,6 +984,7 @@ impl<'t> Decoder<'t> {
             description,
             env,
             inherit_env,
+            connections,
             working_dir,
             retries,
             retry_delay,

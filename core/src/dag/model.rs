@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DagId, TaskId};
+use crate::ids::{ConnectionId, DagId, TaskId};
 use crate::schedule::Timetable;
 use crate::state::TriggerRule;
 
@@ -86,6 +86,9 @@ pub struct Task {
     /// Names of the worker's environment it gets, besides its DAG's (`crate::worker_env`).
     #[serde(default)]
     pub inherit_env: Vec<String>,
+    /// Connections whose URI it gets as `UPDRAFT_CONN_<ID>` (Airflow's `AIRFLOW_CONN_*`).
+    #[serde(default)]
+    pub connections: Vec<ConnectionId>,
     pub working_dir: Option<String>,
     /// Tries after the first one.
     pub retries: u32,

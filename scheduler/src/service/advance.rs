@@ -284,7 +284,8 @@ impl Scheduler {
             .versions
             .get(&(run.dag_id.clone(), run.version_hash.clone()))
         {
-            handlers::run_dag_handler(dag, run, state);
+            let dag = dag.clone();
+            handlers::run_dag_handler(&self.store, &self.settings.secrets, dag, run, state);
         }
         Ok(())
     }

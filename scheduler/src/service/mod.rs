@@ -37,6 +37,7 @@ use updraft_core::dag::{Dag, LoadOptions};
 use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::render::{self, RunContext};
 use updraft_core::scope::Scope;
+use updraft_core::secret::{Catalog, SecretsConfig};
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
 
@@ -59,6 +60,8 @@ pub struct Settings {
     /// What it steps: everything, or only one run or one backfill's runs (and then it does
     /// nothing else, see [`Scope`]).
     pub scope: Scope,
+    /// Where templates' variables and connections come from, and the keys that open them.
+    pub secrets: SecretsConfig,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Settings {
             poll_interval: Duration::from_secs(1),
             zombie_threshold: Duration::from_secs(30),
             scope: Scope::Everything,
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -430,8 +434,9 @@ impl Scheduler {
     }
 }
 
-/// What every try of `run` knows; an error when the run's conf does not fit the DAG's params.
-pub fn run_context(dag: &Dag, run: &DagRun) -> Result<RunContext, String> {
+/// What every try of `run` knows, its templates reading `catalog`; an error when the run's conf
+/// does not fit the DAG's params.
+pub fn run_context(dag: &Dag, run: &DagRun, catalog: Arc<Catalog>) -> Result<RunContext, String> {
     let params = render::effective_params(dag, &run.conf)
         .map_err(|problems| format!("params: {}", problems.join("; ")))?;
     Ok(RunContext {
@@ -443,6 +448,7 @@ pub fn run_context(dag: &Dag, run: &DagRun) -> Result<RunContext, String> {
         data_interval_end: run.data_interval_end,
         params,
         conf: run.conf.clone(),
+        catalog,
     })
 }
 

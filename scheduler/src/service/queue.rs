@@ -75,6 +75,16 @@ impl Scheduler {
                 );
             }
         }
+        // The variables and connections templates may read, when one of them may read any.
+        let reads_catalog = ready.iter().any(|r| {
+            r.dag
+                .task(r.instance.task_id.as_str())
+                .is_some_and(|task| render::reads_catalog(&r.dag, task))
+        });
+        let catalog = match reads_catalog {
+            true => Arc::new(updraft_secrets::catalog(&self.store, &self.settings.secrets).await?),
+            false => Arc::default(),
+        };
         // Per run: its template context (or why it has none) and its tasks' outputs.
         let mut contexts: HashMap<DagRunId, (Result<RunContext, String>, render::Outputs)> =
             HashMap::new();
@@ -91,7 +101,8 @@ impl Scheduler {
                         .insert(output.name, output.value);
                 }
             }
-            contexts.insert(r.run.id, (run_context(&r.dag, &r.run), outputs));
+            let context = run_context(&r.dag, &r.run, catalog.clone());
+            contexts.insert(r.run.id, (context, outputs));
         }
         for r in &ready {
             let Some(task) = r.dag.task(r.instance.task_id.as_str()) else {
