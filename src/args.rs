@@ -27,6 +27,32 @@ pub fn inherited_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A size in bytes with an optional unit: 512KB, 20MB, 1GB (of 1024), or bytes.
+pub fn size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit_size: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit \"{unit}\" (write e.g. 512KB, 20MB or 1GB)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit_size))
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("\"{text}\" is not a size (write e.g. 512KB, 20MB or 1GB)"))
+}
+
 /// A duration with its unit: 500ms, 30s, 5m.
 pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 30s or 5m)"))

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use updraft_core::backfill::Reprocess;
-use updraft_core::ids::{BackfillId, ConnectionId, VariableKey};
+use updraft_core::ids::{BackfillId, ConnectionId, DagId, VariableKey};
 use updraft_core::time::WrittenTime;
+use updraft_executor::worker;
 
 use crate::args;
 
@@ -127,6 +128,11 @@ pub struct SchedulerArgs {
     /// socket beside the file on SQLite].
     #[arg(long, env = "UPDRAFT_POLL_INTERVAL", value_parser = args::duration)]
     pub poll_interval: Option<std::time::Duration>,
+    /// Once a day, delete runs that ended longer ago than this, with their task instances,
+    /// tries, logs and outputs, and older events, as `db clean` does (e.g. 90d) [default: keep
+    /// everything].
+    #[arg(long, env = "UPDRAFT_RETENTION", value_parser = args::duration)]
+    pub retention: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +150,9 @@ pub struct StandaloneArgs {
     /// PATH, HOME, LANG, TZ, USER and the DAG's inherit_env); never UPDRAFT_*.
     #[arg(long, env = "UPDRAFT_INHERIT_ENV", value_delimiter = ',', value_parser = args::inherited_name)]
     pub inherit_env: Vec<String>,
+    /// The most of a try's output its stored log keeps; the log says where it was cut.
+    #[arg(long, env = "UPDRAFT_MAX_LOG_SIZE", default_value_t = worker::MAX_LOG_BYTES, value_parser = args::size)]
+    pub max_log_size: u64,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
 }
@@ -179,6 +188,9 @@ pub struct WorkerArgs {
     /// PATH, HOME, LANG, TZ, USER and the DAG's inherit_env); never UPDRAFT_*.
     #[arg(long, env = "UPDRAFT_INHERIT_ENV", value_delimiter = ',', value_parser = args::inherited_name)]
     pub inherit_env: Vec<String>,
+    /// The most of a try's output its stored log keeps; the log says where it was cut.
+    #[arg(long, env = "UPDRAFT_MAX_LOG_SIZE", default_value_t = worker::MAX_LOG_BYTES, value_parser = args::size)]
+    pub max_log_size: u64,
 }
 
 /// A queue name of `--queues`: not empty.
@@ -582,4 +594,21 @@ pub enum DbCommand {
     Migrate,
     /// Check that the database is reachable and its schema is current (exit 1 if not).
     Check,
+    /// Delete finished runs that ended longer ago than --older-than, with their task
+    /// instances, tries, logs and outputs, and older events; each DAG's latest scheduled run
+    /// and the runs of unfinished backfills stay (Airflow's `db clean`).
+    Clean {
+        /// e.g. 90d
+        #[arg(long, value_parser = args::duration)]
+        older_than: std::time::Duration,
+        /// Only this DAG's runs and events.
+        #[arg(long = "dag")]
+        dag_id: Option<DagId>,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }

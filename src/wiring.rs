@@ -80,6 +80,7 @@ pub fn worker_settings(
         shutdown_timeout: None,
         inherit_env: Vec::new(),
         secrets: Arc::new(secrets),
+        max_log_bytes: worker::MAX_LOG_BYTES,
     }
 }
 

@@ -178,6 +178,7 @@ impl InProcess {
                 shutdown_timeout: None,
                 inherit_env: Vec::new(),
                 secrets: Default::default(),
+                max_log_bytes: worker::MAX_LOG_BYTES,
             },
         );
         let worker = match executor {

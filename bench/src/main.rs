@@ -6,6 +6,7 @@
 //! `updraft` binary built beside this one.
 
 mod backfill;
+mod clean;
 mod cron_storm;
 mod floors;
 mod harness;
@@ -44,6 +45,7 @@ const WORKLOADS: &[&str] = &[
     "backfill-365",
     "cron-storm",
     "ui-grid",
+    "clean",
     "workers",
 ];
 
@@ -313,6 +315,12 @@ fn measure(
             scaled(10_000, scale),
             commit,
         ))?,
+        "clean" => vec![runtime.block_on(clean::clean(
+            databases,
+            scratch,
+            scaled(10_000, scale),
+            commit,
+        ))?],
         "workers" => runtime.block_on(workers::workers(
             databases,
             updraft,

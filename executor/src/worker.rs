@@ -71,7 +71,13 @@ pub struct Settings {
     pub inherit_env: Vec<String>,
     /// Where the secrets that plans refer to come from, and the keys that open them.
     pub secrets: Arc<SecretsConfig>,
+    /// The most a try's command may write to its stored log; the rest is counted, not kept.
+    pub max_log_bytes: u64,
 }
+
+/// A try's stored log is cut at this size by default: a task that prints gigabytes must not
+/// write them all into the metadata database.
+pub const MAX_LOG_BYTES: u64 = 20 * 1024 * 1024;
 
 /// The connections a worker needs to a Postgres server: one for its loop (claims, heartbeats),
 /// one for its end writer, one for shipping its tries' logs, and the one that listens for
@@ -646,6 +652,7 @@ impl Worker {
         let tries = self.tries.clone();
         let inherit_env = self.settings.inherit_env.clone();
         let secrets = self.settings.secrets.clone();
+        let max_log_bytes = self.settings.max_log_bytes;
         let expected = ends.expect();
         async move {
             let try_ = Try {
@@ -661,6 +668,7 @@ impl Worker {
                 tries,
                 inherit_env,
                 secrets,
+                max_log_bytes,
             };
             try_.run(cancelled).await;
         }
@@ -690,6 +698,8 @@ struct Try {
     inherit_env: Vec<String>,
     /// The worker's [`Settings::secrets`].
     secrets: Arc<SecretsConfig>,
+    /// The worker's [`Settings::max_log_bytes`].
+    max_log_bytes: u64,
 }
 
 impl Try {
@@ -797,10 +807,13 @@ impl Try {
                 .await;
         };
         let pids = self.pids.clone();
-        let finished = process::run(spawn, log.clone(), cancel, move |pid| {
+        let (output, forwarded) = capped(log.clone(), self.max_log_bytes);
+        let finished = process::run(spawn, output, cancel, move |pid| {
             pids.lock().expect("pids lock").insert(key, pid);
         })
         .await;
+        // All the command wrote is in the log before what the worker says of it.
+        let _ = forwarded.await;
         self.pids.lock().expect("pids lock").remove(&key);
 
         let now = Utc::now();
@@ -969,6 +982,49 @@ async fn run_handler(
     let _ = log
         .send(format!("updraft: handler {}\n", process::describe(&finished.ending)).into_bytes())
         .await;
+}
+
+/// A sender for a command's output that passes at most `cap` bytes of it on to `log`, says
+/// where it cut, and at the end how much it left out; the returned task ends once the output
+/// ends and all of it is passed on.
+fn capped(
+    log: mpsc::Sender<Vec<u8>>,
+    cap: u64,
+) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (output, mut chunks) = mpsc::channel::<Vec<u8>>(256);
+    let forwarder = tokio::spawn(async move {
+        let (mut passed, mut left_out, mut cut) = (0u64, 0u64, false);
+        while let Some(mut chunk) = chunks.recv().await {
+            let length = chunk.len() as u64;
+            if cut {
+                left_out += length;
+                continue;
+            }
+            let room = cap.saturating_sub(passed);
+            if length > room {
+                left_out += length - room;
+                chunk.truncate(room as usize);
+                chunk.extend_from_slice(
+                    format!(
+                        "\nupdraft: the log is cut here, at {cap} bytes (the worker's \
+                         --max-log-size); what the command writes after this is not stored\n"
+                    )
+                    .as_bytes(),
+                );
+                cut = true;
+            }
+            passed += length.min(room);
+            if log.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        if left_out > 0 {
+            let note =
+                format!("updraft: {left_out} bytes of the command's output were not stored\n");
+            let _ = log.send(note.into_bytes()).await;
+        }
+    });
+    (output, forwarder)
 }
 
 /// Ships a try's log to the database in chunks (every `LOG_FLUSH_INTERVAL`, or sooner when

@@ -35,6 +35,7 @@ fn settings(id: &str, host: &str) -> Settings {
         shutdown_timeout: None,
         inherit_env: Vec::new(),
         secrets: Default::default(),
+        max_log_bytes: updraft_executor::worker::MAX_LOG_BYTES,
     }
 }
 

@@ -30,6 +30,7 @@ mod events;
 mod metrics;
 mod pools;
 mod queue;
+mod retention;
 mod runs;
 mod schema;
 #[cfg(feature = "scratch")]
@@ -61,6 +62,7 @@ pub use queue::{
     Claim, QueueRequest, Stepped, TryEnd, TryPid, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef,
     WorkerStatus,
 };
+pub use retention::{CLEAN_BATCH, CLEAN_BATCH_TASK_INSTANCES, Cleaned};
 pub use runs::{CreateOutcome, DagRun, NewDagRun, RunStart};
 pub use schema::SchemaStatus;
 #[cfg(feature = "scratch")]

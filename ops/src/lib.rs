@@ -14,6 +14,7 @@ pub mod clear;
 pub mod connections;
 pub mod dags;
 pub mod mark;
+pub mod retention;
 pub mod secrets;
 pub mod variables;
 

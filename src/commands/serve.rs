@@ -53,6 +53,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             secrets,
         );
         settings.inherit_env = args.inherit_env.clone();
+        settings.max_log_bytes = args.max_log_size;
         let mut worker = Worker::new(store.clone(), settings);
         worker.register().await?;
         // Handled before the banner says it runs, so a stop right after it is a clean one.
@@ -165,6 +166,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
             worker_settings(name, hostname, queues.clone(), args.concurrency, secrets);
         settings.shutdown_timeout = Some(args.shutdown_timeout);
         settings.inherit_env = args.inherit_env;
+        settings.max_log_bytes = args.max_log_size;
         let mut worker = Worker::new(store.clone(), settings);
         let id = worker.register().await?;
         eprintln!(
@@ -187,6 +189,7 @@ fn scheduler_settings(
 ) -> service::Settings {
     let mut settings = wiring::scheduler_settings(config, Scope::Everything, secrets);
     settings.zombie_threshold = args.zombie_threshold;
+    settings.retention = args.retention;
     if let Some(poll_interval) = args.poll_interval {
         settings.poll_interval = poll_interval;
     }

@@ -39,7 +39,7 @@ use updraft_core::render::{self, RunContext};
 use updraft_core::scope::Scope;
 use updraft_core::secret::{Catalog, SecretsConfig};
 use updraft_core::state::{BackfillState, DagRunState};
-use updraft_metadata::{DagRun, Error, Store, Topic, Wakeups};
+use updraft_metadata::{CLEAN_BATCH, DagRun, Error, Store, Topic, Wakeups};
 
 use crate::instances::Instances;
 use crate::sync::SyncOptions;
@@ -62,6 +62,9 @@ pub struct Settings {
     pub scope: Scope,
     /// Where templates' variables and connections come from, and the keys that open them.
     pub secrets: SecretsConfig,
+    /// Runs that ended longer ago than this are deleted once a day (with what hangs on them),
+    /// and older events (`db clean`); `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Settings {
@@ -76,12 +79,16 @@ impl Settings {
             zombie_threshold: Duration::from_secs(30),
             scope: Scope::Everything,
             secrets: SecretsConfig::default(),
+            retention: None,
         }
     }
 }
 
 /// How often the scheduler records that it is alive, and looks for zombies.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often a scheduler with a retention cleans the database.
+const CLEAN_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A scheduler: one per process, several may share a Postgres database.
 pub struct Scheduler {
@@ -109,6 +116,9 @@ pub struct Scheduler {
     /// When a DAG's next run is due next, as last read; `None` when none is.
     next_due: Option<DateTime<Utc>>,
     last_housekeeping: Option<DateTime<Utc>>,
+    /// When the last clean of the retention started, and the clean while it runs.
+    last_clean: Option<DateTime<Utc>>,
+    cleaning: Option<tokio::task::JoinHandle<()>>,
     /// Pools and their slots, refreshed at housekeeping: a task naming another pool waits, and
     /// the scheduler says so once per pool; a pool that grew makes room.
     pools: HashMap<String, i32>,
@@ -158,6 +168,8 @@ impl Scheduler {
             paused: HashSet::new(),
             next_due: None,
             last_housekeeping: None,
+            last_clean: None,
+            cleaning: None,
             pools: HashMap::new(),
             warned_pools: HashSet::new(),
             backfills: HashMap::new(),
@@ -262,6 +274,9 @@ impl Scheduler {
                 self.store.record_scheduler_loop(&self.id, took).await?;
             }
             self.refresh_pools().await?;
+            if let Some(retention) = self.settings.retention {
+                self.clean_when_due(retention, now);
+            }
         }
         let changes = self.wakeups().take_changes();
         self.instances.note(&changes);
@@ -287,6 +302,38 @@ impl Scheduler {
             self.last_housekeeping = Some(now);
         }
         Ok(earliest(self.next_due, self.worklist.wake_at()))
+    }
+
+    /// Starts the retention's clean in the background when a day has passed since this
+    /// scheduler last started one (at once after it starts); scheduling goes on meanwhile, and
+    /// the clean's short transactions skip what others hold.
+    fn clean_when_due(&mut self, retention: Duration, now: DateTime<Utc>) {
+        let running = self
+            .cleaning
+            .as_ref()
+            .is_some_and(|clean| !clean.is_finished());
+        let recent = self
+            .last_clean
+            .is_some_and(|last| (now - last).to_std().unwrap_or_default() < CLEAN_INTERVAL);
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| now.checked_sub_signed(retention));
+        let Some(cutoff) = cutoff.filter(|_| !running && !recent) else {
+            return;
+        };
+        self.last_clean = Some(now);
+        let store = self.store.clone();
+        self.cleaning = Some(tokio::spawn(async move {
+            match store.clean(cutoff, None, CLEAN_BATCH, |_| {}).await {
+                Ok(cleaned) => tracing::info!(
+                    runs = cleaned.runs,
+                    task_instances = cleaned.task_instances,
+                    events = cleaned.events,
+                    "retention: deleted what ended before {cutoff}"
+                ),
+                Err(error) => tracing::warn!("retention: the clean stopped: {error}"),
+            }
+        }));
     }
 
     /// Reads every unfinished run, the paused DAGs, the backfills and the next due DAG: what
