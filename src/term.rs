@@ -81,6 +81,20 @@ pub fn read_stdin() -> Result<String> {
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
 }
 
+/// The JSON object in `file` (an import file), or a usage error's message saying why it is
+/// not one; an unreadable file is an error.
+pub fn json_object_file(
+    file: &Path,
+) -> Result<std::result::Result<serde_json::Map<String, serde_json::Value>, String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(entries)) => Ok(entries),
+        Ok(_) => Err(format!("{}: not a JSON object", file.display())),
+        Err(error) => Err(format!("{}: {error}", file.display())),
+    })
+}
+
 /// Writes `text` to `file` readable by its owner only (it holds secrets), or to stdout for `-`.
 pub fn write_private(file: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;

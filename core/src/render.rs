@@ -632,9 +632,6 @@ fn ds_format(ds: &str, input_format: &str, output_format: &str) -> Result<String
 /// for its [`Catalog`] first. True for any template that mentions `var` or `conn`, and for a
 /// task that declares `connections`.
 pub fn reads_catalog(dag: &Dag, task: &Task) -> bool {
-    let mentions = |text: &str| {
-        template::is_templated(text) && (text.contains("var") || text.contains("conn"))
-    };
     let handler_mentions = |handler: &Option<Handler>| {
         handler.as_ref().is_some_and(|handler| {
             command_texts(&handler.command).any(mentions)
@@ -656,9 +653,6 @@ pub fn reads_catalog(dag: &Dag, task: &Task) -> bool {
 
 /// Whether rendering `dag`'s handlers may read variables or connections.
 pub fn dag_handlers_read_catalog(dag: &Dag) -> bool {
-    let mentions = |text: &str| {
-        template::is_templated(text) && (text.contains("var") || text.contains("conn"))
-    };
     [&dag.on_success, &dag.on_failure]
         .into_iter()
         .flatten()
@@ -670,6 +664,11 @@ pub fn dag_handlers_read_catalog(dag: &Dag) -> bool {
                     .chain(dag.env.values())
                     .any(|v| mentions(v))
         })
+}
+
+/// Whether a template may read `var` or `conn` (a cheap test: false positives cost one read).
+fn mentions(text: &str) -> bool {
+    template::is_templated(text) && (text.contains("var") || text.contains("conn"))
 }
 
 fn command_texts(command: &Command) -> Box<dyn Iterator<Item = &str> + '_> {

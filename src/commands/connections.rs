@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use updraft_core::connection::ConnectionFields;
@@ -13,7 +13,7 @@ use updraft_ops::connections::{self, SetConnection};
 
 use crate::cli::ConnectionsCommand;
 use crate::config::{Config, KeyFile};
-use crate::term::{actor, print_table, read_stdin, usage_error, write_private};
+use crate::term::{actor, json_object_file, print_table, read_stdin, usage_error, write_private};
 use crate::wiring::{open_store, runtime};
 
 /// Runs `updraft connections ...` and returns the exit code.
@@ -161,17 +161,9 @@ async fn list(store: &Store, json: bool) -> Result<i32> {
 
 /// Reads Airflow's connections file: `{"id": "uri"}` or `{"id": {"conn_type": ..., ...}}`.
 async fn import(store: &Store, secrets: &SecretsConfig, file: &Path) -> Result<i32> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let entries: Map<String, Value> = match serde_json::from_str(&text) {
-        Ok(Value::Object(entries)) => entries,
-        Ok(_) => {
-            return Ok(usage_error(format!(
-                "{}: not a JSON object",
-                file.display()
-            )));
-        }
-        Err(error) => return Ok(usage_error(format!("{}: {error}", file.display()))),
+    let entries = match json_object_file(file)? {
+        Ok(entries) => entries,
+        Err(message) => return Ok(usage_error(message)),
     };
     let mut sets = Vec::with_capacity(entries.len());
     for (id, value) in entries {
