@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::{Result, ensure};
 use chrono::Utc;
 use updraft_core::dag::LoadOptions;
-use updraft_metadata::{CLEAN_BATCH, CLEAN_BATCH_TASK_INSTANCES, SeedRuns};
+use updraft_metadata::{CLEAN_BATCH, CLEAN_BATCH_TASK_INSTANCES};
 
 use crate::floors::Floor;
-use crate::harness::{Databases, Executor, InProcess, chain_tasks, load_and_sync};
+use crate::harness::{Databases, Executor, History, InProcess};
 use crate::report::Figure;
 
 /// Tasks of the clean workload's DAG.
@@ -30,34 +30,13 @@ pub async fn clean(
     floor: &Floor,
 ) -> Result<Figure> {
     let folder = scratch.join(format!("clean-{runs}"));
-    std::fs::create_dir_all(&folder)?;
-    let yaml = format!(
-        "version: 1\nid: bench_clean\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n{}",
-        chain_tasks(CLEAN_TASKS)
-    );
-    std::fs::write(folder.join("bench_clean.yaml"), yaml)?;
-    let (_database, store) = databases.fresh(databases.backend).await?;
-    // Paused: the scheduler has nothing to run, only to go on while the clean deletes.
-    let load = load_and_sync(&store, &folder, &LoadOptions::default(), 1, true).await?;
-    let dag = &load.dags[0].dag;
-    let task_ids: Vec<_> = dag.tasks.keys().cloned().collect();
-    let made = store
-        .seed_finished_runs(SeedRuns {
-            dag_id: &dag.id,
-            version_hash: &dag.version_hash(),
-            task_ids: &task_ids,
-            runs: runs as i64,
-            first: chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")?.to_utc(),
-            step: chrono::Duration::hours(1),
-        })
-        .await?;
+    let history = History::seed(databases, &folder, "bench_clean", runs, CLEAN_TASKS).await?;
+    let (store, dag) = (&history.store, &history.dag);
     let instances = runs * CLEAN_TASKS;
-    ensure!(
-        made == instances as u64,
-        "expected {instances} seeded task instances, made {made}"
-    );
+    // The DAG is paused: the scheduler has nothing to run, only to go on while the clean
+    // deletes.
     let scheduler =
-        InProcess::start(&store, &folder, LoadOptions::default(), Executor::Nothing).await;
+        InProcess::start(store, &folder, LoadOptions::default(), Executor::Nothing).await;
     let beat = store.last_scheduler_heartbeat().await?;
 
     let start = Instant::now();

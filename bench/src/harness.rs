@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use updraft_core::dag::Dag;
 use updraft_core::dag::{FolderLoad, LoadOptions, load_paths};
 use updraft_core::scope::Scope;
 use updraft_core::state::TaskState;
 use updraft_executor::name::Name;
 use updraft_executor::worker::{self, Worker};
-use updraft_metadata::{Backend, DagRow, ScratchDatabase, Store, Topic, TryEnd, WorkerRef};
+use updraft_metadata::{
+    Backend, DagRow, ScratchDatabase, SeedRuns, Store, Topic, TryEnd, WorkerRef,
+};
 use updraft_scheduler::service::{self, Scheduler};
 use updraft_scheduler::sync::{SyncOptions, sync_dags};
 
@@ -346,5 +349,60 @@ impl Standalone {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// A fresh database with a long history: DAG `id` (hourly, paused: no scheduler should think
+/// these runs are its to make) of `tasks` chained tasks, written in `folder`, and `runs` of its
+/// runs finished, with their task instances, seeded in bulk (checked).
+pub struct History {
+    /// Dropped with the history: the scratch database goes with it.
+    _database: ScratchDatabase,
+    pub store: Store,
+    pub dag: Dag,
+    /// How long the seeding took.
+    pub seeded_in: Duration,
+}
+
+impl History {
+    pub async fn seed(
+        databases: &Databases,
+        folder: &Path,
+        id: &str,
+        runs: usize,
+        tasks: usize,
+    ) -> Result<History> {
+        std::fs::create_dir_all(folder)?;
+        let yaml = format!(
+            "version: 1\nid: {id}\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n{}",
+            chain_tasks(tasks)
+        );
+        std::fs::write(folder.join(format!("{id}.yaml")), yaml)?;
+        let (database, store) = databases.fresh(databases.backend).await?;
+        let load = load_and_sync(&store, folder, &LoadOptions::default(), 1, true).await?;
+        let dag = load.dags[0].dag.clone();
+        let task_ids: Vec<_> = dag.tasks.keys().cloned().collect();
+        let seeding = Instant::now();
+        let made = store
+            .seed_finished_runs(SeedRuns {
+                dag_id: &dag.id,
+                version_hash: &dag.version_hash(),
+                task_ids: &task_ids,
+                runs: runs as i64,
+                first: chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")?.to_utc(),
+                step: chrono::Duration::hours(1),
+            })
+            .await?;
+        let instances = runs * tasks;
+        ensure!(
+            made == instances as u64,
+            "expected {instances} seeded task instances, made {made}"
+        );
+        Ok(History {
+            _database: database,
+            store,
+            dag,
+            seeded_in: seeding.elapsed(),
+        })
     }
 }

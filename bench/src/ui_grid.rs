@@ -10,11 +10,10 @@ use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use updraft_core::dag::LoadOptions;
-use updraft_metadata::{Role, SeedRuns, seeded_run_id};
+use updraft_metadata::{Role, seeded_run_id};
 
 use crate::floors::Floor;
-use crate::harness::{Databases, chain_tasks, load_and_sync};
+use crate::harness::{Databases, History};
 use crate::report::Figure;
 
 /// Tasks of the ui-grid workload's DAG.
@@ -32,35 +31,18 @@ pub async fn ui_grid(
     runs: usize,
     floor: &Floor,
 ) -> Result<Vec<Figure>> {
-    let folder = scratch.join(format!("ui-grid-{runs}"));
-    std::fs::create_dir_all(&folder)?;
-    let yaml = format!(
-        "version: 1\nid: bench_ui\nschedule: \"@hourly\"\nstart_date: 2024-01-01\ntasks:\n{}",
-        chain_tasks(UI_TASKS)
-    );
-    std::fs::write(folder.join("bench_ui.yaml"), yaml)?;
-    let (_database, store) = databases.fresh(databases.backend).await?;
-    // Paused: no scheduler runs here, and none should think these runs are its to make.
-    let load = load_and_sync(&store, &folder, &LoadOptions::default(), 1, true).await?;
-    let dag = &load.dags[0].dag;
+    let history = History::seed(
+        databases,
+        &scratch.join(format!("ui-grid-{runs}")),
+        "bench_ui",
+        runs,
+        UI_TASKS,
+    )
+    .await?;
+    let (store, dag) = (&history.store, &history.dag);
     let task_ids: Vec<_> = dag.tasks.keys().cloned().collect();
-    let seeding = Instant::now();
-    let made = store
-        .seed_finished_runs(SeedRuns {
-            dag_id: &dag.id,
-            version_hash: &dag.version_hash(),
-            task_ids: &task_ids,
-            runs: runs as i64,
-            first: chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")?.to_utc(),
-            step: chrono::Duration::hours(1),
-        })
-        .await?;
-    let seeded = seeding.elapsed().as_secs_f64();
+    let seeded = history.seeded_in.as_secs_f64();
     let instances = runs * UI_TASKS;
-    ensure!(
-        made == instances as u64,
-        "expected {instances} seeded task instances, made {made}"
-    );
 
     let now = Utc::now();
     let user = store
