@@ -497,6 +497,51 @@ async fn a_user_triggers_watches_clears_and_pauses_a_dag_in_a_browser() {
     let paused = wait_for_text(&browser, "#dag-list", "browser_etl").await;
     assert!(!paused.contains("nightly_report"), "{paused}");
 
+    // Variables and connections: set through the admin's forms, secrets shown as ***, a
+    // delete asks first.
+    browser.goto(&format!("{site}/variables")).await.unwrap();
+    let type_into = |css: &'static str, keys: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|error| panic!("no {css}: {error}"))
+                .send_keys(keys)
+                .await
+                .unwrap();
+        }
+    };
+    type_into("#set-variable input[name=key]", "api_token").await;
+    type_into("#set-variable textarea[name=value]", "browser-s3cret").await;
+    click(&browser, "#set-variable button[type=submit]").await;
+    let listed = wait_for_text(&browser, "#variables", "api_token").await;
+    assert!(
+        listed.contains("***") && !listed.contains("browser-s3cret"),
+        "{listed}"
+    );
+    screenshot(&browser, "variables").await;
+    click(
+        &browser,
+        "#variables form[action='/variables/api_token/delete'] button",
+    )
+    .await;
+    browser.accept_alert().await.unwrap();
+    wait_for_text(&browser, "#variables", "No variable").await;
+    browser.goto(&format!("{site}/connections")).await.unwrap();
+    type_into("#set-connection input[name=connection_id]", "warehouse").await;
+    type_into(
+        "#set-connection input[name=uri]",
+        "postgres://etl:pa55word@db.internal:5432/analytics",
+    )
+    .await;
+    click(&browser, "#set-connection button[type=submit]").await;
+    let listed = wait_for_text(&browser, "#connections", "db.internal").await;
+    assert!(
+        listed.contains("warehouse") && !listed.contains("pa55word"),
+        "{listed}"
+    );
+
     // The same pages on a phone.
     viewport(&browser, PHONE).await;
     for (name, path, part, wanted) in [

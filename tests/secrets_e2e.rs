@@ -635,6 +635,11 @@ fn secrets_reach_a_standalone_task_and_no_row_page_or_api_answer_on_sqlite() {
         format!("/dags/uses_secrets/runs/{run}"),
         "/events".to_owned(),
         "/api/v1/events".to_owned(),
+        "/variables".to_owned(),
+        "/api/v1/variables".to_owned(),
+        "/connections".to_owned(),
+        "/api/v1/connections".to_owned(),
+        "/api/v1/connections/warehouse".to_owned(),
     ] {
         let answer = http_get(&base, &path, &token);
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
@@ -651,4 +656,74 @@ fn secrets_reach_a_remote_worker_task_and_no_row_on_postgres() {
     let scheduler = world.command(&["scheduler"]);
     let worker = world.command(&["worker", "--name", "w"]);
     secrets_reach_the_task_only(&world, Some(&key), vec![(scheduler, 0), (worker, 0)]);
+}
+
+/// A task that reads a secret variable and counts its runs in the work folder.
+const READS_A_SECRET: &str = r#"version: 1
+tasks:
+  use:
+    retries: 1
+    retry_delay: 0s
+    env:
+      API_KEY: "{{ var.value.api_key }}"
+    run: |
+      echo "ran with $API_KEY"
+      echo ran >> @WORK@/ran
+"#;
+
+#[test]
+fn a_worker_with_a_wrong_key_fails_each_try_with_the_reason_and_runs_nothing_on_postgres() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    let key = new_key(&world);
+    let wrong = new_key(&world);
+    ok(
+        &world,
+        Some(&key),
+        &["variables", "set", "api_key", API_KEY],
+    );
+    world.dag("reads_a_secret", READS_A_SECRET);
+    let start = |name: &str, args: &[&str], key: &str| {
+        let mut command = world.command(args);
+        command
+            .env("UPDRAFT_LOG", "info")
+            .env("UPDRAFT_SECRET_KEY", key);
+        let stderr = world.root.path().join(format!("{name}.stderr"));
+        Running::start(command, &stderr, 0)
+    };
+    let scheduler = start("scheduler", &["scheduler"], &key);
+    let mut bad = start("bad", &["worker", "--name", "bad"], &wrong);
+    let run_id = world.trigger("reads_a_secret");
+    // Both tries (the first and its retry) fail before the command starts, with the reason.
+    let runs = world.finished_runs("reads_a_secret", 1, &[&scheduler, &bad]);
+    assert_eq!(runs[0]["state"], "failed", "{runs:?}");
+    let instances = world.instances("reads_a_secret", &run_id);
+    let (instance, tries) = &instances["use"];
+    assert_eq!(instance.state.to_string(), "failed");
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    for try_number in [1, 2] {
+        let log = world.log("reads_a_secret", &run_id, "use", try_number);
+        assert!(
+            log.contains(
+                "cannot look up the try's secrets: variable \"api_key\": it was sealed with key"
+            ),
+            "try {try_number}: {log}"
+        );
+        assert!(log.contains("the try did not start"), "{log}");
+        assert_no_secret("the log", &log);
+    }
+    assert!(!world.work.join("ran").exists(), "the command never ran");
+    // With the right key, a clear runs it once.
+    assert_eq!(bad.terminate(std::time::Duration::from_secs(10)), Some(0));
+    let good = start("good", &["worker", "--name", "good"], &key);
+    world.ok(&["tasks", "clear", "reads_a_secret", "--yes"]);
+    let runs = world.finished_runs("reads_a_secret", 1, &[&scheduler, &good]);
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
+    let log = world.log("reads_a_secret", &run_id, "use", 3);
+    assert!(log.contains("ran with ***"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(world.work.join("ran")).unwrap(),
+        "ran\n"
+    );
 }

@@ -64,7 +64,7 @@ pub async fn ui_grid(
         )
         .await?;
     let cookie = format!("{}={token}", updraft_webserver::auth::SESSION_COOKIE);
-    let router = updraft_webserver::router(store.clone());
+    let router = updraft_webserver::router(store.clone(), Default::default());
 
     let newest = runs as i64;
     let middle = seeded_run_id(newest / 2 + 1);

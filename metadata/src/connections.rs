@@ -55,6 +55,24 @@ impl Store {
         .await
     }
 
+    /// A page of connections, by id: at most `limit` from `offset`.
+    pub async fn list_connections_page(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Connection>, Error> {
+        self.fetch_all(
+            query(
+                "list connections",
+                "SELECT * FROM connection ORDER BY conn_id LIMIT $1 OFFSET $2",
+            )
+            .bind(limit)
+            .bind(offset),
+            Connection::from_row,
+        )
+        .await
+    }
+
     pub async fn get_connection(
         &self,
         conn_id: &ConnectionId,

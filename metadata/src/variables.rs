@@ -41,6 +41,24 @@ impl Store {
         .await
     }
 
+    /// A page of variables, by key: at most `limit` from `offset`.
+    pub async fn list_variables_page(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Variable>, Error> {
+        self.fetch_all(
+            query(
+                "list variables",
+                "SELECT * FROM variable ORDER BY key LIMIT $1 OFFSET $2",
+            )
+            .bind(limit)
+            .bind(offset),
+            Variable::from_row,
+        )
+        .await
+    }
+
     pub async fn get_variable(&self, key: &VariableKey) -> Result<Option<Variable>, Error> {
         self.fetch_optional(
             query("read a variable", "SELECT * FROM variable WHERE key = $1").bind(key.as_str()),

@@ -10,7 +10,7 @@ use updraft_core::seal::connection_purpose;
 use updraft_core::secret::SecretsConfig;
 use updraft_metadata::{Connection, Store};
 
-use crate::{Actor, Error, installation_event as event};
+use crate::{Actor, Error, installation_event as event, storable};
 
 /// A connection to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,19 @@ pub async fn import(
         let fields = &connection.fields;
         if fields.conn_type.trim().is_empty() {
             return Err(Error::Invalid(format!("connection '{id}' needs a type")));
+        }
+        let texts = [
+            ("type", Some(&fields.conn_type)),
+            ("host", fields.host.as_ref()),
+            ("login", fields.login.as_ref()),
+            ("password", fields.password.as_ref()),
+            ("schema", fields.schema.as_ref()),
+            ("description", connection.description.as_ref()),
+        ];
+        for (field, text) in texts {
+            if let Some(text) = text {
+                storable(&format!("connection '{id}': the {field}"), text)?;
+            }
         }
         let seal = |field: &str, value: &str| -> Result<String, Error> {
             Ok(secrets

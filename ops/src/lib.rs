@@ -101,3 +101,11 @@ fn event(
         details: serde_json::json!({}),
     }
 }
+
+/// Refuses text a database cannot keep (Postgres stores no NUL character), naming `what`.
+fn storable(what: &str, text: &str) -> Result<(), Error> {
+    match text.contains('\0') {
+        true => Err(Error::Invalid(format!("{what} contains a NUL character"))),
+        false => Ok(()),
+    }
+}

@@ -9,7 +9,7 @@ use updraft_core::seal::variable_purpose;
 use updraft_core::secret::SecretsConfig;
 use updraft_metadata::{Store, Variable};
 
-use crate::{Actor, Error, installation_event as event};
+use crate::{Actor, Error, installation_event as event, storable};
 
 /// A variable to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,11 @@ pub async fn import(
 ) -> Result<Vec<Variable>, Error> {
     let mut rows = Vec::with_capacity(variables.len());
     for variable in variables {
+        let key = variable.key.as_str();
+        storable(&format!("variable '{key}': the value"), &variable.value)?;
+        if let Some(description) = &variable.description {
+            storable(&format!("variable '{key}': the description"), description)?;
+        }
         let is_secret = variable
             .secret
             .unwrap_or_else(|| secrets.sensitivity.is_sensitive(variable.key.as_str()));

@@ -50,7 +50,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             hostname,
             vec!["default".to_owned()],
             args.concurrency,
-            secrets,
+            secrets.clone(),
         );
         settings.inherit_env = args.inherit_env.clone();
         settings.max_log_bytes = args.max_log_size;
@@ -74,6 +74,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let web = tokio::spawn(updraft_webserver::serve(
             listener,
             store.clone(),
+            secrets,
             stop.clone().cancelled_owned(),
         ));
         let scheduler = tokio::spawn(scheduler.run(stop.clone().cancelled_owned()));
@@ -88,6 +89,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
 
 /// `updraft webserver`: the UI and the JSON API, until Ctrl-C or SIGTERM.
 pub fn webserver(config: &Config, args: WebserverArgs) -> Result<i32> {
+    let secrets = config.secrets(KeyFile::Read)?;
     runtime()?.block_on(async {
         let store = open_store(config).await?;
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -99,7 +101,7 @@ pub fn webserver(config: &Config, args: WebserverArgs) -> Result<i32> {
             println!("  no user yet: create one with `updraft users create NAME --role admin`");
         }
         let stop = stop_signal()?;
-        updraft_webserver::serve(listener, store.clone(), stop.cancelled_owned()).await?;
+        updraft_webserver::serve(listener, store.clone(), secrets, stop.cancelled_owned()).await?;
         store.close().await;
         Ok(0)
     })

@@ -4,13 +4,16 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use updraft_core::ids::{DagId, TaskId};
+use updraft_core::ids::{ConnectionId, DagId, TaskId, VariableKey};
+use updraft_core::secret::SecretsConfig;
 use updraft_core::state::{DagRunState, TaskState};
-use updraft_metadata::{DagRun, Store};
+use updraft_metadata::{Connection, DagRun, Store, Variable};
 use updraft_ops::backfill::{BackfillOutcome, BackfillRequest};
 use updraft_ops::clear::{Cleared, Selection};
+use updraft_ops::connections::SetConnection;
 use updraft_ops::dags::Trigger;
 use updraft_ops::mark::{Cancelled, Mark};
+use updraft_ops::variables::SetVariable;
 use updraft_ops::{Actor, Error};
 
 use crate::auth::Caller;
@@ -206,4 +209,48 @@ pub async fn backfill(
         caller.require_admin()?;
     }
     Ok(updraft_ops::backfill::backfill(store, &actor(caller), dag_id, request, now).await?)
+}
+
+/// Creates or replaces a variable (sealed when it is secret).
+pub async fn set_variable(
+    store: &Store,
+    caller: &Caller,
+    secrets: &SecretsConfig,
+    variable: &SetVariable,
+    now: DateTime<Utc>,
+) -> Result<Variable, AppError> {
+    caller.require_admin()?;
+    Ok(updraft_ops::variables::set(store, &actor(caller), secrets, variable, now).await?)
+}
+
+pub async fn delete_variable(
+    store: &Store,
+    caller: &Caller,
+    key: &VariableKey,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    caller.require_admin()?;
+    Ok(updraft_ops::variables::delete(store, &actor(caller), key, now).await?)
+}
+
+/// Creates or replaces a connection (its password and extra sealed).
+pub async fn set_connection(
+    store: &Store,
+    caller: &Caller,
+    secrets: &SecretsConfig,
+    connection: &SetConnection,
+    now: DateTime<Utc>,
+) -> Result<Connection, AppError> {
+    caller.require_admin()?;
+    Ok(updraft_ops::connections::set(store, &actor(caller), secrets, connection, now).await?)
+}
+
+pub async fn delete_connection(
+    store: &Store,
+    caller: &Caller,
+    conn_id: &ConnectionId,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    caller.require_admin()?;
+    Ok(updraft_ops::connections::delete(store, &actor(caller), conn_id, now).await?)
 }

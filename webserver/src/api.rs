@@ -33,7 +33,7 @@ const LOG_CHUNKS: i64 = 1000;
 /// One route of the API: how the router serves it and how `openapi.json` describes it. The
 /// router and the document are both built from [`ROUTES`], so they cannot disagree.
 pub struct ApiRoute {
-    /// `GET` or `POST`.
+    /// `GET`, `POST` or `DELETE`.
     pub method: MethodFilter,
     /// Under `/api/v1`, with `{name}` for path parameters (axum's and OpenAPI's syntax).
     pub path: &'static str,
@@ -390,6 +390,110 @@ pub static ROUTES: &[ApiRoute] = &[
             None,
             200,
             "Token",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/variables",
+        handler: |m| on(m, crate::variables::api_list),
+        doc: Operation {
+            query: &[LIMIT, OFFSET],
+            ..Operation::read(
+                "listVariables",
+                "variables",
+                "A page of variables, by key; a secret one's value is ***.",
+                "VariablePage",
+            )
+        },
+    },
+    ApiRoute {
+        method: MethodFilter::POST,
+        path: "/variables",
+        handler: |m| on(m, crate::variables::api_set),
+        doc: Operation::write(
+            "setVariable",
+            "variables",
+            "Creates or replaces a variable; a secret one is sealed with the installation's key.",
+            Some("SetVariableRequest"),
+            200,
+            "Variable",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/variables/{variable_key}",
+        handler: |m| on(m, crate::variables::api_get),
+        doc: Operation::read(
+            "getVariable",
+            "variables",
+            "A variable; a secret one's value in clear for an admin, *** for a viewer.",
+            "Variable",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::DELETE,
+        path: "/variables/{variable_key}",
+        handler: |m| on(m, crate::variables::api_delete),
+        doc: Operation::write(
+            "deleteVariable",
+            "variables",
+            "Deletes a variable.",
+            None,
+            200,
+            "VariableDeleted",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/connections",
+        handler: |m| on(m, crate::connections::api_list),
+        doc: Operation {
+            query: &[LIMIT, OFFSET],
+            ..Operation::read(
+                "listConnections",
+                "connections",
+                "A page of connections, by id; never a password or an extra.",
+                "ConnectionPage",
+            )
+        },
+    },
+    ApiRoute {
+        method: MethodFilter::POST,
+        path: "/connections",
+        handler: |m| on(m, crate::connections::api_set),
+        doc: Operation::write(
+            "setConnection",
+            "connections",
+            "Creates or replaces a connection as a whole; its password and extra are sealed \
+             with the installation's key.",
+            Some("SetConnectionRequest"),
+            200,
+            "Connection",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/connections/{connection_id}",
+        handler: |m| on(m, crate::connections::api_get),
+        doc: Operation::read(
+            "getConnection",
+            "connections",
+            "A connection with its extra: the values of sensitive names masked for an admin, \
+             every value for a viewer. The password is never shown.",
+            "ConnectionDetail",
+        ),
+    },
+    ApiRoute {
+        method: MethodFilter::DELETE,
+        path: "/connections/{connection_id}",
+        handler: |m| on(m, crate::connections::api_delete),
+        doc: Operation::write(
+            "deleteConnection",
+            "connections",
+            "Deletes a connection.",
+            None,
+            200,
+            "ConnectionDeleted",
         ),
     },
 ];

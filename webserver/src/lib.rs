@@ -7,7 +7,8 @@
 //! Module map: `auth` (who calls: passwords, tokens, sessions, CSRF, roles), `login` (with
 //! `throttle`, the failed logins' waits), `pages` (askama templates in `templates/`), `api`
 //! (JSON), `actions` (the writes users make, shared by the forms and the API: one path per
-//! action), `tokens` (API tokens: page and API), `headers` (the security headers), `format`
+//! action), `tokens` (API tokens: page and API), `variables` and `connections` (their pages
+//! and API routes), `headers` (the security headers), `format`
 //! (pure display helpers), `assets` (CSS and JS embedded in the binary), `error`.
 //!
 //! Invariants:
@@ -24,6 +25,7 @@ mod apidoc;
 mod assets;
 pub mod auth;
 pub mod backfill;
+mod connections;
 mod error;
 mod extract;
 pub mod format;
@@ -38,6 +40,7 @@ mod pages;
 mod reads;
 pub mod throttle;
 mod tokens;
+mod variables;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +53,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use chrono::Utc;
 use tokio::net::TcpListener;
+use updraft_core::secret::SecretsConfig;
 use updraft_metadata::Store;
 
 pub use error::AppError;
@@ -58,6 +62,9 @@ pub use error::AppError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The installation's keys and sensitive names: variables and connections are sealed
+    /// with them when set, and opened for an admin's read of one.
+    pub secrets: Arc<SecretsConfig>,
     /// The failed logins of this process (see `throttle`: kept in memory, per web server).
     throttle: Arc<Mutex<throttle::Throttle>>,
 }
@@ -72,10 +79,11 @@ impl AppState {
     }
 }
 
-/// The routes, over `store`.
-pub fn router(store: Store) -> Router {
+/// The routes, over `store`, sealing and opening secrets with `secrets`.
+pub fn router(store: Store, secrets: SecretsConfig) -> Router {
     let state = AppState {
         store,
+        secrets: Arc::new(secrets),
         throttle: Arc::default(),
     };
     let protected = Router::new()
@@ -84,6 +92,8 @@ pub fn router(store: Store) -> Router {
         .merge(pages::routes())
         .merge(backfill::routes())
         .merge(tokens::routes())
+        .merge(variables::routes())
+        .merge(connections::routes())
         .nest(
             "/api/v1",
             api::routes().route("/openapi.json", get(openapi::serve)),
@@ -107,9 +117,10 @@ pub fn router(store: Store) -> Router {
 pub async fn serve(
     listener: TcpListener,
     store: Store,
+    secrets: SecretsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(store, secrets).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -64,6 +64,16 @@ impl<T> Paged<T> {
             next_offset: more.then(|| offset.saturating_add(limit)),
         }
     }
+
+    /// The same page, each item made into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Paged<U> {
+        Paged {
+            items: self.items.into_iter().map(f).collect(),
+            limit: self.limit,
+            offset: self.offset,
+            next_offset: self.next_offset,
+        }
+    }
 }
 
 /// One cell of the grid: a task instance of a run.

@@ -12,6 +12,9 @@ use serde_json::{Map, Value, json};
 use crate::api::ROUTES;
 use crate::apidoc::{ID_PATTERN, Operation};
 
+/// Any text but a NUL character.
+const NO_NUL: &str = r"^[^\u0000]*$";
+
 /// How a date of a backfill's range starts (a date, or the date of a date-time).
 const DATE_PREFIX: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}";
 
@@ -39,6 +42,14 @@ fn path_parameter(name: &str) -> Value {
         "try_number" => (
             json!({"type": "integer", "format": "int32", "minimum": 1}),
             "A try, from 1.",
+        ),
+        "variable_key" => (
+            json!({"type": "string", "pattern": ID_PATTERN}),
+            "A variable's key.",
+        ),
+        "connection_id" => (
+            json!({"type": "string", "pattern": ID_PATTERN}),
+            "A connection's id.",
         ),
         "token_id" => (
             json!({"type": "integer", "format": "int64", "minimum": 1}),
@@ -113,7 +124,7 @@ fn operation(path: &str, doc: &Operation) -> Value {
     if !path_parameters(path).is_empty() {
         responses.insert(
             "404".to_owned(),
-            error("No such DAG, run, task, try or token."),
+            error("No such DAG, run, task, try, token, variable or connection."),
         );
     }
     if doc.body.is_some() {
@@ -186,17 +197,23 @@ pub fn document() -> Value {
     })
 }
 
-/// `get` or `post`: the methods the API serves.
+/// `get`, `post` or `delete`: the methods the API serves.
 pub fn method_name(method: axum::routing::MethodFilter) -> &'static str {
-    if method == axum::routing::MethodFilter::POST {
-        "post"
-    } else {
-        "get"
+    use axum::routing::MethodFilter;
+    match method {
+        MethodFilter::POST => "post",
+        MethodFilter::DELETE => "delete",
+        _ => "get",
     }
 }
 
 fn string() -> Value {
     json!({"type": "string"})
+}
+
+/// Text without a NUL character (which no database here stores).
+fn text() -> Value {
+    json!({"type": "string", "pattern": NO_NUL})
 }
 
 fn nullable(kind: &str) -> Value {
@@ -464,7 +481,58 @@ fn schemas() -> Value {
         })),
         "TokenList": list("Token"),
     });
-    for part in [runs, rest] {
+    let connection = object(json!({
+        "connection_id": string(), "conn_type": string(), "host": nullable("string"),
+        "port": nullable("integer"), "login": nullable("string"), "schema": nullable("string"),
+        "has_password": {"type": "boolean", "description": "Whether it has a password, which is never shown."},
+        "has_extra": boolean(), "description": string(), "updated_at": time(),
+    }));
+    let mut connection_detail = connection.clone();
+    connection_detail["properties"]["extra"] = json!({
+        "type": "object", "nullable": true, "additionalProperties": true,
+        "description": "The extra: values of sensitive names are *** for an admin, every value for a viewer.",
+    });
+    let secrets = json!({
+        "Variable": object(json!({
+            "key": string(),
+            "value": {"type": "string", "description": "*** for a secret one, but in an admin's read of it."},
+            "is_secret": boolean(), "description": string(), "updated_at": time(),
+        })),
+        "VariablePage": page("Variable"),
+        "SetVariableRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["key", "value"],
+            "properties": {
+                "key": {"type": "string", "pattern": ID_PATTERN},
+                "value": text(),
+                "description": text(),
+                "is_secret": {"type": "boolean", "description": "Default: secret when the key is a sensitive name (password, token, api_key, ...)."},
+            },
+        },
+        "VariableDeleted": object(json!({"key": string(), "deleted": boolean()})),
+        "Connection": connection,
+        "ConnectionDetail": connection_detail,
+        "ConnectionPage": page("Connection"),
+        "SetConnectionRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["connection_id", "conn_type"],
+            "properties": {
+                "connection_id": {"type": "string", "pattern": ID_PATTERN},
+                "conn_type": {"type": "string", "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$", "description": "postgres, http, ..."},
+                "host": text(),
+                "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                "login": text(),
+                "password": {"type": "string", "pattern": NO_NUL, "writeOnly": true},
+                "schema": text(),
+                "extra": {"type": "object", "additionalProperties": true},
+                "description": text(),
+            },
+        },
+        "ConnectionDeleted": object(json!({"connection_id": string(), "deleted": boolean()})),
+    });
+    for part in [runs, rest, secrets] {
         if let (Some(all), Value::Object(part)) = (all.as_object_mut(), part) {
             all.extend(part);
         }

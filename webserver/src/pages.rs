@@ -923,7 +923,7 @@ struct BackfillsPage {
 }
 
 /// Links to the previous and next page of a list at `path` (keeping its `dag_id` filter).
-fn pager<T>(path: &str, dag: &str, page: &Paged<T>) -> (Option<String>, Option<String>) {
+pub(crate) fn pager<T>(path: &str, dag: &str, page: &Paged<T>) -> (Option<String>, Option<String>) {
     let link = |offset: i64| {
         let offset = offset.to_string();
         format!(

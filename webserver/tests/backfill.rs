@@ -54,7 +54,7 @@ impl App {
             store.upsert_dag(&sync, Utc::now()).await.unwrap();
         }
         App {
-            router: updraft_webserver::router(store.clone()),
+            router: updraft_webserver::router(store.clone(), Default::default()),
             store,
         }
     }

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use updraft_core::dag::{Dag, LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
+use updraft_core::seal::Keyring;
+use updraft_core::secret::SecretsConfig;
 use updraft_core::state::{DagRunState, RunType, TaskState, WorkerState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
@@ -34,6 +36,14 @@ tasks:
   transform: {run: "echo transform", depends_on: extract}
   load: {run: "echo load", depends_on: transform, retries: 2}
 "#;
+
+/// The installation's secrets: a key of its own, the built-in sensitive names.
+fn secrets() -> SecretsConfig {
+    SecretsConfig {
+        keyring: Some(Keyring::parse(&Keyring::new_key()).unwrap()),
+        ..SecretsConfig::default()
+    }
+}
 
 struct App {
     router: Router,
@@ -69,7 +79,7 @@ impl App {
         };
         store.upsert_dag(&sync, Utc::now()).await.unwrap();
         App {
-            router: router(store.clone()),
+            router: router(store.clone(), secrets()),
             store,
             dag,
         }
@@ -141,6 +151,17 @@ impl App {
         request
             .headers_mut()
             .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        if let Who::Browser { csrf, .. } = who {
+            request
+                .headers_mut()
+                .insert("x-csrf-token", csrf.parse().unwrap());
+        }
+        self.send(request).await
+    }
+
+    /// A DELETE, with the session's CSRF token in its header as the API's callers send it.
+    async fn delete(&self, who: &Who, path: &str) -> Reply {
+        let mut request = request(who, Method::DELETE, path, None);
         if let Who::Browser { csrf, .. } = who {
             request
                 .headers_mut()
@@ -638,6 +659,9 @@ async fn every_page_renders_for_an_admin() {
             "/backfills".to_owned(),
             "/events".to_owned(),
             "/events?dag_id=etl".to_owned(),
+            "/variables".to_owned(),
+            "/variables?limit=10&offset=0".to_owned(),
+            "/connections".to_owned(),
         ] {
             let reply = app.get(&admin, &path).await;
             match path.as_str() {
@@ -1286,6 +1310,8 @@ fn concrete(path: &str, run_id: &str) -> String {
         .replace("{run_id}", &run)
         .replace("{task_id}", "extract")
         .replace("{try_number}", "1")
+        .replace("{variable_key}", "region")
+        .replace("{connection_id}", "warehouse")
 }
 
 #[tokio::test]
@@ -1312,6 +1338,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                 let reply = match method.as_str() {
                     "get" => app.get(&viewer, &uri).await,
                     "post" => app.post_json(&viewer, &uri, json!({})).await,
+                    "delete" => app.delete(&viewer, &uri).await,
                     other => panic!("{path}: method {other}"),
                 };
                 // Served: neither the fallback's 404 nor 405 (another method's route).
@@ -1330,7 +1357,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                     operation["responses"].get("401").is_some(),
                     "{id} documents its errors"
                 );
-                if method == "post" {
+                if method != "get" {
                     assert!(
                         [StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST].contains(&reply.status),
                         "{method} {uri}: {} {}",
@@ -1341,7 +1368,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                 }
             }
         }
-        assert_eq!(operations, 27, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(operations, 35, "{:?}", paths.keys().collect::<Vec<_>>());
         // The backfill route is documented with its body.
         let backfill = &document["paths"]["/dags/{dag_id}/backfills"]["post"];
         assert_eq!(
@@ -2005,6 +2032,321 @@ async fn a_bad_id_in_a_path_is_refused_as_a_page_or_as_json_by_where_it_was_aske
         assert!(api.json()["error"].as_str().unwrap().contains("no!such"));
         let task = app.get(&admin, "/dags/etl/runs/r/tasks/no!such").await;
         task.expect(StatusCode::BAD_REQUEST);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admins_set_and_delete_variables_everyone_lists_them_and_secrets_stay_masked() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let admin = app.script("ada", Role::Admin).await;
+        let viewer = app.script("vic", Role::Viewer).await;
+        let set = |key: &str, value: &str, extra: Value| {
+            let mut body = json!({"key": key, "value": value});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        };
+        // A secret by its name, one asked to be secret, and a plain one.
+        for body in [
+            set("api_token", "tok-123456", json!({})),
+            set("region", "eu-west-1", json!({"description": "where"})),
+            set("db_dsn", "postgres://x", json!({"is_secret": true})),
+        ] {
+            app.post_json(&admin, "/api/v1/variables", body)
+                .await
+                .expect(StatusCode::OK);
+        }
+        let list = app.get(&viewer, "/api/v1/variables").await;
+        list.expect(StatusCode::OK);
+        let items = &list.json()["items"];
+        let shown: Vec<(&str, &str, bool)> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["key"].as_str().unwrap(),
+                    v["value"].as_str().unwrap(),
+                    v["is_secret"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("api_token", "***", true),
+                ("db_dsn", "***", true),
+                ("region", "eu-west-1", false)
+            ]
+        );
+        // Paged, by key.
+        let second = app.get(&admin, "/api/v1/variables?limit=2&offset=2").await;
+        assert_eq!(second.json()["items"][0]["key"], "region");
+        assert_eq!(second.json()["next_offset"], Value::Null);
+        // An admin reads a secret in clear; a viewer never.
+        let clear = app.get(&admin, "/api/v1/variables/api_token").await.json();
+        assert_eq!(clear["value"], "tok-123456");
+        let masked = app.get(&viewer, "/api/v1/variables/api_token").await.json();
+        assert_eq!(masked["value"], "***");
+        // Sealed in the database.
+        let stored = app
+            .store
+            .get_variable(&"api_token".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.value.starts_with("v1:"), "{}", stored.value);
+        assert!(!stored.value.contains("tok-123456"));
+        // A viewer changes nothing; bad input is refused with the reason.
+        app.post_json(&viewer, "/api/v1/variables", set("x", "y", json!({})))
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        app.delete(&viewer, "/api/v1/variables/region")
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        for (body, wanted) in [
+            (set("bad key", "v", json!({})), "bad key"),
+            (set("nul", "a\u{0}b", json!({})), "NUL character"),
+            (json!({"key": "k"}), "value"),
+            (set("k", "v", json!({"colour": "red"})), "colour"),
+        ] {
+            let reply = app.post_json(&admin, "/api/v1/variables", body).await;
+            reply.expect(StatusCode::BAD_REQUEST);
+            assert!(reply.body.contains(wanted), "{wanted}: {}", reply.body);
+        }
+        // Deleting: gone, then 404.
+        app.delete(&admin, "/api/v1/variables/region")
+            .await
+            .expect(StatusCode::OK);
+        app.get(&admin, "/api/v1/variables/region")
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        app.delete(&admin, "/api/v1/variables/region")
+            .await
+            .expect(StatusCode::NOT_FOUND);
+
+        // The page: everyone sees the list, secrets masked; only admins get the forms.
+        let ada = app.browser("ada-web", Role::Admin).await;
+        let vera = app.browser("vera-web", Role::Viewer).await;
+        let page = app.get(&ada, "/variables").await;
+        page.expect(StatusCode::OK);
+        assert!(page.body.contains("api_token") && page.body.contains("***"));
+        assert!(!page.body.contains("tok-123456"), "no secret on the page");
+        assert!(page.body.contains("id=\"set-variable\""));
+        let seen = app.get(&vera, "/variables").await;
+        assert!(seen.body.contains("api_token"));
+        assert!(!seen.body.contains("id=\"set-variable\"") && !seen.body.contains("Delete"));
+        let fields = [
+            ("key", "greeting"),
+            ("value", "<b>hello</b>\r\nworld"),
+            ("description", "a <i>test</i>"),
+            ("secret", "auto"),
+        ];
+        app.post_form(&vera, "/variables", &fields)
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        app.post_raw_form(&ada, "/variables", &fields)
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        let done = app.post_form(&ada, "/variables", &fields).await;
+        done.expect(StatusCode::SEE_OTHER);
+        assert_eq!(done.location(), "/variables");
+        let page = app.get(&ada, "/variables").await;
+        assert!(
+            page.body.contains("&#60;b&#62;hello&#60;/b&#62;")
+                || page.body.contains("&lt;b&gt;hello")
+        );
+        assert!(!page.body.contains("<b>hello"), "escaped");
+        let stored = app
+            .store
+            .get_variable(&"greeting".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.value, "<b>hello</b>\nworld");
+        assert!(!stored.is_secret);
+        app.post_form(&ada, "/variables/greeting/delete", &[])
+            .await
+            .expect(StatusCode::SEE_OTHER);
+        assert!(
+            app.store
+                .get_variable(&"greeting".parse().unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Every change is in the audit log, by who made it, never with a value.
+        let events = app.events().await;
+        let changes: Vec<&(String, String)> = events
+            .iter()
+            .filter(|(_, event)| event.starts_with("variable"))
+            .collect();
+        assert_eq!(changes.len(), 6, "{events:?}");
+        assert!(
+            changes
+                .iter()
+                .any(|(actor, e)| actor == "ada-web" && e == "variable_deleted")
+        );
+        let logged = app.store.list_events(None, 100).await.unwrap();
+        assert!(
+            logged
+                .iter()
+                .all(|e| !e.details.to_string().contains("tok-123456"))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_never_show_a_password_and_mask_their_extra() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let admin = app.script("ada", Role::Admin).await;
+        let viewer = app.script("vic", Role::Viewer).await;
+        let warehouse = json!({
+            "connection_id": "warehouse",
+            "conn_type": "postgres",
+            "host": "db.internal",
+            "port": 5432,
+            "login": "etl",
+            "password": "pa55-w0rd!",
+            "schema": "analytics",
+            "extra": {"sslmode": "require", "api_token": "xyz-123456"},
+            "description": "the warehouse",
+        });
+        let reply = app
+            .post_json(&admin, "/api/v1/connections", warehouse)
+            .await;
+        reply.expect(StatusCode::OK);
+        assert!(!reply.body.contains("pa55-w0rd!"), "{}", reply.body);
+        assert_eq!(reply.json()["has_password"], true);
+        let list = app.get(&viewer, "/api/v1/connections").await;
+        list.expect(StatusCode::OK);
+        let first = &list.json()["items"][0];
+        assert_eq!(first["connection_id"], "warehouse");
+        assert_eq!(first["host"], "db.internal");
+        assert_eq!(first["port"], 5432);
+        assert!(first.get("extra").is_none() && first.get("password").is_none());
+        // A read: the extra, masked by name for an admin and whole for a viewer.
+        let read = app.get(&admin, "/api/v1/connections/warehouse").await;
+        read.expect(StatusCode::OK);
+        assert_eq!(
+            read.json()["extra"],
+            json!({"sslmode": "require", "api_token": "***"})
+        );
+        assert!(!read.body.contains("pa55-w0rd!") && !read.body.contains("xyz-123456"));
+        let viewed = app.get(&viewer, "/api/v1/connections/warehouse").await;
+        assert_eq!(
+            viewed.json()["extra"],
+            json!({"sslmode": "***", "api_token": "***"})
+        );
+        // Sealed in the database.
+        let stored = app
+            .store
+            .get_connection(&"warehouse".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!stored.password.unwrap().contains("pa55"));
+        assert!(!stored.extra.unwrap().contains("xyz-123456"));
+        // Refusals, with the reason; a viewer changes nothing.
+        for (body, status, wanted) in [
+            (
+                json!({"connection_id": "c", "conn_type": " "}),
+                StatusCode::BAD_REQUEST,
+                "needs a type",
+            ),
+            (
+                json!({"connection_id": "c"}),
+                StatusCode::BAD_REQUEST,
+                "conn_type",
+            ),
+            (
+                json!({"connection_id": "c", "conn_type": "http", "port": 70000}),
+                StatusCode::BAD_REQUEST,
+                "70000",
+            ),
+            (
+                json!({"connection_id": "c", "conn_type": "http", "host": "a\u{0}"}),
+                StatusCode::BAD_REQUEST,
+                "NUL character",
+            ),
+            (
+                json!({"connection_id": "c", "conn_type": "http"}),
+                StatusCode::OK,
+                "",
+            ),
+        ] {
+            let reply = app.post_json(&admin, "/api/v1/connections", body).await;
+            reply.expect(status);
+            assert!(reply.body.contains(wanted), "{wanted}: {}", reply.body);
+        }
+        app.post_json(
+            &viewer,
+            "/api/v1/connections",
+            json!({"connection_id": "v", "conn_type": "http"}),
+        )
+        .await
+        .expect(StatusCode::FORBIDDEN);
+        app.delete(&viewer, "/api/v1/connections/c")
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        app.delete(&admin, "/api/v1/connections/c")
+            .await
+            .expect(StatusCode::OK);
+        app.get(&admin, "/api/v1/connections/c")
+            .await
+            .expect(StatusCode::NOT_FOUND);
+
+        // The page: set from a URI, listed without its password, deleted.
+        let ada = app.browser("ada-web", Role::Admin).await;
+        let vera = app.browser("vera-web", Role::Viewer).await;
+        let fields = [
+            ("connection_id", "api"),
+            ("uri", "https://bot:s3cr3t-pass@api.example.com:8443/v1"),
+        ];
+        app.post_form(&vera, "/connections", &fields)
+            .await
+            .expect(StatusCode::FORBIDDEN);
+        app.post_form(&ada, "/connections", &fields)
+            .await
+            .expect(StatusCode::SEE_OTHER);
+        let refused = app
+            .post_form(
+                &ada,
+                "/connections",
+                &[("connection_id", "x"), ("uri", "http://h"), ("host", "h")],
+            )
+            .await;
+        refused.expect(StatusCode::BAD_REQUEST);
+        assert!(refused.body.contains("not both"), "{}", refused.body);
+        let page = app.get(&ada, "/connections").await;
+        page.expect(StatusCode::OK);
+        assert!(page.body.contains("api.example.com") && page.body.contains("8443"));
+        assert!(!page.body.contains("s3cr3t-pass") && !page.body.contains("pa55-w0rd!"));
+        assert!(page.body.contains("id=\"set-connection\""));
+        let seen = app.get(&vera, "/connections").await;
+        assert!(seen.body.contains("warehouse") && !seen.body.contains("id=\"set-connection\""));
+        app.post_form(&ada, "/connections/api/delete", &[])
+            .await
+            .expect(StatusCode::SEE_OTHER);
+        assert!(
+            app.store
+                .get_connection(&"api".parse().unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let events = app.events().await;
+        assert!(events.contains(&("ada-web".to_owned(), "connection_set".to_owned())));
+        assert!(events.contains(&("ada-web".to_owned(), "connection_deleted".to_owned())));
+        assert!(
+            !events.iter().any(|(actor, _)| actor.starts_with("v")),
+            "{events:?}"
+        );
     })
     .await;
 }
