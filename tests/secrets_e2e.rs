@@ -617,15 +617,10 @@ fn http_get(base: &str, path: &str, token: &str) -> String {
     response
 }
 
-#[test]
-fn secrets_reach_a_standalone_task_and_no_row_page_or_api_answer_on_sqlite() {
-    let world = World::new();
-    let standalone = world.command(&["standalone", "--port", "0"]);
-    let (run_id, running) = secrets_reach_the_task_only(&world, None, vec![(standalone, 5)]);
-    let token = ok(&world, None, &["users", "token", "admin"])
-        .trim()
-        .to_owned();
-    let base = running[0].url();
+/// Checks that the web server at `base` answers an admin (of API token `token`) with no
+/// secret on the pages and API routes that show run `run_id`, the events, the variables and
+/// the connections; and that it gives the admin a secret variable in clear where asked.
+fn no_secret_is_answered(base: &str, run_id: &str, token: &str) {
     let run = run_id.replace('+', "%2B");
     for path in [
         format!("/api/v1/dags/uses_secrets/runs/{run}/tasks/use"),
@@ -641,10 +636,23 @@ fn secrets_reach_a_standalone_task_and_no_row_page_or_api_answer_on_sqlite() {
         "/api/v1/connections".to_owned(),
         "/api/v1/connections/warehouse".to_owned(),
     ] {
-        let answer = http_get(&base, &path, &token);
+        let answer = http_get(base, &path, token);
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
         assert_no_secret(&path, &answer);
     }
+    let clear = http_get(base, "/api/v1/variables/api_key", token);
+    assert!(clear.contains(API_KEY), "{clear}");
+}
+
+#[test]
+fn secrets_reach_a_standalone_task_and_no_row_page_or_api_answer_on_sqlite() {
+    let world = World::new();
+    let standalone = world.command(&["standalone", "--port", "0"]);
+    let (run_id, running) = secrets_reach_the_task_only(&world, None, vec![(standalone, 5)]);
+    let token = ok(&world, None, &["users", "token", "admin"])
+        .trim()
+        .to_owned();
+    no_secret_is_answered(&running[0].url(), &run_id, &token);
 }
 
 #[test]
@@ -655,7 +663,28 @@ fn secrets_reach_a_remote_worker_task_and_no_row_on_postgres() {
     let key = new_key(&world);
     let scheduler = world.command(&["scheduler"]);
     let worker = world.command(&["worker", "--name", "w"]);
-    secrets_reach_the_task_only(&world, Some(&key), vec![(scheduler, 0), (worker, 0)]);
+    let (run_id, _running) =
+        secrets_reach_the_task_only(&world, Some(&key), vec![(scheduler, 0), (worker, 0)]);
+    // A web server of its own, with the installation's key, as DEPLOYMENT.md runs one.
+    let mut create = world.command(&[
+        "users",
+        "create",
+        "ada",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ]);
+    create.stdin(std::process::Stdio::piped());
+    let mut child = create.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a long password\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let token = ok(&world, Some(&key), &["users", "token", "ada"])
+        .trim()
+        .to_owned();
+    let mut command = world.command(&["webserver", "--port", "0"]);
+    command.env("UPDRAFT_SECRET_KEY", &key);
+    let webserver = Running::start(command, &world.root.path().join("webserver.stderr"), 2);
+    no_secret_is_answered(&webserver.url(), &run_id, &token);
 }
 
 /// A task that reads a secret variable and counts its runs in the work folder.

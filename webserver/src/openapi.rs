@@ -178,7 +178,7 @@ pub fn document() -> Value {
             "title": "Updraft API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Everything the web UI shows, and its actions. Log in with a session \
-                cookie (and its CSRF token in X-CSRF-Token for POSTs) or an API token \
+                cookie (and its CSRF token in X-CSRF-Token for POSTs and DELETEs) or an API token \
                 (`updraft users tokens create NAME`) as `Authorization: Bearer TOKEN` (the scheme in \
                 any case). Errors, every rejection included, are {\"error\": \"...\"}. Bodies \
                 are JSON objects whose members are never null (leave a member out for its \

@@ -2350,3 +2350,50 @@ async fn connections_never_show_a_password_and_mask_their_extra() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_a_key_a_secret_is_refused_with_the_reason_and_nothing_is_stored() {
+    each_backend(|db| async move {
+        let mut app = App::new(db.store().await).await;
+        app.router = router(app.store.clone(), SecretsConfig::default());
+        let admin = app.script("ada", Role::Admin).await;
+        for body in [
+            json!({"key": "api_token", "value": "tok-123456"}),
+            json!({"key": "plain", "value": "v", "is_secret": true}),
+        ] {
+            let reply = app.post_json(&admin, "/api/v1/variables", body).await;
+            reply.expect(StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(
+                reply.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no secret key: set UPDRAFT_SECRET_KEY"),
+                "{}",
+                reply.body
+            );
+        }
+        let password = json!({"connection_id": "db", "conn_type": "postgres", "password": "pw"});
+        app.post_json(&admin, "/api/v1/connections", password)
+            .await
+            .expect(StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(app.store.list_variables().await.unwrap().is_empty());
+        assert!(app.store.list_connections().await.unwrap().is_empty());
+        assert!(app.events().await.is_empty());
+        // What holds no secret needs no key.
+        app.post_json(
+            &admin,
+            "/api/v1/variables",
+            json!({"key": "region", "value": "eu"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+        app.post_json(
+            &admin,
+            "/api/v1/connections",
+            json!({"connection_id": "api", "conn_type": "http", "host": "h"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    })
+    .await;
+}
