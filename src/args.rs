@@ -67,6 +67,19 @@ pub fn conf(text: &str) -> Result<serde_json::Value, String> {
     }
 }
 
+/// The web UI's address as its users reach it: `http://` or `https://`, a host, perhaps a
+/// path; kept without a trailing `/`.
+pub fn base_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text)
+        .map_err(|error| format!("not a URL ({error}): write e.g. https://updraft.example.com"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "{text}: write the address the UI is reached at, e.g. https://updraft.example.com"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +101,23 @@ mod tests {
         assert_eq!(conf(r#"{"a": 1}"#), Ok(serde_json::json!({"a": 1})));
         assert!(conf("[1]").unwrap_err().contains("not a JSON object"));
         assert!(conf("{").unwrap_err().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn a_base_url_is_an_http_address_kept_without_its_last_slash() {
+        assert_eq!(
+            base_url("https://updraft.example.com/"),
+            Ok("https://updraft.example.com".to_owned())
+        );
+        assert!(
+            base_url("updraft.example.com")
+                .unwrap_err()
+                .contains("not a URL")
+        );
+        assert!(
+            base_url("ftp://x")
+                .unwrap_err()
+                .contains("write the address")
+        );
     }
 }

@@ -69,6 +69,11 @@ pub struct GlobalArgs {
         value_delimiter = ','
     )]
     pub sensitive_names: Vec<String>,
+    /// The web UI's address as its users reach it (e.g. https://updraft.example.com), for the
+    /// links handlers are given (UPDRAFT_TASK_URL, UPDRAFT_RUN_URL); `standalone` uses its own
+    /// address when none is given.
+    #[arg(long, global = true, env = "UPDRAFT_BASE_URL", value_parser = args::base_url)]
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

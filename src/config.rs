@@ -23,6 +23,8 @@ pub struct Config {
     secrets_folder: Option<PathBuf>,
     /// `--sensitive-names`.
     sensitive_names: Vec<String>,
+    /// `--base-url`: the web UI's address, for the links handlers are given.
+    pub base_url: Option<String>,
 }
 
 /// The environment variable that holds the installation's secret key(s).
@@ -54,6 +56,7 @@ impl Config {
             load: LoadOptions { default_timezone },
             secrets_folder: args.secrets_folder.clone(),
             sensitive_names: args.sensitive_names.clone(),
+            base_url: args.base_url.clone(),
         })
     }
 

@@ -56,6 +56,7 @@ pub fn scheduler_settings(
     settings.poll_interval = POLL_INTERVAL;
     settings.scope = scope;
     settings.secrets = secrets;
+    settings.base_url = config.base_url.clone();
     settings
 }
 
@@ -81,6 +82,7 @@ pub fn worker_settings(
         inherit_env: Vec::new(),
         secrets: Arc::new(secrets),
         max_log_bytes: worker::MAX_LOG_BYTES,
+        base_url: None,
     }
 }
 

@@ -182,6 +182,7 @@ impl InProcess {
                 inherit_env: Vec::new(),
                 secrets: Default::default(),
                 max_log_bytes: worker::MAX_LOG_BYTES,
+                base_url: None,
             },
         );
         let worker = match executor {

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod dag;
 pub mod hash;
 pub mod ids;
+pub mod links;
 pub mod plan;
 pub mod render;
 pub mod retry;

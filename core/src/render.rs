@@ -51,7 +51,7 @@ use serde_json::Map;
 use crate::dag::{Command, Dag, Handler, Task};
 use crate::ids::{DagId, TaskId};
 use crate::secret::{Catalog, CatalogValue, ConnectionField, Reference, connection_env_name};
-use crate::state::{DagRunState, RunType};
+use crate::state::{DagRunState, RunType, TaskState};
 use crate::template;
 
 /// What every try of a DAG run knows: the run's identity, dates, params and conf.
@@ -245,6 +245,55 @@ pub fn run_environment(run: &RunContext) -> Vec<(&'static str, String)> {
             isoformat(run.data_interval_end),
         ),
     ]
+}
+
+/// How the try a task's handler follows ended: what the handler is told on top of its rendered
+/// environment (see [`try_handler_environment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryEnding<'a> {
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    /// How its process ended, in words ("exited with code 3", "timed out after 1h").
+    pub reason: &'a str,
+    /// The end of its log as stored (masked).
+    pub log_tail: &'a [u8],
+}
+
+/// What a task's handler is told of the try it follows: `UPDRAFT_STATE` (the try's state:
+/// `success`, `up_for_retry` or `failed`), `UPDRAFT_EXIT_CODE` (empty when the process did
+/// not exit by itself), `UPDRAFT_REASON`, `UPDRAFT_LOG_TAIL` (its log's last lines, NUL bytes
+/// dropped), and `UPDRAFT_TASK_URL`, the try's page, when the web UI's address `base_url` is
+/// known.
+pub fn try_handler_environment(
+    ending: &TryEnding<'_>,
+    url: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let tail = String::from_utf8_lossy(ending.log_tail).replace('\0', "");
+    let mut variables = vec![
+        ("UPDRAFT_STATE", ending.state.as_str().to_owned()),
+        (
+            "UPDRAFT_EXIT_CODE",
+            ending
+                .exit_code
+                .map(|code| code.to_string())
+                .unwrap_or_default(),
+        ),
+        ("UPDRAFT_REASON", ending.reason.to_owned()),
+        ("UPDRAFT_LOG_TAIL", tail),
+    ];
+    variables.extend(url.map(|url| ("UPDRAFT_TASK_URL", url)));
+    variables
+}
+
+/// What a DAG's handler is told of the run it follows: `UPDRAFT_STATE` (`success` or
+/// `failed`) and `UPDRAFT_RUN_URL`, the run's page, when the web UI's address is known.
+pub fn run_handler_environment(
+    state: DagRunState,
+    url: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let mut variables = vec![("UPDRAFT_STATE", state.as_str().to_owned())];
+    variables.extend(url.map(|url| ("UPDRAFT_RUN_URL", url)));
+    variables
 }
 
 /// A run's params: the DAG's declared defaults overridden by the conf's keys of the same name,

@@ -63,6 +63,36 @@ pub struct UnknownName {
 }
 
 named_enum!(
+    /// Which handler of a task or DAG ran: the key that declares it.
+    HandlerName, "handler" {
+        OnSuccess = "on_success",
+        OnRetry = "on_retry",
+        OnFailure = "on_failure",
+    }
+);
+
+impl HandlerName {
+    /// The handler a try that ended in `state` runs, if any.
+    pub fn of_try(state: TaskState) -> Option<HandlerName> {
+        match state {
+            TaskState::Success => Some(HandlerName::OnSuccess),
+            TaskState::UpForRetry => Some(HandlerName::OnRetry),
+            TaskState::Failed => Some(HandlerName::OnFailure),
+            _ => None,
+        }
+    }
+
+    /// The handler a run that ended in `state` runs, if any.
+    pub fn of_run(state: DagRunState) -> Option<HandlerName> {
+        match state {
+            DagRunState::Success => Some(HandlerName::OnSuccess),
+            DagRunState::Failed => Some(HandlerName::OnFailure),
+            DagRunState::Queued | DagRunState::Running => None,
+        }
+    }
+}
+
+named_enum!(
     /// The state of a DAG run: `queued` -> `running` -> `success` | `failed`.
     DagRunState, "dag run state" {
         Queued = "queued",

@@ -2,5 +2,6 @@
 //! in their own process groups, and records their logs, outputs and outcomes.
 
 mod ends;
+mod handler;
 pub mod name;
 pub mod worker;

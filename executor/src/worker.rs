@@ -31,19 +31,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use updraft_core::ids::{TaskInstanceId, TryKey};
 use updraft_core::plan::{Planned, TryPlan};
-use updraft_core::render::{Rendered, RenderedHandler};
+use updraft_core::render::{Rendered, TryEnding};
 use updraft_core::retry::{RetryPolicy, after_failed_try};
 use updraft_core::scope::Scope;
 use updraft_core::secret::{Masker, SecretsConfig};
-use updraft_core::state::{TaskState, WorkerState};
+use updraft_core::state::{HandlerName, TaskState, WorkerState};
 use updraft_core::time::human_duration;
 use updraft_metadata::{Claim, Error, Store, Topic, TryEnd, TryPid, WorkerRef};
 
 use crate::ends::{Ends, Expected};
+use crate::handler::{HandlerJob, LOG_TAIL_BYTES, Place};
 use crate::name::{self, Claimant, Name};
 use updraft_process::{self as process, Ending, Files, OutputFolder, Spawn, TryFolder};
 
@@ -73,6 +74,8 @@ pub struct Settings {
     pub secrets: Arc<SecretsConfig>,
     /// The most a try's command may write to its stored log; the rest is counted, not kept.
     pub max_log_bytes: u64,
+    /// The web UI's address (`--base-url`), for the links handlers are given.
+    pub base_url: Option<String>,
 }
 
 /// A try's stored log is cut at this size by default: a task that prints gigabytes must not
@@ -257,7 +260,11 @@ impl Worker {
         let ends = Ends::start(self.store.clone());
         let mut wakeups = self.store.subscribe(Topic::Workers);
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut tries: JoinSet<TryKey> = JoinSet::new();
+        let mut tries: JoinSet<(TryKey, Option<HandlerJob>)> = JoinSet::new();
+        // The handlers of ended tries (see `handler`): they hold no slot, but at most
+        // `concurrency` run at once.
+        let mut handlers: JoinSet<()> = JoinSet::new();
+        let handler_slots = Arc::new(Semaphore::new(self.settings.concurrency));
         // Every claimed try until its end is recorded: the heartbeat keeps them all this
         // worker's.
         let mut running: HashMap<TryKey, Running> = HashMap::new();
@@ -277,6 +284,8 @@ impl Worker {
         // Set once `shutdown` completed: no more claims; the running tries are killed at this
         // instant (never, without a shutdown timeout).
         let mut stopping: Option<Option<tokio::time::Instant>> = None;
+        // When a shutdown was asked with a timeout: the handlers' deadline too.
+        let mut shutdown_deadline: Option<tokio::time::Instant> = None;
         let mut health = Health::default();
         // Set when another process took over this worker's name: claim nothing more, stop once
         // the killed tries ended.
@@ -311,10 +320,7 @@ impl Worker {
                         let (cancel, cancelled) = watch::channel(None);
                         running.insert(key, Running { cancel });
                         let job = self.job(claim, ends.clone(), slot_freed.clone(), cancelled);
-                        tries.spawn(async move {
-                            job.await;
-                            key
-                        });
+                        tries.spawn(async move { (key, job.await) });
                     }
                 }
             }
@@ -326,6 +332,7 @@ impl Worker {
                         .shutdown_timeout
                         .map(|timeout| tokio::time::Instant::now() + timeout);
                     stopping = Some(deadline);
+                    shutdown_deadline = deadline;
                     if let Err(error) = self.store.set_worker_state(&self.id, WorkerState::Stopping).await {
                         tracing::warn!("cannot record that the worker is stopping: {error}");
                     }
@@ -351,12 +358,20 @@ impl Worker {
                     claim_now = true;
                 }
                 Some(done) = tries.join_next() => {
-                    if let Ok(key) = done {
+                    if let Ok((key, handler)) = done {
                         running.remove(&key);
                         ending.remove(&key);
+                        if let Some(handler) = handler {
+                            let slots = handler_slots.clone();
+                            handlers.spawn(async move {
+                                let _slot = slots.acquire_owned().await;
+                                handler.run().await;
+                            });
+                        }
                     }
                     claim_now = true;
                 }
+                Some(_) = handlers.join_next() => {}
                 woken = wakeups.wait(self.settings.poll_interval) => {
                     claim_now = true;
                     // A wake-up may be a kill: look, but not more often than KILL_CHECK_INTERVAL
@@ -385,6 +400,16 @@ impl Worker {
                 }
             }
         }
+        // The handlers still running get what is left of the shutdown timeout; then their
+        // processes are stopped (dropping a handler's future kills its process group).
+        let drained = async { while handlers.join_next().await.is_some() {} };
+        match shutdown_deadline {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, drained).await;
+            }
+            None => drained.await,
+        }
+        handlers.shutdown().await;
         if taken_over {
             return Err(Error::Conflict(format!(
                 "another process took over the worker name '{}'",
@@ -643,7 +668,7 @@ impl Worker {
         ends: Ends,
         slot_freed: mpsc::UnboundedSender<TryKey>,
         cancelled: watch::Receiver<Option<Cancel>>,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = Option<HandlerJob>> + Send + 'static {
         let store = self.store.clone();
         let worker_id = self.id.clone();
         let echo = self.settings.echo;
@@ -653,6 +678,7 @@ impl Worker {
         let inherit_env = self.settings.inherit_env.clone();
         let secrets = self.settings.secrets.clone();
         let max_log_bytes = self.settings.max_log_bytes;
+        let base_url = self.settings.base_url.clone();
         let expected = ends.expect();
         async move {
             let try_ = Try {
@@ -669,8 +695,9 @@ impl Worker {
                 inherit_env,
                 secrets,
                 max_log_bytes,
+                base_url,
             };
-            try_.run(cancelled).await;
+            try_.run(cancelled).await
         }
     }
 }
@@ -700,10 +727,13 @@ struct Try {
     secrets: Arc<SecretsConfig>,
     /// The worker's [`Settings::max_log_bytes`].
     max_log_bytes: u64,
+    /// The worker's [`Settings::base_url`].
+    base_url: Option<String>,
 }
 
 impl Try {
-    async fn run(self, cancelled: watch::Receiver<Option<Cancel>>) {
+    /// Runs the try to its recorded end; returns its handler, to run after it.
+    async fn run(self, cancelled: watch::Receiver<Option<Cancel>>) -> Option<HandlerJob> {
         let ti = &self.claim.instance;
         let key = ti.try_key();
         let prepared = self.prepare().await;
@@ -722,7 +752,10 @@ impl Try {
         ));
         let (plan, rendered) = match prepared {
             Ok((plan, rendered, _)) => (plan, rendered),
-            Err((why, outcome)) => return self.did_not_start(&why, outcome, log, shipper).await,
+            Err((why, outcome)) => {
+                self.did_not_start(&why, outcome, log, shipper).await;
+                return None;
+            }
         };
         let folder = dag_folder(&self.claim.fileloc);
         // A worker on a host without the DAGs folder still runs the tasks that need no file of
@@ -837,31 +870,61 @@ impl Try {
         let _ = log
             .send(footer(&finished.ending, state, next_retry_at).into_bytes())
             .await;
-        let handler = match state {
-            TaskState::Success => rendered.on_success.as_ref(),
-            TaskState::UpForRetry => rendered.on_retry.as_ref(),
-            TaskState::Failed => rendered.on_failure.as_ref(),
-            _ => None,
-        };
+        let handler = HandlerName::of_try(state).and_then(|name| {
+            let handler = match name {
+                HandlerName::OnSuccess => rendered.on_success.as_ref(),
+                HandlerName::OnRetry => rendered.on_retry.as_ref(),
+                HandlerName::OnFailure => rendered.on_failure.as_ref(),
+            };
+            handler.map(|handler| (name, handler))
+        });
+        if let Some((name, _)) = handler {
+            let note = format!(
+                "updraft: the {name} handler runs now; its output is kept beside this try\n"
+            );
+            let _ = log.send(note.into_bytes()).await;
+        }
         let outputs = finished
             .outputs
             .into_iter()
             .map(|(name, value)| (name, masker.mask(&value)))
             .collect();
-        if let Some(handler) = handler {
-            run_handler(handler, &folder, &inherit_env, &self.outputs, &log, state).await;
-        }
         drop(log);
-        let tail = shipper.await.unwrap_or_default();
-        self.end(state, exit_code, next_retry_at, outputs, tail)
+        let (rest, log_tail) = shipper.await.unwrap_or_default();
+        let reason = process::describe(&finished.ending);
+        let handler = handler.map(|(name, handler)| {
+            let ending = TryEnding {
+                state,
+                exit_code,
+                reason: &reason,
+                log_tail: &log_tail,
+            };
+            let place = Place {
+                folder,
+                inherit_env,
+                outputs: self.outputs.clone(),
+                base_url: self.base_url.clone(),
+                scratch,
+            };
+            HandlerJob::new(
+                self.store.clone(),
+                &self.claim,
+                name,
+                handler,
+                &ending,
+                place,
+                masker,
+            )
+        });
+        self.end(state, exit_code, next_retry_at, outputs, rest)
             .await;
         // Stored: nothing is left to adopt.
         if let Some(files) = files {
             files.remove();
         }
+        handler
     }
 
-    /// Ends a try that did not start, saying `why` in its log.
     /// The try's plan and command, the secrets it refers to filled in, and a masker of them; or
     /// why the try cannot start, and how it ends then. Without its plan the try fails, its task
     /// instance's own budget of tries still saying whether it is retried (after the default
@@ -892,12 +955,14 @@ impl Try {
         }
     }
 
+    /// Ends a try that did not start, saying `why` in its log; it runs no handler (its
+    /// handler's own secrets may be what is missing).
     async fn did_not_start(
         self,
         why: &str,
         (state, next_retry_at): Outcome,
         log: mpsc::Sender<Vec<u8>>,
-        shipper: tokio::task::JoinHandle<Vec<u8>>,
+        shipper: tokio::task::JoinHandle<(Vec<u8>, Vec<u8>)>,
     ) {
         let then = match next_retry_at {
             Some(at) => format!("up for retry at {}", at.to_rfc3339()),
@@ -906,7 +971,7 @@ impl Try {
         let message = format!("updraft: {why}\nupdraft: the try did not start; {then}\n");
         let _ = log.send(message.into_bytes()).await;
         drop(log);
-        let tail = shipper.await.unwrap_or_default();
+        let (tail, _) = shipper.await.unwrap_or_default();
         self.end(state, None, next_retry_at, Vec::new(), tail).await;
     }
 
@@ -957,33 +1022,6 @@ fn footer(ending: &Ending, state: TaskState, next_retry_at: Option<DateTime<Utc>
     format!("updraft: {}{then}\n", process::describe(ending))
 }
 
-/// Runs a task handler in the DAG's folder; its output goes to the try's log.
-async fn run_handler(
-    handler: &RenderedHandler,
-    folder: &Path,
-    inherit_env: &[String],
-    outputs: &Arc<OutputFolder>,
-    log: &mpsc::Sender<Vec<u8>>,
-    state: TaskState,
-) {
-    let _ = log
-        .send(format!("updraft: running the {state} handler\n").into_bytes())
-        .await;
-    let spawn = Spawn {
-        command: handler.command.clone(),
-        env: handler.env.clone().into_iter().collect(),
-        inherit_env: inherit_env.to_vec(),
-        working_dir: folder.to_path_buf(),
-        timeout: Some(process::HANDLER_TIMEOUT),
-        kill_grace: process::HANDLER_KILL_GRACE,
-        files: Files::Scratch(outputs.clone()),
-    };
-    let finished = process::run(spawn, log.clone(), std::future::pending(), |_| {}).await;
-    let _ = log
-        .send(format!("updraft: handler {}\n", process::describe(&finished.ending)).into_bytes())
-        .await;
-}
-
 /// A sender for a command's output that passes at most `cap` bytes of it on to `log`, says
 /// where it cut, and at the end how much it left out; the returned task ends once the output
 /// ends and all of it is passed on.
@@ -1029,16 +1067,23 @@ fn capped(
 
 /// Ships a try's log to the database in chunks (every `LOG_FLUSH_INTERVAL`, or sooner when
 /// `LOG_FLUSH_BYTES` are waiting), until the sender side closes; returns what is left, which
-/// goes with the try's end. Chunks that cannot be written while the database is down wait in
-/// memory and go with the next flush. What the try was handed of its secrets is masked first.
+/// goes with the try's end, and the log's last `LOG_TAIL_BYTES` (for its handler). Chunks that
+/// cannot be written while the database is down wait in memory and go with the next flush.
+/// What the try was handed of its secrets is masked first.
 async fn ship_log(
     store: Store,
     key: TryKey,
     echo: Option<String>,
     mut masker: Masker,
     mut chunks: mpsc::Receiver<Vec<u8>>,
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<u8>) {
     let mut buffer: Vec<u8> = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut keep_tail = |chunk: &[u8]| {
+        tail.extend_from_slice(chunk);
+        let over = tail.len().saturating_sub(LOG_TAIL_BYTES);
+        tail.drain(..over);
+    };
     let mut line_start = true;
     let mut flush_at = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
     loop {
@@ -1049,11 +1094,13 @@ async fn ship_log(
             if let Some(task) = &echo {
                 echo_chunk(task, &rest, &mut line_start);
             }
+            keep_tail(&rest);
             buffer.extend(rest);
-            return buffer;
+            return (buffer, tail);
         }
         if let Ok(Some(chunk)) = next {
             let chunk = masker.push(&chunk);
+            keep_tail(&chunk);
             if let Some(task) = &echo {
                 echo_chunk(task, &chunk, &mut line_start);
             }

@@ -36,6 +36,7 @@ fn settings(id: &str, host: &str) -> Settings {
         inherit_env: Vec::new(),
         secrets: Default::default(),
         max_log_bytes: updraft_executor::worker::MAX_LOG_BYTES,
+        base_url: None,
     }
 }
 

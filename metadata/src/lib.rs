@@ -27,6 +27,7 @@ mod doorbell;
 mod due;
 mod error;
 mod events;
+mod handlers;
 mod metrics;
 mod pools;
 mod queue;
@@ -56,6 +57,7 @@ pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};
 pub use due::{DueBatch, DueDag, NextRun};
 pub use error::Error;
 pub use events::{EventLog, NewEvent};
+pub use handlers::HandlerRun;
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
 pub use pools::{DEFAULT_POOL, Pool};
 pub use queue::{

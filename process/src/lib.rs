@@ -64,6 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use updraft_core::dag::Command;
 use updraft_core::ids::TryKey;
+use updraft_core::secret::Masker;
 use updraft_core::worker_env;
 
 /// The most one read of the pipe returns, so the most one log chunk holds.
@@ -288,6 +289,36 @@ impl OutputFolder {
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a stopped handler has between SIGTERM and SIGKILL.
 pub const HANDLER_KILL_GRACE: Duration = Duration::from_secs(5);
+/// The output of a handler that is kept: its first bytes, enough to see what it did, not a
+/// flood.
+pub const HANDLER_LOG_BYTES: usize = 64 * 1024;
+
+/// Runs a handler to its end (within the timeout `spawn` sets) and returns how it ended and its
+/// output, masked by `masker` and cut at [`HANDLER_LOG_BYTES`] (saying so). Dropping the
+/// future stops the handler's process group, as [`run`]'s.
+pub async fn run_handler(spawn: Spawn, mut masker: Masker) -> (Ending, Vec<u8>) {
+    let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);
+    let collect = async move {
+        let mut output = Vec::new();
+        let mut cut = false;
+        let mut keep = |chunk: Vec<u8>| {
+            let room = HANDLER_LOG_BYTES.saturating_sub(output.len());
+            cut |= chunk.len() > room;
+            output.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        };
+        while let Some(chunk) = chunks.recv().await {
+            keep(masker.push(&chunk));
+        }
+        keep(masker.finish());
+        if cut {
+            let note = format!("\nupdraft: the output was cut at {HANDLER_LOG_BYTES} bytes\n");
+            output.extend_from_slice(note.as_bytes());
+        }
+        output
+    };
+    let (finished, output) = tokio::join!(run(spawn, log, pending(), |_| {}), collect);
+    (finished.ending, output)
+}
 
 /// Runs `spawn` to its end, sending its output to `log` as it comes. `on_start` gets the pid as
 /// soon as the process exists; when `cancel` completes, the process group is stopped.

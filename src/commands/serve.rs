@@ -35,16 +35,20 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
+        let base_url = Some(
+            config
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{address}")),
+        );
         let dags_folder = std::fs::canonicalize(&config.dags_folder)?;
         let admin_password = ensure_admin(&store).await?;
         // Its worker takes its name and settles what a previous life left running before the
         // banner says it runs (a refusal comes first) and before its scheduler starts.
         let hostname = hostname();
-        let scheduler = Scheduler::new(
-            store.clone(),
-            scheduler_settings(config, &args.scheduler, secrets.clone()),
-            hostname.clone(),
-        );
+        let mut scheduler_settings = scheduler_settings(config, &args.scheduler, secrets.clone());
+        scheduler_settings.base_url = base_url.clone();
+        let scheduler = Scheduler::new(store.clone(), scheduler_settings, hostname.clone());
         let mut settings = worker_settings(
             Name::OfHome(format!("{hostname}:standalone")),
             hostname,
@@ -54,6 +58,7 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         );
         settings.inherit_env = args.inherit_env.clone();
         settings.max_log_bytes = args.max_log_size;
+        settings.base_url = base_url;
         let mut worker = Worker::new(store.clone(), settings);
         worker.register().await?;
         // Handled before the banner says it runs, so a stop right after it is a clean one.
@@ -169,6 +174,7 @@ pub fn worker(config: &Config, args: WorkerArgs) -> Result<i32> {
         settings.shutdown_timeout = Some(args.shutdown_timeout);
         settings.inherit_env = args.inherit_env;
         settings.max_log_bytes = args.max_log_size;
+        settings.base_url = config.base_url.clone();
         let mut worker = Worker::new(store.clone(), settings);
         let id = worker.register().await?;
         eprintln!(

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{Body, Params, Path};
 use crate::model::Paged;
-use crate::reads::BackfillView;
+use crate::reads::{BackfillView, HandlerView};
 use crate::reads::{
     DagQuery, DagScoped, DagSummary, RunQuery, backfills_page, build_grid, dag_summaries,
     events_page, find_task_instance, next_runs, pools, runs_page,
@@ -625,7 +625,25 @@ async fn list_tries(
     Path((id, run_id, task)): Path<(DagId, String, TaskId)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let ti = find_task_instance(&state, &id, &run_id, &task).await?;
-    let items: Vec<TaskTry> = state.store.list_task_tries(ti.id).await?;
+    let tries: Vec<TaskTry> = state.store.list_task_tries(ti.id).await?;
+    let handlers = state.store.list_try_handler_runs(ti.id).await?;
+    let items: Vec<serde_json::Value> = tries
+        .into_iter()
+        .map(|attempt| {
+            let after: Vec<HandlerView> = handlers
+                .iter()
+                .filter(|run| {
+                    run.try_key
+                        .is_some_and(|key| key.try_number == attempt.try_number)
+                })
+                .cloned()
+                .map(HandlerView::from)
+                .collect();
+            let mut item = json!(attempt);
+            item["handlers"] = json!(after);
+            item
+        })
+        .collect();
     Ok(Json(json!({ "items": items })))
 }
 

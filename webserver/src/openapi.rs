@@ -371,6 +371,15 @@ fn schemas() -> Value {
             "worker_id": nullable("string"), "hostname": nullable("string"),
             "pid": nullable("integer"), "start_date": time(), "end_date": nullable_time(),
             "exit_code": nullable("integer"),
+            "handlers": {"type": "array", "items": reference("HandlerRun"),
+                "description": "What the try's handler (on_success, on_retry or on_failure) did: it runs after the try's end is recorded."},
+        })),
+        "HandlerRun": object(json!({
+            "handler": states(&["on_success", "on_retry", "on_failure"]),
+            "start_date": time(), "end_date": time(),
+            "ending": {"type": "string", "description": "How its process ended, e.g. exited with code 0."},
+            "log": {"type": "string", "description": "Its output, masked, cut at 64 KiB."},
+            "try_number": nullable("integer"),
         })),
         "TaskTryList": list("TaskTry"),
         "LogPiece": object(json!({

@@ -30,7 +30,7 @@ use crate::gantt::{self, GanttRow, GanttTry};
 use crate::graph;
 use crate::model::{Grid, Paged};
 use crate::reads::{
-    self, BackfillView, DagQuery, DagScoped, DagSummary, NextRun, PoolView, RunQuery,
+    self, BackfillView, DagQuery, DagScoped, DagSummary, HandlerView, NextRun, PoolView, RunQuery,
 };
 use updraft_ops::dags::Trigger;
 use updraft_ops::mark::Mark;
@@ -100,30 +100,7 @@ impl Layout {
 }
 
 /// The URL of a DAG page, a run page or a task page, its segments percent-encoded.
-pub fn dag_url(dag_id: &str) -> String {
-    format!("/dags/{}", segment(dag_id))
-}
-
-pub fn run_url(dag_id: &str, run_id: &str) -> String {
-    format!("{}/runs/{}", dag_url(dag_id), segment(run_id))
-}
-
-pub fn task_url(dag_id: &str, run_id: &str, task_id: &str) -> String {
-    format!("{}/tasks/{}", run_url(dag_id, run_id), segment(task_id))
-}
-
-/// A path segment: everything but unreserved characters percent-encoded.
-fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub use updraft_core::links::{dag_url, run_url, task_url};
 
 /// A time, or a missing one, however deep the references templates hand over.
 pub trait Instant {
@@ -648,6 +625,8 @@ struct RunPage {
     /// Inline SVG made by [`gantt::render_svg`] (which escapes what it draws); `None` before
     /// any task started.
     gantt: Option<String>,
+    /// What the DAG's handlers did each time the run ended.
+    handlers: Vec<HandlerView>,
 }
 
 async fn run(
@@ -688,12 +667,20 @@ async fn run(
         .collect();
     let gantt = gantt::render_svg(&rows, Utc::now());
     let conf = serde_json::to_string_pretty(&run.conf).unwrap_or_default();
+    let handlers = state
+        .store
+        .list_run_handler_runs(run.id)
+        .await?
+        .into_iter()
+        .map(HandlerView::from)
+        .collect();
     Ok(RunPage {
         layout: Layout::of(&caller, format!("{id} · {run_id}"), "dags"),
         run,
         instances,
         conf,
         gantt,
+        handlers,
     })
 }
 
@@ -834,6 +821,8 @@ struct TaskPage {
     tries: Vec<TaskTry>,
     /// The try shown: the one asked for, else the latest.
     selected: Option<TaskTry>,
+    /// What the selected try's handler did.
+    handlers: Vec<HandlerView>,
     rendered_command: String,
 }
 
@@ -861,6 +850,20 @@ async fn task_try(
         ),
         None => tries.last().cloned(),
     };
+    let handlers = match &selected {
+        Some(shown) => state
+            .store
+            .list_try_handler_runs(ti.id)
+            .await?
+            .into_iter()
+            .filter(|run| {
+                run.try_key
+                    .is_some_and(|key| key.try_number == shown.try_number)
+            })
+            .map(HandlerView::from)
+            .collect(),
+        None => Vec::new(),
+    };
     let rendered_command = ti
         .rendered_command
         .as_ref()
@@ -871,6 +874,7 @@ async fn task_try(
         ti,
         tries,
         selected,
+        handlers,
         rendered_command,
     })
 }

@@ -2,16 +2,43 @@
 //! grid, pages of runs, a task instance, pools with their usage, backfills, the event log.
 //! Each is bounded (a page, a `LIMIT`).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use updraft_core::ids::{DagId, DagRunId, TaskId};
-use updraft_core::state::{DagRunState, RunType};
-use updraft_metadata::{Backfill, DagFilter, DagRow, RunDot, RunFilter};
+use updraft_core::state::{DagRunState, HandlerName, RunType};
+use updraft_metadata::{Backfill, DagFilter, DagRow, HandlerRun, RunDot, RunFilter};
 
 use crate::actions::dag_id;
 use crate::error::AppError;
 use crate::model::{GRID_RUNS, Page, Paged, grid};
 use crate::{AppState, format};
+
+/// What a handler did after a try or a run, as pages and the API show it.
+#[derive(Debug, Serialize)]
+pub struct HandlerView {
+    pub handler: HandlerName,
+    pub start_date: DateTime<Utc>,
+    pub end_date: DateTime<Utc>,
+    /// How its process ended, in words.
+    pub ending: String,
+    /// Its output (masked, cut at 64 KiB), as text.
+    pub log: String,
+    /// The try it followed; `None` for a DAG's handler.
+    pub try_number: Option<i32>,
+}
+
+impl From<HandlerRun> for HandlerView {
+    fn from(run: HandlerRun) -> HandlerView {
+        HandlerView {
+            handler: run.handler,
+            start_date: run.start_date,
+            end_date: run.end_date,
+            ending: run.ending,
+            log: String::from_utf8_lossy(&run.log).into_owned(),
+            try_number: run.try_key.map(|key| key.try_number),
+        }
+    }
+}
 
 /// Runs shown as state dots per DAG in the DAG list.
 pub const DOTS: i64 = 10;

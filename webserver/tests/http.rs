@@ -13,11 +13,11 @@ use updraft_core::dag::{Dag, LoadOptions, decode};
 use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
 use updraft_core::seal::Keyring;
 use updraft_core::secret::SecretsConfig;
-use updraft_core::state::{DagRunState, RunType, TaskState, WorkerState};
+use updraft_core::state::{DagRunState, HandlerName, RunType, TaskState, WorkerState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DagSync, NewApiToken, NewDagRun, NewTaskInstance, NewTaskTry, Role, Store,
-    Worker,
+    CreateOutcome, DagSync, HandlerRun, NewApiToken, NewDagRun, NewTaskInstance, NewTaskTry, Role,
+    Store, Worker,
 };
 use updraft_webserver::auth::{hash_password, token_hash};
 use updraft_webserver::router;
@@ -2394,6 +2394,83 @@ async fn without_a_key_a_secret_is_refused_with_the_reason_and_nothing_is_stored
         )
         .await
         .expect(StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_handlers_did_shows_beside_the_try_and_the_run() {
+    each_backend(|db| async move {
+        let app = App::new(db.store().await).await;
+        let (run_id, ids) = app
+            .run(3, [TaskState::Running, TaskState::None, TaskState::None])
+            .await;
+        let now = Utc::now();
+        app.store
+            .insert_task_try(&NewTaskTry {
+                key: first_try(ids[0]),
+                worker_id: Some("w1".to_owned()),
+                hostname: Some("host".to_owned()),
+                pid: None,
+                start_date: now,
+            })
+            .await
+            .unwrap();
+        let run = app
+            .store
+            .get_dag_run_by_run_id(&app.dag.id, &run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        for (key, handler, log) in [
+            (
+                Some(first_try(ids[0])),
+                HandlerName::OnFailure,
+                "paged <b>on-call</b>",
+            ),
+            (None, HandlerName::OnSuccess, "run handler said hi"),
+        ] {
+            app.store
+                .record_handler_run(&HandlerRun {
+                    dag_run_id: run.id,
+                    try_key: key,
+                    handler,
+                    start_date: now,
+                    end_date: now + Duration::milliseconds(1500),
+                    ending: "exited with code 0".to_owned(),
+                    log: log.as_bytes().to_vec(),
+                })
+                .await
+                .unwrap();
+        }
+        let admin = app.browser("ada", Role::Admin).await;
+        let task = app
+            .get(&admin, &format!("/dags/etl/runs/{run_id}/tasks/extract"))
+            .await;
+        task.expect(StatusCode::OK);
+        assert!(task.body.contains("on_failure handler"), "{}", task.body);
+        assert!(
+            task.body.contains("paged &#60;b&#62;on-call&#60;/b&#62;")
+                || task.body.contains("paged &lt;b&gt;on-call")
+        );
+        assert!(!task.body.contains("run handler said hi"));
+        let page = app.get(&admin, &format!("/dags/etl/runs/{run_id}")).await;
+        assert!(
+            page.body.contains("on_success handler") && page.body.contains("run handler said hi")
+        );
+        let tries = app
+            .get(
+                &admin,
+                &format!("/api/v1/dags/etl/runs/{run_id}/tasks/extract/tries"),
+            )
+            .await
+            .json();
+        let handlers = &tries["items"][0]["handlers"];
+        assert_eq!(handlers[0]["handler"], "on_failure");
+        assert_eq!(handlers[0]["ending"], "exited with code 0");
+        assert_eq!(handlers[0]["log"], "paged <b>on-call</b>");
+        assert_eq!(handlers[0]["try_number"], 1);
+        assert_eq!(handlers.as_array().unwrap().len(), 1);
     })
     .await;
 }

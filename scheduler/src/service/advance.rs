@@ -285,7 +285,7 @@ impl Scheduler {
             .get(&(run.dag_id.clone(), run.version_hash.clone()))
         {
             let dag = dag.clone();
-            handlers::run_dag_handler(&self.store, &self.settings.secrets, dag, run, state);
+            handlers::run_dag_handler(&self.store, &self.settings, dag, run, state);
         }
         Ok(())
     }

@@ -1,57 +1,66 @@
-//! The DAG's handlers: `on_success`/`on_failure` of a run, run by the scheduler when the run
-//! ends, through the same process module as tasks: in their own process group, within
-//! `HANDLER_TIMEOUT`, their output in the scheduler's log.
+//! The DAG's handlers: `on_success`/`on_failure` of a run, run by the scheduler once the run's
+//! end is recorded, through the same process module as tasks: in their own process group,
+//! within `HANDLER_TIMEOUT`, in the background (never holding up the loop), their output kept
+//! in `handler_run` beside the run.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use chrono::Utc;
 use updraft_core::dag::Dag;
-use updraft_core::render::{self, RenderedHandler};
+use updraft_core::links;
+use updraft_core::render::{self, RenderedHandler, run_handler_environment};
 use updraft_core::secret::{Catalog, Masker, SecretsConfig};
-use updraft_core::state::DagRunState;
-use updraft_metadata::{DagRun, Store};
+use updraft_core::state::{DagRunState, HandlerName};
+use updraft_metadata::{DagRun, HandlerRun, Store};
 use updraft_process::{self as process, Files, HANDLER_KILL_GRACE, HANDLER_TIMEOUT, Spawn};
 
-use super::run_context;
-
-/// The output of a handler kept for the scheduler's log: its first bytes, enough for an
-/// error message, not a flood.
-const HANDLER_OUTPUT_SHOWN: usize = 64 * 1024;
+use super::{Settings, run_context};
 
 /// Runs a DAG's `on_success`/`on_failure` handler for a run that ended in `state`, in the DAG
-/// file's folder, in the background; its output goes to the scheduler's log, the secrets it
+/// file's folder, in the background; what it did is recorded beside the run, the secrets it
 /// was handed masked.
 pub(super) fn run_dag_handler(
     store: &Store,
-    secrets: &SecretsConfig,
+    settings: &Settings,
     dag: Arc<Dag>,
     run: &DagRun,
     state: DagRunState,
 ) {
-    let handler = match state {
-        DagRunState::Success => &dag.on_success,
-        DagRunState::Failed => &dag.on_failure,
-        DagRunState::Queued | DagRunState::Running => &None,
+    let Some(name) = HandlerName::of_run(state) else {
+        return;
     };
-    if handler.is_none() {
+    let declared = match name {
+        HandlerName::OnSuccess => &dag.on_success,
+        _ => &dag.on_failure,
+    };
+    if declared.is_none() {
         return;
     }
-    let (store, secrets, run) = (store.clone(), secrets.clone(), run.clone());
+    let (store, secrets, run) = (store.clone(), settings.secrets.clone(), run.clone());
+    let url = settings.base_url.as_ref().map(|base| {
+        let page = links::run_url(run.dag_id.as_str(), &run.run_id);
+        format!("{}{page}", base.trim_end_matches('/'))
+    });
     tokio::spawn(async move {
         let (dag_id, run_id) = (dag.id.clone(), run.run_id.clone());
-        let handler = match rendered(&store, &secrets, &dag, &run, state).await {
+        let (handler, masker) = match rendered(&store, &secrets, &dag, &run, state).await {
             Ok(Some(handler)) => handler,
             Ok(None) => return,
             Err(error) => {
-                tracing::warn!(%dag_id, %run_id, "cannot run the DAG's {state} handler: {error}");
+                tracing::warn!(%dag_id, %run_id, "cannot run the DAG's {name} handler: {error}");
                 return;
             }
         };
-        let (handler, mut masker) = handler;
+        let mut env: Vec<(String, String)> = handler.env.into_iter().collect();
+        env.extend(
+            run_handler_environment(state, url)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        );
         let spawn = Spawn {
             command: handler.command,
-            env: handler.env.into_iter().collect(),
+            env,
             inherit_env: handler.inherit_env,
             working_dir: Path::new(&dag.fileloc)
                 .parent()
@@ -61,28 +70,21 @@ pub(super) fn run_dag_handler(
             kill_grace: HANDLER_KILL_GRACE,
             files: Files::Scratch(Arc::default()),
         };
-        let (log, mut chunks) = mpsc::channel::<Vec<u8>>(64);
-        let collect = tokio::spawn(async move {
-            let mut output = Vec::new();
-            while let Some(chunk) = chunks.recv().await {
-                let chunk = masker.push(&chunk);
-                let room = HANDLER_OUTPUT_SHOWN.saturating_sub(output.len());
-                output.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            let rest = masker.finish();
-            let room = HANDLER_OUTPUT_SHOWN.saturating_sub(output.len());
-            output.extend_from_slice(&rest[..rest.len().min(room)]);
-            output
-        });
-        let finished = process::run(spawn, log, std::future::pending(), |_| {}).await;
-        let output = collect.await.unwrap_or_default();
-        tracing::info!(
-            %dag_id,
-            %run_id,
-            ending = %process::describe(&finished.ending),
-            output = %String::from_utf8_lossy(&output),
-            "the DAG's {state} handler ran"
-        );
+        let start_date = Utc::now();
+        let (ending, log) = process::run_handler(spawn, masker).await;
+        let ran = HandlerRun {
+            dag_run_id: run.id,
+            try_key: None,
+            handler: name,
+            start_date,
+            end_date: Utc::now(),
+            ending: process::describe(&ending),
+            log,
+        };
+        tracing::info!(%dag_id, %run_id, ending = %ran.ending, "the DAG's {name} handler ran");
+        if let Err(error) = store.record_handler_run(&ran).await {
+            tracing::warn!(%dag_id, %run_id, "cannot record the DAG's {name} handler's run: {error}");
+        }
     });
 }
 

@@ -65,6 +65,8 @@ pub struct Settings {
     /// Runs that ended longer ago than this are deleted once a day (with what hangs on them),
     /// and older events (`db clean`); `None` keeps everything.
     pub retention: Option<Duration>,
+    /// The web UI's address (`--base-url`), for the links DAG handlers are given.
+    pub base_url: Option<String>,
 }
 
 impl Settings {
@@ -80,6 +82,7 @@ impl Settings {
             scope: Scope::Everything,
             secrets: SecretsConfig::default(),
             retention: None,
+            base_url: None,
         }
     }
 }
