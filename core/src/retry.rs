@@ -20,6 +20,9 @@ pub struct RetryPolicy {
     pub retry_exponential_backoff: bool,
     #[serde(with = "humantime_opt")]
     pub max_retry_delay: Option<Duration>,
+    /// Wait a pseudo-random part of each delay (see [`full_jitter`]).
+    #[serde(default)]
+    pub retry_jitter: bool,
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +33,7 @@ impl Default for RetryPolicy {
             retry_delay: defaults::RETRY_DELAY,
             retry_exponential_backoff: false,
             max_retry_delay: None,
+            retry_jitter: false,
         }
     }
 }
@@ -41,6 +45,7 @@ impl RetryPolicy {
             retry_delay: task.retry_delay,
             retry_exponential_backoff: task.retry_exponential_backoff,
             max_retry_delay: task.max_retry_delay,
+            retry_jitter: task.retry_jitter,
         }
     }
 }
@@ -68,7 +73,10 @@ pub fn after_failure(
     }
     // The retry about to happen, counted from the last clear: 1 for the first.
     let retry = policy.retries.saturating_sub(max_tries - try_number).max(1);
-    let delay = retry_delay(policy, retry);
+    let delay = match policy.retry_jitter {
+        true => full_jitter(retry_delay(policy, retry), failed_at),
+        false => retry_delay(policy, retry),
+    };
     let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     AfterFailure::RetryAt(
         failed_at
@@ -111,6 +119,19 @@ pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
     }
 }
 
+/// Celery's full jitter: a wait from zero to `delay` (in whole milliseconds), drawn from the
+/// moment the try failed, so that the tries that failed together (an outage) do not all come
+/// back at once. Pure: the same failure gives the same wait.
+pub fn full_jitter(delay: Duration, failed_at: DateTime<Utc>) -> Duration {
+    let most = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX - 1);
+    let moment = failed_at
+        .timestamp_nanos_opt()
+        .unwrap_or_else(|| failed_at.timestamp_micros());
+    // The high bits: FNV's low bits follow its input's low bits too closely.
+    let draw = crate::hash::fnv1a(&moment.to_le_bytes()) >> 16;
+    Duration::from_millis(draw % (most + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +147,30 @@ mod tests {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn full_jitter_waits_part_of_the_backoff_the_same_for_the_same_failure() {
+        let policy = task(
+            "retries: 10, retry_delay: 10s, retry_exponential_backoff: true, retry_jitter: true",
+        );
+        let failed = at("2024-01-01T00:00:00Z");
+        let mut waits = std::collections::BTreeSet::new();
+        for nanos in 0..200 {
+            let failed = failed + chrono::Duration::nanoseconds(nanos * 7919);
+            // The third retry: 40 s of backoff, of which it waits a part.
+            let AfterFailure::RetryAt(at) = after_failure(&policy, 3, 10, failed) else {
+                panic!("tries remain");
+            };
+            let wait = at - failed;
+            assert!(wait >= chrono::Duration::zero() && wait <= chrono::Duration::seconds(40));
+            assert_eq!(
+                after_failure(&policy, 3, 10, failed),
+                AfterFailure::RetryAt(at)
+            );
+            waits.insert(wait.num_seconds());
+        }
+        assert!(waits.len() > 30, "spread over the 40 s: {waits:?}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ tasks:
     retries: 3
     retry_delay: 1m
     retry_exponential_backoff: true
+    retry_jitter: true
     max_retry_delay: 30m
     timeout: 1h
     pool: warehouse
@@ -111,13 +112,34 @@ tasks:
     assert_eq!(b.queue, "gpu");
     assert_eq!(b.trigger_rule, TriggerRule::AllDone);
     assert_eq!(b.skip_on_exit_code, vec![99, 100]);
-    assert!(b.depends_on_past && b.retry_exponential_backoff);
+    assert!(b.depends_on_past && b.retry_exponential_backoff && b.retry_jitter);
+    assert!(!a.retry_jitter);
     assert_eq!(b.kill_grace, Duration::from_secs(5));
     assert_eq!(
         b.on_success.as_ref().unwrap().command,
         Command::Run("echo ok".into())
     );
     assert_eq!(b.on_retry.as_ref().unwrap().env["LEVEL"], "warn");
+}
+
+#[test]
+fn a_schedule_may_jitter_each_start_and_a_dag_without_keeps_its_version() {
+    let text = "start_date: 2024-01-01\nschedule: {cron: \"0 6 * * *\", jitter: 90s}\n\
+                tasks:\n  a: {run: x}\n";
+    let dag = check(text);
+    let jitter = dag.timetable.jitter.unwrap();
+    assert_eq!(jitter.max, Duration::from_secs(90));
+    assert_eq!(
+        jitter,
+        updraft_core::schedule::Jitter::of(jitter.max, "example")
+    );
+    // Nothing new in a DAG that does not use them: its version (and its hash) stay.
+    let plain = check("start_date: 2024-01-01\nschedule: \"0 6 * * *\"\ntasks:\n  a: {run: x}\n");
+    let serialized = serde_json::to_string(&plain).unwrap();
+    assert!(!serialized.contains("jitter"), "{serialized}");
+    assert!(check(&text.replace("90s", "0s")).timetable.jitter.is_none());
+    let refused = messages(&text.replace("90s", "soon"));
+    assert!(refused[0].contains("jitter"), "{refused:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use indexmap::{IndexMap, IndexSet};
 use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
 use crate::ids::{ConnectionId, DagId, TaskId};
-use crate::schedule::{DataIntervalMode, Schedule, Timetable, parse_timezone};
+use crate::schedule::{DataIntervalMode, Jitter, Schedule, Timetable, parse_timezone};
 use crate::state::TriggerRule;
 use crate::suggest::did_you_mean;
 use crate::template;
@@ -75,6 +75,7 @@ pub const TASK_KEYS: &[&str] = &[
     "retries",
     "retry_delay",
     "retry_exponential_backoff",
+    "retry_jitter",
     "max_retry_delay",
     "timeout",
     "pool",
@@ -94,7 +95,7 @@ pub const TASK_KEYS: &[&str] = &[
 /// Task keys that make no sense for every task at once.
 const NOT_DEFAULTS: &[&str] = &["run", "exec", "depends_on", "description"];
 
-pub const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone", "data_interval"];
+pub const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone", "data_interval", "jitter"];
 pub const PARAM_KEYS: &[&str] = &[
     "type",
     "default",
@@ -442,17 +443,19 @@ impl<'t> Decoder<'t> {
             .get("tags")
             .and_then(|n| self.string_list(n, "", "tags"))
             .unwrap_or_default();
-        let (schedule, tz, data_interval) = match fields.get("schedule") {
+        let (schedule, tz, data_interval, jitter) = match fields.get("schedule") {
             // A bad schedule is reported; the rest of the file is still checked.
             Some(node) => self.schedule(node, options).unwrap_or((
                 Schedule::Manual,
                 options.default_timezone,
                 DataIntervalMode::Previous,
+                None,
             )),
             None => (
                 Schedule::Manual,
                 options.default_timezone,
                 DataIntervalMode::Previous,
+                None,
             ),
         };
         let start_date = fields
@@ -515,9 +518,12 @@ impl<'t> Decoder<'t> {
         let acyclic = self.check_cycles(&tasks, &fields);
         self.check_templates(&tasks, &params, acyclic);
 
-        let timetable = Timetable::new(schedule, tz, data_interval, start_date, end_date, catchup);
+        let id = id?;
+        let mut timetable =
+            Timetable::new(schedule, tz, data_interval, start_date, end_date, catchup);
+        timetable.jitter = jitter.map(|max| Jitter::of(max, id.as_str()));
         Some(Dag {
-            id: id?,
+            id,
             fileloc: fileloc.to_owned(),
             description,
             owner,
@@ -568,9 +574,10 @@ impl<'t> Decoder<'t> {
         &mut self,
         node: &Node,
         options: &LoadOptions,
-    ) -> Option<(Schedule, Tz, DataIntervalMode)> {
+    ) -> Option<(Schedule, Tz, DataIntervalMode, Option<Duration>)> {
         let mut tz = options.default_timezone;
         let mut mode = DataIntervalMode::Previous;
+        let mut jitter = None;
         let schedule = match &node.value {
             Value::Null => Schedule::Manual,
             Value::Str(expression) => self.cron(node, expression, "schedule")?,
@@ -597,6 +604,11 @@ impl<'t> Decoder<'t> {
                             ),
                         ),
                     }
+                }
+                if let Some(node) = fields.get("jitter") {
+                    jitter = self
+                        .duration(node, "schedule: ", "jitter")
+                        .filter(|max| !max.is_zero());
                 }
                 match (fields.get("cron"), fields.get("every")) {
                     (Some(cron), None) => {
@@ -636,7 +648,7 @@ impl<'t> Decoder<'t> {
                 return None;
             }
         };
-        Some((schedule, tz, mode))
+        Some((schedule, tz, mode, jitter))
     }
 
     fn cron(&mut self, node: &Node, expression: &str, context: &str) -> Option<Schedule> {
@@ -908,6 +920,7 @@ impl<'t> Decoder<'t> {
                 .unwrap_or(false)
         };
         let retry_exponential_backoff = flag(self, "retry_exponential_backoff");
+        let retry_jitter = flag(self, "retry_jitter");
         let depends_on_past = flag(self, "depends_on_past");
         let duration = |decoder: &mut Self, key: &str| {
             fields
@@ -989,6 +1002,7 @@ impl<'t> Decoder<'t> {
             retries,
             retry_delay,
             retry_exponential_backoff,
+            retry_jitter,
             max_retry_delay,
             timeout,
             pool,

@@ -97,6 +97,10 @@ pub struct Task {
     pub retry_exponential_backoff: bool,
     #[serde(with = "humantime_opt")]
     pub max_retry_delay: Option<Duration>,
+    /// Each retry waits a pseudo-random part of its delay (Celery's full jitter). Left out of
+    /// the serialized DAG when off, so that DAGs without it keep their version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_jitter: bool,
     /// Per-try deadline.
     #[serde(with = "humantime_opt")]
     pub timeout: Option<Duration>,

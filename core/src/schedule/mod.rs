@@ -155,6 +155,36 @@ impl RunInterval {
     }
 }
 
+/// A delay of each scheduled run's start, up to `max` (APScheduler's `jitter`), so that many
+/// DAGs on one schedule do not all start at once. It is derived from the DAG's id and the
+/// run's logical date, so a scheduler that restarts, or another scheduler, computes the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jitter {
+    #[serde(with = "crate::dag::model::humantime_serde_compat")]
+    pub max: Duration,
+    /// Of the DAG's id: the DAGs of one schedule spread out.
+    pub seed: u64,
+}
+
+impl Jitter {
+    pub fn of(max: Duration, dag_id: &str) -> Jitter {
+        Jitter {
+            max,
+            seed: crate::hash::fnv1a(dag_id.as_bytes()),
+        }
+    }
+
+    /// The delay of the run at `logical_date`: from zero to `max`, in whole milliseconds.
+    pub fn delay(&self, logical_date: DateTime<Utc>) -> chrono::Duration {
+        let most = u64::try_from(self.max.as_millis()).unwrap_or(u64::MAX - 1);
+        let mut bytes = self.seed.to_le_bytes().to_vec();
+        bytes.extend(logical_date.timestamp_micros().to_le_bytes());
+        // The high bits: FNV's low bits follow its input's low bits too closely.
+        let draw = crate::hash::fnv1a(&bytes) >> 16;
+        chrono::Duration::milliseconds(i64::try_from(draw % (most + 1)).unwrap_or(0))
+    }
+}
+
 /// A DAG's schedule with everything that decides its runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timetable {
@@ -165,6 +195,10 @@ pub struct Timetable {
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub catchup: bool,
+    /// Delays each run's `run_after` (not its data interval). Left out of the serialized DAG
+    /// when absent, so that DAGs without one keep their version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Jitter>,
 }
 
 impl Timetable {
@@ -183,6 +217,7 @@ impl Timetable {
             start_date,
             end_date,
             catchup,
+            jitter: None,
         }
     }
 
@@ -214,7 +249,13 @@ impl Timetable {
         };
         match self.end_date {
             Some(end) if info.logical_date > end => None,
-            _ => Some(info),
+            _ => Some(match self.jitter {
+                Some(jitter) => RunInterval {
+                    run_after: info.run_after + jitter.delay(info.logical_date),
+                    ..info
+                },
+                None => info,
+            }),
         }
     }
 
@@ -295,6 +336,17 @@ impl Timetable {
     /// The schedule in words, for people: "every day at 02:00 (Europe/Berlin)", "every 15m
     /// from start_date"; a cron pattern without common words shows as its text.
     pub fn describe(&self) -> String {
+        let words = self.describe_schedule();
+        match self.jitter {
+            Some(jitter) => format!(
+                "{words}, each start delayed up to {}",
+                humantime::format_duration(jitter.max)
+            ),
+            None => words,
+        }
+    }
+
+    fn describe_schedule(&self) -> String {
         let zone = self.timezone.name();
         match &self.schedule {
             Schedule::Manual => "manual only (no schedule)".to_owned(),
@@ -449,6 +501,40 @@ mod tests {
             None,
             catchup,
         )
+    }
+
+    #[test]
+    fn jitter_delays_each_start_alone_by_the_same_amount_every_time() {
+        let plain = timetable("0 * * * *", true);
+        let jittered = Timetable {
+            jitter: Some(Jitter::of(Duration::from_secs(600), "reports")),
+            ..plain.clone()
+        };
+        let now = at("2024-01-03T00:00:00Z");
+        let (without, with) = (plain.due_runs(now), jittered.due_runs(now));
+        assert_eq!(without.len(), 48);
+        assert_eq!(
+            with.len(),
+            47,
+            "the interval ending at now waits for its jitter"
+        );
+        let mut delays = std::collections::BTreeSet::new();
+        for (plain, delayed) in without.iter().zip(&with) {
+            assert_eq!(plain.logical_date, delayed.logical_date);
+            assert_eq!(plain.data_interval_end, delayed.data_interval_end);
+            let delay = delayed.run_after - plain.run_after;
+            assert!(delay >= chrono::Duration::zero() && delay <= chrono::Duration::minutes(10));
+            delays.insert(delay);
+        }
+        assert!(delays.len() > 40, "spread out: {delays:?}");
+        // The same run, computed again (a restart, another scheduler): the same delay.
+        let again = jittered.upcoming(with.get(9), now, 3);
+        assert_eq!(&again[..], &with[10..13]);
+        // Another DAG on the same schedule starts at other moments.
+        let other = Jitter::of(Duration::from_secs(600), "billing");
+        let theirs = other.delay(with[0].logical_date);
+        let ours = jittered.jitter.unwrap().delay(with[0].logical_date);
+        assert_ne!(theirs, ours);
     }
 
     #[test]
