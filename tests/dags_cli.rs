@@ -156,6 +156,73 @@ fn next_runs_match_airflow() {
 }
 
 #[test]
+fn next_runs_shows_several_schedules_and_their_jitter() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("opening.yaml"),
+        "version: 1\nstart_date: 2024-01-01\ncatchup: true\n\
+         schedule: [{cron: \"0 8 * * 1-5\", jitter: 5m, timezone: Europe/Berlin}, \
+         {cron: \"0 10 * * 6,0\", jitter: 5m, timezone: Europe/Berlin}]\n\
+         tasks:\n  open: {run: \"true\"}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = dags(
+        home.path(),
+        folder.path(),
+        &[
+            "next-runs",
+            "opening",
+            "--now",
+            "2024-01-05T12:00:00Z",
+            "--count",
+            "3",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let dates: Vec<(&str, bool)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["logical_date"].as_str().unwrap(),
+                row["due"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // Weekdays at 08:00 Berlin (07:00 UTC), the weekend at 10:00 (09:00 UTC); each run's
+    // interval ends at the union's next tick, and it starts up to 5 minutes after it.
+    assert_eq!(
+        dates,
+        [
+            ("2024-01-01T07:00:00Z", true),
+            ("2024-01-02T07:00:00Z", true),
+            ("2024-01-03T07:00:00Z", true),
+            ("2024-01-04T07:00:00Z", true),
+            ("2024-01-05T07:00:00Z", false),
+            ("2024-01-06T09:00:00Z", false),
+            ("2024-01-07T09:00:00Z", false),
+        ]
+    );
+    let friday = &rows[4];
+    assert_eq!(friday["data_interval_end"], "2024-01-06T09:00:00Z");
+    let end = friday["data_interval_end"].as_str().unwrap();
+    let after = friday["run_after"].as_str().unwrap();
+    assert!(after >= end && after <= "2024-01-06T09:05:00Z", "{friday}");
+    let (code, text, _) = dags(
+        home.path(),
+        folder.path(),
+        &["next-runs", "opening", "--now", "2024-01-05T12:00:00Z"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(", and ") && text.contains("each start delayed up to 5m"),
+        "{text}"
+    );
+}
+
+#[test]
 fn next_runs_refuses_a_bad_now() {
     let home = tempfile::tempdir().unwrap();
     let (code, _, stderr) = dags(

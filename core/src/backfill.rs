@@ -307,7 +307,7 @@ fn walk(
             }
             return runs;
         }
-        Schedule::Cron(_) => from,
+        Schedule::Cron(_) | Schedule::AnyOf(_) => from,
         // Fixed intervals tick from start_date: the first tick at or after `from` on that grid,
         // so backfill runs fall on the dates scheduled runs use.
         Schedule::Every(interval) => match timetable.start_date {
@@ -320,6 +320,8 @@ fn walk(
     range.start_date = Some(anchor);
     range.end_date = Some(to);
     range.catchup = true;
+    // A backfill's runs start as soon as its limits let them: no jitter.
+    range.jitter = None;
     while cap.is_none_or(|cap| runs.len() < cap) {
         let Some(run) = range.next_dagrun_info(runs.last(), to) else {
             break;

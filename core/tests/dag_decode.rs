@@ -143,6 +143,38 @@ fn a_schedule_may_jitter_each_start_and_a_dag_without_keeps_its_version() {
 }
 
 #[test]
+fn a_list_of_cron_schedules_is_their_union_in_one_timezone() {
+    let dag = check(
+        "start_date: 2024-01-01\nschedule:\n  - {cron: \"0 8 * * 1-5\"}\n  - \"0 10 * * 6,0\"\n\
+         tasks:\n  a: {run: x}\n",
+    );
+    assert_eq!(
+        dag.timetable.schedule.to_string(),
+        "0 8 * * 1-5 | 0 10 * * 6,0"
+    );
+    for (schedule, wanted) in [
+        ("[]", "an empty list"),
+        (
+            "[\"0 8 * * *\", {every: 1h}]",
+            "combines cron schedules, not \"every 1h\"",
+        ),
+        ("[\"0 8 * * *\", \"@once\"]", "not \"@once\""),
+        (
+            "[{cron: \"0 8 * * *\", timezone: Europe/Berlin}, \"0 9 * * *\"]",
+            "share one timezone",
+        ),
+    ] {
+        let text =
+            format!("start_date: 2024-01-01\nschedule: {schedule}\ntasks:\n  a: {{run: x}}\n");
+        let refused = messages(&text);
+        assert!(
+            refused.iter().any(|message| message.contains(wanted)),
+            "{schedule}: {refused:?}"
+        );
+    }
+}
+
+#[test]
 fn params_take_a_spec_or_a_bare_default() {
     let dag = check(
         "params:\n  region: {type: string, default: eu, enum: [eu, us]}\n  days: 7\n  \
@@ -280,7 +312,7 @@ fn the_json_schema_names_exactly_the_keys_the_decoder_accepts() {
     assert_eq!(schema_keys(&schema, ""), keys(DAG_KEYS));
     assert_eq!(schema_keys(&schema, "/$defs/task"), keys(TASK_KEYS));
     assert_eq!(
-        schema_keys(&schema, "/properties/schedule"),
+        schema_keys(&schema, "/$defs/schedule_mapping"),
         keys(SCHEDULE_KEYS)
     );
     assert_eq!(schema_keys(&schema, "/$defs/param"), keys(PARAM_KEYS));

@@ -580,6 +580,7 @@ impl<'t> Decoder<'t> {
         let mut jitter = None;
         let schedule = match &node.value {
             Value::Null => Schedule::Manual,
+            Value::Seq(items) => return self.schedules(node, items, options),
             Value::Str(expression) => self.cron(node, expression, "schedule")?,
             Value::Map(_) => {
                 let fields = self.fields(node, SCHEDULE_KEYS, "schedule: ", "schedule")?;
@@ -644,9 +645,70 @@ impl<'t> Decoder<'t> {
                 }
             }
             _ => {
-                self.wrong_type(node, "", "schedule", "a cron string, a mapping or null");
+                self.wrong_type(
+                    node,
+                    "",
+                    "schedule",
+                    "a cron string, a mapping, a list of them or null",
+                );
                 return None;
             }
+        };
+        Some((schedule, tz, mode, jitter))
+    }
+
+    /// `schedule: [...]`: several cron schedules, run at the union of their ticks. Each item
+    /// is a cron string or a schedule mapping with `cron`; they share one timezone,
+    /// `data_interval` and `jitter` (items that name them must name the same).
+    fn schedules(
+        &mut self,
+        node: &Node,
+        items: &[Node],
+        options: &LoadOptions,
+    ) -> Option<(Schedule, Tz, DataIntervalMode, Option<Duration>)> {
+        if items.is_empty() {
+            self.error(
+                node.pos,
+                "schedule: an empty list; write `schedule: null` for manual runs only".to_owned(),
+            );
+            return None;
+        }
+        let mut crons = Vec::with_capacity(items.len());
+        let mut shared = None;
+        let mut valid = true;
+        for item in items {
+            let Some((schedule, tz, mode, jitter)) = self.schedule(item, options) else {
+                valid = false;
+                continue;
+            };
+            match schedule {
+                Schedule::Cron(cron) => crons.push(cron),
+                other => {
+                    self.error(
+                        item.pos,
+                        format!("schedule: a list combines cron schedules, not \"{other}\""),
+                    );
+                    valid = false;
+                }
+            }
+            match shared {
+                None => shared = Some((tz, mode, jitter)),
+                Some(first) if first != (tz, mode, jitter) => {
+                    self.error(
+                        item.pos,
+                        "schedule: the schedules of a list share one timezone, data_interval \
+                         and jitter; this one's differ from the first's"
+                            .to_owned(),
+                    );
+                    valid = false;
+                }
+                Some(_) => {}
+            }
+        }
+        let (tz, mode, jitter) = shared.filter(|_| valid)?;
+        let schedule = match crons.len() {
+            1 => Schedule::Cron(crons.remove(0)),
+            _ => Schedule::AnyOf(crons),
         };
         Some((schedule, tz, mode, jitter))
     }

@@ -34,6 +34,10 @@ pub enum Schedule {
     Once,
     /// A 5-field cron expression or a preset, on the DAG's wall clock.
     Cron(CronSchedule),
+    /// Several cron expressions (`schedule: [{cron: ...}, {cron: ...}]`): the union of their
+    /// ticks, one run per tick however many of them fall on it (Airflow 3's
+    /// `MultipleCronTriggerTimetable`, Dagu's list of schedules).
+    AnyOf(Vec<CronSchedule>),
     /// `every: <duration>`: fixed intervals, from `start_date` with catchup; without catchup
     /// on whole multiples of the interval since the Unix epoch, as Airflow does.
     Every(Duration),
@@ -67,6 +71,10 @@ impl fmt::Display for Schedule {
             Schedule::Manual => f.write_str("null"),
             Schedule::Once => f.write_str("@once"),
             Schedule::Cron(cron) => f.write_str(cron.text()),
+            Schedule::AnyOf(crons) => {
+                let texts: Vec<&str> = crons.iter().map(CronSchedule::text).collect();
+                f.write_str(&texts.join(" | "))
+            }
             Schedule::Every(interval) => {
                 write!(f, "every {}", humantime::format_duration(*interval))
             }
@@ -81,6 +89,11 @@ impl FromStr for Schedule {
     fn from_str(text: &str) -> Result<Schedule, String> {
         match text {
             "null" => Ok(Schedule::Manual),
+            _ if text.contains(" | ") => text
+                .split(" | ")
+                .map(CronSchedule::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Schedule::AnyOf),
             _ => match text.strip_prefix("every ") {
                 Some(interval) => humantime::parse_duration(interval)
                     .map_err(|error| format!("bad duration \"{interval}\": {error}"))
@@ -235,7 +248,8 @@ impl Timetable {
             Schedule::Manual => return None,
             Schedule::Once if last.is_some() => return None,
             Schedule::Once => None,
-            Schedule::Cron(cron) => Some(Clock::Cron(cron, self.timezone)),
+            Schedule::Cron(cron) => Some(Clock::Cron(std::slice::from_ref(cron), self.timezone)),
+            Schedule::AnyOf(crons) => Some(Clock::Cron(crons, self.timezone)),
             Schedule::Every(interval) => {
                 Some(Clock::Every(chrono::Duration::from_std(*interval).ok()?))
             }
@@ -351,10 +365,11 @@ impl Timetable {
         match &self.schedule {
             Schedule::Manual => "manual only (no schedule)".to_owned(),
             Schedule::Once => "once, at start_date".to_owned(),
-            Schedule::Cron(cron) => match cron.describe() {
-                Some(words) => format!("{words} ({zone})"),
-                None => format!("cron \"{}\" ({zone})", cron.text()),
-            },
+            Schedule::Cron(cron) => format!("{} ({zone})", cron_words(cron)),
+            Schedule::AnyOf(crons) => {
+                let words: Vec<String> = crons.iter().map(cron_words).collect();
+                format!("{} ({zone})", words.join(", and "))
+            }
             Schedule::Every(interval) => format!(
                 "every {} from start_date",
                 humantime::format_duration(*interval)
@@ -363,15 +378,22 @@ impl Timetable {
     }
 }
 
+/// A cron schedule in words, or as its text when it has no common words.
+fn cron_words(cron: &CronSchedule) -> String {
+    cron.describe()
+        .unwrap_or_else(|| format!("cron \"{}\"", cron.text()))
+}
+
 /// Whether `run` comes after `last`. Runs are unique by logical date, so a schedule that
 /// answered the same run twice (a DST corner no case has shown) must end the walk, not loop.
 fn moves_on(last: Option<&RunInterval>, run: &RunInterval) -> bool {
     last.is_none_or(|last| run.logical_date > last.logical_date)
 }
 
-/// The two kinds of tick sequence, with Airflow's alignment helpers over either.
+/// The two kinds of tick sequence, with Airflow's alignment helpers over either. A cron clock
+/// ticks at the union of its expressions' ticks.
 enum Clock<'a> {
-    Cron(&'a CronSchedule, Tz),
+    Cron(&'a [CronSchedule], Tz),
     Every(chrono::Duration),
 }
 
@@ -379,7 +401,11 @@ impl Clock<'_> {
     /// The first tick strictly after `t`.
     fn next(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Clock::Cron(cron, tz) => cron.next_after(t, *tz),
+            Clock::Cron(crons, tz) => crons
+                .iter()
+                .map(|cron| cron.next_after(t, *tz))
+                .min()
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
             Clock::Every(interval) => t + *interval,
         }
     }
@@ -387,7 +413,11 @@ impl Clock<'_> {
     /// The last tick strictly before `t`.
     fn prev(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Clock::Cron(cron, tz) => cron.prev_before(t, *tz),
+            Clock::Cron(crons, tz) => crons
+                .iter()
+                .map(|cron| cron.prev_before(t, *tz))
+                .max()
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
             Clock::Every(interval) => t - *interval,
         }
     }
@@ -501,6 +531,57 @@ mod tests {
             None,
             catchup,
         )
+    }
+
+    #[test]
+    fn several_crons_run_at_the_union_of_their_ticks_once_each() {
+        let union: Schedule = "0 8 * * 1-5 | 0 10 * * 6,0 | 0 8 * * 1".parse().unwrap();
+        assert_eq!(union.to_string(), "0 8 * * 1-5 | 0 10 * * 6,0 | 0 8 * * 1");
+        let timetable = |mode| {
+            Timetable::new(
+                union.clone(),
+                Tz::UTC,
+                mode,
+                Some(at("2024-01-01T00:00:00Z")),
+                None,
+                true,
+            )
+        };
+        // 2024-01-01 is a Monday: weekdays at 08:00, the weekend at 10:00; Monday's two
+        // expressions make one run.
+        let now = at("2024-01-08T09:00:00Z");
+        let instant = timetable(DataIntervalMode::Instant).due_runs(now);
+        let dates: Vec<String> = instant
+            .iter()
+            .map(|run| run.logical_date.format("%a %d %H:%M").to_string())
+            .collect();
+        assert_eq!(
+            dates,
+            [
+                "Mon 01 08:00",
+                "Tue 02 08:00",
+                "Wed 03 08:00",
+                "Thu 04 08:00",
+                "Fri 05 08:00",
+                "Sat 06 10:00",
+                "Sun 07 10:00",
+                "Mon 08 08:00"
+            ]
+        );
+        assert!(
+            instant
+                .iter()
+                .all(|run| run.data_interval_start == run.data_interval_end)
+        );
+        // Airflow 2's default: each run covers the union's tick to the next one.
+        let previous = timetable(DataIntervalMode::Previous).due_runs(now);
+        assert_eq!(previous.len(), 7);
+        let friday = previous[4];
+        assert_eq!(friday.data_interval_start, at("2024-01-05T08:00:00Z"));
+        assert_eq!(friday.data_interval_end, at("2024-01-06T10:00:00Z"));
+        assert_eq!(friday.run_after, friday.data_interval_end);
+        let words = timetable(DataIntervalMode::Instant).describe();
+        assert!(words.contains(", and "), "{words}");
     }
 
     #[test]
