@@ -51,7 +51,7 @@ use serde_json::Map;
 use crate::dag::{Command, Dag, Handler, Task};
 use crate::ids::{DagId, TaskId};
 use crate::secret::{Catalog, CatalogValue, ConnectionField, Reference, connection_env_name};
-use crate::state::{DagRunState, RunType, TaskState};
+use crate::state::{DagRunState, HandlerName, RunType, TaskState};
 use crate::template;
 
 /// What every try of a DAG run knows: the run's identity, dates, params and conf.
@@ -103,6 +103,17 @@ pub struct Rendered {
     pub on_success: Option<RenderedHandler>,
     pub on_failure: Option<RenderedHandler>,
     pub on_retry: Option<RenderedHandler>,
+}
+
+impl Rendered {
+    /// The rendered handler `name`, if the task declares one.
+    pub fn handler(&self, name: HandlerName) -> Option<&RenderedHandler> {
+        match name {
+            HandlerName::OnSuccess => self.on_success.as_ref(),
+            HandlerName::OnRetry => self.on_retry.as_ref(),
+            HandlerName::OnFailure => self.on_failure.as_ref(),
+        }
+    }
 }
 
 /// A handler ready to execute.
@@ -194,12 +205,10 @@ pub fn render_dag_handler(
     state: DagRunState,
     run: &RunContext,
 ) -> Result<Option<RenderedHandler>, RenderError> {
-    let (handler, name) = match state {
-        DagRunState::Success => (&dag.on_success, "on_success"),
-        DagRunState::Failed => (&dag.on_failure, "on_failure"),
-        DagRunState::Queued | DagRunState::Running => return Ok(None),
+    let Some(name) = HandlerName::of_run(state) else {
+        return Ok(None);
     };
-    let Some(handler) = handler else {
+    let Some(handler) = dag.handler(name) else {
         return Ok(None);
     };
     let renderer = Renderer::new(|| run_value(run));
@@ -212,7 +221,13 @@ pub fn render_dag_handler(
     let mut env = IndexMap::new();
     renderer.env(&inherited, "", &mut env)?;
     renderer
-        .handler(handler, name, &env, &run_environment(run), &dag.inherit_env)
+        .handler(
+            handler,
+            name.as_str(),
+            &env,
+            &run_environment(run),
+            &dag.inherit_env,
+        )
         .map(Some)
 }
 

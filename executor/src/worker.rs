@@ -870,14 +870,8 @@ impl Try {
         let _ = log
             .send(footer(&finished.ending, state, next_retry_at).into_bytes())
             .await;
-        let handler = HandlerName::of_try(state).and_then(|name| {
-            let handler = match name {
-                HandlerName::OnSuccess => rendered.on_success.as_ref(),
-                HandlerName::OnRetry => rendered.on_retry.as_ref(),
-                HandlerName::OnFailure => rendered.on_failure.as_ref(),
-            };
-            handler.map(|handler| (name, handler))
-        });
+        let handler =
+            HandlerName::of_try(state).and_then(|name| Some((name, rendered.handler(name)?)));
         if let Some((name, _)) = handler {
             let note = format!(
                 "updraft: the {name} handler runs now; its output is kept beside this try\n"
@@ -1080,7 +1074,7 @@ async fn ship_log(
     let mut buffer: Vec<u8> = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     let mut keep_tail = |chunk: &[u8]| {
-        tail.extend_from_slice(chunk);
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(LOG_TAIL_BYTES)..]);
         let over = tail.len().saturating_sub(LOG_TAIL_BYTES);
         tail.drain(..over);
     };

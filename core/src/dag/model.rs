@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConnectionId, DagId, TaskId};
 use crate::schedule::Timetable;
-use crate::state::TriggerRule;
+use crate::state::{HandlerName, TriggerRule};
 
 /// The task defaults an Airflow user expects, where a file says nothing.
 pub mod defaults {
@@ -226,6 +226,15 @@ impl Param {
 }
 
 impl Dag {
+    /// The DAG's handler `name`, if it declares one (a DAG has no `on_retry`).
+    pub fn handler(&self, name: HandlerName) -> Option<&Handler> {
+        match name {
+            HandlerName::OnSuccess => self.on_success.as_ref(),
+            HandlerName::OnFailure => self.on_failure.as_ref(),
+            HandlerName::OnRetry => None,
+        }
+    }
+
     /// The dependency graph: node `i` is the `i`-th task, edges point downstream.
     pub fn graph(&self) -> &DiGraph<(), ()> {
         self.graph.graph.get_or_init(|| build_graph(&self.tasks))

@@ -30,11 +30,7 @@ pub(super) fn run_dag_handler(
     let Some(name) = HandlerName::of_run(state) else {
         return;
     };
-    let declared = match name {
-        HandlerName::OnSuccess => &dag.on_success,
-        _ => &dag.on_failure,
-    };
-    if declared.is_none() {
+    if dag.handler(name).is_none() {
         return;
     }
     let (store, secrets, run) = (store.clone(), settings.secrets.clone(), run.clone());
