@@ -117,3 +117,121 @@ fn jitter_holds_across_a_restart_of_a_scheduler_on_postgres() {
     };
     jitter_holds_across_a_restart(&world, &["scheduler"], 0);
 }
+
+/// An hourly DAG that catches up, from five hours ago, on runs long past their grace: as a
+/// scheduler that was down finds them.
+const CATCHING_UP: &str = r#"version: 1
+start_date: "@START@"
+catchup: true
+schedule: {cron: "0 * * * *", misfire_grace: 10m}
+tasks:
+  only: {run: "true"}
+"#;
+
+/// The runs of `dag_id`, oldest first, each with its task instances' states.
+fn runs_with_states(world: &World, dag_id: &str) -> Vec<(DagRun, Vec<String>)> {
+    world.with_store(async |store| {
+        let dag_id = DagId::parse(dag_id).unwrap();
+        let mut runs = store.list_dag_runs(&dag_id, None, 1000, 0).await.unwrap();
+        runs.reverse();
+        let mut out = Vec::new();
+        for run in runs {
+            let states = store
+                .list_task_instances(run.id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|ti| ti.state.to_string())
+                .collect();
+            out.push((run, states));
+        }
+        out
+    })
+}
+
+/// The reasons of the DAG's `run_skipped` events, by run id.
+fn skip_reasons(world: &World, dag_id: &str) -> Vec<(String, String)> {
+    world.with_store(async |store| {
+        store
+            .list_events(None, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|event| {
+                event.event == "run_skipped"
+                    && event.dag_id.as_ref().is_some_and(|d| d.as_str() == dag_id)
+            })
+            .map(|event| {
+                (
+                    event.run_id.unwrap_or_default(),
+                    event.details["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn misfires_are_skipped_with_their_reason(world: &World, args: &[&[&str]], banner: usize) {
+    let start = (Utc::now() - chrono::Duration::hours(5)).to_rfc3339();
+    world.dag("catching_up", &CATCHING_UP.replace("@START@", &start));
+    let _running: Vec<_> = args
+        .iter()
+        .enumerate()
+        .map(|(index, args)| world.start(&format!("process{index}"), args, banner))
+        .collect();
+    // Catching up: every run created more than 10 minutes after it was due is skipped, with
+    // its reason, its task instances skipped, nothing run.
+    let runs = common::wait_for("the catch-up", Duration::from_secs(60), || {
+        let runs = runs_with_states(world, "catching_up");
+        let done = runs.len() >= 4
+            && runs
+                .iter()
+                .all(|(run, _)| run.state.to_string() == "success");
+        done.then_some(runs)
+    });
+    let reasons = skip_reasons(world, "catching_up");
+    let grace = chrono::Duration::minutes(10);
+    let mut skipped = 0;
+    for (run, states) in &runs {
+        let late = run.queued_at.unwrap() - run.run_after;
+        let reason = reasons.iter().find(|(id, _)| *id == run.run_id);
+        if late > grace + chrono::Duration::seconds(5) {
+            skipped += 1;
+            assert!(states.iter().all(|s| s == "skipped"), "{run:?} {states:?}");
+            assert!(run.start_date.is_none(), "never started: {run:?}");
+            let (_, reason) = reason.unwrap_or_else(|| panic!("no reason for {}", run.run_id));
+            assert!(
+                reason.starts_with("not started within misfire_grace (10m) of "),
+                "{reason}"
+            );
+        } else if late < grace - chrono::Duration::seconds(5) {
+            assert!(states.iter().all(|s| s == "success"), "{run:?} {states:?}");
+            assert!(reason.is_none());
+        }
+    }
+    assert!(skipped >= 3, "{runs:?}");
+}
+
+#[test]
+fn misfires_are_skipped_with_their_reason_in_a_standalone_on_sqlite() {
+    let world = World::new();
+    misfires_are_skipped_with_their_reason(&world, &[&["standalone", "--port", "0"]], 5);
+}
+
+#[test]
+fn misfires_are_skipped_with_their_reason_on_postgres() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    misfires_are_skipped_with_their_reason(
+        &world,
+        &[
+            &["scheduler"],
+            &["worker", "--name", "w", "--concurrency", "4"],
+        ],
+        0,
+    );
+}

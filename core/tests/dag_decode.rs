@@ -124,9 +124,10 @@ tasks:
 
 #[test]
 fn a_schedule_may_jitter_each_start_and_a_dag_without_keeps_its_version() {
-    let text = "start_date: 2024-01-01\nschedule: {cron: \"0 6 * * *\", jitter: 90s}\n\
-                tasks:\n  a: {run: x}\n";
+    let text = "start_date: 2024-01-01\nschedule: {cron: \"0 6 * * *\", jitter: 90s, \
+                misfire_grace: 10m}\ntasks:\n  a: {run: x}\n";
     let dag = check(text);
+    assert_eq!(dag.timetable.misfire_grace, Some(Duration::from_secs(600)));
     let jitter = dag.timetable.jitter.unwrap();
     assert_eq!(jitter.max, Duration::from_secs(90));
     assert_eq!(
@@ -136,7 +137,10 @@ fn a_schedule_may_jitter_each_start_and_a_dag_without_keeps_its_version() {
     // Nothing new in a DAG that does not use them: its version (and its hash) stay.
     let plain = check("start_date: 2024-01-01\nschedule: \"0 6 * * *\"\ntasks:\n  a: {run: x}\n");
     let serialized = serde_json::to_string(&plain).unwrap();
-    assert!(!serialized.contains("jitter"), "{serialized}");
+    assert!(
+        !serialized.contains("jitter") && !serialized.contains("misfire"),
+        "{serialized}"
+    );
     assert!(check(&text.replace("90s", "0s")).timetable.jitter.is_none());
     let refused = messages(&text.replace("90s", "soon"));
     assert!(refused[0].contains("jitter"), "{refused:?}");

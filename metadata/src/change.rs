@@ -20,9 +20,9 @@ use crate::backfills::{
 use crate::clear::{Clear, ClearReport};
 use crate::db::{Tx, query, query_split};
 use crate::events::insert_event;
-use crate::runs::{CreateOutcome, DagRun, NewDagRun, insert_run};
+use crate::runs::{CreateOutcome, DagRun, NewDagRun, RunStart, insert_run};
 use crate::signal::Topic;
-use crate::tasks::{check_moves, kills, move_task_states_in};
+use crate::tasks::{check_moves, create_task_instances_in, kills, move_task_states_in};
 use crate::{Error, NewEvent, Store};
 
 /// One action's writes, in one transaction; see the module's documentation.
@@ -214,6 +214,25 @@ impl Change<'_> {
             self.runs.insert(id);
         }
         Ok(changed == 1)
+    }
+
+    /// Ends the queued run of `skip` without running it: its task instances are created
+    /// `skipped` and it moves to `success` (Airflow ends a run whose tasks all skipped so).
+    /// `false`, writing nothing, when the run is no longer queued.
+    pub async fn skip_dag_run(
+        &mut self,
+        skip: &RunStart<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let run = skip.run.id;
+        if !self
+            .set_dag_run_state(run, DagRunState::Queued, DagRunState::Success, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        create_task_instances_in(&mut self.tx, &[skip], TaskState::Skipped, now).await?;
+        Ok(true)
     }
 
     /// Clears task instances, each given with the retries of its task. Each goes to

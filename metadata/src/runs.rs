@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use updraft_core::ids::{BackfillId, DagId, DagRunId};
 use updraft_core::schedule::RunInterval;
-use updraft_core::state::{DagRunState, RunType};
+use updraft_core::state::{DagRunState, RunType, TaskState};
 
 use crate::dags::lock_dags_in;
 use crate::db::{Handle, Query, Row, query, query_split};
@@ -392,7 +392,7 @@ impl Store {
             .iter()
             .filter(|start| started.contains(&start.run.id))
             .collect();
-        create_task_instances_in(&mut tx, &started_runs, now).await?;
+        create_task_instances_in(&mut tx, &started_runs, TaskState::None, now).await?;
         let started_ids = serde_json::json!(started);
         tx.execute(
             query_split(

@@ -582,10 +582,12 @@ impl Store {
     }
 }
 
-/// Creates the task instances of runs being started, in `tx`, in one statement.
+/// Creates the task instances of runs being started, in `tx`, in one statement, in `state`
+/// (`none`; `skipped` for a run that is skipped instead).
 pub(crate) async fn create_task_instances_in(
     tx: &mut Tx,
     starts: &[&RunStart<'_>],
+    state: TaskState,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     let rows = serde_json::Value::Array(
@@ -616,7 +618,7 @@ pub(crate) async fn create_task_instances_in(
             "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
                  max_tries, pool, pool_slots, queue, priority_weight, rendered_command, \
                  updated_at) \
-             SELECT t.run, r.dag_id, r.run_id, t.task_id, 'none', 0, t.max_tries, t.pool, \
+             SELECT t.run, r.dag_id, r.run_id, t.task_id, $3, 0, t.max_tries, t.pool, \
                  t.pool_slots, t.queue, t.priority_weight, t.rendered_command, $2 \
              FROM jsonb_to_recordset($1) AS t(run bigint, task_id text, max_tries integer, \
                  pool text, pool_slots integer, queue text, priority_weight integer, \
@@ -627,7 +629,7 @@ pub(crate) async fn create_task_instances_in(
             "INSERT INTO task_instance (dag_run_id, dag_id, run_id, task_id, state, try_number, \
                  max_tries, pool, pool_slots, queue, priority_weight, rendered_command, \
                  updated_at) \
-             SELECT r.id, r.dag_id, r.run_id, t.value ->> 'task_id', 'none', 0, \
+             SELECT r.id, r.dag_id, r.run_id, t.value ->> 'task_id', $3, 0, \
                  t.value ->> 'max_tries', t.value ->> 'pool', t.value ->> 'pool_slots', \
                  t.value ->> 'queue', t.value ->> 'priority_weight', \
                  NULLIF(t.value -> 'rendered_command', 'null'), $2 \
@@ -636,7 +638,8 @@ pub(crate) async fn create_task_instances_in(
              ON CONFLICT (dag_run_id, task_id) DO NOTHING",
         )
         .bind(&rows)
-        .bind(now),
+        .bind(now)
+        .bind(state.as_str()),
     )
     .await?;
     Ok(())

@@ -95,7 +95,34 @@ pub const TASK_KEYS: &[&str] = &[
 /// Task keys that make no sense for every task at once.
 const NOT_DEFAULTS: &[&str] = &["run", "exec", "depends_on", "description"];
 
-pub const SCHEDULE_KEYS: &[&str] = &["cron", "every", "timezone", "data_interval", "jitter"];
+pub const SCHEDULE_KEYS: &[&str] = &[
+    "cron",
+    "every",
+    "timezone",
+    "data_interval",
+    "jitter",
+    "misfire_grace",
+];
+
+/// What a schedule says besides when it ticks: one per DAG, shared by the items of a list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScheduleOptions {
+    tz: Tz,
+    mode: DataIntervalMode,
+    jitter: Option<Duration>,
+    misfire_grace: Option<Duration>,
+}
+
+impl ScheduleOptions {
+    fn new(options: &LoadOptions) -> ScheduleOptions {
+        ScheduleOptions {
+            tz: options.default_timezone,
+            mode: DataIntervalMode::Previous,
+            jitter: None,
+            misfire_grace: None,
+        }
+    }
+}
 pub const PARAM_KEYS: &[&str] = &[
     "type",
     "default",
@@ -443,21 +470,12 @@ impl<'t> Decoder<'t> {
             .get("tags")
             .and_then(|n| self.string_list(n, "", "tags"))
             .unwrap_or_default();
-        let (schedule, tz, data_interval, jitter) = match fields.get("schedule") {
-            // A bad schedule is reported; the rest of the file is still checked.
-            Some(node) => self.schedule(node, options).unwrap_or((
-                Schedule::Manual,
-                options.default_timezone,
-                DataIntervalMode::Previous,
-                None,
-            )),
-            None => (
-                Schedule::Manual,
-                options.default_timezone,
-                DataIntervalMode::Previous,
-                None,
-            ),
-        };
+        // A bad schedule is reported; the rest of the file is still checked.
+        let (schedule, clock) = fields
+            .get("schedule")
+            .and_then(|node| self.schedule(node, options))
+            .unwrap_or((Schedule::Manual, ScheduleOptions::new(options)));
+        let tz = clock.tz;
         let start_date = fields
             .get("start_date")
             .and_then(|n| self.date(n, "start_date", tz));
@@ -519,9 +537,9 @@ impl<'t> Decoder<'t> {
         self.check_templates(&tasks, &params, acyclic);
 
         let id = id?;
-        let mut timetable =
-            Timetable::new(schedule, tz, data_interval, start_date, end_date, catchup);
-        timetable.jitter = jitter.map(|max| Jitter::of(max, id.as_str()));
+        let mut timetable = Timetable::new(schedule, tz, clock.mode, start_date, end_date, catchup);
+        timetable.jitter = clock.jitter.map(|max| Jitter::of(max, id.as_str()));
+        timetable.misfire_grace = clock.misfire_grace;
         Some(Dag {
             id,
             fileloc: fileloc.to_owned(),
@@ -574,10 +592,8 @@ impl<'t> Decoder<'t> {
         &mut self,
         node: &Node,
         options: &LoadOptions,
-    ) -> Option<(Schedule, Tz, DataIntervalMode, Option<Duration>)> {
-        let mut tz = options.default_timezone;
-        let mut mode = DataIntervalMode::Previous;
-        let mut jitter = None;
+    ) -> Option<(Schedule, ScheduleOptions)> {
+        let mut clock = ScheduleOptions::new(options);
         let schedule = match &node.value {
             Value::Null => Schedule::Manual,
             Value::Seq(items) => return self.schedules(node, items, options),
@@ -588,7 +604,7 @@ impl<'t> Decoder<'t> {
                     && let Some(name) = self.string(zone, "schedule: ", "timezone")
                 {
                     match parse_timezone(&name) {
-                        Ok(parsed) => tz = parsed,
+                        Ok(parsed) => clock.tz = parsed,
                         Err(message) => self.error(zone.pos, format!("schedule: {message}")),
                     }
                 }
@@ -596,7 +612,7 @@ impl<'t> Decoder<'t> {
                     && let Some(name) = self.string(interval, "schedule: ", "data_interval")
                 {
                     match name.parse::<DataIntervalMode>() {
-                        Ok(parsed) => mode = parsed,
+                        Ok(parsed) => clock.mode = parsed,
                         Err(_) => self.error(
                             interval.pos,
                             format!(
@@ -607,9 +623,12 @@ impl<'t> Decoder<'t> {
                     }
                 }
                 if let Some(node) = fields.get("jitter") {
-                    jitter = self
+                    clock.jitter = self
                         .duration(node, "schedule: ", "jitter")
                         .filter(|max| !max.is_zero());
+                }
+                if let Some(node) = fields.get("misfire_grace") {
+                    clock.misfire_grace = self.duration(node, "schedule: ", "misfire_grace");
                 }
                 match (fields.get("cron"), fields.get("every")) {
                     (Some(cron), None) => {
@@ -654,18 +673,18 @@ impl<'t> Decoder<'t> {
                 return None;
             }
         };
-        Some((schedule, tz, mode, jitter))
+        Some((schedule, clock))
     }
 
     /// `schedule: [...]`: several cron schedules, run at the union of their ticks. Each item
     /// is a cron string or a schedule mapping with `cron`; they share one timezone,
-    /// `data_interval` and `jitter` (items that name them must name the same).
+    /// `data_interval`, `jitter` and `misfire_grace` (items that name them must name the same).
     fn schedules(
         &mut self,
         node: &Node,
         items: &[Node],
         options: &LoadOptions,
-    ) -> Option<(Schedule, Tz, DataIntervalMode, Option<Duration>)> {
+    ) -> Option<(Schedule, ScheduleOptions)> {
         if items.is_empty() {
             self.error(
                 node.pos,
@@ -677,7 +696,7 @@ impl<'t> Decoder<'t> {
         let mut shared = None;
         let mut valid = true;
         for item in items {
-            let Some((schedule, tz, mode, jitter)) = self.schedule(item, options) else {
+            let Some((schedule, clock)) = self.schedule(item, options) else {
                 valid = false;
                 continue;
             };
@@ -692,12 +711,12 @@ impl<'t> Decoder<'t> {
                 }
             }
             match shared {
-                None => shared = Some((tz, mode, jitter)),
-                Some(first) if first != (tz, mode, jitter) => {
+                None => shared = Some(clock),
+                Some(first) if first != clock => {
                     self.error(
                         item.pos,
-                        "schedule: the schedules of a list share one timezone, data_interval \
-                         and jitter; this one's differ from the first's"
+                        "schedule: the schedules of a list share one timezone, data_interval, \
+                         jitter and misfire_grace; this one's differ from the first's"
                             .to_owned(),
                     );
                     valid = false;
@@ -705,12 +724,12 @@ impl<'t> Decoder<'t> {
                 Some(_) => {}
             }
         }
-        let (tz, mode, jitter) = shared.filter(|_| valid)?;
+        let clock = shared.filter(|_| valid)?;
         let schedule = match crons.len() {
             1 => Schedule::Cron(crons.remove(0)),
             _ => Schedule::AnyOf(crons),
         };
-        Some((schedule, tz, mode, jitter))
+        Some((schedule, clock))
     }
 
     fn cron(&mut self, node: &Node, expression: &str, context: &str) -> Option<Schedule> {

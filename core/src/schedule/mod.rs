@@ -212,6 +212,14 @@ pub struct Timetable {
     /// when absent, so that DAGs without one keep their version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Jitter>,
+    /// A scheduled run that has not started this long after its `run_after` is skipped
+    /// instead of started late (APScheduler's `misfire_grace_time`; see [`Timetable::misfire`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::dag::model::humantime_opt"
+    )]
+    pub misfire_grace: Option<Duration>,
 }
 
 impl Timetable {
@@ -231,7 +239,25 @@ impl Timetable {
             end_date,
             catchup,
             jitter: None,
+            misfire_grace: None,
         }
+    }
+
+    /// Why a scheduled run due at `run_after` is skipped rather than started at `now`, if it
+    /// is: `misfire_grace` went by (its scheduler was down, or `max_active_runs` held it
+    /// back).
+    pub fn misfire(&self, run_after: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+        let grace = self.misfire_grace?;
+        let late = Duration::from_secs((now - run_after).num_seconds().max(0) as u64);
+        let misfires = run_after + chrono::Duration::from_std(grace).ok()?;
+        (now >= misfires).then(|| {
+            format!(
+                "not started within misfire_grace ({}) of {}: {} late",
+                humantime::format_duration(grace),
+                run_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(late)
+            )
+        })
     }
 
     /// The run after the last automated one (`None`: the DAG has none yet), as Airflow's
@@ -531,6 +557,23 @@ mod tests {
             None,
             catchup,
         )
+    }
+
+    #[test]
+    fn a_run_misfires_once_its_grace_has_gone_by() {
+        let mut hourly = timetable("0 * * * *", true);
+        let due = at("2024-01-01T01:00:00Z");
+        assert_eq!(
+            hourly.misfire(due, at("2024-01-02T00:00:00Z")),
+            None,
+            "no grace"
+        );
+        hourly.misfire_grace = Some(Duration::from_secs(600));
+        assert_eq!(hourly.misfire(due, at("2024-01-01T01:09:59Z")), None);
+        assert_eq!(
+            hourly.misfire(due, at("2024-01-01T01:10:30Z")).as_deref(),
+            Some("not started within misfire_grace (10m) of 2024-01-01T01:00:00Z: 10m 30s late")
+        );
     }
 
     #[test]

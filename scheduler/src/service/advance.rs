@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use updraft_core::actor::Actor;
 use updraft_core::dag::Dag;
 use updraft_core::ids::{BackfillId, DagId, DagRunId, TaskInstanceId};
-use updraft_core::state::{BackfillState, DagRunState, TaskMove, TaskState};
-use updraft_metadata::{DagRun, Error, NewEvent};
+use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
+use updraft_metadata::{DagRun, Error, NewEvent, RunStart};
 
 use super::queue::Ready;
-use super::start::ToStart;
+use super::start::{ToStart, task_instances};
 use super::{Scheduler, Slot, handlers, slot};
 use crate::backfill::start_order;
 use crate::step::{TaskSnapshot, step_run, waiting_on_past};
@@ -70,6 +70,12 @@ impl Scheduler {
             }
             if run.run_after > now {
                 self.worklist.looked_at(run.id, Some(run.run_after), false);
+                continue;
+            }
+            // A scheduled run past its misfire grace is skipped, not started late.
+            let scheduled = run.run_type == RunType::Scheduled;
+            if scheduled && let Some(reason) = dag.timetable.misfire(run.run_after, now) {
+                self.skip_run(run, &dag, reason, now).await?;
                 continue;
             }
             let backfill = run.backfill_id.and_then(|id| self.backfills.get(&id));
@@ -275,10 +281,7 @@ impl Scheduler {
                 details: serde_json::json!({ "state": state, "reason": reason }),
             })
             .await?;
-        self.runs.remove(&run.id);
-        self.instances.forget(run.id);
-        self.worklist.finished(run.id);
-        self.freed_by(run, now);
+        self.forget_run(run, now);
         tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");
         if let Some(dag) = self
             .versions
@@ -288,5 +291,50 @@ impl Scheduler {
             handlers::run_dag_handler(&self.store, &self.settings, dag, run, state);
         }
         Ok(())
+    }
+
+    /// Skips queued run `run` instead of starting it late: its task instances are created
+    /// `skipped`, it ends `success`, and its `run_skipped` event says why. Its DAG's handlers
+    /// do not run: nothing ran.
+    async fn skip_run(
+        &mut self,
+        run: &DagRun,
+        dag: &Dag,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let tasks = task_instances(dag);
+        let skip = RunStart {
+            run,
+            max_active_runs: 0,
+            tasks: &tasks,
+        };
+        let mut change = self.store.change("skip a dag run").await?;
+        if !change.skip_dag_run(&skip, now).await? {
+            self.worklist.touch(run.id);
+            return Ok(());
+        }
+        change
+            .commit(&NewEvent {
+                at: now,
+                actor: Actor::Scheduler.to_string(),
+                dag_id: Some(run.dag_id.clone()),
+                run_id: Some(run.run_id.clone()),
+                task_id: None,
+                event: "run_skipped".to_owned(),
+                details: serde_json::json!({ "reason": reason }),
+            })
+            .await?;
+        self.forget_run(run, now);
+        tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, reason, "run skipped");
+        Ok(())
+    }
+
+    /// Forgets a run that ended; its place may let another start.
+    fn forget_run(&mut self, run: &DagRun, now: DateTime<Utc>) {
+        self.runs.remove(&run.id);
+        self.instances.forget(run.id);
+        self.worklist.finished(run.id);
+        self.freed_by(run, now);
     }
 }

@@ -62,7 +62,7 @@ impl Scheduler {
 }
 
 /// The task instances a run of `dag` starts with, one per task.
-fn task_instances(dag: &Dag) -> Vec<NewTaskInstance> {
+pub(super) fn task_instances(dag: &Dag) -> Vec<NewTaskInstance> {
     dag.tasks
         .values()
         .map(|task| NewTaskInstance {
