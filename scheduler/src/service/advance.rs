@@ -73,8 +73,9 @@ impl Scheduler {
                 continue;
             }
             // A scheduled run past its misfire grace is skipped, not started late.
-            let scheduled = run.run_type == RunType::Scheduled;
-            if scheduled && let Some(reason) = dag.timetable.misfire(run.run_after, now) {
+            if run.run_type == RunType::Scheduled
+                && let Some(reason) = dag.timetable.misfire(run.run_after, now)
+            {
                 self.skip_run(run, &dag, reason, now).await?;
                 continue;
             }
