@@ -271,16 +271,9 @@ impl Scheduler {
             self.worklist.touch(run.id);
             return Ok(());
         }
+        let details = serde_json::json!({ "state": state, "reason": reason });
         change
-            .commit(&NewEvent {
-                at: now,
-                actor: Actor::Scheduler.to_string(),
-                dag_id: Some(run.dag_id.clone()),
-                run_id: Some(run.run_id.clone()),
-                task_id: None,
-                event: "run_finished".to_owned(),
-                details: serde_json::json!({ "state": state, "reason": reason }),
-            })
+            .commit(&run_event(run, "run_finished", details, now))
             .await?;
         self.forget_run(run, now);
         tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, %state, reason, "run finished");
@@ -315,16 +308,9 @@ impl Scheduler {
             self.worklist.touch(run.id);
             return Ok(());
         }
+        let details = serde_json::json!({ "reason": reason });
         change
-            .commit(&NewEvent {
-                at: now,
-                actor: Actor::Scheduler.to_string(),
-                dag_id: Some(run.dag_id.clone()),
-                run_id: Some(run.run_id.clone()),
-                task_id: None,
-                event: "run_skipped".to_owned(),
-                details: serde_json::json!({ "reason": reason }),
-            })
+            .commit(&run_event(run, "run_skipped", details, now))
             .await?;
         self.forget_run(run, now);
         tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, reason, "run skipped");
@@ -337,5 +323,23 @@ impl Scheduler {
         self.instances.forget(run.id);
         self.worklist.finished(run.id);
         self.freed_by(run, now);
+    }
+}
+
+/// The scheduler's event `event` about `run`, at `now`.
+fn run_event(
+    run: &DagRun,
+    event: &str,
+    details: serde_json::Value,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    NewEvent {
+        at: now,
+        actor: Actor::Scheduler.to_string(),
+        dag_id: Some(run.dag_id.clone()),
+        run_id: Some(run.run_id.clone()),
+        task_id: None,
+        event: event.to_owned(),
+        details,
     }
 }
