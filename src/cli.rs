@@ -428,6 +428,10 @@ pub enum PoolsCommand {
         slots: i32,
         #[arg(long, default_value = "")]
         description: String,
+        /// At most so many tries of the pool's tasks start per period: 10/m, 2/s, 100/h or
+        /// 5/30s (Celery's rate_limit); `none` removes it. Left out, the pool keeps its own.
+        #[arg(long, value_name = "RATE")]
+        rate_limit: Option<String>,
     },
     /// Delete a pool (not default_pool).
     Delete { name: String },

@@ -821,9 +821,20 @@ async fn pools_set_list_and_delete() {
         let (code, stdout, stderr) = pools(&["set", "etl", "4", "--description", "ETL jobs"]);
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(stdout, "pool \"etl\": 4 slot(s)\n");
-        // A resize without --description keeps the description.
+        // A resize without --description keeps the description; one without --rate-limit
+        // keeps the rate limit.
+        let (code, stdout, stderr) = pools(&["set", "etl", "5", "--rate-limit", "10/m"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, "pool \"etl\": 5 slot(s), at most 10/m\n");
         let (code, _, stderr) = pools(&["set", "etl", "6"]);
         assert_eq!(code, 0, "{stderr}");
+        let (code, _, stderr) = pools(&["set", "etl", "6", "--rate-limit", "ten/minute"]);
+        assert_eq!(code, 2);
+        assert_eq!(
+            stderr,
+            "error: --rate-limit: bad rate limit \"ten/minute\" (the count is not a whole \
+             number); write tries per period, e.g. 10/m, 2/s or 100/h\n"
+        );
 
         let (code, stdout, _) = pools(&["list", "--json"]);
         assert_eq!(code, 0);
@@ -831,17 +842,19 @@ async fn pools_set_list_and_delete() {
         assert_eq!(
             listed,
             json!([
-                {"name": "default_pool", "slots": 128, "description": "Default pool"},
-                {"name": "etl", "slots": 6, "description": "ETL jobs"},
+                {"name": "default_pool", "slots": 128, "description": "Default pool", "rate_limit": null},
+                {"name": "etl", "slots": 6, "description": "ETL jobs", "rate_limit": "10/m"},
             ])
         );
         let (_, stdout, _) = pools(&["list"]);
         assert_eq!(
             stdout,
-            "NAME          SLOTS  DESCRIPTION\n\
-             default_pool  128    Default pool\n\
-             etl           6      ETL jobs\n"
+            "NAME          SLOTS  RATE LIMIT  DESCRIPTION\n\
+             default_pool  128    -           Default pool\n\
+             etl           6      10/m        ETL jobs\n"
         );
+        let (code, stdout, _) = pools(&["set", "etl", "6", "--rate-limit", "none"]);
+        assert_eq!((code, stdout.as_str()), (0, "pool \"etl\": 6 slot(s)\n"));
 
         let (code, _, stderr) = pools(&["delete", "etll"]);
         assert_eq!(code, 1);

@@ -1,5 +1,7 @@
 //! Schedule policies end to end (issue 19) against real `updraft` processes: a schedule's
-//! `jitter` delays each run's start by the same amount in every life of a scheduler.
+//! `jitter` delays each run's start by the same amount in every life of a scheduler; runs
+//! past their `misfire_grace` are skipped with the reason; rate limits of a task and of a pool
+//! hold while many runs want their tasks at once.
 
 mod common;
 
@@ -231,6 +233,99 @@ fn misfires_are_skipped_with_their_reason_on_postgres() {
         &[
             &["scheduler"],
             &["worker", "--name", "w", "--concurrency", "4"],
+        ],
+        0,
+    );
+}
+
+/// Every run wants `call` (at most 2 tries per 3 s, across runs) and `p1`, `p2` (in pool `api`,
+/// at most 3 tries per 3 s between them) at once.
+const LIMITED: &str = r#"version: 1
+max_active_runs: 16
+max_active_tasks: 64
+tasks:
+  call: {run: "true", rate_limit: 2/3s}
+  p1: {run: "true", pool: api}
+  p2: {run: "true", pool: api}
+"#;
+
+const RUNS: usize = 6;
+
+/// The start of each try of `task` in the DAG's runs, in order; every task instance ended
+/// `success` after exactly one try.
+fn starts(world: &World, task: &str) -> Vec<DateTime<Utc>> {
+    let mut starts: Vec<DateTime<Utc>> = runs_with_states(world, "limited")
+        .into_iter()
+        .flat_map(|(run, _)| {
+            world.with_store(async |store| store.list_task_instances(run.id).await.unwrap())
+        })
+        .filter(|ti| ti.task_id.as_str() == task)
+        .map(|ti| {
+            assert_eq!(
+                (ti.state.to_string(), ti.try_number),
+                ("success".to_owned(), 1),
+                "{ti:?}"
+            );
+            ti.start_date.expect("started")
+        })
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+/// No span of `period` holds more than `count` of `starts`. The worker stamps a try's start
+/// with its own clock as it claims, a few milliseconds before the claim is written, so a
+/// start may read as that much earlier than the queueing that admitted it: 0.5 s is allowed.
+fn assert_within_rate(what: &str, starts: &[DateTime<Utc>], count: usize, period: i64) {
+    let least = chrono::Duration::milliseconds(period * 1000 - 500);
+    for (earlier, later) in starts.iter().zip(&starts[count..]) {
+        assert!(
+            *later - *earlier >= least,
+            "{what}: more than {count} tries started within {period}s: {starts:?}"
+        );
+    }
+}
+
+fn rate_limits_hold_under_load(world: &World, args: &[&[&str]], banner: usize) {
+    world.ok(&["pools", "set", "api", "16", "--rate-limit", "3/3s"]);
+    world.dag("limited", LIMITED);
+    let running: Vec<_> = args
+        .iter()
+        .enumerate()
+        .map(|(index, args)| world.start(&format!("process{index}"), args, banner))
+        .collect();
+    for _ in 0..RUNS {
+        world.trigger("limited");
+    }
+    let processes: Vec<_> = running.iter().collect();
+    world.finished_runs("limited", RUNS, &processes);
+    let call = starts(world, "call");
+    assert_eq!(call.len(), RUNS);
+    assert_within_rate("task call (2/3s)", &call, 2, 3);
+    let mut pool = starts(world, "p1");
+    pool.extend(starts(world, "p2"));
+    pool.sort_unstable();
+    assert_eq!(pool.len(), 2 * RUNS);
+    assert_within_rate("pool api (3/3s)", &pool, 3, 3);
+}
+
+#[test]
+fn rate_limits_hold_under_load_in_a_standalone_on_sqlite() {
+    let world = World::new();
+    rate_limits_hold_under_load(&world, &[&["standalone", "--port", "0"]], 5);
+}
+
+#[test]
+fn rate_limits_hold_under_load_with_two_workers_on_postgres() {
+    let Some((world, _database)) = World::on_postgres() else {
+        return;
+    };
+    rate_limits_hold_under_load(
+        &world,
+        &[
+            &["scheduler"],
+            &["worker", "--name", "w1", "--concurrency", "8"],
+            &["worker", "--name", "w2", "--concurrency", "8"],
         ],
         0,
     );

@@ -165,7 +165,7 @@ async fn commit_floor(databases: &Databases, backend: Backend) -> Result<Duratio
     let mut times = Vec::with_capacity(101);
     for slots in 0..101 {
         let start = Instant::now();
-        store.set_pool("floor", slots, None).await?;
+        store.set_pool("floor", slots, None, None).await?;
         times.push(start.elapsed());
     }
     store.close().await;

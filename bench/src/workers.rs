@@ -93,7 +93,7 @@ pub async fn workers(
     }
     std::fs::write(folder.join("dags/bench_workers.yaml"), yaml)?;
     let (database, store) = databases.fresh(Backend::Postgres).await?;
-    store.set_pool("bench", count as i32, None).await?;
+    store.set_pool("bench", count as i32, None, None).await?;
     let options = LoadOptions::default();
     let load = load_and_sync(&store, &folder.join("dags"), &options, 1, true).await?;
     let now = Utc::now();
@@ -158,6 +158,7 @@ pub async fn workers(
             requests.push(QueueRequest {
                 task_instance: ti.id,
                 plan: serde_json::to_value(plan)?,
+                rate_limit: None,
             });
         }
         run_ids.push(run.id);

@@ -13,6 +13,7 @@ pub mod hash;
 pub mod ids;
 pub mod links;
 pub mod plan;
+pub mod rate;
 pub mod render;
 pub mod retry;
 pub mod schedule;

@@ -81,6 +81,7 @@ tasks:
     timeout: 1h
     pool: warehouse
     pool_slots: 2
+    rate_limit: 10/m
     priority_weight: -4
     queue: gpu
     trigger_rule: all_done
@@ -109,6 +110,8 @@ tasks:
     assert_eq!(b.max_retry_delay, Some(Duration::from_secs(1800)));
     assert_eq!(b.timeout, Some(Duration::from_secs(3600)));
     assert_eq!((b.pool_slots, b.priority_weight), (2, -4));
+    assert_eq!(b.rate_limit, Some("10/m".parse().unwrap()));
+    assert_eq!(a.rate_limit, None);
     assert_eq!(b.queue, "gpu");
     assert_eq!(b.trigger_rule, TriggerRule::AllDone);
     assert_eq!(b.skip_on_exit_code, vec![99, 100]);
@@ -340,6 +343,14 @@ fn a_bad_schedule_or_rule_does_not_hide_other_problems() {
     assert!(
         found[0].starts_with("1:11: schedule: invalid cron \"0 25 * * *\""),
         "{found:?}"
+    );
+    let limit = messages("tasks:\n  a:\n    run: x\n    rate_limit: 10 per minute\n");
+    assert_eq!(
+        limit,
+        [
+            "4:17: task \"a\": \"rate_limit\": bad rate limit \"10 per minute\" (no '/'); write \
+          tries per period, e.g. 10/m, 2/s or 100/h"
+        ]
     );
     assert_eq!(found[1], "6:19: task \"a\": unknown trigger rule \"nope\"");
     assert_eq!(

@@ -143,6 +143,7 @@ async fn queued(store: &Store, folder: &std::path::Path, yaml: &str) -> Vec<Task
             QueueRequest {
                 task_instance: ti.id,
                 plan: serde_json::to_value(plan).unwrap(),
+                rate_limit: None,
             }
         })
         .collect();
@@ -475,6 +476,7 @@ async fn a_try_claimed_under_its_name_that_it_never_started_is_ended() {
                 &[QueueRequest {
                     task_instance: ti.id,
                     plan: json!({"error": "unused"}),
+                    rate_limit: None,
                 }],
                 now,
             )

@@ -438,6 +438,17 @@ impl Row<'_> {
             .map_err(|error| corrupt(column, error))
     }
 
+    /// A nullable text column parsed into `T`.
+    pub(crate) fn parsed<T>(&self, column: &'static str) -> Result<Option<T>, Error>
+    where
+        T: FromStr<Err: std::fmt::Display>,
+    {
+        self.get::<Option<String>>(column)?
+            .map(|text| text.parse())
+            .transpose()
+            .map_err(|error| corrupt(column, error))
+    }
+
     /// A JSON column, deserialized into `T`.
     pub(crate) fn json<T>(&self, column: &'static str) -> Result<T, Error>
     where

@@ -136,8 +136,8 @@ mod tests {
         }
         let db = TestDatabase::new(Backend::Postgres).await;
         let store = db.store().await;
-        store.set_pool("a", 1, None).await.unwrap();
-        store.set_pool("b", 1, None).await.unwrap();
+        store.set_pool("a", 1, None, None).await.unwrap();
+        store.set_pool("b", 1, None, None).await.unwrap();
         let lock = |name: &'static str| {
             query(
                 "lock a pool",

@@ -1,6 +1,7 @@
 //! Table `pool`: named slot limits that task instances take while they run.
 
 use serde::Serialize;
+use updraft_core::rate::RateLimit;
 
 use crate::db::{Row, query};
 use crate::{Error, Store};
@@ -15,6 +16,8 @@ pub struct Pool {
     pub name: String,
     pub slots: i32,
     pub description: String,
+    /// At most so many tries of its task instances start per period.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Pool {
@@ -23,18 +26,21 @@ impl Pool {
             name: row.get("name")?,
             slots: row.get("slots")?,
             description: row.get("description")?,
+            rate_limit: row.parsed("rate_limit")?,
         })
     }
 }
 
 impl Store {
     /// Creates or resizes a pool. `description: None` keeps the current one (empty for a new
-    /// pool).
+    /// pool); `rate_limit: None` keeps the current one (none for a new pool), `Some(None)`
+    /// removes it.
     pub async fn set_pool(
         &self,
         name: &str,
         slots: i32,
         description: Option<&str>,
+        rate_limit: Option<Option<RateLimit>>,
     ) -> Result<Pool, Error> {
         if name.trim().is_empty() {
             return Err(Error::Invalid("a pool needs a name".to_owned()));
@@ -47,14 +53,23 @@ impl Store {
         self.fetch_one(
             query(
                 "set a pool",
-                "INSERT INTO pool (name, slots, description) VALUES ($1, $2, COALESCE($3, '')) \
+                "INSERT INTO pool (name, slots, description, rate_limit) \
+                 VALUES ($1, $2, COALESCE($3, ''), $5) \
                  ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, \
-                     description = COALESCE($3, pool.description) \
+                     description = COALESCE($3, pool.description), \
+                     rate_limit = CASE WHEN $4 THEN $5 ELSE pool.rate_limit END \
                  RETURNING *",
             )
             .bind(name)
             .bind(slots)
-            .bind(description),
+            .bind(description)
+            .bind(rate_limit.is_some())
+            .bind(
+                rate_limit
+                    .flatten()
+                    .map(|limit| limit.to_string())
+                    .as_deref(),
+            ),
             Pool::from_row,
         )
         .await

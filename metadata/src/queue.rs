@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use updraft_core::ids::{BackfillId, DagRunId, TaskInstanceId, TryKey};
+use updraft_core::rate::{RateLimit, Window};
 use updraft_core::scope::Scope;
 use updraft_core::state::{TaskMove, TaskState, WorkerState};
 
@@ -60,6 +61,8 @@ pub struct TryEnd {
 pub struct QueueRequest {
     pub task_instance: TaskInstanceId,
     pub plan: serde_json::Value,
+    /// Its task's rate limit, across the task's runs.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The process (group) id of a running try: the input of [`Store::set_try_pids`].
@@ -192,6 +195,8 @@ pub struct Stepped {
     pub moved: Vec<bool>,
     /// The task instances queued, in the order of the requests.
     pub queued: Vec<TaskInstanceId>,
+    /// The requests a rate limit held back, each with when its limit may have room again.
+    pub rate_limited: HashMap<TaskInstanceId, DateTime<Utc>>,
 }
 
 /// A task instance to queue and the limits it must fit in.
@@ -199,35 +204,99 @@ pub struct Stepped {
 struct Candidate {
     id: TaskInstanceId,
     dag_id: String,
+    task_id: String,
     pool: String,
     pool_slots: i64,
+    rate_limit: Option<RateLimit>,
 }
 
-/// What is in use when a queueing transaction starts: slots per pool, task instances per DAG.
-#[derive(Debug, Default)]
+/// What a rate limit limits: a task across its runs, or a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Limited {
+    Task { dag_id: String, task_id: String },
+    Pool(String),
+}
+
+impl Candidate {
+    /// The rate limits it falls under: its task's, and its pool's (of `pool_limits`).
+    fn limited(&self, pool_limits: &HashMap<String, RateLimit>) -> Vec<(Limited, RateLimit)> {
+        let task = self.rate_limit.map(|limit| {
+            let task = Limited::Task {
+                dag_id: self.dag_id.clone(),
+                task_id: self.task_id.clone(),
+            };
+            (task, limit)
+        });
+        let pool = pool_limits
+            .get(&self.pool)
+            .map(|&limit| (Limited::Pool(self.pool.clone()), limit));
+        task.into_iter().chain(pool).collect()
+    }
+}
+
+/// What is in use when a queueing transaction starts: slots per pool, task instances per DAG,
+/// tries started per rate limit's window.
+#[derive(Debug)]
 struct Occupancy {
+    now: DateTime<Utc>,
     /// Pool name -> (slots, slots in use by queued and running task instances).
     pools: HashMap<String, (i64, i64)>,
     /// DAG id -> (max_active_tasks, queued and running task instances).
     dags: HashMap<String, (i64, i64)>,
+    /// The pools with a rate limit.
+    pool_limits: HashMap<String, RateLimit>,
+    /// The windows of the candidates' rate limits, ending now.
+    windows: HashMap<Limited, Window>,
+}
+
+/// Why a candidate was not admitted.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// No slot in its pool, or its DAG is at `max_active_tasks`: it waits for room.
+    NoRoom,
+    /// A rate limit's window is full until then.
+    RateLimited(DateTime<Utc>),
 }
 
 impl Occupancy {
-    /// Takes room for `candidate` if its pool and DAG have it. A task instance whose pool does
-    /// not exist waits for it.
-    fn admit(&mut self, candidate: &Candidate) -> bool {
-        let Some((slots, used)) = self.pools.get_mut(&candidate.pool) else {
-            return false;
-        };
-        let Some((max_active, active)) = self.dags.get_mut(&candidate.dag_id) else {
-            return false;
-        };
-        if *used + candidate.pool_slots > *slots || *active >= *max_active {
-            return false;
+    fn new(now: DateTime<Utc>) -> Occupancy {
+        Occupancy {
+            now,
+            pools: HashMap::new(),
+            dags: HashMap::new(),
+            pool_limits: HashMap::new(),
+            windows: HashMap::new(),
         }
-        *used += candidate.pool_slots;
-        *active += 1;
-        true
+    }
+
+    /// Takes room for `candidate` if its pool, its DAG and its rate limits have it. A task
+    /// instance whose pool does not exist waits for it.
+    fn admit(&mut self, candidate: &Candidate) -> Result<(), Refusal> {
+        let Some(&(slots, used)) = self.pools.get(&candidate.pool) else {
+            return Err(Refusal::NoRoom);
+        };
+        let Some(&(max_active, active)) = self.dags.get(&candidate.dag_id) else {
+            return Err(Refusal::NoRoom);
+        };
+        if used + candidate.pool_slots > slots || active >= max_active {
+            return Err(Refusal::NoRoom);
+        }
+        let limited = candidate.limited(&self.pool_limits);
+        for (subject, _) in &limited {
+            if let Some(window) = self.windows.get(subject)
+                && !window.has_room()
+            {
+                return Err(Refusal::RateLimited(window.frees_at(self.now)));
+            }
+        }
+        for (subject, _) in &limited {
+            if let Some(window) = self.windows.get_mut(subject) {
+                window.take();
+            }
+        }
+        self.pools.entry(candidate.pool.clone()).or_default().1 += candidate.pool_slots;
+        self.dags.entry(candidate.dag_id.clone()).or_default().1 += 1;
+        Ok(())
     }
 
     /// Gives back the room [`Occupancy::admit`] took for `candidate`.
@@ -237,6 +306,11 @@ impl Occupancy {
         }
         if let Some((_, active)) = self.dags.get_mut(&candidate.dag_id) {
             *active -= 1;
+        }
+        for (subject, _) in candidate.limited(&self.pool_limits) {
+            if let Some(window) = self.windows.get_mut(&subject) {
+                window.give_back();
+            }
         }
     }
 }
@@ -320,6 +394,10 @@ impl Store {
         let mut tx = self.begin("step task instances").await?;
         let mut candidates: HashMap<TaskInstanceId, Candidate> = HashMap::new();
         if !requests.is_empty() {
+            let limits: HashMap<TaskInstanceId, RateLimit> = requests
+                .iter()
+                .filter_map(|request| Some((request.task_instance, request.rate_limit?)))
+                .collect();
             let ids = serde_json::json!(
                 requests
                     .iter()
@@ -330,18 +408,21 @@ impl Store {
                 .fetch_all(
                     query_split(
                         "read task instances to queue",
-                        "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                        "SELECT id, dag_id, task_id, pool, pool_slots FROM task_instance \
                          WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)::bigint))",
-                        "SELECT id, dag_id, pool, pool_slots FROM task_instance \
+                        "SELECT id, dag_id, task_id, pool, pool_slots FROM task_instance \
                          WHERE id IN (SELECT value FROM json_each($1))",
                     )
                     .bind(&ids),
                     |row| {
+                        let id = row.row_id("id")?;
                         Ok(Candidate {
-                            id: row.row_id("id")?,
+                            id,
                             dag_id: row.get("dag_id")?,
+                            task_id: row.get("task_id")?,
                             pool: row.get("pool")?,
                             pool_slots: row.get::<i32>("pool_slots")?.into(),
+                            rate_limit: limits.get(&id).copied(),
                         })
                     },
                 )
@@ -351,8 +432,8 @@ impl Store {
                 .collect();
         }
         let mut occupancy = match candidates.is_empty() {
-            true => Occupancy::default(),
-            false => occupancy(&mut tx, candidates.values()).await?,
+            true => Occupancy::new(now),
+            false => occupancy(&mut tx, candidates.values(), now).await?,
         };
         let (moved, _) = move_task_states_in(&mut tx, moves, now).await?;
         // The requests are admitted in order while there is room, and the admitted queued in
@@ -360,14 +441,25 @@ impl Store {
         // happen, or another scheduler queued it first, and it is counted in the occupancy
         // then) gives its room back to the requests after it.
         let mut queued: HashSet<TaskInstanceId> = HashSet::new();
+        let mut rate_limited: HashMap<TaskInstanceId, DateTime<Utc>> = HashMap::new();
         let mut pending: Vec<&QueueRequest> = requests
             .iter()
             .filter(|request| candidates.contains_key(&request.task_instance))
             .collect();
         while !pending.is_empty() {
-            let (admitted, rest): (Vec<_>, Vec<_>) = pending
-                .into_iter()
-                .partition(|request| occupancy.admit(&candidates[&request.task_instance]));
+            let (admitted, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|request| {
+                let id = request.task_instance;
+                match occupancy.admit(&candidates[&id]) {
+                    Ok(()) => true,
+                    Err(refusal) => {
+                        match refusal {
+                            Refusal::RateLimited(until) => rate_limited.insert(id, until),
+                            Refusal::NoRoom => rate_limited.remove(&id),
+                        };
+                        false
+                    }
+                }
+            });
             if admitted.is_empty() {
                 break;
             }
@@ -381,6 +473,7 @@ impl Store {
             queued.extend(done);
             pending = if released { rest } else { Vec::new() };
         }
+        rate_limited.retain(|id, _| !queued.contains(id));
         let queued: Vec<TaskInstanceId> = requests
             .iter()
             .map(|request| request.task_instance)
@@ -394,7 +487,11 @@ impl Store {
         if wake_workers {
             self.wake(Topic::Workers);
         }
-        Ok(Stepped { moved, queued })
+        Ok(Stepped {
+            moved,
+            queued,
+            rate_limited,
+        })
     }
 
     /// Claims up to `limit` queued task instances of `queues` for `worker`, highest
@@ -1019,8 +1116,10 @@ async fn queue_in(
     Ok(queued.into_iter().collect())
 }
 
-/// Reads what the candidates' pools and DAGs have in use, locking their rows on Postgres so
-/// that concurrent schedulers queue one after the other.
+/// Reads what the candidates' pools and DAGs have in use, and the windows of their rate
+/// limits, locking the pools' and DAGs' rows on Postgres so that concurrent schedulers queue
+/// one after the other (every queueing of a task or a pool holds its DAG's or its pool's lock,
+/// so its window's count is not raced).
 ///
 /// The locks are taken by statements of their own, before the counts are read. Under Postgres's
 /// READ COMMITTED a statement reads the snapshot of its start: a `SELECT ... FOR UPDATE` that
@@ -1029,11 +1128,12 @@ async fn queue_in(
 /// would be exceeded. A count read after the lock is granted sees it.
 async fn occupancy(
     tx: &mut Tx,
-    candidates: impl Iterator<Item = &Candidate>,
+    candidates: impl Iterator<Item = &Candidate> + Clone,
+    now: DateTime<Utc>,
 ) -> Result<Occupancy, Error> {
     let mut pools: Vec<&str> = Vec::new();
     let mut dags: Vec<&str> = Vec::new();
-    for candidate in candidates {
+    for candidate in candidates.clone() {
         pools.push(&candidate.pool);
         dags.push(&candidate.dag_id);
     }
@@ -1056,30 +1156,33 @@ async fn occupancy(
         .await?;
     }
     lock_dags_in(tx, &dags).await?;
-    // Both limits in one statement (one round trip): each row a pool (its slots and the slots
-    // in use) or a DAG (its `max_active_tasks` and its queued and running task instances).
-    let mut occupancy = Occupancy::default();
+    // Both limits in one statement (one round trip): each row a pool (its slots, the slots in
+    // use and its rate limit) or a DAG (its `max_active_tasks` and its queued and running
+    // task instances).
+    let mut occupancy = Occupancy::new(now);
     let rows = tx
         .fetch_all(
             query_split(
                 "read pool slots and dag task limits",
                 "SELECT 'pool' AS kind, name, slots::bigint AS room, \
                      (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
-                      WHERE t.pool = p.name AND t.state IN ('queued', 'running'))::bigint AS used \
+                      WHERE t.pool = p.name AND t.state IN ('queued', 'running'))::bigint AS used, \
+                     rate_limit \
                  FROM pool p WHERE name = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) \
                  UNION ALL \
                  SELECT 'dag', dag_id, max_active_tasks::bigint, \
                      (SELECT COUNT(*) FROM task_instance t \
-                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')), NULL \
                  FROM dag d WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
                 "SELECT 'pool' AS kind, name, slots AS room, \
                      (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
-                      WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used \
+                      WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used, \
+                     rate_limit \
                  FROM pool p WHERE name IN (SELECT value FROM json_each($1)) \
                  UNION ALL \
                  SELECT 'dag', dag_id, max_active_tasks, \
                      (SELECT COUNT(*) FROM task_instance t \
-                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')) \
+                      WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')), NULL \
                  FROM dag d WHERE dag_id IN (SELECT value FROM json_each($2))",
             )
             .bind(&pools)
@@ -1090,17 +1193,92 @@ async fn occupancy(
                     row.get::<String>("name")?,
                     row.get::<i64>("room")?,
                     row.get::<i64>("used")?,
+                    row.parsed::<RateLimit>("rate_limit")?,
                 ))
             },
         )
         .await?;
-    for (kind, name, room, used) in rows {
-        match kind.as_str() {
-            "pool" => occupancy.pools.insert(name, (room, used)),
-            _ => occupancy.dags.insert(name, (room, used)),
-        };
+    for (kind, name, room, used, rate_limit) in rows {
+        if kind == "pool" {
+            if let Some(limit) = rate_limit {
+                occupancy.pool_limits.insert(name.clone(), limit);
+            }
+            occupancy.pools.insert(name, (room, used));
+        } else {
+            occupancy.dags.insert(name, (room, used));
+        }
+    }
+    let mut limited: Vec<(Limited, RateLimit)> = candidates
+        .flat_map(|candidate| candidate.limited(&occupancy.pool_limits))
+        .collect();
+    limited.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    limited.dedup_by(|a, b| a.0 == b.0);
+    for (subject, limit) in limited {
+        let window = window(tx, &subject, limit, now).await?;
+        occupancy.windows.insert(subject, window);
     }
     Ok(occupancy)
+}
+
+/// The window of `limit` on `subject` ending at `now`: the tries started in it (found through
+/// the task instances whose last try started in it: an earlier try started before), and the
+/// task instances queued.
+async fn window(
+    tx: &mut Tx,
+    subject: &Limited,
+    limit: RateLimit,
+    now: DateTime<Utc>,
+) -> Result<Window, Error> {
+    // SQLite is told to count the queued by the state index: it has no statistics to tell
+    // that few task instances are queued.
+    let since = Window::since(limit, now);
+    let statement = match subject {
+        Limited::Task { dag_id, task_id } => query_split(
+            "read a task's rate limit window",
+            "SELECT COUNT(*) AS started, MIN(r.start_date) AS oldest, \
+                 (SELECT COUNT(*) FROM task_instance q \
+                  WHERE q.state = 'queued' AND q.dag_id = $1 AND q.task_id = $2) AS queued \
+             FROM task_instance t JOIN task_try r ON r.task_instance_id = t.id \
+             WHERE t.dag_id = $1 AND t.task_id = $2 AND t.start_date > $3 AND r.start_date > $3",
+            "SELECT COUNT(*) AS started, MIN(r.start_date) AS oldest, \
+                 (SELECT COUNT(*) FROM task_instance q INDEXED BY task_instance_state_dag_id_idx \
+                  WHERE q.state = 'queued' AND q.dag_id = $1 AND q.task_id = $2) AS queued \
+             FROM task_instance t JOIN task_try r ON r.task_instance_id = t.id \
+             WHERE t.dag_id = $1 AND t.task_id = $2 AND t.start_date > $3 AND r.start_date > $3",
+        )
+        .bind(dag_id.as_str())
+        .bind(task_id.as_str())
+        .bind(since),
+        Limited::Pool(pool) => query_split(
+            "read a pool's rate limit window",
+            "SELECT COUNT(*) AS started, MIN(r.start_date) AS oldest, \
+                 (SELECT COUNT(*) FROM task_instance q \
+                  WHERE q.state = 'queued' AND q.pool = $1) AS queued \
+             FROM task_instance t JOIN task_try r ON r.task_instance_id = t.id \
+             WHERE t.pool = $1 AND t.start_date > $2 AND r.start_date > $2",
+            "SELECT COUNT(*) AS started, MIN(r.start_date) AS oldest, \
+                 (SELECT COUNT(*) FROM task_instance q INDEXED BY task_instance_state_dag_id_idx \
+                  WHERE q.state = 'queued' AND q.pool = $1) AS queued \
+             FROM task_instance t JOIN task_try r ON r.task_instance_id = t.id \
+             WHERE t.pool = $1 AND t.start_date > $2 AND r.start_date > $2",
+        )
+        .bind(pool.as_str())
+        .bind(since),
+    };
+    let (started, oldest, queued) = tx
+        .fetch_one(statement, |row| {
+            Ok((
+                row.get::<i64>("started")?,
+                row.get::<Option<DateTime<Utc>>>("oldest")?,
+                row.get::<i64>("queued")?,
+            ))
+        })
+        .await?;
+    Ok(Window {
+        limit,
+        used: u64::try_from(started + queued).unwrap_or(0),
+        oldest,
+    })
 }
 
 /// [`Store::end_tries`] on SQLite, in `tx`: one statement per part, as the parts of the
@@ -1249,47 +1427,129 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
     fn candidate(id: i64, dag: &str, pool: &str, slots: i64) -> Candidate {
         Candidate {
             id: TaskInstanceId(id),
             dag_id: dag.to_owned(),
+            task_id: "t".to_owned(),
             pool: pool.to_owned(),
             pool_slots: slots,
+            rate_limit: None,
         }
     }
 
     #[test]
     fn admits_within_pool_slots_and_max_active_tasks() {
-        let mut occupancy = Occupancy::default();
+        let mut occupancy = Occupancy::new(at(0));
         occupancy.pools.insert("db".to_owned(), (3, 1));
         occupancy.dags.insert("a".to_owned(), (2, 0));
         occupancy.dags.insert("b".to_owned(), (10, 0));
         // Pool db has 2 free slots: a 2-slot task fits, then nothing more.
-        assert!(occupancy.admit(&candidate(1, "b", "db", 2)));
-        assert!(!occupancy.admit(&candidate(2, "b", "db", 1)));
+        assert_eq!(occupancy.admit(&candidate(1, "b", "db", 2)), Ok(()));
+        assert_eq!(
+            occupancy.admit(&candidate(2, "b", "db", 1)),
+            Err(Refusal::NoRoom)
+        );
         occupancy.pools.insert("default_pool".to_owned(), (128, 0));
         // DAG a may have 2 active task instances.
-        assert!(occupancy.admit(&candidate(3, "a", "default_pool", 1)));
-        assert!(occupancy.admit(&candidate(4, "a", "default_pool", 1)));
-        assert!(!occupancy.admit(&candidate(5, "a", "default_pool", 1)));
+        assert!(
+            occupancy
+                .admit(&candidate(3, "a", "default_pool", 1))
+                .is_ok()
+        );
+        assert!(
+            occupancy
+                .admit(&candidate(4, "a", "default_pool", 1))
+                .is_ok()
+        );
+        assert!(
+            occupancy
+                .admit(&candidate(5, "a", "default_pool", 1))
+                .is_err()
+        );
     }
 
     #[test]
     fn released_room_admits_again() {
-        let mut occupancy = Occupancy::default();
+        let mut occupancy = Occupancy::new(at(0));
         occupancy.pools.insert("db".to_owned(), (1, 0));
         occupancy.dags.insert("a".to_owned(), (16, 0));
         let first = candidate(1, "a", "db", 1);
-        assert!(occupancy.admit(&first));
-        assert!(!occupancy.admit(&candidate(2, "a", "db", 1)));
+        assert!(occupancy.admit(&first).is_ok());
+        assert!(occupancy.admit(&candidate(2, "a", "db", 1)).is_err());
         occupancy.release(&first);
-        assert!(occupancy.admit(&candidate(2, "a", "db", 1)));
+        assert!(occupancy.admit(&candidate(2, "a", "db", 1)).is_ok());
     }
 
     #[test]
     fn a_missing_pool_admits_nothing() {
-        let mut occupancy = Occupancy::default();
+        let mut occupancy = Occupancy::new(at(0));
         occupancy.dags.insert("a".to_owned(), (16, 0));
-        assert!(!occupancy.admit(&candidate(1, "a", "nowhere", 1)));
+        assert!(occupancy.admit(&candidate(1, "a", "nowhere", 1)).is_err());
+    }
+
+    #[test]
+    fn rate_limits_of_a_task_and_of_its_pool_admit_within_their_windows() {
+        let mut occupancy = Occupancy::new(at(100));
+        occupancy.pools.insert("api".to_owned(), (100, 0));
+        occupancy.dags.insert("a".to_owned(), (100, 0));
+        let task_limit: RateLimit = "2/m".parse().unwrap();
+        let pool_limit: RateLimit = "3/m".parse().unwrap();
+        occupancy.pool_limits.insert("api".to_owned(), pool_limit);
+        let limited = |id: i64, task: &str| Candidate {
+            task_id: task.to_owned(),
+            rate_limit: Some(task_limit),
+            ..candidate(id, "a", "api", 1)
+        };
+        let task = |task: &str| Limited::Task {
+            dag_id: "a".to_owned(),
+            task_id: task.to_owned(),
+        };
+        // Task x started once at 70 (its window frees at 130); the pool's window is empty.
+        occupancy.windows.insert(
+            task("x"),
+            Window {
+                limit: task_limit,
+                used: 1,
+                oldest: Some(at(70)),
+            },
+        );
+        occupancy.windows.insert(
+            task("y"),
+            Window {
+                limit: task_limit,
+                used: 0,
+                oldest: None,
+            },
+        );
+        occupancy.windows.insert(
+            Limited::Pool("api".to_owned()),
+            Window {
+                limit: pool_limit,
+                used: 0,
+                oldest: None,
+            },
+        );
+        let first = limited(1, "x");
+        assert_eq!(occupancy.admit(&first), Ok(()));
+        assert_eq!(
+            occupancy.admit(&limited(2, "x")),
+            Err(Refusal::RateLimited(at(130)))
+        );
+        assert_eq!(occupancy.admit(&limited(3, "y")), Ok(()));
+        assert_eq!(occupancy.admit(&limited(4, "y")), Ok(()));
+        // The pool's window is full now (3 in a minute): nothing of it before a minute passed.
+        assert_eq!(
+            occupancy.admit(&candidate(5, "a", "api", 1)),
+            Err(Refusal::RateLimited(at(160)))
+        );
+        // A refusal took nothing; a release gives back both windows' places.
+        occupancy.release(&first);
+        assert_eq!(occupancy.windows[&task("x")].used, 1);
+        assert_eq!(occupancy.admit(&candidate(5, "a", "api", 1)), Ok(()));
     }
 }

@@ -651,6 +651,7 @@ async fn a_claim_kept_to_a_run_or_a_backfill_takes_only_their_task_instances() {
             requests.push(QueueRequest {
                 task_instance: ti.id,
                 plan: json!({"run": "true"}),
+                rate_limit: None,
             });
         }
         assert_eq!(

@@ -6,6 +6,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, TaskId, TaskInstanceId, TryKey};
+use updraft_core::rate::RateLimit;
 use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
@@ -155,6 +156,7 @@ fn requests(instances: &[TaskInstance]) -> Vec<QueueRequest> {
         .map(|ti| QueueRequest {
             task_instance: ti.id,
             plan: json!({"command": {"run": format!("echo {}", ti.task_id)}}),
+            rate_limit: None,
         })
         .collect()
 }
@@ -242,7 +244,7 @@ async fn a_step_moves_and_queues_what_it_made_ready_in_one_transaction() {
 async fn queueing_stops_at_the_pools_slots() {
     each_backend(|db| async move {
         let store = db.store().await;
-        store.set_pool("db", 3, None).await.unwrap();
+        store.set_pool("db", 3, None, None).await.unwrap();
         let tis = scheduled(
             &store,
             16,
@@ -976,7 +978,7 @@ async fn queueing_wakes_the_workers_of_another_store_on_postgres_and_this_one_an
 async fn schedulers_queueing_at_once_never_exceed_pool_slots_or_queue_twice() {
     each_backend(|db| async move {
         let store = db.store().await;
-        store.set_pool("two", 2, None).await.unwrap();
+        store.set_pool("two", 2, None, None).await.unwrap();
         let tasks: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         let specs: Vec<(&str, &str, i32, &str, i32)> = tasks
             .iter()
@@ -1013,6 +1015,177 @@ async fn schedulers_queueing_at_once_never_exceed_pool_slots_or_queue_twice() {
             states.iter().filter(|s| **s == TaskState::Queued).count(),
             2,
             "{states:?}"
+        );
+    })
+    .await;
+}
+
+/// Task `call` of DAG `sales`, `scheduled` in each of `runs` runs (`r1`, `r2`, ...).
+async fn one_task_in_runs(store: &Store, runs: u32) -> Vec<TaskInstance> {
+    let mut instances = scheduled(store, 100, &[("call", DEFAULT_POOL, 1, "default", 1)]).await;
+    for n in 2..=runs {
+        let run = NewDagRun {
+            dag_id: DagId::parse("sales").unwrap(),
+            run_id: format!("r{n}"),
+            run_type: RunType::Manual,
+            logical_date: at(n),
+            data_interval_start: at(n),
+            data_interval_end: at(n),
+            run_after: at(0),
+            conf: json!({}),
+            version_hash: "v1".to_owned(),
+            backfill_id: None,
+        };
+        let CreateOutcome::Created(run) = store.create_dag_run(&run, at(0)).await.unwrap() else {
+            panic!("run exists");
+        };
+        let new = NewTaskInstance {
+            task_id: TaskId::parse("call").unwrap(),
+            max_tries: 1,
+            pool: DEFAULT_POOL.to_owned(),
+            pool_slots: 1,
+            queue: "default".to_owned(),
+            priority_weight: 1,
+            rendered_command: None,
+        };
+        let ti = store
+            .create_task_instances(run.id, &[new], at(0))
+            .await
+            .unwrap()
+            .remove(0);
+        let scheduled = TaskMove {
+            task_instance: ti.id,
+            from: TaskState::None,
+            to: TaskState::Scheduled,
+        };
+        assert_eq!(
+            store.set_task_states(&[scheduled], at(0)).await.unwrap(),
+            [true]
+        );
+        instances.push(ti);
+    }
+    instances
+}
+
+fn seconds(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// A task's rate limit holds across its runs: the queued count at once, and the tries started
+/// in the window until a period after each started; the refused are told when to ask again.
+#[tokio::test]
+async fn a_tasks_rate_limit_counts_its_queued_and_started_tries_across_runs() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = one_task_in_runs(&store, 5).await;
+        let limited = |tis: &[TaskInstance]| -> Vec<QueueRequest> {
+            requests(tis)
+                .into_iter()
+                .map(|request| QueueRequest {
+                    rate_limit: Some("2/m".parse().unwrap()),
+                    ..request
+                })
+                .collect()
+        };
+        let stepped = store
+            .step_task_instances(&[], &limited(&tis), at(1))
+            .await
+            .unwrap();
+        assert_eq!(stepped.queued, [tis[0].id, tis[1].id]);
+        // Nothing started yet: the queued count until a period from now.
+        for ti in &tis[2..] {
+            assert_eq!(stepped.rate_limited[&ti.id], at(2), "{}", ti.run_id);
+        }
+        assert_eq!(stepped.rate_limited.len(), 3);
+        let claimed = store
+            .claim_task_instances(
+                WORKER,
+                &default_queue(),
+                Scope::Everything,
+                10,
+                at(1) + seconds(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        // A minute after the first queueing the two tries started 30 s ago still count.
+        let stepped = store
+            .step_task_instances(&[], &limited(&tis[2..]), at(2))
+            .await
+            .unwrap();
+        assert!(stepped.queued.is_empty());
+        assert_eq!(stepped.rate_limited[&tis[2].id], at(2) + seconds(30));
+        // Once they left the window, two more.
+        let stepped = store
+            .step_task_instances(&[], &limited(&tis[2..]), at(2) + seconds(31))
+            .await
+            .unwrap();
+        assert_eq!(stepped.queued, [tis[2].id, tis[3].id]);
+        assert_eq!(state_of(&store, tis[4].id).await, TaskState::Scheduled);
+        // Without its limit the task queues at once.
+        let stepped = store
+            .step_task_instances(&[], &requests(&tis[4..]), at(2) + seconds(32))
+            .await
+            .unwrap();
+        assert_eq!(stepped.queued, [tis[4].id]);
+    })
+    .await;
+}
+
+/// A pool's rate limit is kept with the pool and holds for all its tasks.
+#[tokio::test]
+async fn a_pools_rate_limit_holds_for_all_its_tasks() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let three: RateLimit = "3/m".parse().unwrap();
+        let pool = store
+            .set_pool("api", 10, None, Some(Some(three)))
+            .await
+            .unwrap();
+        assert_eq!(pool.rate_limit, Some(three));
+        // Resizing keeps the limit.
+        let pool = store.set_pool("api", 20, None, None).await.unwrap();
+        assert_eq!(pool.rate_limit, Some(three));
+        let tasks = ["a", "b", "c", "d", "e"];
+        let specs: Vec<_> = tasks
+            .iter()
+            .map(|&task| (task, "api", 1, "default", 1))
+            .collect();
+        let tis = scheduled(&store, 100, &specs).await;
+        let stepped = store
+            .step_task_instances(&[], &requests(&tis), at(1))
+            .await
+            .unwrap();
+        assert_eq!(stepped.queued, [tis[0].id, tis[1].id, tis[2].id]);
+        assert_eq!(stepped.rate_limited[&tis[3].id], at(2));
+        store
+            .claim_task_instances(
+                WORKER,
+                &default_queue(),
+                Scope::Everything,
+                10,
+                at(1) + seconds(10),
+            )
+            .await
+            .unwrap();
+        let stepped = store
+            .step_task_instances(&[], &requests(&tis[3..]), at(2) + seconds(11))
+            .await
+            .unwrap();
+        assert_eq!(stepped.queued, [tis[3].id, tis[4].id]);
+        // Removed, the limit is gone from the pool.
+        let pool = store.set_pool("api", 20, None, Some(None)).await.unwrap();
+        assert_eq!(pool.rate_limit, None);
+        assert_eq!(
+            store
+                .list_pools()
+                .await
+                .unwrap()
+                .iter()
+                .find(|p| p.name == "api")
+                .unwrap()
+                .rate_limit,
+            None
         );
     })
     .await;

@@ -323,6 +323,7 @@ async fn migration_7_sends_what_an_earlier_version_queued_back_to_be_planned() {
                 &[QueueRequest {
                     task_instance: queued,
                     plan: legacy,
+                    rate_limit: None,
                 }],
                 now,
             )

@@ -916,7 +916,7 @@ async fn pools_are_set_listed_and_deleted_but_never_the_default() {
         let default = store.get_pool(DEFAULT_POOL).await.unwrap().unwrap();
         assert_eq!(default.slots, 128);
         let warehouse = store
-            .set_pool("warehouse", 4, Some("the DWH"))
+            .set_pool("warehouse", 4, Some("the DWH"), None)
             .await
             .unwrap();
         assert_eq!(
@@ -924,7 +924,7 @@ async fn pools_are_set_listed_and_deleted_but_never_the_default() {
             (4, "the DWH")
         );
         // Resizing keeps the description unless a new one is given.
-        let resized = store.set_pool("warehouse", 2, None).await.unwrap();
+        let resized = store.set_pool("warehouse", 2, None, None).await.unwrap();
         assert_eq!(
             (resized.slots, resized.description.as_str()),
             (2, "the DWH")
@@ -944,9 +944,9 @@ async fn pools_are_set_listed_and_deleted_but_never_the_default() {
         let error = store.delete_pool(DEFAULT_POOL).await.unwrap_err();
         assert!(matches!(error, Error::Conflict(_)), "{error:?}");
         assert!(store.get_pool(DEFAULT_POOL).await.unwrap().is_some());
-        store.set_pool(DEFAULT_POOL, 64, None).await.unwrap();
+        store.set_pool(DEFAULT_POOL, 64, None, None).await.unwrap();
         assert!(matches!(
-            store.set_pool("bad", -1, None).await,
+            store.set_pool("bad", -1, None, None).await,
             Err(Error::Invalid(_))
         ));
     })

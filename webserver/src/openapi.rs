@@ -465,6 +465,10 @@ fn schemas() -> Value {
         "BackfillPage": page("BackfillView"),
         "Pool": object(json!({
             "name": string(), "slots": integer(), "description": string(),
+            "rate_limit": {
+                "type": "string", "nullable": true,
+                "description": "At most so many tries start per period (10/m, 2/s, 100/h, 5/30s)",
+            },
             "running_slots": integer(), "queued_slots": integer(),
         })),
         "PoolList": list("Pool"),

@@ -14,6 +14,7 @@ use indexmap::{IndexMap, IndexSet};
 use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
 use crate::ids::{ConnectionId, DagId, TaskId};
+use crate::rate::RateLimit;
 use crate::schedule::{DataIntervalMode, Jitter, Schedule, Timetable, parse_timezone};
 use crate::state::TriggerRule;
 use crate::suggest::did_you_mean;
@@ -80,6 +81,7 @@ pub const TASK_KEYS: &[&str] = &[
     "timeout",
     "pool",
     "pool_slots",
+    "rate_limit",
     "priority_weight",
     "queue",
     "trigger_rule",
@@ -349,6 +351,17 @@ impl<'t> Decoder<'t> {
 
     fn count(&mut self, node: &Node, context: &str, key: &str, min: i64) -> Option<u32> {
         self.integer(node, context, key, min).map(|n| n as u32)
+    }
+
+    fn rate_limit(&mut self, node: &Node, context: &str) -> Option<RateLimit> {
+        let text = self.string(node, context, "rate_limit")?;
+        match text.parse() {
+            Ok(limit) => Some(limit),
+            Err(message) => {
+                self.error(node.pos, format!("{context}\"rate_limit\": {message}"));
+                None
+            }
+        }
     }
 
     fn duration(&mut self, node: &Node, context: &str, key: &str) -> Option<Duration> {
@@ -1020,6 +1033,9 @@ impl<'t> Decoder<'t> {
             .get("pool_slots")
             .and_then(|n| self.count(n, context, "pool_slots", 1))
             .unwrap_or(1);
+        let rate_limit = fields
+            .get("rate_limit")
+            .and_then(|n| self.rate_limit(n, context));
         let priority_weight = fields
             .get("priority_weight")
             .and_then(|n| self.integer(n, context, "priority_weight", i64::from(i32::MIN)))
@@ -1088,6 +1104,7 @@ impl<'t> Decoder<'t> {
             timeout,
             pool,
             pool_slots,
+            rate_limit,
             priority_weight,
             queue,
             trigger_rule,

@@ -14,6 +14,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConnectionId, DagId, TaskId};
+use crate::rate::RateLimit;
 use crate::schedule::Timetable;
 use crate::state::{HandlerName, TriggerRule};
 
@@ -106,6 +107,10 @@ pub struct Task {
     pub timeout: Option<Duration>,
     pub pool: String,
     pub pool_slots: u32,
+    /// At most so many tries of this task start per period, across its runs (Celery's
+    /// `rate_limit`). Left out of the serialized DAG when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     pub priority_weight: i32,
     pub queue: String,
     pub trigger_rule: TriggerRule,

@@ -185,6 +185,14 @@ impl Scheduler {
             .await?;
         let mut moved = written.moved.into_iter();
         let queued: HashSet<TaskInstanceId> = written.queued.into_iter().collect();
+        // A run whose task instances a rate limit held back needs a look when it may have room.
+        let mut limited: HashMap<DagRunId, DateTime<Utc>> = HashMap::new();
+        for (request, &run) in offer.requests.iter().zip(&offer.runs) {
+            if let Some(&until) = written.rate_limited.get(&request.task_instance) {
+                let at = limited.entry(run).or_insert(until);
+                *at = (*at).min(until);
+            }
+        }
         let mut waiting = offer.waiting;
         waiting.extend(
             offer
@@ -222,11 +230,13 @@ impl Scheduler {
                 self.finish_run(&run, state, step.reason, now).await?;
                 continue;
             }
-            self.worklist.looked_at(
-                run.id,
-                step.wake_at,
-                waits_on_past || waiting.contains(&run.id),
-            );
+            let wake_at = step
+                .wake_at
+                .into_iter()
+                .chain(limited.get(&run.id).copied())
+                .min();
+            self.worklist
+                .looked_at(run.id, wake_at, waits_on_past || waiting.contains(&run.id));
         }
         for (request, &run) in offer.requests.iter().zip(&offer.runs) {
             if queued.contains(&request.task_instance) {

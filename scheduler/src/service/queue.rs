@@ -137,6 +137,7 @@ impl Scheduler {
             offer.requests.push(QueueRequest {
                 task_instance: r.instance.id,
                 plan,
+                rate_limit: task.rate_limit,
             });
             offer.runs.push(r.run.id);
         }
