@@ -250,6 +250,7 @@ async fn runs_list_json_has_every_run_newest_first() {
                 "start_date": "2025-01-01T01:00:00Z",
                 "end_date": "2025-01-01T02:00:00Z",
                 "duration_seconds": 3600.0,
+                "deadline_missed_at": null,
             })
         );
         assert_eq!(runs[0]["state"], "running");

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::Running;
 use common::world::World;
+use common::{Running, http_get};
 
 /// A DAG whose task prints its whole environment; the DAG and the task each list a name to
 /// inherit, and the DAG declares one value.
@@ -599,22 +599,6 @@ fn secrets_reach_the_task_only(
     );
     assert!(stored.contains("name: \"out\", value: \"***\""), "{stored}");
     (run_id, running)
-}
-
-/// A minimal HTTP/1.1 GET with an API token.
-fn http_get(base: &str, path: &str, token: &str) -> String {
-    use std::io::{Read, Write};
-    let address = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 /// Checks that the web server at `base` answers an admin (of API token `token`) with no

@@ -9,6 +9,7 @@ pub mod actor;
 pub mod backfill;
 pub mod connection;
 pub mod dag;
+pub mod deadline;
 pub mod hash;
 pub mod ids;
 pub mod links;

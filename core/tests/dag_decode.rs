@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use chrono::NaiveTime;
 use updraft_core::dag::{
     Command, DAG_KEYS, Dag, HANDLER_KEYS, JSON_SCHEMA, LoadOptions, PARAM_KEYS, ParamType,
     SCHEDULE_KEYS, TASK_KEYS, decode,
 };
+use updraft_core::deadline::Deadline;
 use updraft_core::state::TriggerRule;
 
 fn check(text: &str) -> Dag {
@@ -356,5 +358,44 @@ fn a_bad_schedule_or_rule_does_not_hide_other_problems() {
     assert_eq!(
         found[2],
         "7:14: task \"a\": \"retries\" must be a whole number (0 or more), found the string \"many\""
+    );
+}
+
+#[test]
+fn deadlines_on_a_dag_and_its_tasks() {
+    let dag = check(
+        "deadline: {at: \"07:00\"}\ndefaults:\n  deadline: {after_start: 30m}\ntasks:\n  \
+         a: {run: x}\n  b: {run: x, deadline: {after_interval_end: 2h}}\n",
+    );
+    assert_eq!(
+        dag.deadline,
+        Some(Deadline::At(NaiveTime::from_hms_opt(7, 0, 0).unwrap()))
+    );
+    assert_eq!(
+        dag.task("a").unwrap().deadline,
+        Some(Deadline::AfterStart(Duration::from_secs(1800)))
+    );
+    assert_eq!(
+        dag.task("b").unwrap().deadline,
+        Some(Deadline::AfterIntervalEnd(Duration::from_secs(7200)))
+    );
+    // A DAG without one keeps its version: nothing is serialized for it.
+    let plain = check("tasks:\n  a: {run: x}\n");
+    assert!(!serde_json::to_string(&plain).unwrap().contains("deadline"));
+
+    let found = messages(
+        "sla: 1h\ndeadline: {at: \"7 am\"}\ntasks:\n  a:\n    run: x\n    \
+         deadline: {after_start: 30m, at: \"07:00\"}\n  b:\n    run: x\n    deadline: {in: 1h}\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "1:1: unknown key \"sla\" (Airflow's name; write `deadline: {after_interval_end: 2h}`)",
+            "2:16: \"deadline.at\": bad time of day \"7 am\"; write HH:MM on the DAG's clock, \
+             e.g. \"07:00\"",
+            "6:15: task \"a\": \"deadline\" takes one of after_interval_end, after_start or at, \
+             e.g. {after_interval_end: 2h}",
+            "9:16: task \"b\": unknown key \"in\"",
+        ]
     );
 }

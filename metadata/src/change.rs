@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use updraft_core::ids::{BackfillId, DagId, DagRunId};
+use updraft_core::ids::{BackfillId, DagId, DagRunId, TaskInstanceId};
 use updraft_core::state::{BackfillState, DagRunState, RunType, TaskMove, TaskState};
 
 use crate::backfills::{
@@ -24,6 +24,13 @@ use crate::runs::{CreateOutcome, DagRun, NewDagRun, RunStart, insert_run};
 use crate::signal::Topic;
 use crate::tasks::{check_moves, create_task_instances_in, kills, move_task_states_in};
 use crate::{Error, NewEvent, Store};
+
+/// What missed its deadline: a run (its DAG's `deadline`) or a task instance (its task's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Missed {
+    Run(DagRunId),
+    TaskInstance(TaskInstanceId),
+}
 
 /// One action's writes, in one transaction; see the module's documentation.
 pub struct Change<'s> {
@@ -235,6 +242,35 @@ impl Change<'_> {
         Ok(true)
     }
 
+    /// Marks what `missed` names as having missed its deadline, `due`, at `now`, by
+    /// compare-and-set: only once, and only if it had not finished by then (it is unfinished,
+    /// or ended after `due`). `false`, writing nothing, otherwise. No state changes.
+    pub async fn miss_deadline(
+        &mut self,
+        missed: Missed,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let statement = match missed {
+            Missed::Run(id) => query(
+                "mark a run's missed deadline",
+                "UPDATE dag_run SET deadline_missed_at = $2 \
+                 WHERE id = $1 AND deadline_missed_at IS NULL \
+                   AND (state IN ('queued', 'running') OR end_date > $3)",
+            )
+            .bind(id),
+            Missed::TaskInstance(id) => query(
+                "mark a task instance's missed deadline",
+                "UPDATE task_instance SET deadline_missed_at = $2 \
+                 WHERE id = $1 AND deadline_missed_at IS NULL \
+                   AND (state NOT IN ('success', 'failed', 'skipped', 'upstream_failed', \
+                       'removed') OR end_date > $3)",
+            )
+            .bind(id),
+        };
+        Ok(self.tx.execute(statement.bind(now).bind(due)).await? == 1)
+    }
+
     /// Clears task instances, each given with the retries of its task. Each goes to
     /// `none` with `max_tries = try_number + retries` (Airflow's fresh retry budget: the next
     /// try is `try_number + 1`, and every earlier try keeps its row and log); its retry time,
@@ -286,7 +322,7 @@ impl Change<'_> {
                         "clear a task instance",
                         "UPDATE task_instance SET state = 'none', max_tries = try_number + $3, \
                              next_retry_at = NULL, end_date = NULL, queued_at = NULL, \
-                             updated_at = $4, rendered_command = NULL \
+                             first_start_date = NULL, updated_at = $4, rendered_command = NULL \
                          WHERE id = $1 AND state = $2",
                     )
                     .bind(id)

@@ -50,7 +50,7 @@ mod views;
 pub use backfills::{
     Backfill, BackfillCreated, BackfillMove, BackfillProgress, NewBackfill, Rerun, TaskRetries,
 };
-pub use change::Change;
+pub use change::{Change, Missed};
 pub use clear::{Clear, ClearReport};
 pub use connections::Connection;
 pub use dags::{DagRow, DagSync, DagSyncOutcome, DagVersion, ImportError};

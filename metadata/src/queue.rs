@@ -173,7 +173,8 @@ fn claim_on_postgres(limit: usize, scope: Scope) -> String {
     format!(
         "WITH claimed AS (UPDATE task_instance SET state = 'running', \
              try_number = try_number + 1, worker_id = $2, hostname = $3, heartbeat_at = $4, \
-             start_date = $4, end_date = NULL, updated_at = $4 \
+             start_date = $4, first_start_date = COALESCE(first_start_date, $4), \
+             end_date = NULL, updated_at = $4 \
            WHERE id = ANY(ARRAY(SELECT t.id FROM jsonb_array_elements_text($1) AS q(queue) \
              CROSS JOIN LATERAL (SELECT id, priority_weight, queued_at FROM task_instance \
                  WHERE state = 'queued' AND queue = q.queue{run} \
@@ -608,6 +609,7 @@ impl Store {
                     "claim task instances",
                     "UPDATE task_instance SET state = 'running', try_number = try_number + 1, \
                          worker_id = $3, hostname = $4, heartbeat_at = $5, start_date = $5, \
+                         first_start_date = COALESCE(first_start_date, $5), \
                          end_date = NULL, updated_at = $5 \
                      WHERE id IN (SELECT id FROM task_instance \
                          WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)) \

@@ -34,6 +34,8 @@ pub struct DagRun {
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub backfill_id: Option<BackfillId>,
+    /// When it missed its DAG's deadline (once).
+    pub deadline_missed_at: Option<DateTime<Utc>>,
 }
 
 /// A run to create: the input of [`Store::create_dag_run`]. It starts `queued`.
@@ -115,6 +117,7 @@ impl DagRun {
             start_date: row.get("start_date")?,
             end_date: row.get("end_date")?,
             backfill_id: row.opt_row_id("backfill_id")?,
+            deadline_missed_at: row.get("deadline_missed_at")?,
         })
     }
 }

@@ -34,9 +34,14 @@ pub struct TaskInstance {
     pub queue: String,
     pub priority_weight: i32,
     pub queued_at: Option<DateTime<Utc>>,
+    /// When its running or last try started.
     pub start_date: Option<DateTime<Utc>>,
+    /// When its first try since it was created or cleared started.
+    pub first_start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// When it missed its task's deadline (once).
+    pub deadline_missed_at: Option<DateTime<Utc>>,
     pub worker_id: Option<String>,
     pub hostname: Option<String>,
     pub heartbeat_at: Option<DateTime<Utc>>,
@@ -123,8 +128,10 @@ impl TaskInstance {
             priority_weight: row.get("priority_weight")?,
             queued_at: row.get("queued_at")?,
             start_date: row.get("start_date")?,
+            first_start_date: row.get("first_start_date")?,
             end_date: row.get("end_date")?,
             next_retry_at: row.get("next_retry_at")?,
+            deadline_missed_at: row.get("deadline_missed_at")?,
             worker_id: row.get("worker_id")?,
             hostname: row.get("hostname")?,
             heartbeat_at: row.get("heartbeat_at")?,
@@ -694,6 +701,8 @@ pub(crate) async fn move_task_states_in(
                 "UPDATE task_instance t SET state = m.to, updated_at = $2, \
                      queued_at = CASE WHEN m.queues THEN $2 ELSE t.queued_at END, \
                      start_date = CASE WHEN m.starts THEN $2 ELSE t.start_date END, \
+                     first_start_date = CASE WHEN m.starts \
+                         THEN COALESCE(t.first_start_date, $2) ELSE t.first_start_date END, \
                      end_date = CASE WHEN m.starts THEN NULL WHEN m.ends THEN $2 \
                          ELSE t.end_date END \
                  FROM jsonb_to_recordset($1) AS m(id bigint, \"from\" text, \"to\" text, \
@@ -706,6 +715,8 @@ pub(crate) async fn move_task_states_in(
                 "UPDATE task_instance NOT INDEXED SET state = m.value ->> 'to', updated_at = $2, \
                      queued_at = CASE WHEN m.value ->> 'queues' THEN $2 ELSE queued_at END, \
                      start_date = CASE WHEN m.value ->> 'starts' THEN $2 ELSE start_date END, \
+                     first_start_date = CASE WHEN m.value ->> 'starts' \
+                         THEN COALESCE(first_start_date, $2) ELSE first_start_date END, \
                      end_date = CASE WHEN m.value ->> 'starts' THEN NULL \
                          WHEN m.value ->> 'ends' THEN $2 ELSE end_date END \
                  FROM json_each($1) AS m \

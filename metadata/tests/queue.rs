@@ -11,8 +11,8 @@ use updraft_core::scope::Scope;
 use updraft_core::state::{RunType, TaskMove, TaskState, WorkerState};
 use updraft_metadata::testing::{TestDatabase, backends, each_backend};
 use updraft_metadata::{
-    Backend, Changes, CreateOutcome, DEFAULT_POOL, DagSync, NewDagRun, NewTaskInstance,
-    QueueRequest, Store, TaskInstance, Topic, TryEnd, Worker, WorkerRef,
+    Backend, Changes, Clear, CreateOutcome, DEFAULT_POOL, DagSync, Missed, NewDagRun, NewEvent,
+    NewTaskInstance, QueueRequest, Store, TaskInstance, Topic, TryEnd, Worker, WorkerRef,
 };
 
 fn at(minute: u32) -> DateTime<Utc> {
@@ -1187,6 +1187,79 @@ async fn a_pools_rate_limit_holds_for_all_its_tasks() {
                 .rate_limit,
             None
         );
+    })
+    .await;
+}
+
+/// Records that `missed` missed its deadline `due` at `now`, with its event, if the store
+/// agrees; returns whether it did.
+async fn miss(store: &Store, missed: Missed, due: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let mut change = store.change("record a missed deadline").await.unwrap();
+    if !change.miss_deadline(missed, due, now).await.unwrap() {
+        return false;
+    }
+    let event = NewEvent {
+        at: now,
+        actor: "scheduler".to_owned(),
+        dag_id: None,
+        run_id: None,
+        task_id: None,
+        event: "deadline_missed".to_owned(),
+        details: json!({}),
+    };
+    change.commit(&event).await.unwrap();
+    true
+}
+
+/// A task instance's first start is kept across its tries and forgotten by a clear; a missed
+/// deadline is recorded once, and only for what had not finished by its due time.
+#[tokio::test]
+async fn a_missed_deadline_is_recorded_once_and_only_when_not_finished_in_time() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = claimed_alike(&store, 2).await;
+        let first = store.get_task_instance(tis[0].id).await.unwrap().unwrap();
+        assert_eq!(first.first_start_date, Some(at(2)));
+        // Task instance 0 runs past its due time: missed, once.
+        let (running, done) = (tis[0].id, tis[1].id);
+        assert!(miss(&store, Missed::TaskInstance(running), at(3), at(4)).await);
+        assert!(!miss(&store, Missed::TaskInstance(running), at(3), at(5)).await);
+        let marked = store.get_task_instance(running).await.unwrap().unwrap();
+        assert_eq!(marked.deadline_missed_at, Some(at(4)));
+        // Task instance 1 ended at 3: due at 4 it was in time, due at 2 it was late.
+        let end = TryEnd {
+            key: first_try(&tis[1]),
+            worker_id: Some("w1".to_owned()),
+            state: TaskState::Success,
+            exit_code: Some(0),
+            next_retry_at: None,
+            outputs: vec![],
+            log_tail: vec![],
+        };
+        assert!(store.end_try(&end, at(3)).await.unwrap());
+        assert!(!miss(&store, Missed::TaskInstance(done), at(4), at(9)).await);
+        assert!(miss(&store, Missed::TaskInstance(done), at(2), at(9)).await);
+        // The run, unfinished: once.
+        let run = tis[0].dag_run_id;
+        assert!(miss(&store, Missed::Run(run), at(3), at(4)).await);
+        assert!(!miss(&store, Missed::Run(run), at(3), at(4)).await);
+        let runs = store.get_dag_runs(&[run]).await.unwrap();
+        assert_eq!(runs[0].deadline_missed_at, Some(at(4)));
+        // A clear forgets the first start; the next claim is the new first start, and the
+        // miss stays recorded (a deadline fires once).
+        store
+            .clear_task_instances(
+                &[Clear {
+                    task_instance: done,
+                    retries: 0,
+                }],
+                at(10),
+            )
+            .await
+            .unwrap();
+        let cleared = store.get_task_instance(done).await.unwrap().unwrap();
+        assert_eq!(cleared.first_start_date, None);
+        assert!(cleared.deadline_missed_at.is_some());
     })
     .await;
 }

@@ -58,6 +58,7 @@ mod tests {
             start_date: None,
             end_date: None,
             backfill_id,
+            deadline_missed_at: None,
         }
     }
 

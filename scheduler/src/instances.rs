@@ -9,6 +9,8 @@
 //! when the run finishes, and at every sweep. Pure: the service reads and writes, and tells it.
 
 use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
 use updraft_core::ids::{DagRunId, TaskInstanceId};
 
 use updraft_core::state::TaskState;
@@ -113,6 +115,15 @@ impl Instances {
             .map_or(&[], |known| known.instances.as_slice())
     }
 
+    /// Task instance `id` of `run` is known to have missed its deadline at `at`.
+    pub fn missed_deadline(&mut self, run: DagRunId, id: TaskInstanceId, at: DateTime<Utc>) {
+        if let Some(known) = self.runs.get_mut(&run)
+            && let Some(&index) = known.index.get(&id)
+        {
+            known.instances[index].deadline_missed_at = Some(at);
+        }
+    }
+
     /// This scheduler moved task instance `id` of `run` to `state`.
     pub fn moved(&mut self, run: DagRunId, id: TaskInstanceId, state: TaskState) {
         if let Some(known) = self.runs.get_mut(&run)
@@ -165,6 +176,8 @@ mod tests {
             start_date: None,
             end_date: None,
             next_retry_at: None,
+            first_start_date: None,
+            deadline_missed_at: None,
             worker_id: None,
             hostname: None,
             heartbeat_at: None,

@@ -7,6 +7,7 @@
 //! and applies actions lives at the edge.
 
 pub mod backfill;
+pub mod deadlines;
 pub mod instances;
 pub mod readiness;
 pub mod runs;

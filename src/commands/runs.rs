@@ -55,6 +55,8 @@ struct RunJson<'a> {
     end_date: Option<String>,
     /// `null` while the run has not ended.
     duration_seconds: Option<f64>,
+    /// When it missed its DAG's deadline; `null` if it has not.
+    deadline_missed_at: Option<String>,
 }
 
 impl<'a> RunJson<'a> {
@@ -69,6 +71,7 @@ impl<'a> RunJson<'a> {
             start_date: run.start_date.map(rfc3339),
             end_date: run.end_date.map(rfc3339),
             duration_seconds: duration_seconds(run.start_date, run.end_date),
+            deadline_missed_at: run.deadline_missed_at.map(rfc3339),
         }
     }
 }
@@ -129,6 +132,8 @@ struct TaskInstanceJson<'a> {
     start_date: Option<String>,
     end_date: Option<String>,
     duration_seconds: Option<f64>,
+    /// When it missed its task's deadline; `null` if it has not.
+    deadline_missed_at: Option<String>,
 }
 
 impl<'a> TaskInstanceJson<'a> {
@@ -141,6 +146,7 @@ impl<'a> TaskInstanceJson<'a> {
             start_date: ti.start_date.map(rfc3339),
             end_date: ti.end_date.map(rfc3339),
             duration_seconds: duration_seconds(ti.start_date, ti.end_date),
+            deadline_missed_at: ti.deadline_missed_at.map(rfc3339),
         }
     }
 }

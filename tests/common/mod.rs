@@ -187,3 +187,20 @@ pub fn max_overlap(intervals: &[(f64, f64)]) -> usize {
     }
     most as usize
 }
+
+/// A minimal HTTP/1.1 GET of `path` from the web server at `base` with an API token; the whole
+/// answer, status line first.
+pub fn http_get(base: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}

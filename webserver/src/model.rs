@@ -169,6 +169,7 @@ mod tests {
             start_date: None,
             end_date: None,
             backfill_id: None,
+            deadline_missed_at: None,
         }
     }
 
@@ -191,6 +192,8 @@ mod tests {
             start_date: None,
             end_date: None,
             next_retry_at: None,
+            first_start_date: None,
+            deadline_missed_at: None,
             worker_id: None,
             hostname: None,
             heartbeat_at: None,

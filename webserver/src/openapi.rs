@@ -288,6 +288,8 @@ fn schemas() -> Value {
         "run_after": time(), "state": states(RUN_STATES), "conf": any_object(),
         "version_hash": string(), "queued_at": nullable_time(), "start_date": nullable_time(),
         "end_date": nullable_time(), "backfill_id": nullable("integer"),
+        "deadline_missed_at": {"type": "string", "format": "date-time", "nullable": true,
+            "description": "When the run missed its DAG's deadline (recorded once); null if it has not."},
     }));
     let task_instance = object(json!({
         "id": integer(), "dag_run_id": integer(), "dag_id": string(), "run_id": string(),
@@ -295,6 +297,10 @@ fn schemas() -> Value {
         "max_tries": integer(), "pool": string(), "pool_slots": integer(), "queue": string(),
         "priority_weight": integer(), "queued_at": nullable_time(), "start_date": nullable_time(),
         "end_date": nullable_time(), "next_retry_at": nullable_time(),
+        "first_start_date": {"type": "string", "format": "date-time", "nullable": true,
+            "description": "When its first try since it was created or cleared started (start_date is its last try's)."},
+        "deadline_missed_at": {"type": "string", "format": "date-time", "nullable": true,
+            "description": "When it missed its task's deadline (recorded once); null if it has not."},
         "worker_id": nullable("string"), "hostname": nullable("string"),
         "heartbeat_at": nullable_time(),
         "rendered_command": {"type": "object", "nullable": true, "additionalProperties": true,

@@ -7,12 +7,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use indexmap::{IndexMap, IndexSet};
 
 use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
+use crate::deadline::Deadline;
 use crate::ids::{ConnectionId, DagId, TaskId};
 use crate::rate::RateLimit;
 use crate::schedule::{DataIntervalMode, Jitter, Schedule, Timetable, parse_timezone};
@@ -62,6 +63,7 @@ pub const DAG_KEYS: &[&str] = &[
     "tasks",
     "on_success",
     "on_failure",
+    "deadline",
 ];
 
 pub const TASK_KEYS: &[&str] = &[
@@ -92,7 +94,13 @@ pub const TASK_KEYS: &[&str] = &[
     "on_success",
     "on_failure",
     "on_retry",
+    "deadline",
 ];
+
+pub const DEADLINE_KEYS: &[&str] = &["after_interval_end", "after_start", "at"];
+
+/// Airflow's names of keys we have under another name, and how to write ours.
+const AIRFLOW_KEYS: &[(&str, &str)] = &[("sla", "deadline: {after_interval_end: 2h}")];
 
 /// Task keys that make no sense for every task at once.
 const NOT_DEFAULTS: &[&str] = &["run", "exec", "depends_on", "description"];
@@ -256,7 +264,10 @@ impl<'t> Decoder<'t> {
         for (k, _) in &entries {
             let name = k.as_str().unwrap_or_default();
             if !allowed.contains(&name) {
-                let hint = did_you_mean(name, allowed.iter().copied());
+                let hint = match AIRFLOW_KEYS.iter().find(|(airflow, _)| *airflow == name) {
+                    Some((_, ours)) => format!(" (Airflow's name; write `{ours}`)"),
+                    None => did_you_mean(name, allowed.iter().copied()),
+                };
                 self.error(k.pos, format!("{context}unknown key \"{name}\"{hint}"));
             }
         }
@@ -544,6 +555,7 @@ impl<'t> Decoder<'t> {
         let on_failure = fields
             .get("on_failure")
             .and_then(|n| self.handler(n, "", "on_failure", None));
+        let deadline = fields.get("deadline").and_then(|n| self.deadline(n, ""));
         let tasks = self.tasks(&fields, root, defaults.as_ref())?;
 
         let acyclic = self.check_cycles(&tasks, &fields);
@@ -569,8 +581,53 @@ impl<'t> Decoder<'t> {
             tasks,
             on_success,
             on_failure,
+            deadline,
             graph: Default::default(),
         })
+    }
+
+    /// `{after_interval_end: D}`, `{after_start: D}` or `{at: "HH:MM"}`.
+    fn deadline(&mut self, node: &Node, context: &str) -> Option<Deadline> {
+        let fields = self.fields(node, DEADLINE_KEYS, context, "deadline")?;
+        if fields.entries.len() != 1 {
+            self.error(
+                node.pos,
+                format!(
+                    "{context}\"deadline\" takes one of after_interval_end, after_start or at, \
+                     e.g. {{after_interval_end: 2h}}"
+                ),
+            );
+            return None;
+        }
+        let (key, value) = fields.entries[0];
+        match key.as_str()? {
+            "after_interval_end" => self
+                .duration(value, context, "deadline.after_interval_end")
+                .map(Deadline::AfterIntervalEnd),
+            "after_start" => self
+                .duration(value, context, "deadline.after_start")
+                .map(Deadline::AfterStart),
+            // Any other key was reported as unknown.
+            "at" => {
+                let text = self.string(value, context, "deadline.at")?;
+                match NaiveTime::parse_from_str(&text, "%H:%M")
+                    .or_else(|_| NaiveTime::parse_from_str(&text, "%H:%M:%S"))
+                {
+                    Ok(time) => Some(Deadline::At(time)),
+                    Err(_) => {
+                        self.error(
+                            value.pos,
+                            format!(
+                                "{context}\"deadline.at\": bad time of day \"{text}\"; write \
+                                 HH:MM on the DAG's clock, e.g. \"07:00\""
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
     }
 
     fn dag_id(&mut self, fields: &Fields, fileloc: &str) -> Option<DagId> {
@@ -1087,6 +1144,9 @@ impl<'t> Decoder<'t> {
         let on_success = handler(self, "on_success");
         let on_failure = handler(self, "on_failure");
         let on_retry = handler(self, "on_retry");
+        let deadline = fields
+            .get("deadline")
+            .and_then(|n| self.deadline(n, context));
         Some(Task {
             id,
             command: command?,
@@ -1115,6 +1175,7 @@ impl<'t> Decoder<'t> {
             on_success,
             on_failure,
             on_retry,
+            deadline,
         })
     }
 

@@ -13,6 +13,7 @@ use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::Deadline;
 use crate::ids::{ConnectionId, DagId, TaskId};
 use crate::rate::RateLimit;
 use crate::schedule::Timetable;
@@ -57,6 +58,9 @@ pub struct Dag {
     pub tasks: IndexMap<TaskId, Task>,
     pub on_success: Option<Handler>,
     pub on_failure: Option<Handler>,
+    /// When a run should have finished. Left out of the serialized DAG when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
     /// Derived from the tasks' `depends_on`; node `i` is task `i`, edges go upstream -> downstream.
     #[serde(skip)]
     pub(super) graph: DerivedGraph,
@@ -125,6 +129,9 @@ pub struct Task {
     pub on_success: Option<Handler>,
     pub on_failure: Option<Handler>,
     pub on_retry: Option<Handler>,
+    /// When a task instance should have finished. Left out of the serialized DAG when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
 }
 
 /// What a task runs: a shell command line, or an argv with no shell.

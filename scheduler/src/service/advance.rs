@@ -69,7 +69,9 @@ impl Scheduler {
                 continue;
             }
             if run.run_after > now {
-                self.worklist.looked_at(run.id, Some(run.run_after), false);
+                let deadline_at = self.check_deadlines(run, &dag, now).await?;
+                self.worklist
+                    .looked_at(run.id, earliest(Some(run.run_after), deadline_at), false);
                 continue;
             }
             // A scheduled run past its misfire grace is skipped, not started late.
@@ -82,6 +84,8 @@ impl Scheduler {
             let backfill = run.backfill_id.and_then(|id| self.backfills.get(&id));
             // A paused backfill starts nothing; resuming it wakes every scheduler.
             if backfill.is_some_and(|backfill| backfill.state == BackfillState::Paused) {
+                let deadline_at = self.check_deadlines(run, &dag, now).await?;
+                self.worklist.looked_at(run.id, deadline_at, false);
                 continue;
             }
             let max_active_runs = backfill.map_or(dag.max_active_runs as usize, |backfill| {
@@ -89,7 +93,8 @@ impl Scheduler {
             });
             let active = running.entry(slot(run)).or_default();
             if *active >= max_active_runs {
-                self.worklist.looked_at(run.id, None, true);
+                let deadline_at = self.check_deadlines(run, &dag, now).await?;
+                self.worklist.looked_at(run.id, deadline_at, true);
                 continue;
             }
             *active += 1;
@@ -101,7 +106,8 @@ impl Scheduler {
         }
         let (started, refused) = self.start_runs(to_start, now).await?;
         for start in refused {
-            self.worklist.looked_at(start.run.id, None, true);
+            let deadline_at = self.check_deadlines(&start.run, &start.dag, now).await?;
+            self.worklist.looked_at(start.run.id, deadline_at, true);
         }
         to_step.extend(started.into_iter().map(|start| (start.run, start.dag)));
         self.advance(to_step, now).await
@@ -120,7 +126,11 @@ impl Scheduler {
         let ids: Vec<DagRunId> = runs.iter().map(|(run, _)| run.id).collect();
         self.read_instances(&ids).await?;
         let mut steps = Vec::with_capacity(runs.len());
+        let mut deadlines: HashMap<DagRunId, DateTime<Utc>> = HashMap::new();
         for (run, dag) in runs {
+            if let Some(at) = self.check_deadlines(&run, &dag, now).await? {
+                deadlines.insert(run.id, at);
+            }
             let past = if dag.tasks.values().any(|task| task.depends_on_past) {
                 let previous = self
                     .store
@@ -230,11 +240,14 @@ impl Scheduler {
                 self.finish_run(&run, state, step.reason, now).await?;
                 continue;
             }
-            let wake_at = step
-                .wake_at
-                .into_iter()
-                .chain(limited.get(&run.id).copied())
-                .min();
+            let wake_at = [
+                step.wake_at,
+                limited.get(&run.id).copied(),
+                deadlines.get(&run.id).copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             self.worklist
                 .looked_at(run.id, wake_at, waits_on_past || waiting.contains(&run.id));
         }
@@ -337,6 +350,11 @@ impl Scheduler {
 }
 
 /// The scheduler's event `event` about `run`, at `now`.
+/// The earlier of two instants, either of which may be missing.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    a.into_iter().chain(b).min()
+}
+
 fn run_event(
     run: &DagRun,
     event: &str,

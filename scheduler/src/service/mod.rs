@@ -21,6 +21,7 @@
 
 mod advance;
 mod create;
+mod deadlines;
 mod folder;
 mod handlers;
 mod queue;
