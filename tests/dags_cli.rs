@@ -156,14 +156,15 @@ fn next_runs_match_airflow() {
 }
 
 #[test]
-fn next_runs_shows_several_schedules_and_their_jitter() {
+fn next_runs_shows_several_schedules_their_jitter_and_misfire_grace() {
     let home = tempfile::tempdir().unwrap();
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(
         folder.path().join("opening.yaml"),
         "version: 1\nstart_date: 2024-01-01\ncatchup: true\n\
-         schedule: [{cron: \"0 8 * * 1-5\", jitter: 5m, timezone: Europe/Berlin}, \
-         {cron: \"0 10 * * 6,0\", jitter: 5m, timezone: Europe/Berlin}]\n\
+         schedule: [{cron: \"0 8 * * 1-5\", jitter: 5m, timezone: Europe/Berlin, \
+         misfire_grace: 10m}, {cron: \"0 10 * * 6,0\", jitter: 5m, timezone: Europe/Berlin, \
+         misfire_grace: 10m}]\n\
          tasks:\n  open: {run: \"true\"}\n",
     )
     .unwrap();
@@ -217,7 +218,8 @@ fn next_runs_shows_several_schedules_and_their_jitter() {
     );
     assert_eq!(code, 0);
     assert!(
-        text.contains(", and ") && text.contains("each start delayed up to 5m"),
+        text.contains(", and ")
+            && text.contains("each start delayed up to 5m, a run not started within 10m skipped"),
         "{text}"
     );
 }

@@ -1,7 +1,8 @@
 //! The dependency rule of DESIGN §1, checked on the real manifests through `cargo metadata`:
 //! `core` depends on no other part, `metadata` and `process` (running one command) on `core`
 //! only, `ops` (the users' actions) and `secrets` (where secrets come from) on `core` and
-//! `metadata`, `scheduler` and `executor` on `core`, `metadata`, `process` and `secrets`,
+//! `metadata`, `scheduler`, `executor` and `notifier` on `core`, `metadata`, `process` and
+//! `secrets`,
 //! `webserver` on `core`, `metadata` and `ops`; the
 //! scheduler, executor and webserver never on each other (they meet in the database). Only the
 //! binaries, `updraft` and `updraft-bench`, wire parts together.
@@ -35,6 +36,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "updraft-notifier",
+        &[
+            "updraft-core",
+            "updraft-metadata",
+            "updraft-process",
+            "updraft-secrets",
+        ],
+    ),
+    (
         "updraft-webserver",
         &["updraft-core", "updraft-metadata", "updraft-ops"],
     ),
@@ -48,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "updraft-secrets",
             "updraft-scheduler",
             "updraft-executor",
+            "updraft-notifier",
             "updraft-webserver",
         ],
     ),

@@ -13,7 +13,6 @@ use updraft_core::plan::TryPlan;
 use updraft_core::render;
 use updraft_core::state::{TaskMove, TaskState, WorkerState};
 use updraft_metadata::{Backend, CreateOutcome, NewDagRun, NewTaskInstance, QueueRequest, Store};
-use updraft_scheduler::service;
 
 use crate::floors::bare_spawns;
 use crate::harness::{Databases, Updraft, load_and_sync};
@@ -141,8 +140,9 @@ pub async fn workers(
             })
             .collect();
         store.set_task_states(&moves, now).await?;
-        let context =
-            service::run_context(dag, &run, Default::default()).map_err(anyhow::Error::msg)?;
+        let context = run
+            .template_context(dag, Default::default())
+            .map_err(anyhow::Error::msg)?;
         for ti in &instances {
             let task = dag.task(ti.task_id.as_str()).expect("a task of the DAG");
             let plan = TryPlan::new(

@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod hash;
 pub mod ids;
 pub mod links;
+pub mod notify;
 pub mod plan;
 pub mod rate;
 pub mod render;

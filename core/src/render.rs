@@ -231,6 +231,12 @@ pub fn render_dag_handler(
         .map(Some)
 }
 
+/// Renders one string in `run`'s context (what a DAG handler's templates read): a notifier's
+/// address or header. A secret it reads renders to its reference (`${{updraft var KEY}}`).
+pub fn render_text(text: &str, run: &RunContext) -> Result<String, RenderError> {
+    Renderer::new(|| run_value(run)).render(text, || "notify".to_owned())
+}
+
 /// The `UPDRAFT_*` variables of one try: the same strings the templates see.
 pub fn environment(ctx: &Context) -> Vec<(&'static str, String)> {
     let mut variables = run_environment(ctx.run);

@@ -10,6 +10,7 @@ use updraft_core::dag::{
     SCHEDULE_KEYS, TASK_KEYS, decode,
 };
 use updraft_core::deadline::Deadline;
+use updraft_core::notify::{Channel, NotifyEvent};
 use updraft_core::state::TriggerRule;
 
 fn check(text: &str) -> Dag {
@@ -396,6 +397,56 @@ fn deadlines_on_a_dag_and_its_tasks() {
             "6:15: task \"a\": \"deadline\" takes one of after_interval_end, after_start or at, \
              e.g. {after_interval_end: 2h}",
             "9:16: task \"b\": unknown key \"in\"",
+        ]
+    );
+}
+
+#[test]
+fn notifiers_on_a_dag_and_a_task() {
+    let dag = check(
+        "notify:\n  - {on: [run_failed, deadline_missed], slack: {webhook: \"{{ var.value.hook }}\"}}\n  \
+         - {on: run_succeeded, email: ops@example.com}\ntasks:\n  a:\n    run: x\n    notify:\n      \
+         - on: [task_failed]\n        webhook: {url: \"https://h.example/x\", headers: {X-Key: k}}\n      \
+         - {on: [task_retry], command: ./tell.sh}\n",
+    );
+    assert_eq!(dag.notify.len(), 2);
+    assert_eq!(
+        dag.notify[0].on,
+        [NotifyEvent::RunFailed, NotifyEvent::DeadlineMissed]
+    );
+    assert_eq!(
+        dag.notify[1].channel,
+        Channel::Email {
+            to: vec!["ops@example.com".to_owned()]
+        }
+    );
+    let a = dag.task("a").unwrap();
+    assert_eq!(a.notify[0].channel.kind(), "webhook");
+    assert_eq!(a.notify[1].channel.kind(), "command");
+    // A DAG without notifiers keeps its version: nothing is serialized for them.
+    let plain = check("tasks:\n  a: {run: x}\n");
+    assert!(!serde_json::to_string(&plain).unwrap().contains("notify"));
+
+    let found = messages(
+        "notify:\n  - {on: [run_faild], webhook: \"https://h\"}\n  - {on: [run_failed]}\n  \
+         - {on: [run_failed], slack: ftp://x, teams: \"https://t\"}\n  \
+         - {on: [run_failed], email: {to: [nobody]}}\n  \
+         - {on: [run_failed], command: \"echo {{ ds }}\"}\ntasks:\n  a:\n    run: x\n    \
+         notify: [{on: [run_failed], webhook: \"https://h\"}]\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "2:10: notify[0]: unknown event \"run_faild\"; did you mean \"run_failed\"?",
+            "3:5: notify[1]: give one channel of webhook, slack, teams, email or command, not none",
+            "4:5: notify[2]: give one channel of webhook, slack, teams, email or command, not \
+             slack and teams",
+            "5:31: notify[3]: \"email\" needs addresses to send to (to: [oncall@example.com]), \
+             not \"nobody\"",
+            "6:33: notify[4]: a notify command is not templated: it reads the notice from \
+             $UPDRAFT_NOTICE (JSON) and $UPDRAFT_EVENT, $UPDRAFT_DAG_ID, ...",
+            "10:19: task \"a\": notify[0]: \"run_failed\" is an event of the run: put it in the \
+             DAG's notify",
         ]
     );
 }

@@ -29,6 +29,7 @@ mod error;
 mod events;
 mod handlers;
 mod metrics;
+mod notifications;
 mod pools;
 mod queue;
 mod retention;
@@ -59,6 +60,7 @@ pub use error::Error;
 pub use events::{EventLog, NewEvent};
 pub use handlers::HandlerRun;
 pub use metrics::{SCHEDULERS_SHOWN, SchedulerLoop, TryDuration};
+pub use notifications::{Attempt, NewNotification, Notification};
 pub use pools::{DEFAULT_POOL, Pool};
 pub use queue::{
     Claim, QueueRequest, Stepped, TryEnd, TryPid, WORKER_LOST_AFTER, Worker, WorkerLoad, WorkerRef,

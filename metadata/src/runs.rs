@@ -1,11 +1,15 @@
 //! Table `dag_run`: dated runs of a DAG.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use updraft_core::dag::Dag;
 use updraft_core::ids::{BackfillId, DagId, DagRunId};
+use updraft_core::render::{self, RunContext};
 use updraft_core::schedule::RunInterval;
+use updraft_core::secret::Catalog;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 
 use crate::dags::lock_dags_in;
@@ -100,6 +104,24 @@ pub struct RunStart<'a> {
 }
 
 impl DagRun {
+    /// What every try of the run knows, its templates reading `catalog`; an error when the
+    /// run's conf does not fit the params of `dag` (its version).
+    pub fn template_context(&self, dag: &Dag, catalog: Arc<Catalog>) -> Result<RunContext, String> {
+        let params = render::effective_params(dag, &self.conf)
+            .map_err(|problems| format!("params: {}", problems.join("; ")))?;
+        Ok(RunContext {
+            dag_id: dag.id.clone(),
+            run_id: self.run_id.clone(),
+            run_type: self.run_type,
+            logical_date: self.logical_date,
+            data_interval_start: self.data_interval_start,
+            data_interval_end: self.data_interval_end,
+            params,
+            conf: self.conf.clone(),
+            catalog,
+        })
+    }
+
     pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, Error> {
         Ok(DagRun {
             id: row.row_id("id")?,

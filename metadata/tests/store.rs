@@ -3,12 +3,14 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use updraft_core::ids::{DagId, DagRunId, TaskId, TaskInstanceId, TryKey};
+use updraft_core::notify::NotifyEvent;
 use updraft_core::schedule::RunInterval;
 use updraft_core::state::{DagRunState, RunType, TaskState};
 use updraft_metadata::testing::each_backend;
 use updraft_metadata::{
-    CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError, NewApiToken,
-    NewDagRun, NewEvent, NewTaskInstance, NewTaskTry, NextRun, Role, Store, TaskInstance,
+    Attempt, CreateOutcome, DEFAULT_POOL, DagRun, DagSync, DagSyncOutcome, Error, ImportError,
+    NewApiToken, NewDagRun, NewEvent, NewNotification, NewTaskInstance, NewTaskTry, NextRun, Role,
+    Store, TaskInstance,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -1238,4 +1240,113 @@ fn stores_opening_a_new_sqlite_file_at_once_all_connect() {
             }
         });
     }
+}
+
+// --- notifications ------------------------------------------------------------------------
+
+/// A notification is made once per (event, notifier), taken by one sender at a time, tried
+/// again when due, and failed for good when told so; one left `sending` by a dead sender is
+/// taken again; the cursor only moves forward.
+#[tokio::test]
+async fn notifications_are_made_once_and_taken_by_one_sender_at_a_time() {
+    each_backend(|db| async move {
+        let store = db.store().await;
+        let tis = with_tasks(&store).await;
+        let logged = store
+            .append_event(&event(at(3, 0), Some("sales"), "deadline_missed"))
+            .await
+            .unwrap();
+        let after = store.events_after(logged.id - 1, 10).await.unwrap();
+        assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [logged.id]);
+        let new = |target: &str| NewNotification {
+            event_id: logged.id,
+            dag_run_id: tis[0].dag_run_id,
+            target: target.to_owned(),
+            event: NotifyEvent::DeadlineMissed,
+            channel: json!({"webhook": {"url": "https://h.example"}}),
+            notice: json!({"event": "deadline_missed"}),
+        };
+        let made = store
+            .add_notifications(&[new("dag.0"), new("dag.1")], at(3, 0))
+            .await
+            .unwrap();
+        assert_eq!(made, 2);
+        // Another scheduler that read the same event makes nothing more.
+        assert_eq!(
+            store
+                .add_notifications(&[new("dag.0")], at(3, 0))
+                .await
+                .unwrap(),
+            0
+        );
+        let taken = store
+            .take_due_notifications(at(3, 0), at(2, 0), 1)
+            .await
+            .unwrap();
+        assert_eq!((taken.len(), taken[0].attempts), (1, 1));
+        let second = store
+            .take_due_notifications(at(3, 0), at(2, 0), 10)
+            .await
+            .unwrap();
+        assert_eq!(second.len(), 1, "the other one only");
+        assert_ne!(second[0].id, taken[0].id);
+        store
+            .end_notification_attempt(taken[0].id, &Attempt::Sent, at(3, 0))
+            .await
+            .unwrap();
+        let failed = Attempt::Failed {
+            error: "the receiver answered HTTP 500".to_owned(),
+            retry_at: Some(at(4, 0)),
+        };
+        store
+            .end_notification_attempt(second[0].id, &failed, at(3, 0))
+            .await
+            .unwrap();
+        // Not due before its retry time; then its second attempt, and failed for good.
+        assert!(
+            store
+                .take_due_notifications(at(3, 0), at(2, 0), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = store
+            .take_due_notifications(at(4, 0), at(3, 0), 10)
+            .await
+            .unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 2));
+        // Its sender died: once stale, it is taken again.
+        let retaken = store
+            .take_due_notifications(at(6, 0), at(5, 0), 10)
+            .await
+            .unwrap();
+        assert_eq!((retaken.len(), retaken[0].attempts), (1, 3));
+        let given_up = Attempt::Failed {
+            error: "the receiver answered HTTP 500".to_owned(),
+            retry_at: None,
+        };
+        store
+            .end_notification_attempt(retaken[0].id, &given_up, at(6, 0))
+            .await
+            .unwrap();
+        let listed = store
+            .list_run_notifications(tis[0].dag_run_id)
+            .await
+            .unwrap();
+        let states: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|n| (n.target.as_str(), n.state.as_str()))
+            .collect();
+        assert_eq!(states, [("dag.0", "sent"), ("dag.1", "failed")]);
+        assert_eq!(
+            listed[1].last_error.as_deref(),
+            Some("the receiver answered HTTP 500")
+        );
+        // The cursor moves forward only.
+        let start = store.notifier_cursor().await.unwrap();
+        store.advance_notifier_cursor(start + 5).await.unwrap();
+        store.advance_notifier_cursor(start + 2).await.unwrap();
+        assert_eq!(store.notifier_cursor().await.unwrap(), start + 5);
+    })
+    .await;
 }

@@ -307,7 +307,7 @@ async fn variable(store: &Store, config: &SecretsConfig, key: &str) -> Result<St
 }
 
 /// Connection `conn_id`'s fields in clear.
-async fn connection(
+pub async fn connection(
     store: &Store,
     config: &SecretsConfig,
     conn_id: &str,

@@ -48,6 +48,10 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
         let hostname = hostname();
         let mut scheduler_settings = scheduler_settings(config, &args.scheduler, secrets.clone());
         scheduler_settings.base_url = base_url.clone();
+        let notifier_settings = updraft_notifier::Settings {
+            secrets: secrets.clone(),
+            base_url: base_url.clone(),
+        };
         let scheduler = Scheduler::new(store.clone(), scheduler_settings, hostname.clone());
         let mut settings = worker_settings(
             Name::OfHome(format!("{hostname}:standalone")),
@@ -83,8 +87,14 @@ pub fn standalone(config: &Config, args: StandaloneArgs) -> Result<i32> {
             stop.clone().cancelled_owned(),
         ));
         let scheduler = tokio::spawn(scheduler.run(stop.clone().cancelled_owned()));
+        let notifier = tokio::spawn(updraft_notifier::run(
+            store.clone(),
+            notifier_settings,
+            stop.clone(),
+        ));
         let worker = worker.run(stop.cancelled()).await;
         scheduler.await?;
+        notifier.await?;
         web.await??;
         worker?;
         store.close().await;
@@ -123,6 +133,15 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
         );
         let stop = stop_signal()?;
         let secrets = config.secrets(KeyFile::Read)?;
+        // Notices go out beside the scheduler, never in its loop.
+        let notifier = tokio::spawn(updraft_notifier::run(
+            store.clone(),
+            updraft_notifier::Settings {
+                secrets: secrets.clone(),
+                base_url: config.base_url.clone(),
+            },
+            stop.clone(),
+        ));
         Scheduler::new(
             store.clone(),
             scheduler_settings(config, &args, secrets),
@@ -130,6 +149,7 @@ pub fn scheduler(config: &Config, args: SchedulerArgs) -> Result<i32> {
         )
         .run(stop.cancelled_owned())
         .await;
+        notifier.await?;
         store.close().await;
         Ok(0)
     })

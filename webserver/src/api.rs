@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{Body, Params, Path};
 use crate::model::Paged;
-use crate::reads::{BackfillView, HandlerView};
+use crate::reads::{self, BackfillView, HandlerView};
 use crate::reads::{
     DagQuery, DagScoped, DagSummary, RunQuery, backfills_page, build_grid, dag_summaries,
     events_page, find_task_instance, next_runs, pools, runs_page,
@@ -135,6 +135,17 @@ pub static ROUTES: &[ApiRoute] = &[
         path: "/dags/{dag_id}/runs/{run_id}",
         handler: |m| on(m, get_run),
         doc: Operation::read("getRun", "runs", "A run.", "DagRun"),
+    },
+    ApiRoute {
+        method: MethodFilter::GET,
+        path: "/dags/{dag_id}/runs/{run_id}/notifications",
+        handler: |m| on(m, list_notifications),
+        doc: Operation::read(
+            "listNotifications",
+            "runs",
+            "What the notifiers of the run's DAG and tasks were told, and how sending went.",
+            "NotificationList",
+        ),
     },
     ApiRoute {
         method: MethodFilter::GET,
@@ -602,6 +613,15 @@ async fn get_run(
     Path((id, run_id)): Path<(DagId, String)>,
 ) -> Result<Json<updraft_metadata::DagRun>, AppError> {
     Ok(Json(find_run(&state.store, &id, &run_id).await?))
+}
+
+async fn list_notifications(
+    State(state): State<AppState>,
+    Path((id, run_id)): Path<(DagId, String)>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let run = find_run(&state.store, &id, &run_id).await?;
+    let items = reads::notifications(&state, run.id).await?;
+    Ok(Json(serde_json::json!({ "items": items })))
 }
 
 async fn list_task_instances(

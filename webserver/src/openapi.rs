@@ -478,6 +478,16 @@ fn schemas() -> Value {
             "running_slots": integer(), "queued_slots": integer(),
         })),
         "PoolList": list("Pool"),
+        "Notification": object(json!({
+            "event": states(&["task_failed", "task_retry", "task_succeeded", "run_failed", "run_succeeded", "deadline_missed"]),
+            "target": {"type": "string", "description": "Which notifier of the DAG file: dag.0, task.load.1."},
+            "channel": states(&["webhook", "slack", "teams", "email", "command"]),
+            "state": states(&["pending", "sending", "sent", "failed"]),
+            "attempts": integer(), "next_attempt_at": nullable_time(), "sent_at": nullable_time(),
+            "last_error": {"type": "string", "nullable": true, "description": "Why the last attempt failed."},
+            "created_at": time(),
+        })),
+        "NotificationList": list("Notification"),
         "Worker": object(json!({
             "id": string(), "hostname": string(), "queues": {"type": "array", "items": string()},
             "concurrency": integer(), "state": string(), "started_at": time(), "heartbeat_at": time(),

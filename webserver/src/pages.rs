@@ -627,6 +627,8 @@ struct RunPage {
     gantt: Option<String>,
     /// What the DAG's handlers did each time the run ended.
     handlers: Vec<HandlerView>,
+    /// What its notifiers were told, and how sending went.
+    notifications: Vec<reads::NotificationView>,
 }
 
 async fn run(
@@ -674,6 +676,7 @@ async fn run(
         .into_iter()
         .map(HandlerView::from)
         .collect();
+    let notifications = reads::notifications(&state, run.id).await?;
     Ok(RunPage {
         layout: Layout::of(&caller, format!("{id} · {run_id}"), "dags"),
         run,
@@ -681,6 +684,7 @@ async fn run(
         conf,
         gantt,
         handlers,
+        notifications,
     })
 }
 

@@ -317,3 +317,48 @@ pub async fn events_page(
         .await?;
     Ok(Paged::new(rows, limit, offset))
 }
+
+/// A notification as pages and the API show it: what it tells, where (the channel's kind, never
+/// its address), and how sending went.
+#[derive(Debug, Serialize)]
+pub struct NotificationView {
+    pub event: String,
+    /// Which notifier of the DAG file: `dag.0`, `task.load.1`.
+    pub target: String,
+    pub channel: String,
+    /// `pending`, `sending`, `sent` or `failed` (for good).
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The notifications of run `run`, oldest first.
+pub async fn notifications(
+    state: &AppState,
+    run: DagRunId,
+) -> Result<Vec<NotificationView>, AppError> {
+    Ok(state
+        .store
+        .list_run_notifications(run)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let channel = serde_json::from_value::<updraft_core::notify::Channel>(n.channel)
+                .map_or_else(|_| "unknown".to_owned(), |c| c.kind().to_owned());
+            NotificationView {
+                event: n.event.to_string(),
+                target: n.target,
+                channel,
+                next_attempt_at: (n.state == "pending").then_some(n.next_attempt_at),
+                state: n.state,
+                attempts: n.attempts,
+                sent_at: n.sent_at,
+                last_error: n.last_error,
+                created_at: n.created_at,
+            }
+        })
+        .collect())
+}

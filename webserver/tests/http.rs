@@ -1368,7 +1368,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                 }
             }
         }
-        assert_eq!(operations, 35, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(operations, 36, "{:?}", paths.keys().collect::<Vec<_>>());
         // The backfill route is documented with its body.
         let backfill = &document["paths"]["/dags/{dag_id}/backfills"]["post"];
         assert_eq!(

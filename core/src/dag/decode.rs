@@ -15,6 +15,7 @@ use super::model::{Command, Dag, Handler, Param, ParamType, Task, defaults};
 use super::yaml::{self, Node, Pos, Value};
 use crate::deadline::Deadline;
 use crate::ids::{ConnectionId, DagId, TaskId};
+use crate::notify::{Channel, Notifier, NotifyEvent};
 use crate::rate::RateLimit;
 use crate::schedule::{DataIntervalMode, Jitter, Schedule, Timetable, parse_timezone};
 use crate::state::TriggerRule;
@@ -64,6 +65,7 @@ pub const DAG_KEYS: &[&str] = &[
     "on_success",
     "on_failure",
     "deadline",
+    "notify",
 ];
 
 pub const TASK_KEYS: &[&str] = &[
@@ -95,7 +97,12 @@ pub const TASK_KEYS: &[&str] = &[
     "on_failure",
     "on_retry",
     "deadline",
+    "notify",
 ];
+
+/// The keys of a `notify:` entry: its events and one channel.
+pub const NOTIFY_KEYS: &[&str] = &["on", "webhook", "slack", "teams", "email", "command"];
+const NOTIFY_CHANNELS: &[&str] = &["webhook", "slack", "teams", "email", "command"];
 
 pub const DEADLINE_KEYS: &[&str] = &["after_interval_end", "after_start", "at"];
 
@@ -556,6 +563,10 @@ impl<'t> Decoder<'t> {
             .get("on_failure")
             .and_then(|n| self.handler(n, "", "on_failure", None));
         let deadline = fields.get("deadline").and_then(|n| self.deadline(n, ""));
+        let notify = fields
+            .get("notify")
+            .map(|n| self.notify(n, "", false))
+            .unwrap_or_default();
         let tasks = self.tasks(&fields, root, defaults.as_ref())?;
 
         let acyclic = self.check_cycles(&tasks, &fields);
@@ -582,8 +593,233 @@ impl<'t> Decoder<'t> {
             on_success,
             on_failure,
             deadline,
+            notify,
             graph: Default::default(),
         })
+    }
+
+    /// A `notify:` list; `of_task` refuses the run's events.
+    fn notify(&mut self, node: &Node, context: &str, of_task: bool) -> Vec<Notifier> {
+        let Value::Seq(items) = &node.value else {
+            self.wrong_type(
+                node,
+                context,
+                "notify",
+                "a list of {on: [...], <channel>: ...}",
+            );
+            return Vec::new();
+        };
+        let mut notifiers = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let inner = format!("{context}notify[{index}]: ");
+            let Some(fields) = self.fields(item, NOTIFY_KEYS, &inner, "notify") else {
+                continue;
+            };
+            let on = fields
+                .get("on")
+                .and_then(|n| self.string_list(n, &inner, "on"))
+                .unwrap_or_default();
+            let on_pos = fields.get("on").map_or(item.pos, |n| n.pos);
+            let mut events = Vec::new();
+            for name in &on {
+                match name.parse::<NotifyEvent>() {
+                    Ok(event) if of_task && !event.is_of_a_task() => {
+                        self.error(
+                            on_pos,
+                            format!(
+                                "{inner}\"{event}\" is an event of the run: put it in the DAG's \
+                                 notify"
+                            ),
+                        );
+                    }
+                    Ok(event) => events.push(event),
+                    Err(_) => {
+                        let names = NotifyEvent::ALL.map(NotifyEvent::as_str);
+                        let hint = did_you_mean(name, names.iter().copied());
+                        self.error(on_pos, format!("{inner}unknown event \"{name}\"{hint}"));
+                    }
+                }
+            }
+            if on.is_empty() {
+                self.error(
+                    item.pos,
+                    format!("{inner}\"on\" names no event (e.g. on: [task_failed])"),
+                );
+            }
+            let channels: Vec<&str> = NOTIFY_CHANNELS
+                .iter()
+                .copied()
+                .filter(|key| fields.get(key).is_some())
+                .collect();
+            let [key] = channels.as_slice() else {
+                self.error(
+                    item.pos,
+                    format!(
+                        "{inner}give one channel of webhook, slack, teams, email or command, \
+                         not {}",
+                        match channels.len() {
+                            0 => "none".to_owned(),
+                            _ => channels.join(" and "),
+                        }
+                    ),
+                );
+                continue;
+            };
+            let value = fields.get(key).expect("present");
+            if let Some(channel) = self.channel(key, value, &inner)
+                && !events.is_empty()
+            {
+                notifiers.push(Notifier {
+                    on: events,
+                    channel,
+                });
+            }
+        }
+        notifiers
+    }
+
+    /// A `notify:` entry's channel under `key`.
+    fn channel(&mut self, key: &str, node: &Node, context: &str) -> Option<Channel> {
+        match key {
+            "webhook" => {
+                let (url, headers) = match &node.value {
+                    Value::Str(_) => (self.url(node, context, "webhook")?, IndexMap::new()),
+                    _ => {
+                        let fields = self.fields(node, &["url", "headers"], context, "webhook")?;
+                        let Some(url) = fields.get("url") else {
+                            self.error(node.pos, format!("{context}\"webhook\" needs \"url\""));
+                            return None;
+                        };
+                        let url = self.url(url, context, "webhook.url")?;
+                        let headers = fields
+                            .get("headers")
+                            .map(|n| self.headers(n, context))
+                            .unwrap_or_default();
+                        (url, headers)
+                    }
+                };
+                Some(Channel::Webhook { url, headers })
+            }
+            "slack" | "teams" => {
+                let url = match &node.value {
+                    Value::Str(_) => self.url(node, context, key)?,
+                    _ => {
+                        let fields = self.fields(node, &["webhook"], context, key)?;
+                        let Some(url) = fields.get("webhook") else {
+                            self.error(node.pos, format!("{context}\"{key}\" needs \"webhook\""));
+                            return None;
+                        };
+                        self.url(url, context, key)?
+                    }
+                };
+                Some(match key {
+                    "slack" => Channel::Slack { webhook: url },
+                    _ => Channel::Teams { webhook: url },
+                })
+            }
+            "email" => {
+                let to = match &node.value {
+                    Value::Map(_) => {
+                        let fields = self.fields(node, &["to"], context, "email")?;
+                        fields
+                            .get("to")
+                            .and_then(|n| self.string_list(n, context, "email.to"))
+                            .unwrap_or_default()
+                    }
+                    _ => self.string_list(node, context, "email")?,
+                };
+                let bad = to.iter().find(|address| {
+                    let (user, host) = address.split_once('@').unwrap_or_default();
+                    user.is_empty() || !host.contains('.') || address.contains(char::is_whitespace)
+                });
+                if to.is_empty() || bad.is_some() {
+                    let which = match bad {
+                        Some(address) => format!(", not \"{address}\""),
+                        None => String::new(),
+                    };
+                    self.error(
+                        node.pos,
+                        format!(
+                            "{context}\"email\" needs addresses to send to \
+                             (to: [oncall@example.com]){which}"
+                        ),
+                    );
+                    return None;
+                }
+                Some(Channel::Email { to })
+            }
+            _ => {
+                let handler = self.handler(node, context, "command", None)?;
+                let texts = match &handler.command {
+                    Command::Run(line) => vec![line.as_str()],
+                    Command::Exec(argv) => argv.iter().map(String::as_str).collect(),
+                };
+                if texts
+                    .into_iter()
+                    .chain(handler.env.values().map(String::as_str))
+                    .any(template::is_templated)
+                {
+                    self.error(
+                        node.pos,
+                        format!(
+                            "{context}a notify command is not templated: it reads the notice \
+                             from $UPDRAFT_NOTICE (JSON) and $UPDRAFT_EVENT, $UPDRAFT_DAG_ID, ..."
+                        ),
+                    );
+                    return None;
+                }
+                Some(Channel::Command(handler))
+            }
+        }
+    }
+
+    /// A webhook's HTTP headers: names of letters, digits and `-`, values any scalar (templated
+    /// in the run's context).
+    fn headers(&mut self, node: &Node, context: &str) -> IndexMap<String, String> {
+        let mut headers = IndexMap::new();
+        for (name, value) in self
+            .entries(node, context, "headers", "header")
+            .unwrap_or_default()
+        {
+            let name_text = name.as_str().unwrap_or_default();
+            if name_text.is_empty()
+                || !name_text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.error(
+                    name.pos,
+                    format!("{context}\"{name_text}\" is not an HTTP header name"),
+                );
+                continue;
+            }
+            if let Some(text) = self.scalar_text(value, context, "headers") {
+                self.template(value, context, "notify", None);
+                headers.insert(name_text.to_owned(), text);
+            }
+        }
+        headers
+    }
+
+    /// An http(s) URL, or a template that makes one in the run's context (a secret's,
+    /// `{{ var.value.slack_webhook }}`).
+    fn url(&mut self, node: &Node, context: &str, key: &str) -> Option<String> {
+        let text = self.string(node, context, key)?;
+        if template::is_templated(&text) {
+            self.template(node, context, "notify", None);
+            return Some(text);
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return Some(text);
+        }
+        self.error(
+            node.pos,
+            format!(
+                "{context}\"{key}\": \"{text}\" is not an http:// or https:// URL (nor a \
+                 template such as {{{{ var.value.slack_webhook }}}})"
+            ),
+        );
+        None
     }
 
     /// `{after_interval_end: D}`, `{after_start: D}` or `{at: "HH:MM"}`.
@@ -1147,6 +1383,10 @@ impl<'t> Decoder<'t> {
         let deadline = fields
             .get("deadline")
             .and_then(|n| self.deadline(n, context));
+        let notify = fields
+            .get("notify")
+            .map(|n| self.notify(n, context, true))
+            .unwrap_or_default();
         Some(Task {
             id,
             command: command?,
@@ -1176,6 +1416,7 @@ impl<'t> Decoder<'t> {
             on_failure,
             on_retry,
             deadline,
+            notify,
         })
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::ids::{ConnectionId, DagId, TaskId};
+use crate::notify::Notifier;
 use crate::rate::RateLimit;
 use crate::schedule::Timetable;
 use crate::state::{HandlerName, TriggerRule};
@@ -61,6 +62,9 @@ pub struct Dag {
     /// When a run should have finished. Left out of the serialized DAG when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
+    /// Whom to tell of its runs' and tasks' events. Left out of the serialized DAG when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notifier>,
     /// Derived from the tasks' `depends_on`; node `i` is task `i`, edges go upstream -> downstream.
     #[serde(skip)]
     pub(super) graph: DerivedGraph,
@@ -132,6 +136,9 @@ pub struct Task {
     /// When a task instance should have finished. Left out of the serialized DAG when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
+    /// Whom to tell of its events. Left out of the serialized DAG when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notifier>,
 }
 
 /// What a task runs: a shell command line, or an argv with no shell.

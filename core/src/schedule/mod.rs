@@ -376,14 +376,16 @@ impl Timetable {
     /// The schedule in words, for people: "every day at 02:00 (Europe/Berlin)", "every 15m
     /// from start_date"; a cron pattern without common words shows as its text.
     pub fn describe(&self) -> String {
-        let words = self.describe_schedule();
-        match self.jitter {
-            Some(jitter) => format!(
-                "{words}, each start delayed up to {}",
-                humantime::format_duration(jitter.max)
-            ),
-            None => words,
+        let mut words = self.describe_schedule();
+        if let Some(jitter) = self.jitter {
+            let most = humantime::format_duration(jitter.max);
+            words.push_str(&format!(", each start delayed up to {most}"));
         }
+        if let Some(grace) = self.misfire_grace {
+            let grace = humantime::format_duration(grace);
+            words.push_str(&format!(", a run not started within {grace} skipped"));
+        }
+        words
     }
 
     fn describe_schedule(&self) -> String {

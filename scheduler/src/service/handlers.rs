@@ -15,7 +15,7 @@ use updraft_core::state::{DagRunState, HandlerName};
 use updraft_metadata::{DagRun, HandlerRun, Store};
 use updraft_process::{self as process, Files, HANDLER_KILL_GRACE, HANDLER_TIMEOUT, Spawn};
 
-use super::{Settings, run_context};
+use super::Settings;
 
 /// Runs a DAG's `on_success`/`on_failure` handler for a run that ended in `state`, in the DAG
 /// file's folder, in the background; what it did is recorded beside the run, the secrets it
@@ -99,7 +99,7 @@ async fn rendered(
             .map_err(|error| error.to_string())?,
         false => Catalog::default(),
     };
-    let context = run_context(dag, run, Arc::new(catalog))?;
+    let context = run.template_context(dag, Arc::new(catalog))?;
     let Some(handler) =
         render::render_dag_handler(dag, state, &context).map_err(|error| error.to_string())?
     else {

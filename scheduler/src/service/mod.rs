@@ -36,9 +36,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use updraft_core::dag::{Dag, LoadOptions};
 use updraft_core::ids::{BackfillId, DagId, DagRunId};
-use updraft_core::render::{self, RunContext};
 use updraft_core::scope::Scope;
-use updraft_core::secret::{Catalog, SecretsConfig};
+use updraft_core::secret::SecretsConfig;
 use updraft_core::state::{BackfillState, DagRunState};
 use updraft_metadata::{CLEAN_BATCH, DagRun, Error, Store, Topic, Wakeups};
 
@@ -483,24 +482,6 @@ impl Scheduler {
         }
         Ok(())
     }
-}
-
-/// What every try of `run` knows, its templates reading `catalog`; an error when the run's conf
-/// does not fit the DAG's params.
-pub fn run_context(dag: &Dag, run: &DagRun, catalog: Arc<Catalog>) -> Result<RunContext, String> {
-    let params = render::effective_params(dag, &run.conf)
-        .map_err(|problems| format!("params: {}", problems.join("; ")))?;
-    Ok(RunContext {
-        dag_id: dag.id.clone(),
-        run_id: run.run_id.clone(),
-        run_type: run.run_type,
-        logical_date: run.logical_date,
-        data_interval_start: run.data_interval_start,
-        data_interval_end: run.data_interval_end,
-        params,
-        conf: run.conf.clone(),
-        catalog,
-    })
 }
 
 /// The `max_active_runs` a run counts against: its backfill's, else its DAG's.

@@ -12,7 +12,7 @@ use updraft_core::plan::TryPlan;
 use updraft_core::render::{self, Context, RenderError, RunContext};
 use updraft_metadata::{DagRun, Error, QueueRequest, TaskInstance};
 
-use super::{Scheduler, run_context};
+use super::Scheduler;
 
 /// A task instance ready to queue, with its run and DAG version.
 pub(super) struct Ready {
@@ -101,7 +101,7 @@ impl Scheduler {
                         .insert(output.name, output.value);
                 }
             }
-            let context = run_context(&r.dag, &r.run, catalog.clone());
+            let context = r.run.template_context(&r.dag, catalog.clone());
             contexts.insert(r.run.id, (context, outputs));
         }
         for r in &ready {
