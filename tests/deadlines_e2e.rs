@@ -27,21 +27,15 @@ tasks:
 
 /// The `deadline_missed` events of DAG `late`: (task id, deadline) of each.
 fn misses(world: &World) -> Vec<(Option<String>, String)> {
-    world.with_store(async |store| {
-        store
-            .list_events(None, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|event| event.event == "deadline_missed")
-            .map(|event| {
-                assert_eq!(event.dag_id.as_ref().map(|d| d.as_str()), Some("late"));
-                assert_eq!(event.actor, "scheduler");
-                let deadline = event.details["deadline"].as_str().unwrap().to_owned();
-                (event.task_id.map(|t| t.to_string()), deadline)
-            })
-            .collect()
-    })
+    world
+        .events("late", "deadline_missed")
+        .into_iter()
+        .map(|event| {
+            assert_eq!(event.actor, "scheduler");
+            let deadline = event.details["deadline"].as_str().unwrap().to_owned();
+            (event.task_id.map(|t| t.to_string()), deadline)
+        })
+        .collect()
 }
 
 /// Each miss exactly once: the run's and `slow`'s, never `quick`'s.

@@ -72,6 +72,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "updraft-process",
             "updraft-scheduler",
             "updraft-executor",
+            "updraft-notifier",
             "updraft-webserver",
         ],
     ),

@@ -153,27 +153,14 @@ fn runs_with_states(world: &World, dag_id: &str) -> Vec<(DagRun, Vec<String>)> {
 
 /// The reasons of the DAG's `run_skipped` events, by run id.
 fn skip_reasons(world: &World, dag_id: &str) -> Vec<(String, String)> {
-    world.with_store(async |store| {
-        store
-            .list_events(None, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|event| {
-                event.event == "run_skipped"
-                    && event.dag_id.as_ref().is_some_and(|d| d.as_str() == dag_id)
-            })
-            .map(|event| {
-                (
-                    event.run_id.unwrap_or_default(),
-                    event.details["reason"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
-            })
-            .collect()
-    })
+    world
+        .events(dag_id, "run_skipped")
+        .into_iter()
+        .map(|event| {
+            let reason = event.details["reason"].as_str().unwrap_or_default();
+            (event.run_id.unwrap_or_default(), reason.to_owned())
+        })
+        .collect()
 }
 
 fn misfires_are_skipped_with_their_reason(world: &World, args: &[&[&str]], banner: usize) {

@@ -146,10 +146,12 @@ pub enum Executor {
     Nothing,
 }
 
-/// The scheduler and an executor in this process, as `updraft standalone` runs them.
+/// The scheduler, its notifier and an executor in this process, as `updraft standalone` runs
+/// them.
 pub struct InProcess {
     stop: CancellationToken,
     scheduler: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
     worker: Option<tokio::task::JoinHandle<Result<(), updraft_metadata::Error>>>,
 }
 
@@ -167,6 +169,14 @@ impl InProcess {
         settings.poll_interval = Duration::from_millis(200);
         let scheduler = Scheduler::new(store.clone(), settings, "bench".to_owned());
         let scheduler = tokio::spawn(scheduler.run(stop.clone().cancelled_owned()));
+        let notifier = tokio::spawn(updraft_notifier::run(
+            store.clone(),
+            updraft_notifier::Settings {
+                secrets: Default::default(),
+                base_url: None,
+            },
+            stop.clone(),
+        ));
         let worker = Worker::new(
             store.clone(),
             worker::Settings {
@@ -194,6 +204,7 @@ impl InProcess {
         InProcess {
             stop,
             scheduler,
+            notifier,
             worker,
         }
     }
@@ -201,6 +212,7 @@ impl InProcess {
     pub async fn stop(self) -> Result<()> {
         self.stop.cancel();
         self.scheduler.await?;
+        self.notifier.await?;
         if let Some(worker) = self.worker {
             worker.await??;
         }

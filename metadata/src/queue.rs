@@ -1160,7 +1160,8 @@ async fn occupancy(
     lock_dags_in(tx, &dags).await?;
     // Both limits in one statement (one round trip): each row a pool (its slots, the slots in
     // use and its rate limit) or a DAG (its `max_active_tasks` and its queued and running
-    // task instances).
+    // task instances). SQLite, without statistics, would count a pool's slots through the
+    // pool's index (every task instance it ever had): it is told to use the state's.
     let mut occupancy = Occupancy::new(now);
     let rows = tx
         .fetch_all(
@@ -1177,7 +1178,8 @@ async fn occupancy(
                       WHERE t.dag_id = d.dag_id AND t.state IN ('queued', 'running')), NULL \
                  FROM dag d WHERE dag_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
                 "SELECT 'pool' AS kind, name, slots AS room, \
-                     (SELECT COALESCE(SUM(pool_slots), 0) FROM task_instance t \
+                     (SELECT COALESCE(SUM(pool_slots), 0) \
+                      FROM task_instance t INDEXED BY task_instance_state_dag_id_idx \
                       WHERE t.pool = p.name AND t.state IN ('queued', 'running')) AS used, \
                      rate_limit \
                  FROM pool p WHERE name IN (SELECT value FROM json_each($1)) \

@@ -1071,6 +1071,15 @@ fn seconds(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }
 
+/// [`WORKER`] claims what is queued (up to 10) at `now`; returns how many it claimed.
+async fn claim_all(store: &Store, now: DateTime<Utc>) -> usize {
+    store
+        .claim_task_instances(WORKER, &default_queue(), Scope::Everything, 10, now)
+        .await
+        .unwrap()
+        .len()
+}
+
 /// A task's rate limit holds across its runs: the queued count at once, and the tries started
 /// in the window until a period after each started; the refused are told when to ask again.
 #[tokio::test]
@@ -1097,17 +1106,7 @@ async fn a_tasks_rate_limit_counts_its_queued_and_started_tries_across_runs() {
             assert_eq!(stepped.rate_limited[&ti.id], at(2), "{}", ti.run_id);
         }
         assert_eq!(stepped.rate_limited.len(), 3);
-        let claimed = store
-            .claim_task_instances(
-                WORKER,
-                &default_queue(),
-                Scope::Everything,
-                10,
-                at(1) + seconds(30),
-            )
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 2);
+        assert_eq!(claim_all(&store, at(1) + seconds(30)).await, 2);
         // A minute after the first queueing the two tries started 30 s ago still count.
         let stepped = store
             .step_task_instances(&[], &limited(&tis[2..]), at(2))
@@ -1158,16 +1157,7 @@ async fn a_pools_rate_limit_holds_for_all_its_tasks() {
             .unwrap();
         assert_eq!(stepped.queued, [tis[0].id, tis[1].id, tis[2].id]);
         assert_eq!(stepped.rate_limited[&tis[3].id], at(2));
-        store
-            .claim_task_instances(
-                WORKER,
-                &default_queue(),
-                Scope::Everything,
-                10,
-                at(1) + seconds(10),
-            )
-            .await
-            .unwrap();
+        claim_all(&store, at(1) + seconds(10)).await;
         let stepped = store
             .step_task_instances(&[], &requests(&tis[3..]), at(2) + seconds(11))
             .await

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use updraft_core::ids::DagId;
 use updraft_metadata::testing::{TestDatabase, backends};
-use updraft_metadata::{Backend, Store, TaskInstance, TaskTry};
+use updraft_metadata::{Backend, EventLog, Store, TaskInstance, TaskTry};
 
 use super::{Running, run, updraft};
 
@@ -112,6 +112,21 @@ impl World {
             let value = f(&store).await;
             store.close().await;
             value
+        })
+    }
+
+    /// The events named `event` of DAG `dag_id` in the event log, newest first.
+    pub fn events(&self, dag_id: &str, event: &str) -> Vec<EventLog> {
+        self.with_store(async |store| {
+            store
+                .list_events(None, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    e.event == event && e.dag_id.as_ref().is_some_and(|d| d.as_str() == dag_id)
+                })
+                .collect()
         })
     }
 
