@@ -140,6 +140,8 @@ pub struct Notifier {
 
 /// How long a send may take, and how many times one is tried in all.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `command` notifier may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_ATTEMPTS: i32 = 3;
 
 /// When a send that failed on its `attempt`-th try (1, 2, ...) is tried again: 5 s, then 30 s.

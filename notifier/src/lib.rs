@@ -23,7 +23,7 @@ use updraft_core::dag::Dag;
 use updraft_core::ids::{DagId, TryKey};
 use updraft_core::links;
 use updraft_core::notify::{
-    Notice, NotifyEvent, SEND_ATTEMPTS, SEND_TIMEOUT, concerned, retry_delay,
+    COMMAND_TIMEOUT, Notice, NotifyEvent, SEND_ATTEMPTS, SEND_TIMEOUT, concerned, retry_delay,
 };
 use updraft_core::secret::SecretsConfig;
 use updraft_metadata::{Attempt, DagRun, Error, EventLog, NewNotification, Notification, Store};
@@ -111,15 +111,22 @@ impl Notifier {
             None => self.store.notifier_cursor().await?,
         };
         let events = self.store.events_after(cursor, EVENTS_AT_ONCE).await?;
+        // An event counts as processed once its notifications are stored: a failure on the
+        // way leaves the whole batch to the next tick (the unique key makes a second try
+        // harmless).
         let mut made = Vec::new();
+        let mut read = Vec::new();
         for event in &events {
-            if self.processed.insert(event.id) {
-                made.extend(self.notifications_of(event).await?);
+            if self.processed.contains(&event.id) {
+                continue;
             }
+            made.extend(self.notifications_of(event).await?);
+            read.push(event.id);
         }
         if !made.is_empty() {
             self.store.add_notifications(&made, now).await?;
         }
+        self.processed.extend(read);
         let seen: Vec<(i64, DateTime<Utc>)> = events.iter().map(|e| (e.id, e.at)).collect();
         let next = next_cursor(cursor, &seen, now);
         if next > cursor {
@@ -265,8 +272,9 @@ impl Notifier {
         if room == 0 {
             return Ok(());
         }
-        // A send takes at most its timeout; one `sending` for much longer lost its sender.
-        let stale = now - chrono::Duration::from_std(SEND_TIMEOUT * 6).expect("a short time");
+        // A send takes at most its timeout (a command's is the longest); one `sending` for
+        // twice that lost its sender.
+        let stale = now - chrono::Duration::from_std(COMMAND_TIMEOUT * 2).expect("a short time");
         let due = self
             .store
             .take_due_notifications(now, stale, room as i64)

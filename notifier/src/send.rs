@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use updraft_core::notify::{Channel, Notice, SEND_TIMEOUT};
+use updraft_core::notify::{COMMAND_TIMEOUT, Channel, Notice, SEND_TIMEOUT};
 use updraft_core::render;
 use updraft_core::secret::{Masker, references, substitute};
 use updraft_core::template;
@@ -61,7 +61,7 @@ pub async fn send(
                     .collect(),
                 inherit_env: Vec::new(),
                 working_dir: PathBuf::from("."),
-                timeout: Some(SEND_TIMEOUT * 6),
+                timeout: Some(COMMAND_TIMEOUT),
                 kill_grace: HANDLER_KILL_GRACE,
                 files: Files::Scratch(Arc::default()),
             };
