@@ -36,6 +36,12 @@ async fn scheduled(
     tasks: &[(&str, &str, i32, &str, i32)],
 ) -> Vec<TaskInstance> {
     let instances = created(store, max_active_tasks, tasks).await;
+    schedule_all(store, &instances).await;
+    instances
+}
+
+/// Moves `instances` from `none` to `scheduled`.
+async fn schedule_all(store: &Store, instances: &[TaskInstance]) {
     let moves: Vec<_> = instances
         .iter()
         .map(|ti| TaskMove {
@@ -52,7 +58,6 @@ async fn scheduled(
             .iter()
             .all(|m| *m)
     );
-    instances
 }
 
 /// [`scheduled`], but the task instances are left in state `none`.
@@ -61,11 +66,10 @@ async fn created(
     max_active_tasks: i32,
     tasks: &[(&str, &str, i32, &str, i32)],
 ) -> Vec<TaskInstance> {
-    let dag_id = DagId::parse("sales").unwrap();
     store
         .upsert_dag(
             &DagSync {
-                dag_id: dag_id.clone(),
+                dag_id: DagId::parse("sales").unwrap(),
                 fileloc: "dags/sales.yaml".to_owned(),
                 owner: "data-eng".to_owned(),
                 description: None,
@@ -83,13 +87,24 @@ async fn created(
         )
         .await
         .unwrap();
+    run_with_tasks(store, "r1", at(0), tasks).await
+}
+
+/// Run `run_id` of DAG `sales` at `logical_date`, with task instances `(task, pool, slots,
+/// queue, priority)` in state `none`.
+async fn run_with_tasks(
+    store: &Store,
+    run_id: &str,
+    logical_date: DateTime<Utc>,
+    tasks: &[(&str, &str, i32, &str, i32)],
+) -> Vec<TaskInstance> {
     let run = NewDagRun {
-        dag_id,
-        run_id: "r1".to_owned(),
+        dag_id: DagId::parse("sales").unwrap(),
+        run_id: run_id.to_owned(),
         run_type: RunType::Manual,
-        logical_date: at(0),
-        data_interval_start: at(0),
-        data_interval_end: at(0),
+        logical_date,
+        data_interval_start: logical_date,
+        data_interval_end: logical_date,
         run_after: at(0),
         conf: json!({}),
         version_hash: "v1".to_owned(),
@@ -1022,47 +1037,12 @@ async fn schedulers_queueing_at_once_never_exceed_pool_slots_or_queue_twice() {
 
 /// Task `call` of DAG `sales`, `scheduled` in each of `runs` runs (`r1`, `r2`, ...).
 async fn one_task_in_runs(store: &Store, runs: u32) -> Vec<TaskInstance> {
-    let mut instances = scheduled(store, 100, &[("call", DEFAULT_POOL, 1, "default", 1)]).await;
+    let call = [("call", DEFAULT_POOL, 1, "default", 1)];
+    let mut instances = scheduled(store, 100, &call).await;
     for n in 2..=runs {
-        let run = NewDagRun {
-            dag_id: DagId::parse("sales").unwrap(),
-            run_id: format!("r{n}"),
-            run_type: RunType::Manual,
-            logical_date: at(n),
-            data_interval_start: at(n),
-            data_interval_end: at(n),
-            run_after: at(0),
-            conf: json!({}),
-            version_hash: "v1".to_owned(),
-            backfill_id: None,
-        };
-        let CreateOutcome::Created(run) = store.create_dag_run(&run, at(0)).await.unwrap() else {
-            panic!("run exists");
-        };
-        let new = NewTaskInstance {
-            task_id: TaskId::parse("call").unwrap(),
-            max_tries: 1,
-            pool: DEFAULT_POOL.to_owned(),
-            pool_slots: 1,
-            queue: "default".to_owned(),
-            priority_weight: 1,
-            rendered_command: None,
-        };
-        let ti = store
-            .create_task_instances(run.id, &[new], at(0))
-            .await
-            .unwrap()
-            .remove(0);
-        let scheduled = TaskMove {
-            task_instance: ti.id,
-            from: TaskState::None,
-            to: TaskState::Scheduled,
-        };
-        assert_eq!(
-            store.set_task_states(&[scheduled], at(0)).await.unwrap(),
-            [true]
-        );
-        instances.push(ti);
+        let more = run_with_tasks(store, &format!("r{n}"), at(n), &call).await;
+        schedule_all(store, &more).await;
+        instances.extend(more);
     }
     instances
 }
